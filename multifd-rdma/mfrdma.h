@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * mfrdma public API: live-migrate named blocks of memory ("guest RAM") from a source to a
+ * destination with N multifd channels over TCP or RDMA. A process may hold any number of
+ * sources and destinations at once; nothing here is global.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+#define MFR_ERROR (mfr_error_quark())
+GQuark mfr_error_quark(void);
+
+typedef enum {
+    MFR_ERROR_FAILED = 1,    /* anything else */
+    MFR_ERROR_PROTOCOL,      /* malformed or out-of-range message from the peer */
+    MFR_ERROR_REJECTED,      /* connection refused: bad token, unknown session, ... */
+    MFR_ERROR_MISMATCH,      /* RAM block list differs between source and destination */
+    MFR_ERROR_CAPS,          /* no common capability (page size, compression, ...) */
+    MFR_ERROR_PEER,          /* peer reported an error or went away */
+    MFR_ERROR_TIMEOUT,       /* peer silent for longer than the timeout */
+    MFR_ERROR_CANCELLED,     /* cancelled by the user (either side) */
+    MFR_ERROR_NOT_CONVERGED, /* dirty rate outran bandwidth within max_rounds */
+    MFR_ERROR_VERIFY,        /* destination RAM digest differs from the source's */
+    MFR_ERROR_TRANSPORT,     /* connection or device failure (message has the cause) */
+    MFR_ERROR_USAGE,         /* bad configuration */
+} MfrErrorCode;
+
+/* One named region of guest RAM. host stays owned by the caller. */
+typedef struct {
+    const char *name;   /* unique, 1..63 printable bytes */
+    void *host;         /* page-aligned */
+    uint64_t length;    /* multiple of page_size */
+    uint32_t page_size; /* 4096 or a huge page size */
+} MfrRamBlock;
+
+/* Dirty tracking, provided by the client. */
+typedef struct {
+    /* OR the pages written since the last call into bitmap (bit i = page i of the block, 64
+     * pages per word, LSB first) and forget them. A page's bit must be recorded after its
+     * write completes. Called from the migration thread. */
+    void (*harvest)(void *opaque, unsigned block, uint64_t *bitmap, uint64_t npages);
+    /* Stop writing guest RAM (switchover); harvest() is called once more afterwards. */
+    void (*stop)(void *opaque);
+    /* Optional: the migration failed or was cancelled after stop(); writing may go on. */
+    void (*resume)(void *opaque);
+} MfrDirtyOps;
+
+/* Atomically moves set bits of a shared client bitmap into out (helper for harvest()). */
+void mfr_bitmap_harvest(uint64_t *shared, uint64_t *out, uint64_t npages);
+/* Atomically marks page in a shared bitmap (writer side of mfr_bitmap_harvest()). */
+void mfr_bitmap_mark(uint64_t *shared, uint64_t page);
+
+typedef enum {
+    MFR_PHASE_SETUP,
+    MFR_PHASE_PRECOPY,
+    MFR_PHASE_SWITCHOVER,
+    MFR_PHASE_VERIFY,
+    MFR_PHASE_DONE,
+    MFR_PHASE_FAILED,
+} MfrPhase;
+const char *mfr_phase_str(MfrPhase p);
+
+typedef struct {
+    MfrPhase phase;
+    uint64_t round;
+    uint64_t ram_bytes;       /* total guest RAM */
+    uint64_t sent_bytes;      /* guest bytes handled so far (normal + zero pages) */
+    uint64_t round_bytes;     /* dirty bytes this round */
+    uint64_t round_done;      /* of those, handled so far */
+    uint64_t remaining_bytes; /* dirty bytes left after the last harvest */
+    double throughput_bps;    /* recent, bytes/s */
+    double elapsed_s;
+} MfrProgress;
+
+typedef struct {
+    uint64_t bytes;   /* guest bytes of normal pages */
+    uint64_t wire_bytes;
+    uint64_t pages, zero_pages, packets;
+    double busy_s;    /* CPU seconds of this channel's thread */
+    double throughput_bps;
+} MfrChannelStats;
+
+typedef struct {
+    double total_ms, setup_ms, downtime_ms, registration_ms, verify_ms;
+    uint64_t ram_bytes;
+    uint64_t wire_bytes;     /* everything sent/received on channels: headers + payload */
+    uint64_t normal_pages, zero_pages, packets;
+    uint64_t rounds;
+    double dirty_rate_bps;   /* last measured, bytes/s */
+    double throughput_bps;   /* guest bytes moved / (total - setup) */
+    double cpu_s;            /* CPU seconds of this side's migration threads */
+    bool converged;          /* false: switched over by force or failed to converge */
+    bool verified;           /* digests compared and equal */
+    char transport[16];
+    unsigned channels;
+    MfrChannelStats channel[64];
+} MfrStats;
+
+/* Fills stats as JSON (one object); caller frees. */
+char *mfr_stats_to_json(const MfrStats *s, const char *side);
+
+typedef void (*MfrProgressFn)(const MfrProgress *p, void *opaque);
+
+typedef struct {
+    const char *uri;            /* where the destination listens: tcp:HOST:PORT, rdma:HOST:PORT */
+    unsigned channels;          /* default 4 */
+    uint8_t token[16];          /* must match the destination's */
+    unsigned downtime_ms;       /* default 300 */
+    unsigned max_rounds;        /* default 30 */
+    bool force_switchover;      /* at max_rounds: switch over anyway instead of failing */
+    bool verify;                /* per-block digests at completion; default true */
+    bool zero_detect;           /* default true */
+    unsigned timeout_ms;        /* error bound: peer silence, connect; default 5000 */
+    unsigned pages_per_packet;  /* default 128 */
+    const char *rdma_dev;       /* optional overrides, see XpOptions */
+    int rdma_port;
+    int gid_index;              /* -1: by address */
+    bool odp;
+    bool zerocopy;
+    MfrProgressFn progress;     /* optional, called from the migration thread ~10/s */
+    void *progress_opaque;
+} MfrSourceConfig;
+
+typedef struct {
+    const char *uri;            /* address to listen on; port 0 picks one (see mfr_dest_uri) */
+    uint8_t token[16];          /* what connecting sources must present */
+    unsigned timeout_ms;        /* default 5000 */
+    unsigned max_channels;      /* default 64 */
+    /* Destination memory for an announced block. NULL: the destination must have been given
+     * matching blocks with mfr_dest_add_block(). Returning false fails the migration. */
+    bool (*alloc_block)(void *opaque, const char *name, uint64_t length, uint32_t page_size,
+                        void **host, GError **error);
+    void *alloc_opaque;
+    /* Memory handed over is known to be zero (fresh mmap): zero pages never touch it. */
+    bool memory_zeroed;
+    const char *rdma_dev;
+    int rdma_port;
+    int gid_index;
+    bool odp;
+    MfrProgressFn progress;
+    void *progress_opaque;
+} MfrDestConfig;
+
+void mfr_source_config_init(MfrSourceConfig *cfg);
+void mfr_dest_config_init(MfrDestConfig *cfg);
+
+typedef struct MfrSource MfrSource;
+typedef struct MfrDest MfrDest;
+
+/* Blocks and dirty ops must outlive the source. */
+MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
+                          unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
+                          GError **error);
+/* Runs the whole migration in the calling thread; false with the first error otherwise.
+ * Source RAM is never written. */
+bool mfr_source_run(MfrSource *src, GError **error);
+/* Thread-safe; run() fails with MFR_ERROR_CANCELLED within the timeout. */
+void mfr_source_cancel(MfrSource *src);
+/* Thread-safe; the next round boundary switches over whatever remains. */
+void mfr_source_force_switchover(MfrSource *src);
+void mfr_source_get_stats(MfrSource *src, MfrStats *out);
+void mfr_source_free(MfrSource *src);
+
+/* Binds and listens at once, so mfr_dest_uri() is valid before run(). */
+MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error);
+const char *mfr_dest_uri(MfrDest *dst);
+/* A block that an incoming announce must match (name, length, page size). */
+bool mfr_dest_add_block(MfrDest *dst, const MfrRamBlock *block, GError **error);
+/* Serves one migration; returns true after a verified (if requested) COMPLETE. */
+bool mfr_dest_run(MfrDest *dst, GError **error);
+void mfr_dest_cancel(MfrDest *dst);
+void mfr_dest_get_stats(MfrDest *dst, MfrStats *out);
+/* Blocks as received (valid after run); n set to the count. */
+const MfrRamBlock *mfr_dest_blocks(MfrDest *dst, unsigned *n);
+void mfr_dest_free(MfrDest *dst);
+
+/* 64-bit digest used for verification (same on both sides). */
+uint64_t mfr_digest(const void *data, uint64_t len);
+
+/* Zero-page check, vectorised; len a multiple of 64. */
+bool mfr_buffer_is_zero(const void *buf, size_t len);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MfrSource, mfr_source_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MfrDest, mfr_dest_free)
+
+G_END_DECLS

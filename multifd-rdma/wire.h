@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Wire protocol v1: host-side structs and the only functions that turn them into bytes and
+ * back (wire.c). Every multi-byte field is little-endian on the wire; wire bytes and host
+ * structs are different types and nothing is swapped in place. Layouts: docs/protocol.md.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+#define MFR_WIRE_VERSION 1u
+
+#define MFR_HELLO_MAGIC 0x4846524du  /* "MRFH" as LE bytes 4d 52 46 48 */
+#define MFR_CTRL_MAGIC 0x4346524du   /* "MRFC" */
+#define MFR_PACKET_MAGIC 0x5046524du /* "MRFP" */
+
+#define MFR_SESSION_ID_LEN 16u
+#define MFR_TOKEN_LEN 16u
+#define MFR_BLOCK_NAME_MAX 64u   /* bytes on the wire, NUL-padded, at least one NUL */
+#define MFR_ERROR_TEXT_MAX 200u  /* bytes on the wire, NUL-padded */
+#define MFR_MAX_BLOCKS 64u
+#define MFR_MAX_CHANNELS 64u
+#define MFR_MAX_PAGES_PER_PACKET 512u
+
+#define MFR_HELLO_SIZE 48u
+#define MFR_CTRL_HDR_SIZE 16u
+#define MFR_PACKET_HDR_SIZE 48u
+#define MFR_CAPS_SIZE 32u
+#define MFR_BLOCK_ANNOUNCE_SIZE 80u  /* per block */
+#define MFR_BLOCK_REPLY_SIZE 16u     /* per block: transport region descriptor */
+
+/* ---------- hello: first message of every connection ---------- */
+
+typedef enum {
+    MFR_ROLE_CONTROL = 1,
+    MFR_ROLE_CHANNEL = 2,
+} MfrRole;
+
+typedef struct {
+    uint32_t magic;
+    uint16_t version;
+    uint8_t role;  /* MfrRole */
+    uint8_t flags; /* none defined in v1: must be 0 */
+    uint8_t session_id[MFR_SESSION_ID_LEN];
+    uint16_t channel_index; /* 0 for control */
+    uint16_t channel_count;
+    uint32_t reserved;      /* must be 0 */
+    uint8_t token[MFR_TOKEN_LEN];
+} MfrHello;
+
+/* ---------- control messages ---------- */
+
+typedef enum {
+    MFR_CTRL_CAPS = 1,           /* src->dst: what it supports; dst->src: what was chosen */
+    MFR_CTRL_BLOCKS = 2,         /* src->dst: RAM block announce */
+    MFR_CTRL_BLOCKS_REPLY = 3,   /* dst->src: accept, with one region descriptor per block */
+    MFR_CTRL_SYNC_ACK = 4,       /* dst->src: every channel reached SYNC of a round */
+    MFR_CTRL_COMPLETE = 5,       /* src->dst: migration done, per-block digests */
+    MFR_CTRL_COMPLETE_REPLY = 6, /* dst->src: verification outcome */
+    MFR_CTRL_ERROR = 7,          /* either: fatal error, code + text */
+    MFR_CTRL_CANCEL = 8,         /* src->dst: user cancelled */
+    MFR_CTRL_KEEPALIVE = 9,      /* either: liveness, empty body */
+    MFR_CTRL_TYPE_MAX = MFR_CTRL_KEEPALIVE,
+} MfrCtrlType;
+
+typedef struct {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t type;    /* MfrCtrlType */
+    uint32_t length;  /* body bytes after this 16-byte header */
+    uint32_t seq;     /* per direction, starts at 1, +1 per message */
+} MfrCtrlHdr;
+
+enum {
+    MFR_ZERO_NONE = 1u << 0,   /* every page sent as data */
+    MFR_ZERO_DETECT = 1u << 1, /* zero pages sent as offsets only */
+};
+enum {
+    MFR_COMP_NONE = 1u << 0,
+    MFR_COMP_ZSTD = 1u << 1,
+};
+
+typedef struct {
+    uint32_t page_size;          /* bytes, power of two, 4096..1 GiB */
+    uint32_t zero_modes;         /* MFR_ZERO_* set (offer) or single bit (choice) */
+    uint32_t compression;        /* MFR_COMP_* set (offer) or single bit (choice) */
+    uint16_t channels;           /* requested (offer) or granted (choice), 1..MFR_MAX_CHANNELS */
+    uint16_t max_channels;       /* sender's own limit */
+    uint32_t max_pages_per_packet;
+    uint64_t flags;              /* none defined in v1: must be 0 */
+    uint32_t reserved;           /* must be 0 */
+} MfrCaps;
+
+typedef struct {
+    char name[MFR_BLOCK_NAME_MAX]; /* NUL-terminated */
+    uint64_t length;               /* bytes, multiple of page_size */
+    uint32_t page_size;
+    uint32_t flags;                /* none defined in v1: must be 0 */
+} MfrBlockInfo;
+
+typedef struct {
+    uint32_t code;                     /* MfrErrorCode of the sender (see mfrdma.h) */
+    char text[MFR_ERROR_TEXT_MAX];     /* NUL-terminated */
+} MfrCtrlError;
+
+typedef struct {
+    uint32_t status; /* 0 = every digest matched, 1 = mismatch */
+    uint32_t block;  /* first mismatching block (status 1) */
+} MfrCompleteReply;
+
+/* ---------- channel packets ---------- */
+
+enum {
+    MFR_PACKET_SYNC = 1u << 0, /* end of round: no pages; round says which */
+    MFR_PACKET_FLAGS_ALL = MFR_PACKET_SYNC,
+};
+
+typedef struct {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t flags;         /* MFR_PACKET_* */
+    uint64_t packet_num;    /* per channel, starts at 1, +1 per packet */
+    uint64_t round;         /* precopy round this packet belongs to (starts at 1) */
+    uint32_t block;         /* index in the announced block list */
+    uint32_t normal_pages;  /* pages with data */
+    uint32_t zero_pages;    /* pages the destination must see as zero */
+    uint32_t reserved;      /* must be 0 */
+    uint64_t payload_len;   /* normal_pages * page_size in v1 */
+} MfrPacketHdr;
+/* On the wire the header is followed by normal_pages + zero_pages u64 block offsets
+ * (normal first), then (stream transports) payload_len bytes of page data. */
+
+/* What the receiver validates a packet against. */
+typedef struct {
+    uint32_t nblocks;
+    const uint64_t *block_len; /* nblocks entries */
+    uint32_t page_size;
+    uint32_t max_pages;        /* negotiated max_pages_per_packet */
+    uint64_t expect_packet_num;
+    uint64_t expect_round;     /* a page packet's round must equal it; SYNC too */
+} MfrPacketLimits;
+
+/* ---------- pack / unpack ----------
+ * pack_*() write exactly *_SIZE bytes (or the returned size) into buf and cannot fail for a
+ * well-formed host struct. unpack_*() validate every field and fail with MFR_ERROR /
+ * MFR_ERROR_PROTOCOL and a message naming the field, its value and the limit. */
+
+void mfr_wire_pack_hello(const MfrHello *h, uint8_t buf[MFR_HELLO_SIZE]);
+bool mfr_wire_unpack_hello(const uint8_t *buf, size_t len, MfrHello *h, GError **error);
+
+void mfr_wire_pack_ctrl_hdr(const MfrCtrlHdr *h, uint8_t buf[MFR_CTRL_HDR_SIZE]);
+/* Checks magic, version, known type and that length == len - MFR_CTRL_HDR_SIZE. */
+bool mfr_wire_unpack_ctrl_hdr(const uint8_t *buf, size_t len, MfrCtrlHdr *h, GError **error);
+
+void mfr_wire_pack_caps(const MfrCaps *c, uint8_t buf[MFR_CAPS_SIZE]);
+bool mfr_wire_unpack_caps(const uint8_t *buf, size_t len, MfrCaps *c, GError **error);
+
+/* Body: u32 count, u32 reserved, then count * 80-byte entries. Returns bytes written or 0 if
+ * cap is too small. */
+size_t mfr_wire_pack_blocks(const MfrBlockInfo *b, uint32_t count, uint8_t *buf, size_t cap);
+/* out must hold MFR_MAX_BLOCKS entries. Validates names (non-empty, NUL-terminated, printable),
+ * page size (power of two) and length (non-zero multiple of page size). */
+bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
+                            uint32_t *count, GError **error);
+
+/* Body: u32 count, u32 reserved, then count * 16-byte region descriptors. */
+size_t mfr_wire_pack_blocks_reply(const uint8_t (*desc)[16], uint32_t count, uint8_t *buf,
+                                  size_t cap);
+bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, uint32_t expect_count,
+                                  uint8_t (*desc)[16], GError **error);
+
+/* Body: u64 round. */
+void mfr_wire_pack_u64(uint64_t v, uint8_t buf[8]);
+bool mfr_wire_unpack_u64(const uint8_t *buf, size_t len, uint64_t *v, GError **error);
+
+/* Body: u32 count, u32 reserved, u64 final round, count * u64 digests. */
+size_t mfr_wire_pack_complete(uint64_t round, const uint64_t *digest, uint32_t count,
+                              uint8_t *buf, size_t cap);
+bool mfr_wire_unpack_complete(const uint8_t *buf, size_t len, uint32_t expect_count,
+                              uint64_t *round, uint64_t *digest, GError **error);
+
+void mfr_wire_pack_complete_reply(const MfrCompleteReply *r, uint8_t buf[8]);
+bool mfr_wire_unpack_complete_reply(const uint8_t *buf, size_t len, uint32_t nblocks,
+                                    MfrCompleteReply *r, GError **error);
+
+/* Body: u32 code, then 200 bytes of NUL-padded text = 204 bytes. */
+#define MFR_CTRL_ERROR_SIZE (4u + MFR_ERROR_TEXT_MAX)
+void mfr_wire_pack_error(const MfrCtrlError *e, uint8_t buf[MFR_CTRL_ERROR_SIZE]);
+bool mfr_wire_unpack_error(const uint8_t *buf, size_t len, MfrCtrlError *e, GError **error);
+
+/* Header + offsets as one message. Returns bytes written, 0 if cap is too small. */
+size_t mfr_wire_pack_packet(const MfrPacketHdr *h, const uint64_t *offsets, uint8_t *buf,
+                            size_t cap);
+/* Validates the header and every offset against lim (known flags, packet number and round as
+ * expected, block index, counts <= max_pages, message length, payload_len, alignment and
+ * offset + page_size <= block length). offsets must hold lim->max_pages entries. */
+bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimits *lim,
+                            MfrPacketHdr *h, uint64_t *offsets, GError **error);
+
+G_END_DECLS
