@@ -1,3 +1,295 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Placeholder: being written. */
-#include "mfrdma.h"
+/*
+ * The control connection of a session, identical on both sides: a reader thread validates
+ * every control message, keeps the peer alive (KEEPALIVE when idle, failure after silence),
+ * turns the peer's ERROR/CANCEL into a session failure and queues the rest for the session.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct MfrControl {
+    XpChannel *ch;
+    MfrFail *fail;
+    char *side;
+    unsigned timeout_ms;
+    GThread *reader;
+    GAsyncQueue *queue;  /* MfrCtrlMsg*, or &wake_marker */
+    GMutex send_lock;    /* senders: session thread, channel threads (SYNC_ACK), reader */
+    uint32_t tx_seq;     /* under send_lock */
+    atomic_llong last_tx_us;
+    atomic_bool done;    /* closing is expected from now on */
+    atomic_bool stop;
+    double reader_cpu_s;
+};
+
+static char wake_marker;
+
+const char *mfr_ctrl_type_str(MfrCtrlType t)
+{
+    switch (t) {
+    case MFR_CTRL_CAPS: return "CAPS";
+    case MFR_CTRL_BLOCKS: return "BLOCKS";
+    case MFR_CTRL_BLOCKS_REPLY: return "BLOCKS_REPLY";
+    case MFR_CTRL_SYNC_ACK: return "SYNC_ACK";
+    case MFR_CTRL_COMPLETE: return "COMPLETE";
+    case MFR_CTRL_COMPLETE_REPLY: return "COMPLETE_REPLY";
+    case MFR_CTRL_ERROR: return "ERROR";
+    case MFR_CTRL_CANCEL: return "CANCEL";
+    case MFR_CTRL_KEEPALIVE: return "KEEPALIVE";
+    }
+    return "?";
+}
+
+static bool control_send_locked(MfrControl *c, MfrCtrlType type, const void *body, size_t len,
+                                GError **error)
+{
+    uint8_t buf[XP_MSG_MAX];
+    g_assert(len + MFR_CTRL_HDR_SIZE <= sizeof(buf));
+    MfrCtrlHdr h = {
+        .magic = MFR_CTRL_MAGIC,
+        .version = MFR_WIRE_VERSION,
+        .type = type,
+        .length = (uint32_t)len,
+        .seq = ++c->tx_seq,
+    };
+    mfr_wire_pack_ctrl_hdr(&h, buf);
+    if (len) {
+        memcpy(buf + MFR_CTRL_HDR_SIZE, body, len);
+    }
+    int r = xp_send_msg(c->ch, buf, MFR_CTRL_HDR_SIZE + len, NULL, 0);
+    if (r < 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_TRANSPORT, "%s: control connection to %s: "
+                    "sending %s failed: %s", c->side, xp_channel_peer(c->ch),
+                    mfr_ctrl_type_str(type),
+                    r == -EPIPE ? "connection closed" : g_strerror(-r));
+        return false;
+    }
+    atomic_store(&c->last_tx_us, g_get_monotonic_time());
+    return true;
+}
+
+bool mfr_control_send(MfrControl *c, MfrCtrlType type, const void *body, size_t len,
+                      GError **error)
+{
+    g_mutex_lock(&c->send_lock);
+    bool ok = control_send_locked(c, type, body, len, error);
+    g_mutex_unlock(&c->send_lock);
+    return ok;
+}
+
+void mfr_control_send_error(MfrControl *c, const GError *err)
+{
+    if (!c) {
+        return;
+    }
+    MfrCtrlError e = { .code = err->domain == MFR_ERROR ? (uint32_t)err->code : MFR_ERROR_FAILED };
+    g_strlcpy(e.text, err->message, sizeof(e.text));
+    uint8_t body[MFR_CTRL_ERROR_SIZE];
+    mfr_wire_pack_error(&e, body);
+    MfrCtrlType type = err->domain == MFR_ERROR && err->code == MFR_ERROR_CANCELLED
+                           ? MFR_CTRL_CANCEL : MFR_CTRL_ERROR;
+    /* a peer that stopped reading must not make us hang here: trylock, and skip on contention */
+    if (g_mutex_trylock(&c->send_lock)) {
+        control_send_locked(c, type, body, sizeof(body), NULL);
+        g_mutex_unlock(&c->send_lock);
+    }
+}
+
+static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
+{
+    MfrCtrlError e;
+    g_autoptr(GError) perr = NULL;
+    if (!mfr_wire_unpack_error(m->body, m->len, &e, &perr)) {
+        mfr_fail(c->fail, MFR_ERROR_PROTOCOL, "%s: malformed %s from %s: %s", c->side,
+                 mfr_ctrl_type_str(m->hdr.type), xp_channel_peer(c->ch), perr->message);
+        return;
+    }
+    if (m->hdr.type == MFR_CTRL_CANCEL) {
+        mfr_fail(c->fail, MFR_ERROR_CANCELLED, "%s: migration cancelled by peer %s: %s",
+                 c->side, xp_channel_peer(c->ch), e.text);
+        return;
+    }
+    MfrErrorCode code = e.code >= MFR_ERROR_FAILED && e.code <= MFR_ERROR_USAGE
+                            ? (MfrErrorCode)e.code : MFR_ERROR_PEER;
+    /* Peer-side protocol/timeout errors are about the peer's view; keep the code only where
+     * it tells this side something actionable. */
+    if (code != MFR_ERROR_MISMATCH && code != MFR_ERROR_CAPS && code != MFR_ERROR_VERIFY &&
+        code != MFR_ERROR_REJECTED) {
+        code = MFR_ERROR_PEER;
+    }
+    mfr_fail(c->fail, code, "%s: peer %s reported: %s", c->side, xp_channel_peer(c->ch),
+             e.text);
+}
+
+static gpointer control_reader(gpointer opaque)
+{
+    MfrControl *c = opaque;
+    uint8_t *buf = g_malloc(XP_MSG_MAX);
+    int tick_ms = MAX(50, (int)c->timeout_ms / 4);
+    gint64 last_rx = g_get_monotonic_time();
+    uint32_t rx_seq = 0;
+
+    while (!atomic_load(&c->stop)) {
+        gint64 now = g_get_monotonic_time();
+        if (now - atomic_load(&c->last_tx_us) >= tick_ms * 1000LL && !atomic_load(&c->done)) {
+            g_mutex_lock(&c->send_lock);
+            control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, NULL);
+            g_mutex_unlock(&c->send_lock);
+        }
+        size_t len = 0;
+        int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);
+        if (atomic_load(&c->stop)) {
+            break;
+        }
+        if (r == -ETIMEDOUT) {
+            gint64 silent_ms = (g_get_monotonic_time() - last_rx) / 1000;
+            if (silent_ms > (gint64)c->timeout_ms && !atomic_load(&c->done)) {
+                mfr_fail(c->fail, MFR_ERROR_TIMEOUT,
+                         "%s: peer %s silent for %" G_GINT64_FORMAT " ms (timeout %u ms)",
+                         c->side, xp_channel_peer(c->ch), silent_ms, c->timeout_ms);
+                break;
+            }
+            continue;
+        }
+        if (r < 0) {
+            if (!atomic_load(&c->done) && !mfr_failed(c->fail)) {
+                mfr_fail(c->fail, MFR_ERROR_TRANSPORT, "%s: control connection to %s lost: %s",
+                         c->side, xp_channel_peer(c->ch),
+                         r == -EPIPE ? "closed by peer" : g_strerror(-r));
+            }
+            break;
+        }
+        last_rx = g_get_monotonic_time();
+        MfrCtrlHdr h;
+        g_autoptr(GError) err = NULL;
+        if (!mfr_wire_unpack_ctrl_hdr(buf, len, &h, &err)) {
+            mfr_fail(c->fail, MFR_ERROR_PROTOCOL, "%s: control message from %s: %s", c->side,
+                     xp_channel_peer(c->ch), err->message);
+            break;
+        }
+        if (h.seq != rx_seq + 1) {
+            mfr_fail(c->fail, MFR_ERROR_PROTOCOL,
+                     "%s: control message from %s: sequence %u, expected %u", c->side,
+                     xp_channel_peer(c->ch), h.seq, rx_seq + 1);
+            break;
+        }
+        rx_seq = h.seq;
+        if (h.type == MFR_CTRL_KEEPALIVE) {
+            continue;
+        }
+        MfrCtrlMsg *m = g_malloc(sizeof(*m) + h.length);
+        m->hdr = h;
+        m->len = h.length;
+        memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, h.length);
+        if (h.type == MFR_CTRL_ERROR || h.type == MFR_CTRL_CANCEL) {
+            control_fail_peer(c, m);
+            g_free(m);
+            break;
+        }
+        g_async_queue_push(c->queue, m);
+    }
+    g_free(buf);
+    c->reader_cpu_s = mfr_thread_cpu_s();
+    return NULL;
+}
+
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, const char *side)
+{
+    MfrControl *c = g_new0(MfrControl, 1);
+    c->ch = ch;
+    c->fail = f;
+    c->side = g_strdup(side);
+    c->timeout_ms = timeout_ms ? timeout_ms : 5000;
+    c->queue = g_async_queue_new();
+    g_mutex_init(&c->send_lock);
+    atomic_init(&c->last_tx_us, g_get_monotonic_time());
+    c->reader = g_thread_new("mfr-control", control_reader, c);
+    return c;
+}
+
+void mfr_control_done(MfrControl *c)
+{
+    if (c) {
+        atomic_store(&c->done, true);
+    }
+}
+
+XpChannel *mfr_control_channel(MfrControl *c)
+{
+    return c ? c->ch : NULL;
+}
+
+double mfr_control_cpu_s(MfrControl *c)
+{
+    return c ? c->reader_cpu_s : 0;
+}
+
+void mfr_control_wake(MfrControl *c)
+{
+    if (c) {
+        g_async_queue_push(c->queue, &wake_marker);
+    }
+}
+
+void mfr_control_free(MfrControl *c)
+{
+    if (!c) {
+        return;
+    }
+    atomic_store(&c->done, true);
+    atomic_store(&c->stop, true);
+    xp_channel_shutdown(c->ch);
+    if (c->reader) {
+        g_thread_join(c->reader);
+    }
+    xp_channel_close(c->ch);
+    gpointer m;
+    while ((m = g_async_queue_try_pop(c->queue))) {
+        if (m != &wake_marker) {
+            g_free(m);
+        }
+    }
+    g_async_queue_unref(c->queue);
+    g_mutex_clear(&c->send_lock);
+    g_free(c->side);
+    g_free(c);
+}
+
+MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error)
+{
+    gint64 deadline = timeout_ms < 0 ? G_MAXINT64 : g_get_monotonic_time() + timeout_ms * 1000LL;
+    for (;;) {
+        if (mfr_failed(c->fail)) {
+            mfr_fail_propagate(c->fail, error);
+            return NULL;
+        }
+        gint64 now = g_get_monotonic_time();
+        if (now >= deadline) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT,
+                        "%s: no answer from %s within %d ms", c->side, xp_channel_peer(c->ch),
+                        timeout_ms);
+            return NULL;
+        }
+        /* bounded wait so a failure is seen even if nobody pushed the wake marker */
+        gint64 wait = MIN(deadline - now, 200 * 1000);
+        gpointer m = g_async_queue_timeout_pop(c->queue, wait);
+        if (m && m != &wake_marker) {
+            return m;
+        }
+    }
+}
+
+MfrCtrlMsg *mfr_control_expect(MfrControl *c, MfrCtrlType type, int timeout_ms, GError **error)
+{
+    MfrCtrlMsg *m = mfr_control_recv(c, timeout_ms, error);
+    if (m && m->hdr.type != type) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "%s: expected %s from %s, got %s", c->side, mfr_ctrl_type_str(type),
+                    xp_channel_peer(c->ch), mfr_ctrl_type_str(m->hdr.type));
+        g_free(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,3 +1,670 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Placeholder: being written. */
-#include "mfrdma.h"
+/*
+ * The destination session: listen, accept the control connection of one session (token
+ * checked), answer capability negotiation and the RAM block announce (matching or allocating
+ * blocks, registering them), accept the N channels, acknowledge each round's barrier once
+ * every channel delivered its SYNC, and verify the per-block digests at COMPLETE.
+ */
+#include "channel.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct MfrDest {
+    MfrDestConfig cfg;
+    char *uri_cfg;
+    const XpOps *ops;
+    XpDomain *dom;
+    XpListener *listener;
+    char *uri;
+
+    /* blocks: given with add_block() or allocated on announce */
+    GArray *blocks;          /* MfrRamBlock, names owned */
+    MfrRamView ram;
+    uint32_t max_pages;
+
+    uint8_t session_id[MFR_SESSION_ID_LEN];
+    unsigned nchan_expected;
+    MfrCaps caps;
+
+    MfrFail fail;
+    GMutex lock;             /* guards ctl/chan publication against on_fail */
+    MfrControl *ctl;
+    MfrRecvChannel **chan;
+    unsigned nchan;
+    atomic_bool listener_down;
+
+    GMutex sync_lock;
+    uint64_t sync_round;     /* round whose SYNCs are being collected */
+    unsigned sync_count;
+
+    bool running;
+    double t_start, t_first_data;
+    MfrStats stats;
+    GMutex stats_lock;
+};
+
+/* ---------- failure ---------- */
+
+static void dest_on_fail(void *opaque, const GError *err)
+{
+    MfrDest *d = opaque;
+    g_mutex_lock(&d->lock);
+    if (d->ctl) {
+        mfr_control_send_error(d->ctl, err);
+        mfr_control_wake(d->ctl);
+        xp_channel_shutdown(mfr_control_channel(d->ctl));
+    }
+    for (unsigned i = 0; i < d->nchan; i++) {
+        xp_channel_shutdown(d->chan[i]->xp);
+    }
+    if (d->listener && d->ops->listener_shutdown) {
+        d->ops->listener_shutdown(d->listener);
+        atomic_store(&d->listener_down, true);
+    }
+    g_mutex_unlock(&d->lock);
+}
+
+/* ---------- setup ---------- */
+
+static void dest_xp_options(MfrDest *d, XpOptions *o)
+{
+    xp_options_init(o);
+    o->timeout_ms = d->cfg.timeout_ms;
+    o->rdma_dev = d->cfg.rdma_dev;
+    o->rdma_port = d->cfg.rdma_port;
+    o->gid_index = d->cfg.gid_index;
+    o->odp = d->cfg.odp;
+}
+
+MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
+{
+    if (!cfg->uri) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
+        return NULL;
+    }
+    g_autofree char *host = NULL, *port = NULL;
+    GError *xerr = NULL;
+    const XpOps *ops = xp_uri_parse(cfg->uri, &host, &port, &xerr);
+    if (!ops) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: %s", xerr->message);
+        g_error_free(xerr);
+        return NULL;
+    }
+    MfrDest *d = g_new0(MfrDest, 1);
+    d->cfg = *cfg;
+    d->cfg.timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 5000;
+    d->cfg.max_channels = cfg->max_channels ? MIN(cfg->max_channels, MFR_MAX_CHANNELS)
+                                            : MFR_MAX_CHANNELS;
+    d->uri_cfg = g_strdup(cfg->uri);
+    d->cfg.uri = d->uri_cfg;
+    d->ops = ops;
+    d->blocks = g_array_new(FALSE, TRUE, sizeof(MfrRamBlock));
+    g_mutex_init(&d->lock);
+    g_mutex_init(&d->sync_lock);
+    g_mutex_init(&d->stats_lock);
+    mfr_fail_init(&d->fail, dest_on_fail, d);
+    d->ram.fail = &d->fail;
+    d->sync_round = 1;
+    g_strlcpy(d->stats.transport, ops->name, sizeof(d->stats.transport));
+
+    XpOptions o;
+    dest_xp_options(d, &o);
+    d->dom = ops->domain_new(&o, &xerr);
+    if (!d->dom) {
+        g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
+        mfr_dest_free(d);
+        return NULL;
+    }
+    d->listener = ops->listen(d->dom, host, port, &xerr);
+    if (!d->listener) {
+        g_autofree char *what = g_strdup_printf("destination: cannot listen on %s", cfg->uri);
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        mfr_dest_free(d);
+        return NULL;
+    }
+    d->uri = g_strdup(ops->listener_uri(d->listener));
+    return d;
+}
+
+const char *mfr_dest_uri(MfrDest *d)
+{
+    return d->uri;
+}
+
+bool mfr_dest_add_block(MfrDest *d, const MfrRamBlock *b, GError **error)
+{
+    if (!b->name || !mfr_block_name_valid(b->name) || !b->host || b->length == 0 ||
+        b->page_size < 4096 || (b->page_size & (b->page_size - 1)) ||
+        b->length % b->page_size) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "destination: block '%s' needs a name, host memory, a power-of-two page "
+                    "size >= 4096 and a non-zero length multiple of it",
+                    b->name ? b->name : "(null)");
+        return false;
+    }
+    for (guint i = 0; i < d->blocks->len; i++) {
+        if (strcmp(g_array_index(d->blocks, MfrRamBlock, i).name, b->name) == 0) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                        "destination: block name '%s' added twice", b->name);
+            return false;
+        }
+    }
+    MfrRamBlock copy = *b;
+    copy.name = g_strdup(b->name);
+    g_array_append_val(d->blocks, copy);
+    return true;
+}
+
+const MfrRamBlock *mfr_dest_blocks(MfrDest *d, unsigned *n)
+{
+    *n = d->blocks->len;
+    return (const MfrRamBlock *)(void *)d->blocks->data;
+}
+
+/* Constant-time, so a wrong token's prefix tells an attacker nothing. */
+static bool dest_token_equal(const uint8_t *a, const uint8_t *b)
+{
+    uint8_t diff = 0;
+    for (unsigned i = 0; i < MFR_TOKEN_LEN; i++) {
+        diff |= a[i] ^ b[i];
+    }
+    return diff == 0;
+}
+
+/* Accept the next connection whose hello passes check(); refuse the others with a reason. */
+typedef const char *(*DestHelloCheck)(MfrDest *d, const MfrHello *h);
+
+static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, gint64 deadline,
+                              GError **error)
+{
+    for (;;) {
+        if (mfr_failed(&d->fail)) {
+            mfr_fail_propagate(&d->fail, error);
+            return NULL;
+        }
+        gint64 now = g_get_monotonic_time();
+        if (deadline && now >= deadline) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT,
+                        "destination: %s: no valid connection within %u ms", d->uri,
+                        d->cfg.timeout_ms);
+            return NULL;
+        }
+        int tick = 500;
+        if (deadline) {
+            tick = (int)MIN(tick, (deadline - now) / 1000 + 1);
+        }
+        uint8_t hello[XP_HELLO_MAX];
+        size_t hlen = sizeof(hello);
+        GError *xerr = NULL;
+        XpChannel *ch = d->ops->accept(d->listener, tick, hello, &hlen, &xerr);
+        if (!ch) {
+            if (g_error_matches(xerr, XP_ERROR, XP_ERROR_TIMEOUT)) {
+                g_error_free(xerr);
+                continue;
+            }
+            if (mfr_failed(&d->fail)) {
+                g_error_free(xerr);
+                continue; /* reports the session's error above */
+            }
+            /* one broken connection attempt must not end the service */
+            g_warning("destination: %s: %s", d->uri, xerr->message);
+            g_error_free(xerr);
+            continue;
+        }
+        MfrHello h;
+        g_autoptr(GError) perr = NULL;
+        const char *reason = NULL;
+        g_autofree char *reason_buf = NULL;
+        if (!mfr_wire_unpack_hello(hello, hlen, &h, &perr)) {
+            reason = reason_buf = g_strdup_printf("bad hello: %s", perr->message);
+        } else if (!dest_token_equal(h.token, d->cfg.token)) {
+            reason = "bad token";
+        } else {
+            reason = check(d, &h);
+        }
+        if (reason) {
+            g_message("destination: refused connection from %s: %s",
+                      xp_channel_peer(ch), reason);
+            d->ops->answer(ch, 1, reason, NULL);
+            xp_channel_close(ch);
+            continue;
+        }
+        if (!d->ops->answer(ch, 0, NULL, &xerr)) {
+            g_warning("destination: accepting %s failed: %s", xp_channel_peer(ch),
+                      xerr->message);
+            g_error_free(xerr);
+            xp_channel_close(ch);
+            continue;
+        }
+        *out = h;
+        return ch;
+    }
+}
+
+static const char *dest_check_control(MfrDest *d, const MfrHello *h)
+{
+    if (h->role != MFR_ROLE_CONTROL) {
+        return "no session: the control connection must come first";
+    }
+    if (h->channel_count < 1) {
+        return "channel count 0";
+    }
+    return NULL;
+}
+
+static const char *dest_check_channel(MfrDest *d, const MfrHello *h)
+{
+    if (h->role != MFR_ROLE_CHANNEL) {
+        return "a session is already being served";
+    }
+    if (memcmp(h->session_id, d->session_id, MFR_SESSION_ID_LEN) != 0) {
+        return "unknown session id";
+    }
+    if (h->channel_count != d->nchan_expected) {
+        return "channel count differs from the negotiated one";
+    }
+    if (h->channel_index >= d->nchan_expected) {
+        return "channel index out of range";
+    }
+    for (unsigned i = 0; i < d->nchan; i++) {
+        if (d->chan[i]->index == h->channel_index) {
+            return "channel index already connected";
+        }
+    }
+    return NULL;
+}
+
+static bool dest_negotiate(MfrDest *d, GError **error)
+{
+    g_autofree MfrCtrlMsg *m = mfr_control_expect(d->ctl, MFR_CTRL_CAPS, d->cfg.timeout_ms,
+                                                   error);
+    if (!m) {
+        return false;
+    }
+    MfrCaps offer;
+    if (!mfr_wire_unpack_caps(m->body, m->len, &offer, error)) {
+        g_prefix_error(error, "destination: CAPS from %s: ",
+                       xp_channel_peer(mfr_control_channel(d->ctl)));
+        return false;
+    }
+    MfrCaps c = {
+        .page_size = offer.page_size,
+        .zero_modes = (offer.zero_modes & MFR_ZERO_DETECT) ? MFR_ZERO_DETECT
+                    : (offer.zero_modes & MFR_ZERO_NONE) ? MFR_ZERO_NONE : 0,
+        .compression = offer.compression & MFR_COMP_NONE,
+        .channels = MIN(offer.channels, d->cfg.max_channels),
+        .max_channels = d->cfg.max_channels,
+        .max_pages_per_packet = MIN(offer.max_pages_per_packet, MFR_MAX_PAGES_PER_PACKET),
+    };
+    if (!c.zero_modes || !c.compression) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_CAPS,
+                    "destination: no common %s (source offers 0x%x, destination supports "
+                    "0x%x)", !c.zero_modes ? "zero-page mode" : "compression",
+                    !c.zero_modes ? offer.zero_modes : offer.compression,
+                    !c.zero_modes ? (MFR_ZERO_NONE | MFR_ZERO_DETECT) : MFR_COMP_NONE);
+        return false;
+    }
+    d->caps = c;
+    d->nchan_expected = c.channels;
+    d->ram.page_size = c.page_size;
+    d->ram.max_pages = c.max_pages_per_packet;
+    uint8_t body[MFR_CAPS_SIZE];
+    mfr_wire_pack_caps(&c, body);
+    return mfr_control_send(d->ctl, MFR_CTRL_CAPS, body, sizeof(body), error);
+}
+
+static bool dest_match_blocks(MfrDest *d, const MfrBlockInfo *info, uint32_t count,
+                              GError **error)
+{
+    if (d->cfg.alloc_block && d->blocks->len == 0) {
+        for (uint32_t i = 0; i < count; i++) {
+            void *host = NULL;
+            if (!d->cfg.alloc_block(d->cfg.alloc_opaque, info[i].name, info[i].length,
+                                    info[i].page_size, &host, error)) {
+                g_prefix_error(error, "destination: block '%s': ", info[i].name);
+                return false;
+            }
+            MfrRamBlock b = { .name = g_strdup(info[i].name), .host = host,
+                              .length = info[i].length, .page_size = info[i].page_size };
+            g_array_append_val(d->blocks, b);
+        }
+        return true;
+    }
+    /* announce order becomes the block index order on the wire */
+    GArray *ordered = g_array_new(FALSE, TRUE, sizeof(MfrRamBlock));
+    for (uint32_t i = 0; i < count; i++) {
+        const MfrRamBlock *found = NULL;
+        for (guint j = 0; j < d->blocks->len; j++) {
+            const MfrRamBlock *b = &g_array_index(d->blocks, MfrRamBlock, j);
+            if (strcmp(b->name, info[i].name) == 0) {
+                found = b;
+            }
+        }
+        if (!found) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_MISMATCH,
+                        "RAM block '%s' announced by the source does not exist on the "
+                        "destination", info[i].name);
+        } else if (found->length != info[i].length || found->page_size != info[i].page_size) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_MISMATCH,
+                        "RAM block '%s': source has %" G_GUINT64_FORMAT " bytes in %u-byte "
+                        "pages, destination %" G_GUINT64_FORMAT " bytes in %u-byte pages",
+                        info[i].name, info[i].length, info[i].page_size, found->length,
+                        found->page_size);
+        } else {
+            g_array_append_val(ordered, *found);
+            continue;
+        }
+        g_array_free(ordered, TRUE);
+        return false;
+    }
+    if (ordered->len != d->blocks->len) {
+        for (guint j = 0; j < d->blocks->len; j++) {
+            const MfrRamBlock *b = &g_array_index(d->blocks, MfrRamBlock, j);
+            bool announced = false;
+            for (uint32_t i = 0; i < count; i++) {
+                announced |= strcmp(b->name, info[i].name) == 0;
+            }
+            if (!announced) {
+                g_set_error(error, MFR_ERROR, MFR_ERROR_MISMATCH,
+                            "RAM block '%s' of the destination was not announced by the "
+                            "source", b->name);
+                break;
+            }
+        }
+        g_array_free(ordered, TRUE);
+        return false;
+    }
+    /* same elements (names owned), new order */
+    g_array_set_size(d->blocks, 0);
+    g_array_append_vals(d->blocks, ordered->data, ordered->len);
+    g_array_free(ordered, TRUE);
+    return true;
+}
+
+static bool dest_blocks(MfrDest *d, GError **error)
+{
+    g_autofree MfrCtrlMsg *m = mfr_control_expect(d->ctl, MFR_CTRL_BLOCKS, d->cfg.timeout_ms,
+                                                   error);
+    if (!m) {
+        return false;
+    }
+    MfrBlockInfo info[MFR_MAX_BLOCKS];
+    uint32_t count = 0;
+    if (!mfr_wire_unpack_blocks(m->body, m->len, info, &count, error)) {
+        g_prefix_error(error, "destination: BLOCKS: ");
+        return false;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        if (info[i].page_size < d->ram.page_size || info[i].length % d->ram.page_size) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                        "destination: block '%s': page size %u / length %" G_GUINT64_FORMAT
+                        " do not fit the negotiated page size %u", info[i].name,
+                        info[i].page_size, info[i].length, d->ram.page_size);
+            return false;
+        }
+    }
+    if (!dest_match_blocks(d, info, count, error)) {
+        return false;
+    }
+    unsigned n = d->blocks->len;
+    d->ram.nblocks = n;
+    d->ram.blocks = (const MfrRamBlock *)(void *)d->blocks->data;
+    d->ram.block_len = g_new0(uint64_t, n);
+    d->ram.received = g_new0(uint64_t *, n);
+    d->ram.memory_zeroed = d->cfg.memory_zeroed;
+    uint8_t desc[MFR_MAX_BLOCKS][16];
+    memset(desc, 0, sizeof(desc));
+    for (unsigned i = 0; i < n; i++) {
+        d->ram.block_len[i] = d->ram.blocks[i].length;
+        d->ram.received[i] = g_new0(uint64_t, (d->ram.blocks[i].length / d->ram.page_size + 63) / 64);
+        d->stats.ram_bytes += d->ram.blocks[i].length;
+    }
+    if (d->ops->caps & XP_CAP_REGIONS) {
+        double t0 = mfr_now_s();
+        d->ram.regions = g_new0(XpRegion *, n);
+        for (unsigned i = 0; i < n; i++) {
+            GError *xerr = NULL;
+            if (!d->ops->region_register(d->dom, d->ram.blocks[i].host, d->ram.blocks[i].length,
+                                         XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL,
+                                         &d->ram.regions[i], &xerr)) {
+                g_autofree char *what = g_strdup_printf("destination: block '%s'",
+                                                        d->ram.blocks[i].name);
+                g_propagate_error(error, mfr_error_from_xp(xerr, what));
+                return false;
+            }
+            d->ops->region_export(d->ram.regions[i], desc[i]);
+        }
+        d->stats.registration_ms = (mfr_now_s() - t0) * 1000;
+    }
+    uint8_t body[XP_MSG_MAX];
+    size_t len = mfr_wire_pack_blocks_reply((const uint8_t(*)[16])desc, n, body,
+                                            sizeof(body) - MFR_CTRL_HDR_SIZE);
+    g_assert(len);
+    return mfr_control_send(d->ctl, MFR_CTRL_BLOCKS_REPLY, body, len, error);
+}
+
+/* Runs on channel threads: the barrier of design section 5. */
+static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
+{
+    MfrDest *d = opaque;
+    g_mutex_lock(&d->sync_lock);
+    if (round != d->sync_round) {
+        g_mutex_unlock(&d->sync_lock);
+        mfr_fail(&d->fail, MFR_ERROR_PROTOCOL,
+                 "destination: channel %u sent SYNC for round %" G_GUINT64_FORMAT
+                 " while round %" G_GUINT64_FORMAT " is being synchronised", channel, round,
+                 d->sync_round);
+        return false;
+    }
+    bool ok = true;
+    if (++d->sync_count == d->nchan_expected) {
+        uint8_t body[8];
+        mfr_wire_pack_u64(round, body);
+        GError *err = NULL;
+        if (!mfr_control_send(d->ctl, MFR_CTRL_SYNC_ACK, body, sizeof(body), &err)) {
+            mfr_fail_set(&d->fail, err);
+            ok = false;
+        }
+        d->sync_count = 0;
+        d->sync_round++;
+        d->stats.rounds = round;
+    }
+    g_mutex_unlock(&d->sync_lock);
+    return ok;
+}
+
+static bool dest_open_channels(MfrDest *d, GError **error)
+{
+    d->chan = g_new0(MfrRecvChannel *, d->nchan_expected);
+    gint64 deadline = g_get_monotonic_time() + d->cfg.timeout_ms * 1000LL;
+    while (d->nchan < d->nchan_expected) {
+        MfrHello h;
+        XpChannel *ch = dest_accept(d, dest_check_channel, &h, deadline, error);
+        if (!ch) {
+            return false;
+        }
+        g_mutex_lock(&d->lock);
+        d->chan[d->nchan++] = mfr_recv_channel_new(h.channel_index, ch, &d->ram, dest_sync, d);
+        g_mutex_unlock(&d->lock);
+        if (mfr_failed(&d->fail)) {
+            xp_channel_shutdown(ch);
+        }
+    }
+    d->stats.channels = d->nchan;
+    return true;
+}
+
+static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
+{
+    uint64_t round;
+    uint64_t digest[MFR_MAX_BLOCKS];
+    uint32_t count = m->len == 16 ? 0 : d->ram.nblocks;
+    if (!mfr_wire_unpack_complete(m->body, m->len, count, &round, digest, error)) {
+        g_prefix_error(error, "destination: COMPLETE: ");
+        return false;
+    }
+    g_mutex_lock(&d->sync_lock);
+    uint64_t synced = d->sync_round - 1;
+    g_mutex_unlock(&d->sync_lock);
+    if (round != synced) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "destination: COMPLETE names round %" G_GUINT64_FORMAT
+                    " but round %" G_GUINT64_FORMAT " was the last synchronised", round, synced);
+        return false;
+    }
+    MfrCompleteReply r = { 0 };
+    double t0 = mfr_now_s();
+    for (uint32_t i = 0; i < count; i++) {
+        if (mfr_digest(d->ram.blocks[i].host, d->ram.blocks[i].length) != digest[i]) {
+            r.status = 1;
+            r.block = i;
+            break;
+        }
+    }
+    d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
+    uint8_t body[8];
+    mfr_wire_pack_complete_reply(&r, body);
+    if (!mfr_control_send(d->ctl, MFR_CTRL_COMPLETE_REPLY, body, sizeof(body), error)) {
+        return false;
+    }
+    mfr_control_done(d->ctl);
+    if (r.status) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
+                    "verification failed: block '%s' differs from the source",
+                    d->ram.blocks[r.block].name);
+        return false;
+    }
+    d->stats.verified = count > 0;
+    d->stats.converged = true;
+    return true;
+}
+
+static bool dest_serve(MfrDest *d, GError **error)
+{
+    MfrHello h;
+    XpChannel *ch = dest_accept(d, dest_check_control, &h, 0, error);
+    if (!ch) {
+        return false;
+    }
+    d->t_start = mfr_now_s();
+    memcpy(d->session_id, h.session_id, sizeof(d->session_id));
+    g_mutex_lock(&d->lock);
+    d->ctl = mfr_control_new(ch, d->cfg.timeout_ms, &d->fail, "destination");
+    g_mutex_unlock(&d->lock);
+    if (!dest_negotiate(d, error) || !dest_blocks(d, error) || !dest_open_channels(d, error)) {
+        return false;
+    }
+    d->stats.setup_ms = (mfr_now_s() - d->t_start) * 1000;
+    for (;;) {
+        g_autofree MfrCtrlMsg *m = mfr_control_recv(d->ctl, -1, error);
+        if (!m) {
+            return false;
+        }
+        if (m->hdr.type == MFR_CTRL_COMPLETE) {
+            return dest_complete(d, m, error);
+        }
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "destination: unexpected %s from %s during migration",
+                    mfr_ctrl_type_str(m->hdr.type), xp_channel_peer(mfr_control_channel(d->ctl)));
+        return false;
+    }
+}
+
+static void dest_collect_stats(MfrDest *d, double cpu_main)
+{
+    MfrStats *st = &d->stats;
+    st->total_ms = d->t_start ? (mfr_now_s() - d->t_start) * 1000 : 0;
+    st->cpu_s = cpu_main + mfr_control_cpu_s(d->ctl);
+    double xfer_s = MAX((st->total_ms - st->setup_ms) / 1000, 1e-6);
+    for (unsigned i = 0; i < d->nchan && i < G_N_ELEMENTS(st->channel); i++) {
+        MfrChannelStats *c = &d->chan[i]->stats;
+        c->throughput_bps = c->bytes / xfer_s;
+        st->channel[d->chan[i]->index] = *c;
+        st->normal_pages += c->pages;
+        st->zero_pages += c->zero_pages;
+        st->packets += c->packets;
+        st->wire_bytes += c->wire_bytes;
+        st->cpu_s += c->busy_s;
+    }
+    st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
+}
+
+bool mfr_dest_run(MfrDest *d, GError **error)
+{
+    g_return_val_if_fail(!d->running, false);
+    d->running = true;
+    double cpu0 = mfr_thread_cpu_s();
+    GError *err = NULL;
+    bool ok = dest_serve(d, &err);
+    if (!ok) {
+        mfr_fail_set(&d->fail, err);
+    }
+    /* stop channel threads before reading their counters; no error is reported after this */
+    for (unsigned i = 0; i < d->nchan; i++) {
+        atomic_store(&d->chan[i]->quit, true);
+        xp_channel_shutdown(d->chan[i]->xp);
+        g_thread_join(d->chan[i]->thread);
+        d->chan[i]->thread = NULL;
+    }
+    mfr_control_done(d->ctl);
+    g_mutex_lock(&d->lock);
+    MfrControl *ctl = g_steal_pointer(&d->ctl);
+    g_mutex_unlock(&d->lock);
+    g_mutex_lock(&d->stats_lock);
+    d->ctl = ctl;
+    dest_collect_stats(d, mfr_thread_cpu_s() - cpu0);
+    d->ctl = NULL;
+    g_mutex_unlock(&d->stats_lock);
+    mfr_control_free(ctl);
+    if (!ok) {
+        mfr_fail_propagate(&d->fail, error);
+    }
+    return ok;
+}
+
+void mfr_dest_cancel(MfrDest *d)
+{
+    mfr_fail(&d->fail, MFR_ERROR_CANCELLED, "destination: migration cancelled");
+}
+
+void mfr_dest_get_stats(MfrDest *d, MfrStats *out)
+{
+    g_mutex_lock(&d->stats_lock);
+    *out = d->stats;
+    g_mutex_unlock(&d->stats_lock);
+}
+
+void mfr_dest_free(MfrDest *d)
+{
+    if (!d) {
+        return;
+    }
+    for (unsigned i = 0; i < d->nchan; i++) {
+        mfr_recv_channel_free(d->chan[i]);
+    }
+    g_free(d->chan);
+    mfr_control_free(d->ctl);
+    for (unsigned i = 0; i < d->ram.nblocks; i++) {
+        if (d->ram.regions && d->ram.regions[i]) {
+            d->ops->region_deregister(d->ram.regions[i]);
+        }
+        g_free(d->ram.received[i]);
+    }
+    g_free(d->ram.regions);
+    g_free(d->ram.received);
+    g_free(d->ram.block_len);
+    for (guint i = 0; i < d->blocks->len; i++) {
+        g_free((char *)g_array_index(d->blocks, MfrRamBlock, i).name);
+    }
+    g_array_free(d->blocks, TRUE);
+    xp_listener_close(d->listener);
+    xp_domain_free(d->dom);
+    g_free(d->uri);
+    g_free(d->uri_cfg);
+    mfr_fail_clear(&d->fail);
+    g_mutex_clear(&d->lock);
+    g_mutex_clear(&d->sync_lock);
+    g_mutex_clear(&d->stats_lock);
+    g_free(d);
+}

@@ -1,3 +1,757 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Placeholder: being written. */
-#include "mfrdma.h"
+/*
+ * The source session and precopy driver: connect and negotiate on the control connection,
+ * announce RAM blocks, open N channels, then run rounds (harvest dirty bitmap, hand batches
+ * to idle channels, SYNC barrier acknowledged by the destination) until the rest fits the
+ * downtime limit, switch over, and finish with COMPLETE and per-block digests.
+ */
+#include "channel.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+struct MfrSource {
+    MfrSourceConfig cfg;
+    char *uri;
+    MfrRamBlock *blocks;
+    unsigned nblocks;
+    const MfrDirtyOps *dirty;
+    void *dirty_opaque;
+    uint64_t **bitmap;  /* per block: pages to send this round (engine-owned) */
+    uint64_t *npages;   /* per block, in migration pages */
+
+    const XpOps *ops;
+    XpDomain *dom;
+    char *host, *port;
+    MfrRamView ram;
+    MfrCaps caps;       /* negotiated */
+    uint8_t session_id[MFR_SESSION_ID_LEN];
+
+    MfrFail fail;
+    GMutex lock;        /* guards ctl/chan publication against on_fail */
+    MfrControl *ctl;
+    MfrSendChannel **chan;
+    unsigned nchan;
+    sem_t ready;        /* idle channels */
+    unsigned rr;        /* next channel to try (round-robin across rounds) */
+    MfrBatch *batch;    /* producer's batch being filled */
+
+    atomic_bool force;
+    bool stopped;       /* dirty->stop() called */
+    bool running;
+
+    /* progress and stats, migration thread only (copied out under lock) */
+    MfrProgress prog;
+    double t_start, t_last_prog, t_prog_bytes_at, prog_bytes_mark;
+    MfrStats stats;
+    GMutex stats_lock;
+};
+
+/* ---------- failure ---------- */
+
+static void source_on_fail(void *opaque, const GError *err)
+{
+    MfrSource *s = opaque;
+    g_mutex_lock(&s->lock);
+    if (s->ctl) {
+        mfr_control_send_error(s->ctl, err);
+        mfr_control_wake(s->ctl);
+        xp_channel_shutdown(mfr_control_channel(s->ctl));
+    }
+    for (unsigned i = 0; i < s->nchan; i++) {
+        if (s->chan[i]) {
+            xp_channel_shutdown(s->chan[i]->xp);
+        }
+    }
+    /* release a producer waiting for an idle channel */
+    for (unsigned i = 0; i < MAX(s->nchan, 1u); i++) {
+        sem_post(&s->ready);
+    }
+    g_mutex_unlock(&s->lock);
+}
+
+/* ---------- setup ---------- */
+
+MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
+                          unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
+                          GError **error)
+{
+    if (!cfg->uri) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: no destination URI given");
+        return NULL;
+    }
+    if (cfg->channels < 1 || cfg->channels > MFR_MAX_CHANNELS) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: %u channels requested, allowed 1..%u", cfg->channels,
+                    MFR_MAX_CHANNELS);
+        return NULL;
+    }
+    if (nblocks < 1 || nblocks > MFR_MAX_BLOCKS) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %u RAM blocks, allowed 1..%u",
+                    nblocks, MFR_MAX_BLOCKS);
+        return NULL;
+    }
+    if (!dirty || !dirty->harvest || !dirty->stop) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: dirty tracking needs harvest() and stop()");
+        return NULL;
+    }
+    unsigned ppp = cfg->pages_per_packet ? cfg->pages_per_packet : 128;
+    if (ppp > MFR_MAX_PAGES_PER_PACKET) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: %u pages per packet, allowed 1..%u", ppp, MFR_MAX_PAGES_PER_PACKET);
+        return NULL;
+    }
+    uint32_t page_size = UINT32_MAX;
+    for (unsigned i = 0; i < nblocks; i++) {
+        const MfrRamBlock *b = &blocks[i];
+        if (!b->name || !mfr_block_name_valid(b->name)) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                        "source: block %u: name must be 1..%u printable characters", i,
+                        MFR_BLOCK_NAME_MAX - 1);
+            return NULL;
+        }
+        if (b->page_size < 4096 || (b->page_size & (b->page_size - 1)) ||
+            b->length == 0 || b->length % b->page_size || !b->host ||
+            ((uintptr_t)b->host % 4096)) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                        "source: block '%s': needs a page-aligned host address, a power-of-two "
+                        "page size >= 4096 and a non-zero length multiple of it (got length %"
+                        G_GUINT64_FORMAT ", page size %u)", b->name, b->length, b->page_size);
+            return NULL;
+        }
+        for (unsigned j = 0; j < i; j++) {
+            if (strcmp(blocks[j].name, b->name) == 0) {
+                g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                            "source: block name '%s' used twice", b->name);
+                return NULL;
+            }
+        }
+        page_size = MIN(page_size, b->page_size);
+    }
+    g_autofree char *host = NULL, *port = NULL;
+    g_autoptr(GError) xerr = NULL;
+    const XpOps *ops = xp_uri_parse(cfg->uri, &host, &port, &xerr);
+    if (!ops) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %s", xerr->message);
+        return NULL;
+    }
+
+    MfrSource *s = g_new0(MfrSource, 1);
+    s->cfg = *cfg;
+    s->cfg.pages_per_packet = ppp;
+    s->cfg.timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 5000;
+    s->cfg.max_rounds = cfg->max_rounds ? cfg->max_rounds : 30;
+    s->uri = g_strdup(cfg->uri);
+    s->cfg.uri = s->uri;
+    s->ops = ops;
+    s->host = g_steal_pointer(&host);
+    s->port = g_steal_pointer(&port);
+    s->nblocks = nblocks;
+    s->blocks = g_new0(MfrRamBlock, nblocks);
+    s->bitmap = g_new0(uint64_t *, nblocks);
+    s->npages = g_new0(uint64_t, nblocks);
+    s->ram.block_len = g_new0(uint64_t, nblocks);
+    for (unsigned i = 0; i < nblocks; i++) {
+        s->blocks[i] = blocks[i];
+        s->blocks[i].name = g_strdup(blocks[i].name);
+        s->npages[i] = blocks[i].length / page_size;
+        s->bitmap[i] = g_new0(uint64_t, (s->npages[i] + 63) / 64);
+        s->ram.block_len[i] = blocks[i].length;
+    }
+    s->dirty = dirty;
+    s->dirty_opaque = dirty_opaque;
+    s->ram.nblocks = nblocks;
+    s->ram.blocks = s->blocks;
+    s->ram.page_size = page_size;
+    s->ram.zero_detect = cfg->zero_detect;
+    s->ram.fail = &s->fail;
+    g_mutex_init(&s->lock);
+    g_mutex_init(&s->stats_lock);
+    sem_init(&s->ready, 0, 0);
+    mfr_fail_init(&s->fail, source_on_fail, s);
+    s->batch = g_new0(MfrBatch, 1);
+    if (getrandom(s->session_id, sizeof(s->session_id), 0) != sizeof(s->session_id)) {
+        for (unsigned i = 0; i < sizeof(s->session_id); i++) {
+            s->session_id[i] = (uint8_t)g_random_int();
+        }
+    }
+    s->prog.ram_bytes = 0;
+    for (unsigned i = 0; i < nblocks; i++) {
+        s->prog.ram_bytes += blocks[i].length;
+    }
+    g_strlcpy(s->stats.transport, ops->name, sizeof(s->stats.transport));
+    return s;
+}
+
+static void source_hello(MfrSource *s, MfrRole role, unsigned index, unsigned count,
+                         uint8_t out[MFR_HELLO_SIZE])
+{
+    MfrHello h = {
+        .magic = MFR_HELLO_MAGIC,
+        .version = MFR_WIRE_VERSION,
+        .role = role,
+        .channel_index = index,
+        .channel_count = count,
+    };
+    memcpy(h.session_id, s->session_id, sizeof(h.session_id));
+    memcpy(h.token, s->cfg.token, sizeof(h.token));
+    mfr_wire_pack_hello(&h, out);
+}
+
+static void source_xp_options(MfrSource *s, XpOptions *o, bool control)
+{
+    xp_options_init(o);
+    o->timeout_ms = s->cfg.timeout_ms;
+    o->rdma_dev = s->cfg.rdma_dev;
+    o->rdma_port = s->cfg.rdma_port;
+    o->gid_index = s->cfg.gid_index;
+    o->odp = s->cfg.odp;
+    o->zerocopy = s->cfg.zerocopy && !control;
+    o->control = control;
+}
+
+static XpChannel *source_connect(MfrSource *s, MfrRole role, unsigned index, unsigned count,
+                                 GError **error)
+{
+    uint8_t hello[MFR_HELLO_SIZE];
+    XpOptions o;
+    source_xp_options(s, &o, role == MFR_ROLE_CONTROL);
+    source_hello(s, role, index, count, hello);
+    GError *xerr = NULL;
+    XpChannel *ch = s->ops->connect(s->dom, s->host, s->port, hello, sizeof(hello), &o, &xerr);
+    if (!ch) {
+        g_autofree char *what = role == MFR_ROLE_CONTROL
+            ? g_strdup_printf("source: control connection to %s", s->uri)
+            : g_strdup_printf("source: channel %u to %s", index, s->uri);
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+    }
+    return ch;
+}
+
+static bool source_negotiate(MfrSource *s, GError **error)
+{
+    MfrCaps offer = {
+        .page_size = s->ram.page_size,
+        .zero_modes = s->cfg.zero_detect ? (MFR_ZERO_DETECT | MFR_ZERO_NONE) : MFR_ZERO_NONE,
+        .compression = MFR_COMP_NONE,
+        .channels = s->cfg.channels,
+        .max_channels = MFR_MAX_CHANNELS,
+        .max_pages_per_packet = s->cfg.pages_per_packet,
+    };
+    uint8_t body[MFR_CAPS_SIZE];
+    mfr_wire_pack_caps(&offer, body);
+    if (!mfr_control_send(s->ctl, MFR_CTRL_CAPS, body, sizeof(body), error)) {
+        return false;
+    }
+    g_autofree MfrCtrlMsg *m = mfr_control_expect(s->ctl, MFR_CTRL_CAPS, s->cfg.timeout_ms,
+                                                   error);
+    if (!m) {
+        return false;
+    }
+    MfrCaps c;
+    if (!mfr_wire_unpack_caps(m->body, m->len, &c, error)) {
+        g_prefix_error(error, "source: CAPS choice from %s: ", s->uri);
+        return false;
+    }
+    /* a choice must be one of the offered values */
+    if (c.page_size != offer.page_size || (c.zero_modes & ~offer.zero_modes) ||
+        __builtin_popcount(c.zero_modes) != 1 || (c.compression & ~offer.compression) ||
+        __builtin_popcount(c.compression) != 1 || c.channels > offer.channels ||
+        c.max_pages_per_packet > offer.max_pages_per_packet) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_CAPS,
+                    "source: destination %s chose capabilities outside the offer (page size %u, "
+                    "zero modes 0x%x, compression 0x%x, %u channels, %u pages/packet)",
+                    s->uri, c.page_size, c.zero_modes, c.compression, c.channels,
+                    c.max_pages_per_packet);
+        return false;
+    }
+    s->caps = c;
+    s->ram.zero_detect = c.zero_modes == MFR_ZERO_DETECT;
+    s->ram.max_pages = c.max_pages_per_packet;
+    return true;
+}
+
+static bool source_announce(MfrSource *s, GError **error)
+{
+    MfrBlockInfo info[MFR_MAX_BLOCKS];
+    memset(info, 0, sizeof(info));
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        g_strlcpy(info[i].name, s->blocks[i].name, sizeof(info[i].name));
+        info[i].length = s->blocks[i].length;
+        info[i].page_size = s->blocks[i].page_size;
+    }
+    uint8_t body[XP_MSG_MAX];
+    size_t len = mfr_wire_pack_blocks(info, s->nblocks, body, sizeof(body) - MFR_CTRL_HDR_SIZE);
+    g_assert(len);
+    if (!mfr_control_send(s->ctl, MFR_CTRL_BLOCKS, body, len, error)) {
+        return false;
+    }
+    /* Registration on the destination pins memory: allow it more than the liveness bound. */
+    g_autofree MfrCtrlMsg *m = mfr_control_expect(s->ctl, MFR_CTRL_BLOCKS_REPLY, -1, error);
+    if (!m) {
+        return false;
+    }
+    uint8_t desc[MFR_MAX_BLOCKS][16];
+    if (!mfr_wire_unpack_blocks_reply(m->body, m->len, s->nblocks, desc, error)) {
+        g_prefix_error(error, "source: BLOCKS_REPLY from %s: ", s->uri);
+        return false;
+    }
+    if (s->ops->caps & XP_CAP_REGIONS) {
+        double t0 = mfr_now_s();
+        s->ram.regions = g_new0(XpRegion *, s->nblocks);
+        s->ram.remotes = g_new0(XpRemote *, s->nblocks);
+        for (unsigned i = 0; i < s->nblocks; i++) {
+            GError *xerr = NULL;
+            if (!s->ops->region_register(s->dom, s->blocks[i].host, s->blocks[i].length,
+                                         XP_REGION_LOCAL, &s->ram.regions[i], &xerr) ||
+                !s->ops->remote_import(s->dom, desc[i], s->blocks[i].length,
+                                       &s->ram.remotes[i], &xerr)) {
+                g_autofree char *what = g_strdup_printf("source: block '%s'",
+                                                        s->blocks[i].name);
+                g_propagate_error(error, mfr_error_from_xp(xerr, what));
+                return false;
+            }
+        }
+        s->stats.registration_ms = (mfr_now_s() - t0) * 1000;
+    }
+    return true;
+}
+
+static bool source_open_channels(MfrSource *s, GError **error)
+{
+    unsigned n = s->caps.channels;
+    s->chan = g_new0(MfrSendChannel *, n);
+    for (unsigned i = 0; i < n; i++) {
+        XpChannel *ch = source_connect(s, MFR_ROLE_CHANNEL, i, n, error);
+        if (!ch) {
+            return false;
+        }
+        g_mutex_lock(&s->lock);
+        s->chan[i] = mfr_send_channel_new(i, ch, &s->ram, &s->ready);
+        s->nchan = i + 1;
+        g_mutex_unlock(&s->lock);
+        sem_post(&s->ready);
+        if (mfr_failed(&s->fail)) {
+            xp_channel_shutdown(ch);
+            mfr_fail_propagate(&s->fail, error);
+            return false;
+        }
+    }
+    s->stats.channels = n;
+    return true;
+}
+
+/* ---------- rounds ---------- */
+
+static void source_progress(MfrSource *s, bool force)
+{
+    if (!s->cfg.progress) {
+        return;
+    }
+    double now = mfr_now_s();
+    if (!force && now - s->t_last_prog < 0.1) {
+        return;
+    }
+    double dt = now - s->t_prog_bytes_at;
+    if (dt >= 0.5) {
+        s->prog.throughput_bps = (s->prog.sent_bytes - s->prog_bytes_mark) / dt;
+        s->prog_bytes_mark = s->prog.sent_bytes;
+        s->t_prog_bytes_at = now;
+    }
+    s->t_last_prog = now;
+    s->prog.elapsed_s = now - s->t_start;
+    s->cfg.progress(&s->prog, s->cfg.progress_opaque);
+}
+
+/* Hand the producer's batch to the next idle channel, round-robin. */
+static bool source_queue(MfrSource *s)
+{
+    while (sem_wait(&s->ready) != 0 && errno == EINTR) {
+    }
+    if (mfr_failed(&s->fail)) {
+        return false;
+    }
+    for (unsigned k = 0; k < s->nchan; k++) {
+        MfrSendChannel *c = s->chan[(s->rr + k) % s->nchan];
+        /* pairs with the release store at the end of send_channel_thread() */
+        if (!atomic_load_explicit(&c->pending, memory_order_acquire)) {
+            s->rr = (s->rr + k + 1) % s->nchan;
+            mfr_send_channel_hand(c, &s->batch);
+            return true;
+        }
+    }
+    /* the semaphore said one is idle: only a failure wakes us without one */
+    return !mfr_failed(&s->fail);
+}
+
+static bool source_flush_batch(MfrSource *s)
+{
+    if (s->batch->npages == 0) {
+        return true;
+    }
+    uint64_t bytes = (uint64_t)s->batch->npages * s->ram.page_size;
+    if (!source_queue(s)) {
+        return false;
+    }
+    s->batch->npages = 0;
+    s->prog.sent_bytes += bytes;
+    s->prog.round_done += bytes;
+    source_progress(s, false);
+    return true;
+}
+
+/* Send every page set in the bitmaps, clearing them. */
+static bool source_send_dirty(MfrSource *s, uint64_t round)
+{
+    uint32_t ps = s->ram.page_size;
+    for (unsigned b = 0; b < s->nblocks; b++) {
+        uint64_t *bm = s->bitmap[b];
+        uint64_t words = (s->npages[b] + 63) / 64;
+        for (uint64_t w = 0; w < words; w++) {
+            uint64_t bits = bm[w];
+            bm[w] = 0;
+            while (bits) {
+                unsigned bit = __builtin_ctzll(bits);
+                bits &= bits - 1;
+                MfrBatch *bt = s->batch;
+                if (bt->npages && (bt->block != b || bt->npages == s->ram.max_pages)) {
+                    if (!source_flush_batch(s)) {
+                        return false;
+                    }
+                    bt = s->batch;
+                }
+                bt->flags = 0;
+                bt->block = b;
+                bt->round = round;
+                bt->offsets[bt->npages++] = (w * 64 + bit) * (uint64_t)ps;
+            }
+        }
+    }
+    return source_flush_batch(s);
+}
+
+/* End of round: SYNC on every channel after its data, then wait for the destination's ack. */
+static bool source_barrier(MfrSource *s, uint64_t round, GError **error)
+{
+    for (unsigned i = 0; i < s->nchan; i++) {
+        while (sem_wait(&s->ready) != 0 && errno == EINTR) {
+        }
+        if (mfr_failed(&s->fail)) {
+            mfr_fail_propagate(&s->fail, error);
+            return false;
+        }
+    }
+    /* every channel is idle now: give each its SYNC */
+    for (unsigned i = 0; i < s->nchan; i++) {
+        MfrBatch *bt = s->batch;
+        bt->flags = MFR_PACKET_SYNC;
+        bt->npages = 0;
+        bt->block = 0;
+        bt->round = round;
+        mfr_send_channel_hand(s->chan[i], &s->batch);
+    }
+    s->batch->flags = 0;
+    s->batch->npages = 0;
+    for (;;) {
+        g_autofree MfrCtrlMsg *m = mfr_control_expect(s->ctl, MFR_CTRL_SYNC_ACK, -1, error);
+        if (!m) {
+            return false;
+        }
+        uint64_t acked;
+        if (!mfr_wire_unpack_u64(m->body, m->len, &acked, error)) {
+            g_prefix_error(error, "source: SYNC_ACK from %s: ", s->uri);
+            return false;
+        }
+        if (acked != round) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                        "source: SYNC_ACK from %s for round %" G_GUINT64_FORMAT
+                        ", expected round %" G_GUINT64_FORMAT, s->uri, acked, round);
+            return false;
+        }
+        return true;
+    }
+}
+
+static uint64_t source_harvest(MfrSource *s)
+{
+    uint64_t pages = 0;
+    for (unsigned b = 0; b < s->nblocks; b++) {
+        s->dirty->harvest(s->dirty_opaque, b, s->bitmap[b], s->npages[b]);
+        uint64_t words = (s->npages[b] + 63) / 64;
+        /* bits beyond the block are not pages: never send them */
+        if (s->npages[b] % 64) {
+            s->bitmap[b][words - 1] &= (1ULL << (s->npages[b] % 64)) - 1;
+        }
+        for (uint64_t w = 0; w < words; w++) {
+            pages += __builtin_popcountll(s->bitmap[b][w]);
+        }
+    }
+    return pages;
+}
+
+static bool source_round(MfrSource *s, uint64_t round, uint64_t dirty_pages, GError **error)
+{
+    s->prog.round = round;
+    s->prog.round_bytes = dirty_pages * s->ram.page_size;
+    s->prog.round_done = 0;
+    s->prog.remaining_bytes = s->prog.round_bytes;
+    source_progress(s, true);
+    if (!source_send_dirty(s, round)) {
+        mfr_fail_propagate(&s->fail, error);
+        return false;
+    }
+    if (!source_barrier(s, round, error)) {
+        return false;
+    }
+    s->stats.rounds = round;
+    return true;
+}
+
+static void source_digests(MfrSource *s, uint64_t *digest)
+{
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        digest[i] = mfr_digest(s->blocks[i].host, s->blocks[i].length);
+    }
+}
+
+static bool source_complete(MfrSource *s, uint64_t round, GError **error)
+{
+    uint64_t digest[MFR_MAX_BLOCKS];
+    uint32_t count = 0;
+    double t0 = mfr_now_s();
+    if (s->cfg.verify) {
+        s->prog.phase = MFR_PHASE_VERIFY;
+        source_progress(s, true);
+        source_digests(s, digest);
+        count = s->nblocks;
+    }
+    uint8_t body[XP_MSG_MAX];
+    size_t len = mfr_wire_pack_complete(round, digest, count, body, sizeof(body) - 64);
+    g_assert(len);
+    if (!mfr_control_send(s->ctl, MFR_CTRL_COMPLETE, body, len, error)) {
+        return false;
+    }
+    /* the destination digests its RAM too: allow it time proportional to nothing we know */
+    g_autofree MfrCtrlMsg *m = mfr_control_expect(s->ctl, MFR_CTRL_COMPLETE_REPLY, -1, error);
+    if (!m) {
+        return false;
+    }
+    MfrCompleteReply r;
+    if (!mfr_wire_unpack_complete_reply(m->body, m->len, s->nblocks, &r, error)) {
+        g_prefix_error(error, "source: COMPLETE_REPLY from %s: ", s->uri);
+        return false;
+    }
+    s->stats.verify_ms = (mfr_now_s() - t0) * 1000;
+    if (r.status != 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
+                    "verification failed: block '%s' differs on the destination %s",
+                    s->blocks[r.block].name, s->uri);
+        return false;
+    }
+    s->stats.verified = s->cfg.verify;
+    return true;
+}
+
+static bool source_migrate(MfrSource *s, GError **error)
+{
+    GError *xerr = NULL;
+    XpOptions o;
+    source_xp_options(s, &o, true);
+    s->dom = s->ops->domain_new(&o, &xerr);
+    if (!s->dom) {
+        g_propagate_error(error, mfr_error_from_xp(xerr, "source"));
+        return false;
+    }
+    XpChannel *ctl = source_connect(s, MFR_ROLE_CONTROL, 0, s->cfg.channels, error);
+    if (!ctl) {
+        return false;
+    }
+    g_mutex_lock(&s->lock);
+    s->ctl = mfr_control_new(ctl, s->cfg.timeout_ms, &s->fail, "source");
+    g_mutex_unlock(&s->lock);
+    if (!source_negotiate(s, error) || !source_announce(s, error) ||
+        !source_open_channels(s, error)) {
+        return false;
+    }
+    s->stats.setup_ms = (mfr_now_s() - s->t_start) * 1000;
+
+    /* Round 1 sends everything; forget what was dirtied before. */
+    for (unsigned b = 0; b < s->nblocks; b++) {
+        s->dirty->harvest(s->dirty_opaque, b, s->bitmap[b], s->npages[b]);
+        memset(s->bitmap[b], 0xff, (s->npages[b] + 63) / 64 * 8);
+    }
+    uint64_t dirty_pages = source_harvest(s);
+    s->prog.phase = MFR_PHASE_PRECOPY;
+    uint64_t round = 0;
+    bool converged = false;
+    for (;;) {
+        double t0 = mfr_now_s();
+        if (!source_round(s, ++round, dirty_pages, error)) {
+            return false;
+        }
+        double dt = MAX(mfr_now_s() - t0, 1e-6);
+        double bw = (double)dirty_pages * s->ram.page_size / dt;
+        dirty_pages = source_harvest(s);
+        uint64_t remaining = dirty_pages * s->ram.page_size;
+        s->stats.dirty_rate_bps = remaining / dt;
+        s->prog.remaining_bytes = remaining;
+        double expect_ms = bw > 0 ? remaining / bw * 1000 : 0;
+        g_debug("round %" G_GUINT64_FORMAT ": %.1f MB/s, %" G_GUINT64_FORMAT
+                " bytes dirty, expected downtime %.0f ms", round, bw / 1e6, remaining, expect_ms);
+        if (expect_ms <= s->cfg.downtime_ms) {
+            converged = true;
+            break;
+        }
+        if (atomic_load(&s->force)) {
+            break;
+        }
+        if (round >= s->cfg.max_rounds) {
+            if (s->cfg.force_switchover) {
+                break;
+            }
+            g_set_error(error, MFR_ERROR, MFR_ERROR_NOT_CONVERGED,
+                        "migration does not converge: after %" G_GUINT64_FORMAT " rounds %.1f "
+                        "MiB are still dirty (dirty rate %.1f MB/s, bandwidth %.1f MB/s, "
+                        "expected downtime %.0f ms > limit %u ms); raise the downtime limit, "
+                        "lower the dirty rate, or force the switchover (--force-switchover)",
+                        round, remaining / 1048576.0, s->stats.dirty_rate_bps / 1e6, bw / 1e6,
+                        expect_ms, s->cfg.downtime_ms);
+            return false;
+        }
+    }
+
+    /* switchover: the workload stops, the rest goes in one last round */
+    s->prog.phase = MFR_PHASE_SWITCHOVER;
+    double t_stop = mfr_now_s();
+    s->dirty->stop(s->dirty_opaque);
+    s->stopped = true;
+    dirty_pages = source_harvest(s);
+    if (!source_round(s, ++round, dirty_pages, error)) {
+        return false;
+    }
+    s->stats.downtime_ms = (mfr_now_s() - t_stop) * 1000;
+    s->stats.converged = converged;
+    if (!source_complete(s, round, error)) {
+        return false;
+    }
+    mfr_control_done(s->ctl);
+    return true;
+}
+
+static void source_collect_stats(MfrSource *s, double cpu_main)
+{
+    MfrStats *st = &s->stats;
+    st->ram_bytes = s->prog.ram_bytes;
+    st->total_ms = (mfr_now_s() - s->t_start) * 1000;
+    st->cpu_s = cpu_main + mfr_control_cpu_s(s->ctl);
+    st->normal_pages = st->zero_pages = st->packets = st->wire_bytes = 0;
+    double xfer_s = MAX((st->total_ms - st->setup_ms) / 1000, 1e-6);
+    for (unsigned i = 0; i < s->nchan && i < G_N_ELEMENTS(st->channel); i++) {
+        MfrChannelStats *c = &s->chan[i]->stats;
+        c->throughput_bps = c->bytes / xfer_s;
+        st->channel[i] = *c;
+        st->normal_pages += c->pages;
+        st->zero_pages += c->zero_pages;
+        st->packets += c->packets;
+        st->wire_bytes += c->wire_bytes;
+        st->cpu_s += c->busy_s;
+    }
+    st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
+}
+
+bool mfr_source_run(MfrSource *s, GError **error)
+{
+    g_return_val_if_fail(!s->running, false);
+    s->running = true;
+    s->t_start = s->t_last_prog = s->t_prog_bytes_at = mfr_now_s();
+    s->prog.phase = MFR_PHASE_SETUP;
+    double cpu0 = mfr_thread_cpu_s();
+    GError *err = NULL;
+    bool ok = source_migrate(s, &err);
+    if (!ok) {
+        /* the session's first error is the root cause; err may be only its echo */
+        mfr_fail_set(&s->fail, err);
+        if (s->stopped && s->dirty->resume) {
+            s->dirty->resume(s->dirty_opaque);
+        }
+    }
+    /* stop channel threads before reading their counters */
+    for (unsigned i = 0; i < s->nchan; i++) {
+        atomic_store(&s->chan[i]->quit, true);
+        sem_post(&s->chan[i]->go);
+        g_thread_join(s->chan[i]->thread);
+        s->chan[i]->thread = NULL;
+    }
+    mfr_control_done(s->ctl);
+    g_mutex_lock(&s->lock);
+    MfrControl *ctl = g_steal_pointer(&s->ctl);
+    g_mutex_unlock(&s->lock);
+    mfr_control_free(ctl);
+    s->ctl = NULL;
+    g_mutex_lock(&s->stats_lock);
+    source_collect_stats(s, mfr_thread_cpu_s() - cpu0);
+    g_mutex_unlock(&s->stats_lock);
+    s->prog.phase = ok ? MFR_PHASE_DONE : MFR_PHASE_FAILED;
+    source_progress(s, true);
+    if (!ok) {
+        mfr_fail_propagate(&s->fail, error);
+    }
+    return ok;
+}
+
+void mfr_source_cancel(MfrSource *s)
+{
+    mfr_fail(&s->fail, MFR_ERROR_CANCELLED, "source: migration cancelled");
+}
+
+void mfr_source_force_switchover(MfrSource *s)
+{
+    atomic_store(&s->force, true);
+}
+
+void mfr_source_get_stats(MfrSource *s, MfrStats *out)
+{
+    g_mutex_lock(&s->stats_lock);
+    *out = s->stats;
+    g_mutex_unlock(&s->stats_lock);
+}
+
+void mfr_source_free(MfrSource *s)
+{
+    if (!s) {
+        return;
+    }
+    for (unsigned i = 0; i < s->nchan; i++) {
+        mfr_send_channel_free(s->chan[i]);
+    }
+    g_free(s->chan);
+    mfr_control_free(s->ctl);
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        if (s->ram.remotes && s->ram.remotes[i]) {
+            s->ops->remote_free(s->ram.remotes[i]);
+        }
+        if (s->ram.regions && s->ram.regions[i]) {
+            s->ops->region_deregister(s->ram.regions[i]);
+        }
+        g_free((char *)s->blocks[i].name);
+        g_free(s->bitmap[i]);
+    }
+    g_free(s->ram.remotes);
+    g_free(s->ram.regions);
+    xp_domain_free(s->dom);
+    g_free(s->ram.block_len);
+    g_free(s->blocks);
+    g_free(s->bitmap);
+    g_free(s->npages);
+    g_free(s->batch);
+    g_free(s->uri);
+    g_free(s->host);
+    g_free(s->port);
+    sem_destroy(&s->ready);
+    mfr_fail_clear(&s->fail);
+    g_mutex_clear(&s->lock);
+    g_mutex_clear(&s->stats_lock);
+    g_free(s);
+}

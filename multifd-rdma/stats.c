@@ -1,3 +1,38 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Placeholder: being written. */
-#include "mfrdma.h"
+/*
+ * Migration statistics as JSON, the format `mfrdma --json` prints and bench/ parses.
+ * Field names are stable: add new ones, never rename.
+ */
+#include "engine.h"
+
+char *mfr_stats_to_json(const MfrStats *s, const char *side)
+{
+    GString *j = g_string_new("{");
+    g_string_append_printf(j, "\"side\":\"%s\",\"transport\":\"%s\",\"channels\":%u,",
+                           side ? side : "", s->transport, s->channels);
+    g_string_append_printf(j, "\"total_ms\":%.3f,\"setup_ms\":%.3f,\"downtime_ms\":%.3f,"
+                           "\"registration_ms\":%.3f,\"verify_ms\":%.3f,",
+                           s->total_ms, s->setup_ms, s->downtime_ms, s->registration_ms,
+                           s->verify_ms);
+    g_string_append_printf(j, "\"ram_bytes\":%" G_GUINT64_FORMAT ",\"wire_bytes\":%"
+                           G_GUINT64_FORMAT ",\"normal_pages\":%" G_GUINT64_FORMAT
+                           ",\"zero_pages\":%" G_GUINT64_FORMAT ",\"packets\":%"
+                           G_GUINT64_FORMAT ",\"rounds\":%" G_GUINT64_FORMAT ",",
+                           s->ram_bytes, s->wire_bytes, s->normal_pages, s->zero_pages,
+                           s->packets, s->rounds);
+    g_string_append_printf(j, "\"dirty_rate_bps\":%.1f,\"throughput_bps\":%.1f,\"cpu_s\":%.4f,"
+                           "\"converged\":%s,\"verified\":%s,\"channel\":[",
+                           s->dirty_rate_bps, s->throughput_bps, s->cpu_s,
+                           s->converged ? "true" : "false", s->verified ? "true" : "false");
+    for (unsigned i = 0; i < s->channels && i < G_N_ELEMENTS(s->channel); i++) {
+        const MfrChannelStats *c = &s->channel[i];
+        g_string_append_printf(j, "%s{\"bytes\":%" G_GUINT64_FORMAT ",\"wire_bytes\":%"
+                               G_GUINT64_FORMAT ",\"pages\":%" G_GUINT64_FORMAT
+                               ",\"zero_pages\":%" G_GUINT64_FORMAT ",\"packets\":%"
+                               G_GUINT64_FORMAT ",\"cpu_s\":%.4f,\"throughput_bps\":%.1f}",
+                               i ? "," : "", c->bytes, c->wire_bytes, c->pages, c->zero_pages,
+                               c->packets, c->busy_s, c->throughput_bps);
+    }
+    g_string_append(j, "]}");
+    return g_string_free(j, FALSE);
+}

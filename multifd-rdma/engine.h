@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Engine internals shared by the source (source.c, send.c) and destination (dest.c, recv.c)
+ * sides: the first-error latch, the control connection and small time helpers. Not installed.
+ */
+#pragma once
+
+#include "mfrdma.h"
+#include "wire.h"
+#include "xp.h"
+
+#include <stdatomic.h>
+
+G_BEGIN_DECLS
+
+#define MFR_LOG_DOMAIN "mfrdma"
+
+/* ---------- first error wins ---------- */
+
+typedef struct MfrFail MfrFail;
+struct MfrFail {
+    GMutex lock;
+    GError *first;      /* owned; the error run() reports */
+    atomic_bool failed; /* set once, never cleared */
+    /* Called once, outside the lock, after the first error: shut everything down so that no
+     * thread stays blocked (the session's channels, queues and semaphores). */
+    void (*on_fail)(void *opaque, const GError *err);
+    void *opaque;
+};
+
+void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *), void *opaque);
+void mfr_fail_clear(MfrFail *f);
+/* Takes ownership of err. Returns true when err became the first error. */
+bool mfr_fail_set(MfrFail *f, GError *err);
+/* printf-style shortcut for mfr_fail_set(g_error_new(MFR_ERROR, code, ...)). */
+bool mfr_fail(MfrFail *f, MfrErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static inline bool mfr_failed(MfrFail *f)
+{
+    return atomic_load_explicit(&f->failed, memory_order_acquire);
+}
+/* Copy of the first error (or a generic one) for run() to return. */
+void mfr_fail_propagate(MfrFail *f, GError **error);
+
+/* A transport error on a data channel is often only the echo of an error the peer reported
+ * on the control connection a moment earlier; wait briefly so the precise one wins. */
+void mfr_fail_transport(MfrFail *f, const char *what, int err);
+
+/* ---------- control connection ---------- */
+
+typedef struct {
+    MfrCtrlHdr hdr;
+    size_t len;      /* body bytes */
+    uint8_t body[];
+} MfrCtrlMsg;
+
+typedef struct MfrControl MfrControl;
+
+/* Takes ownership of ch. The reader thread starts at once: it answers keepalives, turns
+ * ERROR/CANCEL from the peer and silence longer than timeout_ms into failures of f, and
+ * queues every other message for mfr_control_recv(). */
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, const char *side);
+/* Stop the reader and close the channel; errors after mfr_control_done() are not failures. */
+void mfr_control_free(MfrControl *c);
+/* From now on the connection closing is expected (migration finished). */
+void mfr_control_done(MfrControl *c);
+XpChannel *mfr_control_channel(MfrControl *c);
+bool mfr_control_send(MfrControl *c, MfrCtrlType type, const void *body, size_t len,
+                      GError **error);
+/* Best effort, for reporting our own failure to the peer. */
+void mfr_control_send_error(MfrControl *c, const GError *err);
+/* Next message; NULL with the session's error when it failed, or MFR_ERROR_TIMEOUT after
+ * timeout_ms (<0: wait until a message or a failure). */
+MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error);
+/* Same, but a message of another type is a protocol error. */
+MfrCtrlMsg *mfr_control_expect(MfrControl *c, MfrCtrlType type, int timeout_ms, GError **error);
+/* Wakes mfr_control_recv() (used by on_fail). */
+void mfr_control_wake(MfrControl *c);
+double mfr_control_cpu_s(MfrControl *c);
+const char *mfr_ctrl_type_str(MfrCtrlType t);
+
+/* ---------- helpers ---------- */
+
+static inline double mfr_now_s(void)
+{
+    return (double)g_get_monotonic_time() / 1e6;
+}
+/* CPU seconds (user + system) of the calling thread. */
+double mfr_thread_cpu_s(void);
+/* Transport errors (XP_ERROR) become MFR_ERROR_TRANSPORT/REJECTED with the same text. */
+GError *mfr_error_from_xp(GError *xp_err, const char *prefix);
+/* Role of a block name check etc. */
+bool mfr_block_name_valid(const char *name);
+
+G_END_DECLS
