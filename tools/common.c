@@ -1,0 +1,713 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Helpers shared by the mfrdma subcommands: option parsing with errors that say what to fix,
+ * the Ctrl-C watcher thread, destination memory, progress lines and the final summary.
+ */
+#include "tool.h"
+
+#include "mfr-config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+/* ---- signals ---------------------------------------------------------------------------- */
+
+struct ToolSignals {
+    pthread_t thread;
+    bool thread_started;
+    sigset_t set;
+    GMutex lock;       /* guards everything below; held while cancelling */
+    MfrSource *src;
+    MfrDest *dst;
+    int count;         /* SIGINT/SIGTERM received */
+    bool quitting;     /* tool_signals_free() asked the thread to return */
+};
+
+/* The only thread that sees SIGINT/SIGTERM: the rest have them blocked, so the cancel calls
+ * below run in ordinary thread context rather than in a signal handler. */
+static void *signal_thread(void *data)
+{
+    ToolSignals *s = data;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&s->set, &sig) != 0) {
+            continue;
+        }
+        g_mutex_lock(&s->lock);
+        if (sig == SIGUSR1) {
+            if (s->quitting) {
+                g_mutex_unlock(&s->lock);
+                return NULL;
+            }
+            g_mutex_unlock(&s->lock);
+            continue;
+        }
+        s->count++;
+        if (s->count >= 2) {
+            static const char msg[] = "\nmfrdma: interrupted twice, exiting now\n";
+            ssize_t r = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+            (void)r;
+            _exit(TOOL_EXIT_FAILED);
+        }
+        fprintf(stderr, "\nmfrdma: interrupted: cancelling the migration "
+                        "(press Ctrl-C again to exit at once)\n");
+        if (s->src) {
+            mfr_source_cancel(s->src);
+        }
+        if (s->dst) {
+            mfr_dest_cancel(s->dst);
+        }
+        g_mutex_unlock(&s->lock);
+    }
+}
+
+ToolSignals *tool_signals_new(void)
+{
+    ToolSignals *s = g_new0(ToolSignals, 1);
+    g_mutex_init(&s->lock);
+    sigemptyset(&s->set);
+    sigaddset(&s->set, SIGINT);
+    sigaddset(&s->set, SIGTERM);
+    sigaddset(&s->set, SIGUSR1);
+    /* Threads created from here on inherit the mask. */
+    pthread_sigmask(SIG_BLOCK, &s->set, NULL);
+    if (pthread_create(&s->thread, NULL, signal_thread, s) == 0) {
+        s->thread_started = true;
+    } else {
+        /* Without the watcher Ctrl-C keeps its default action: exit at once. */
+        pthread_sigmask(SIG_UNBLOCK, &s->set, NULL);
+    }
+    return s;
+}
+
+void tool_signals_free(ToolSignals *s)
+{
+    if (!s) {
+        return;
+    }
+    if (s->thread_started) {
+        g_mutex_lock(&s->lock);
+        s->quitting = true;
+        g_mutex_unlock(&s->lock);
+        pthread_kill(s->thread, SIGUSR1);
+        pthread_join(s->thread, NULL);
+    }
+    g_mutex_clear(&s->lock);
+    g_free(s);
+}
+
+void tool_signals_watch(ToolSignals *s, MfrSource *src, MfrDest *dst)
+{
+    g_mutex_lock(&s->lock);
+    s->src = src;
+    s->dst = dst;
+    if (s->count > 0) {
+        if (src) {
+            mfr_source_cancel(src);
+        }
+        if (dst) {
+            mfr_dest_cancel(dst);
+        }
+    }
+    g_mutex_unlock(&s->lock);
+}
+
+bool tool_signals_interrupted(ToolSignals *s)
+{
+    g_mutex_lock(&s->lock);
+    bool r = s->count > 0;
+    g_mutex_unlock(&s->lock);
+    return r;
+}
+
+/* ---- parsing ---------------------------------------------------------------------------- */
+
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "mfrdma %s: %s\nTry 'mfrdma %s --help'.\n", cmd, msg, cmd);
+    return TOOL_EXIT_USAGE;
+}
+
+bool tool_parse(GOptionContext *ctx, const char *cmd, int *argc, char ***argv)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *prgname = g_strdup_printf("mfrdma %s", cmd);
+    g_set_prgname(prgname);
+    if (!g_option_context_parse(ctx, argc, argv, &error)) {
+        tool_usage_error(cmd, "%s", error->message);
+        return false;
+    }
+    return true;
+}
+
+bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **error)
+{
+    const char *p = text;
+    char *end = NULL;
+    uint64_t shift = 0;
+    errno = 0;
+    guint64 v = g_ascii_isdigit(*p) ? g_ascii_strtoull(p, &end, 10) : 0;
+    bool ok = end && end != p && errno == 0;
+    if (ok) {
+        switch (g_ascii_toupper(*end)) {
+        case '\0': break;
+        case 'K': shift = 10; end++; break;
+        case 'M': shift = 20; end++; break;
+        case 'G': shift = 30; end++; break;
+        case 'T': shift = 40; end++; break;
+        default: ok = false;
+        }
+    }
+    if (ok && shift && *end) {
+        /* Accept 512M, 512MB, 512MiB (all binary). */
+        ok = g_ascii_strcasecmp(end, "B") == 0 || g_ascii_strcasecmp(end, "iB") == 0;
+    }
+    if (ok && shift && v > (G_MAXUINT64 >> shift)) {
+        ok = false;
+    }
+    if (!ok || v == 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: '%s' is not a size (examples: 512M, 2G)", opt, text);
+        return false;
+    }
+    *out = v << shift;
+    return true;
+}
+
+bool tool_parse_token(const char *text, uint8_t token[16], GError **error)
+{
+    bool ok = strlen(text) == 32;
+    for (unsigned i = 0; ok && i < 16; i++) {
+        int hi = g_ascii_xdigit_value(text[2 * i]);
+        int lo = g_ascii_xdigit_value(text[2 * i + 1]);
+        ok = hi >= 0 && lo >= 0;
+        if (ok) {
+            token[i] = (uint8_t)(hi << 4 | lo);
+        }
+    }
+    if (!ok) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "--token: '%s' is not 32 hex digits (use the token printed by "
+                    "'mfrdma listen')", text);
+        return false;
+    }
+    return true;
+}
+
+void tool_random_token(uint8_t token[16])
+{
+    size_t got = 0;
+    while (got < 16) {
+        ssize_t n = getrandom(token + got, 16 - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            /* No kernel entropy interface: GLib's generator still makes a guess unlikely. */
+            for (; got < 16; got++) {
+                token[got] = (uint8_t)g_random_int();
+            }
+            return;
+        }
+        got += (size_t)n;
+    }
+}
+
+char *tool_token_hex(const uint8_t token[16])
+{
+    GString *s = g_string_sized_new(33);
+    for (unsigned i = 0; i < 16; i++) {
+        g_string_append_printf(s, "%02x", token[i]);
+    }
+    return g_string_free(s, FALSE);
+}
+
+int tool_exit_code(const GError *error)
+{
+    if (!error) {
+        return TOOL_EXIT_OK;
+    }
+    if (error->domain == MFR_ERROR && error->code == MFR_ERROR_VERIFY) {
+        return TOOL_EXIT_VERIFY;
+    }
+    if (error->domain == MFR_ERROR && error->code == MFR_ERROR_USAGE) {
+        return TOOL_EXIT_USAGE;
+    }
+    return TOOL_EXIT_FAILED;
+}
+
+/* ---- source options (demo, migrate) ------------------------------------------------------ */
+
+void tool_source_args_init(ToolSourceArgs *a)
+{
+    MfrSourceConfig cfg;
+    MfrGuestOptions go;
+    mfr_source_config_init(&cfg);
+    mfr_guest_options_init(&go);
+    *a = (ToolSourceArgs){
+        .channels = (gint)cfg.channels,
+        .blocks = (gint)go.nblocks,
+        .downtime_ms = (gint)cfg.downtime_ms,
+        .max_rounds = (gint)cfg.max_rounds,
+        .timeout_ms = (gint)cfg.timeout_ms,
+        .writers = (gint)go.writers,
+        .seed = (gint64)go.seed,
+    };
+}
+
+void tool_source_args_clear(ToolSourceArgs *a)
+{
+    g_free(a->size);
+    g_free(a->dirty_rate);
+    g_free(a->mix);
+    g_free(a->transport);
+    g_free(a->address);
+    g_free(a->rdma_dev);
+    g_free(a->token);
+}
+
+void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_transport)
+{
+    const GOptionEntry guest[] = {
+        { "size", 's', 0, G_OPTION_ARG_STRING, &a->size,
+          "Guest RAM over all blocks (K/M/G/T are binary; default 1G)", "SIZE" },
+        { "blocks", 'b', 0, G_OPTION_ARG_INT, &a->blocks,
+          "Number of RAM blocks ram0, ram1, ... (default 1)", "N" },
+        { "mix", 0, 0, G_OPTION_ARG_STRING, &a->mix,
+          "Page mix in percent random:compressible:zero (default 40:40:20)", "R:C:Z" },
+        { "dirty-rate", 'd', 0, G_OPTION_ARG_STRING, &a->dirty_rate,
+          "Guest writers dirty this many MB/s while migrating; 0 = idle (default 64)", "MB/S" },
+        { "writers", 0, 0, G_OPTION_ARG_INT, &a->writers,
+          "Writer threads sharing the dirty rate (default 1)", "N" },
+        { "seed", 0, 0, G_OPTION_ARG_INT64, &a->seed,
+          "Seed of the guest contents and writers (default 1)", "N" },
+        { "thp", 0, 0, G_OPTION_ARG_NONE, &a->thp,
+          "madvise(MADV_HUGEPAGE) guest and destination memory", NULL },
+        { "hugetlb", 0, 0, G_OPTION_ARG_NONE, &a->hugetlb,
+          "Back the guest with 2 MiB hugetlbfs pages (needs vm.nr_hugepages)", NULL },
+        G_OPTION_ENTRY_NULL,
+    };
+    const GOptionEntry mig[] = {
+        { "channels", 'c', 0, G_OPTION_ARG_INT, &a->channels,
+          "Data channels (default 4)", "N" },
+        { "downtime", 0, 0, G_OPTION_ARG_INT, &a->downtime_ms,
+          "Downtime limit for the switchover in ms (default 300)", "MS" },
+        { "max-rounds", 0, 0, G_OPTION_ARG_INT, &a->max_rounds,
+          "Precopy rounds before giving up (default 30)", "N" },
+        { "force-switchover", 0, 0, G_OPTION_ARG_NONE, &a->force_switchover,
+          "Switch over at --max-rounds instead of failing to converge", NULL },
+        { "no-verify", 0, 0, G_OPTION_ARG_NONE, &a->no_verify,
+          "Skip the per-block digests (and, in demo, the memcmp)", NULL },
+        { "timeout", 't', 0, G_OPTION_ARG_INT, &a->timeout_ms,
+          "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
+        { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &a->rdma_dev,
+          "RDMA device to use instead of the one owning the address", "DEV" },
+        { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
+          "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
+        G_OPTION_ENTRY_NULL,
+    };
+    const GOptionEntry xport[] = {
+        { "transport", 'T', 0, G_OPTION_ARG_STRING, &a->transport,
+          "tcp, rdma or auto: rdma when a device is available (default auto)", "NAME" },
+        { "address", 'a', 0, G_OPTION_ARG_STRING, &a->address,
+          "Local address for rdma (default $MFR_RDMA_ADDR, else the device's IPv4 address)",
+          "ADDR" },
+        G_OPTION_ENTRY_NULL,
+    };
+    g_option_context_add_main_entries(ctx, mig, NULL);
+    if (with_transport) {
+        g_option_context_add_main_entries(ctx, xport, NULL);
+    }
+    GOptionGroup *g = g_option_group_new("guest", "Synthetic guest options:",
+                                         "Show the synthetic guest options", NULL, NULL);
+    g_option_group_add_entries(g, guest);
+    g_option_context_add_group(ctx, g);
+}
+
+static bool check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
+{
+    if (v < lo || v > hi) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "%s: %d is out of range (%d..%d)",
+                    opt, v, lo, hi);
+        return false;
+    }
+    return true;
+}
+
+bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
+                            GError **error)
+{
+    mfr_guest_options_init(go);
+    mfr_source_config_init(cfg);
+    if (a->size && !tool_parse_size("--size", a->size, &go->size, error)) {
+        return false;
+    }
+    if (a->mix && !mfr_guest_parse_mix(a->mix, go, error)) {
+        g_prefix_error(error, "--mix: ");
+        return false;
+    }
+    if (a->dirty_rate) {
+        char *end = NULL;
+        double r = g_ascii_strtod(a->dirty_rate, &end);
+        if (end == a->dirty_rate || *end || !isfinite(r) || r < 0) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                        "--dirty-rate: '%s' is not a rate in MB/s (examples: 0, 64, 250.5)",
+                        a->dirty_rate);
+            return false;
+        }
+        go->dirty_rate_mbps = r;
+    }
+    if (!check_range("--channels", a->channels, 1, 64, error) ||
+        !check_range("--blocks", a->blocks, 1, 64, error) ||
+        !check_range("--writers", a->writers, 1, 64, error) ||
+        !check_range("--downtime", a->downtime_ms, 1, 3600 * 1000, error) ||
+        !check_range("--max-rounds", a->max_rounds, 1, 1000000, error) ||
+        !check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error)) {
+        return false;
+    }
+    uint64_t page = a->hugetlb ? (2u << 20) : 4096u;
+    if (go->size % page != 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "--size: %" G_GUINT64_FORMAT " bytes is not a multiple of the %" G_GUINT64_FORMAT
+                    "-byte page size", go->size, page);
+        return false;
+    }
+    if (go->size / page < (uint64_t)a->blocks) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "--blocks: %d blocks need at least %d pages of guest RAM (--size)",
+                    a->blocks, a->blocks);
+        return false;
+    }
+    go->nblocks = (unsigned)a->blocks;
+    go->writers = (unsigned)a->writers;
+    go->seed = (uint64_t)a->seed;
+    go->thp = a->thp;
+    go->hugetlb = a->hugetlb;
+
+    cfg->channels = (unsigned)a->channels;
+    cfg->downtime_ms = (unsigned)a->downtime_ms;
+    cfg->max_rounds = (unsigned)a->max_rounds;
+    cfg->force_switchover = a->force_switchover;
+    cfg->verify = !a->no_verify;
+    cfg->timeout_ms = (unsigned)a->timeout_ms;
+    cfg->rdma_dev = a->rdma_dev;
+    return true;
+}
+
+/* ---- destination memory ----------------------------------------------------------------- */
+
+typedef struct {
+    void *host;
+    uint64_t length;
+} ToolMapping;
+
+struct ToolDestMem {
+    GMutex lock; /* alloc_block runs on the destination's thread */
+    GArray *maps;
+    bool thp;
+};
+
+ToolDestMem *tool_dest_mem_new(bool thp)
+{
+    ToolDestMem *m = g_new0(ToolDestMem, 1);
+    g_mutex_init(&m->lock);
+    m->maps = g_array_new(FALSE, FALSE, sizeof(ToolMapping));
+    m->thp = thp;
+    return m;
+}
+
+void tool_dest_mem_free(ToolDestMem *m)
+{
+    if (!m) {
+        return;
+    }
+    for (guint i = 0; i < m->maps->len; i++) {
+        ToolMapping *t = &g_array_index(m->maps, ToolMapping, i);
+        munmap(t->host, t->length);
+    }
+    g_array_free(m->maps, TRUE);
+    g_mutex_clear(&m->lock);
+    g_free(m);
+}
+
+bool tool_dest_alloc_block(void *opaque, const char *name, uint64_t length, uint32_t page_size,
+                           void **host, GError **error)
+{
+    ToolDestMem *m = opaque;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    if (page_size > 4096) {
+        flags |= MAP_HUGETLB;
+    }
+    void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (p == MAP_FAILED) {
+        int err = errno;
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED,
+                    "destination: cannot allocate block %s (%" G_GUINT64_FORMAT " MiB, %u-byte "
+                    "pages): mmap: %s", name, length >> 20, page_size, g_strerror(err));
+        return false;
+    }
+    if (m->thp && page_size == 4096) {
+        (void)madvise(p, length, MADV_HUGEPAGE); /* advisory: cheaper first touch */
+    }
+    g_mutex_lock(&m->lock);
+    g_array_append_val(m->maps, ((ToolMapping){ .host = p, .length = length }));
+    g_mutex_unlock(&m->lock);
+    *host = p;
+    return true;
+}
+
+/* ---- progress --------------------------------------------------------------------------- */
+
+void tool_progress_init(ToolProgress *p, FILE *out, const char *side)
+{
+    *p = (ToolProgress){ .out = out, .tty = isatty(fileno(out)) == 1, .side = side,
+                         .last_phase = MFR_PHASE_SETUP };
+    g_mutex_init(&p->lock);
+}
+
+void tool_progress_clear(ToolProgress *p)
+{
+    g_mutex_clear(&p->lock);
+}
+
+static double mib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0);
+}
+
+void tool_progress_cb(const MfrProgress *pr, void *opaque)
+{
+    ToolProgress *p = opaque;
+    gint64 now = g_get_monotonic_time();
+    gint64 interval = p->tty ? G_USEC_PER_SEC / 10 : G_USEC_PER_SEC;
+    g_mutex_lock(&p->lock);
+    if (pr->phase == p->last_phase && p->last_us && now - p->last_us < interval) {
+        g_mutex_unlock(&p->lock);
+        return;
+    }
+    p->last_us = now;
+    p->last_phase = pr->phase;
+    double rate = pr->throughput_bps;
+    if (rate <= 0 && pr->elapsed_s > p->last_elapsed) {
+        rate = (double)(pr->sent_bytes - MIN(pr->sent_bytes, p->last_sent)) /
+               (pr->elapsed_s - p->last_elapsed);
+    }
+    p->last_sent = pr->sent_bytes;
+    p->last_elapsed = pr->elapsed_s;
+    double pct = pr->round_bytes ? 100.0 * (double)pr->round_done / (double)pr->round_bytes : 0;
+    pct = MIN(pct, 100.0);
+    if (p->tty) {
+        char bar[21];
+        unsigned fill = (unsigned)(pct / 5.0);
+        for (unsigned i = 0; i < 20; i++) {
+            bar[i] = i < fill ? '#' : '.';
+        }
+        bar[20] = '\0';
+        fprintf(p->out, "\r%-10s round %-3" G_GUINT64_FORMAT " [%s] %3.0f%%  %8.1f MB/s  "
+                        "remaining %8.1f MiB  %6.1f s\033[K",
+                mfr_phase_str(pr->phase), pr->round, bar, pct, rate / 1e6,
+                mib(pr->remaining_bytes), pr->elapsed_s);
+        p->pending_line = true;
+    } else {
+        fprintf(p->out, "%s: %s round %" G_GUINT64_FORMAT ", %.0f%% of round, %.1f MB/s, "
+                        "sent %.1f MiB, remaining %.1f MiB, %.1f s\n",
+                p->side, mfr_phase_str(pr->phase), pr->round, pct, rate / 1e6,
+                mib(pr->sent_bytes), mib(pr->remaining_bytes), pr->elapsed_s);
+    }
+    fflush(p->out);
+    g_mutex_unlock(&p->lock);
+}
+
+void tool_progress_finish(ToolProgress *p)
+{
+    g_mutex_lock(&p->lock);
+    if (p->pending_line) {
+        fputc('\n', p->out);
+        fflush(p->out);
+        p->pending_line = false;
+    }
+    g_mutex_unlock(&p->lock);
+}
+
+/* ---- summary ---------------------------------------------------------------------------- */
+
+typedef enum { COL_F1, COL_U64, COL_STR } ColKind;
+
+static void row(FILE *out, const char *label, ColKind kind, const MfrStats *src,
+                const MfrStats *dst, size_t off)
+{
+    fprintf(out, "  %-22s", label);
+    const MfrStats *sides[2] = { src, dst };
+    for (unsigned i = 0; i < 2; i++) {
+        if (!sides[i]) {
+            continue;
+        }
+        const char *base = (const char *)sides[i] + off;
+        switch (kind) {
+        case COL_F1:
+            fprintf(out, " %14.1f", *(const double *)base);
+            break;
+        case COL_U64:
+            fprintf(out, " %14" G_GUINT64_FORMAT, *(const uint64_t *)base);
+            break;
+        case COL_STR:
+            fprintf(out, " %14s", base);
+            break;
+        }
+    }
+    fputc('\n', out);
+}
+
+static void row_values(FILE *out, const char *label, const MfrStats *src, const MfrStats *dst,
+                       double vs, double vd, int prec)
+{
+    fprintf(out, "  %-22s", label);
+    if (src) {
+        fprintf(out, " %14.*f", prec, vs);
+    }
+    if (dst) {
+        fprintf(out, " %14.*f", prec, vd);
+    }
+    fputc('\n', out);
+}
+
+void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst)
+{
+    static const MfrStats none;
+    const MfrStats *s = src ? src : &none;
+    const MfrStats *d = dst ? dst : &none;
+    fprintf(out, "\n  %-22s", "");
+    if (src) {
+        fprintf(out, " %14s", "source");
+    }
+    if (dst) {
+        fprintf(out, " %14s", "destination");
+    }
+    fputc('\n', out);
+    row(out, "transport", COL_STR, src, dst, G_STRUCT_OFFSET(MfrStats, transport));
+    row_values(out, "channels", src, dst, s->channels, d->channels, 0);
+    row(out, "total ms", COL_F1, src, dst, G_STRUCT_OFFSET(MfrStats, total_ms));
+    row(out, "setup ms", COL_F1, src, dst, G_STRUCT_OFFSET(MfrStats, setup_ms));
+    row(out, "registration ms", COL_F1, src, dst, G_STRUCT_OFFSET(MfrStats, registration_ms));
+    row(out, "downtime ms", COL_F1, src, dst, G_STRUCT_OFFSET(MfrStats, downtime_ms));
+    row(out, "verify ms", COL_F1, src, dst, G_STRUCT_OFFSET(MfrStats, verify_ms));
+    row(out, "rounds", COL_U64, src, dst, G_STRUCT_OFFSET(MfrStats, rounds));
+    row_values(out, "RAM MiB", src, dst, mib(s->ram_bytes), mib(d->ram_bytes), 1);
+    row_values(out, "wire MiB", src, dst, mib(s->wire_bytes), mib(d->wire_bytes), 1);
+    row(out, "normal pages", COL_U64, src, dst, G_STRUCT_OFFSET(MfrStats, normal_pages));
+    row(out, "zero pages", COL_U64, src, dst, G_STRUCT_OFFSET(MfrStats, zero_pages));
+    row(out, "packets", COL_U64, src, dst, G_STRUCT_OFFSET(MfrStats, packets));
+    row_values(out, "throughput MB/s", src, dst, s->throughput_bps / 1e6,
+               d->throughput_bps / 1e6, 1);
+    row_values(out, "dirty rate MB/s", src, dst, s->dirty_rate_bps / 1e6,
+               d->dirty_rate_bps / 1e6, 1);
+    row_values(out, "CPU s", src, dst, s->cpu_s, d->cpu_s, 2);
+    fprintf(out, "  %-22s", "converged");
+    if (src) {
+        fprintf(out, " %14s", s->converged ? "yes" : "no (forced)");
+    }
+    fputc('\n', out);
+    unsigned nch = MIN(64u, MAX(s->channels, d->channels));
+    for (unsigned c = 0; c < nch; c++) {
+        g_autofree char *label = g_strdup_printf("channel %u MB/s", c);
+        row_values(out, label, src, dst, s->channel[c].throughput_bps / 1e6,
+                   d->channel[c].throughput_bps / 1e6, 1);
+    }
+    fputc('\n', out);
+    fflush(out);
+}
+
+static void json_string(GString *s, const char *text)
+{
+    g_string_append_c(s, '"');
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            g_string_append_printf(s, "\\%c", *p);
+        } else if (*p < 0x20) {
+            g_string_append_printf(s, "\\u%04x", *p);
+        } else {
+            g_string_append_c(s, (char)*p);
+        }
+    }
+    g_string_append_c(s, '"');
+}
+
+void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
+                     const GError *error, const char *memcmp_result)
+{
+    g_autoptr(GString) s = g_string_new("{\"version\":");
+    json_string(s, MFR_VERSION);
+    g_string_append(s, ",\"result\":");
+    json_string(s, result);
+    g_string_append(s, ",\"error\":");
+    if (error) {
+        json_string(s, error->message);
+    } else {
+        g_string_append(s, "null");
+    }
+    if (memcmp_result) {
+        g_string_append(s, ",\"memcmp\":");
+        json_string(s, memcmp_result);
+    }
+    if (src) {
+        g_autofree char *j = mfr_stats_to_json(src, "source");
+        g_string_append_printf(s, ",\"source\":%s", j);
+    }
+    if (dst) {
+        g_autofree char *j = mfr_stats_to_json(dst, "destination");
+        g_string_append_printf(s, ",\"destination\":%s", j);
+    }
+    g_string_append(s, "}\n");
+    fputs(s->str, out);
+    fflush(out);
+}
+
+/* ---- guest and verification lines ------------------------------------------------------- */
+
+void tool_print_guest(FILE *out, MfrGuest *g, const MfrGuestOptions *go)
+{
+    unsigned n;
+    const MfrRamBlock *b = mfr_guest_blocks(g, &n);
+    fprintf(out, "guest: %.1f MiB in %u block%s (%s%s, %u KiB pages), random %u%% / "
+                 "compressible %u%% / zero %u%%, filled in %.2f s; writers dirty %.1f MB/s\n",
+            mib(go->size), n, n == 1 ? "" : "s", b[0].name, n > 1 ? ".." : "",
+            b[0].page_size / 1024, go->pct_random, go->pct_compressible, go->pct_zero,
+            mfr_guest_fill_seconds(g), go->dirty_rate_mbps);
+    fflush(out);
+}
+
+void tool_print_guest_writes(FILE *out, MfrGuest *g)
+{
+    unsigned n;
+    const MfrRamBlock *b = mfr_guest_blocks(g, &n);
+    uint64_t pages = mfr_guest_pages_dirtied(g);
+    double s = mfr_guest_writer_seconds(g);
+    fprintf(out, "guest: writers dirtied %" G_GUINT64_FORMAT " pages in %.2f s (%.1f MB/s)\n",
+            pages, s, s > 0 ? (double)pages * b[0].page_size / s / 1e6 : 0.0);
+}
+
+bool tool_check_verified(FILE *out, const MfrStats *s, unsigned nblocks, GError **error)
+{
+    if (s->verified) {
+        fprintf(out, "verification: OK (%u block%s, digests match)\n", nblocks,
+                nblocks == 1 ? "" : "s");
+        fflush(out);
+        return true;
+    }
+    g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
+                "verification: FAILED: the migration ended without matching digests");
+    fprintf(out, "%s\n", (*error)->message);
+    fflush(out);
+    return false;
+}

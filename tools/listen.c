@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * `mfrdma listen URI`: the destination in its own process. It allocates each announced block
+ * (fresh anonymous memory, so zero pages are never written), prints the real listening URI and
+ * the token a source must present, serves one migration and reports.
+ */
+#include "tool.h"
+
+static const char listen_description[] =
+    "Listens on URI (tcp:HOST:PORT or rdma:HOST:PORT; port 0 picks a free one) and serves\n"
+    "one migration from 'mfrdma migrate'. It prints the URI it really listens on and the\n"
+    "token the source must pass with --token (a random one unless --token is given):\n"
+    "\n"
+    "  listening: tcp:0.0.0.0:40213\n"
+    "  token: 6f1c0e...\n"
+    "\n"
+    "Examples:\n"
+    "  mfrdma listen tcp:0.0.0.0:4444\n"
+    "  mfrdma listen rdma:192.168.1.2:4444 --token 00112233445566778899aabbccddeeff\n"
+    "\n"
+    TOOL_EXIT_CODES_HELP;
+
+int tool_listen(ToolCtx *ctx, int argc, char **argv)
+{
+    g_autofree char *token = NULL;
+    g_autofree char *rdma_dev = NULL;
+    gboolean json = FALSE, thp = FALSE;
+    MfrDestConfig cfg;
+    mfr_dest_config_init(&cfg);
+    gint timeout_ms = (gint)cfg.timeout_ms;
+    const GOptionEntry entries[] = {
+        { "token", 0, 0, G_OPTION_ARG_STRING, &token,
+          "Token (32 hex digits) sources must present; default: a random one, printed", "HEX" },
+        { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout_ms,
+          "Fail when the source is silent this long, in ms (default 5000)", "MS" },
+        { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &rdma_dev,
+          "RDMA device to use instead of the one owning the address", "DEV" },
+        { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
+          "madvise(MADV_HUGEPAGE) the received blocks", NULL },
+        { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
+          "Print the stats as JSON on stdout; everything else goes to stderr", NULL },
+        G_OPTION_ENTRY_NULL,
+    };
+    g_autoptr(GOptionContext) oc = g_option_context_new("URI - receive one migration");
+    g_option_context_set_description(oc, listen_description);
+    g_option_context_add_main_entries(oc, entries, NULL);
+    if (!tool_parse(oc, "listen", &argc, &argv)) {
+        return TOOL_EXIT_USAGE;
+    }
+    if (argc < 2) {
+        return tool_usage_error("listen", "missing URI (example: tcp:0.0.0.0:4444)");
+    }
+    if (argc > 2) {
+        return tool_usage_error("listen", "unexpected argument '%s'", argv[2]);
+    }
+    g_autoptr(GError) error = NULL;
+    if (token && !tool_parse_token(token, cfg.token, &error)) {
+        return tool_usage_error("listen", "%s", error->message);
+    }
+    if (!token) {
+        tool_random_token(cfg.token);
+    }
+    if (timeout_ms < 1) {
+        return tool_usage_error("listen", "--timeout: %d is out of range (1..%d)", timeout_ms,
+                                G_MAXINT);
+    }
+
+    FILE *info = json ? stderr : stdout;
+    ToolDestMem *mem = tool_dest_mem_new(thp);
+    ToolProgress progress;
+    tool_progress_init(&progress, info, "destination");
+    cfg.uri = argv[1];
+    cfg.timeout_ms = (unsigned)timeout_ms;
+    cfg.alloc_block = tool_dest_alloc_block;
+    cfg.alloc_opaque = mem;
+    cfg.memory_zeroed = true;
+    cfg.rdma_dev = rdma_dev;
+    cfg.progress = tool_progress_cb;
+    cfg.progress_opaque = &progress;
+    int code = TOOL_EXIT_FAILED;
+    MfrStats st = { 0 };
+    g_autofree char *hex = tool_token_hex(cfg.token);
+    g_autoptr(MfrDest) dest = mfr_dest_new(&cfg, &error);
+    if (!dest) {
+        fprintf(stderr, "mfrdma listen: %s: %s\n", argv[1], error->message);
+        code = tool_exit_code(error);
+        goto out;
+    }
+    /* Scripts read these two lines to start the source; flush before blocking. */
+    fprintf(info, "listening: %s\ntoken: %s\n", mfr_dest_uri(dest), hex);
+    fflush(info);
+
+    tool_signals_watch(ctx->signals, NULL, dest);
+    bool ok = mfr_dest_run(dest, &error);
+    tool_signals_watch(ctx->signals, NULL, NULL);
+    tool_progress_finish(&progress);
+    mfr_dest_get_stats(dest, &st);
+    tool_print_summary(info, NULL, &st);
+    unsigned n = 0;
+    const MfrRamBlock *blocks = ok ? mfr_dest_blocks(dest, &n) : NULL;
+    for (unsigned i = 0; i < n; i++) {
+        fprintf(info, "block %s: %.1f MiB, %u-byte pages\n", blocks[i].name,
+                (double)blocks[i].length / (1024.0 * 1024.0), blocks[i].page_size);
+    }
+    if (!ok) {
+        fprintf(stderr, "migration failed: %s\n", error->message);
+        code = tool_exit_code(error);
+    } else if (st.verified) {
+        code = tool_check_verified(info, &st, n, &error) ? TOOL_EXIT_OK : TOOL_EXIT_VERIFY;
+    } else {
+        /* The source chose --no-verify: nothing was compared. */
+        fprintf(info, "verification: skipped by the source\n");
+        code = TOOL_EXIT_OK;
+    }
+
+out:
+    if (json) {
+        tool_print_json(stdout, NULL, dest ? &st : NULL,
+                        code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
+                                                                               : "failed",
+                        error, NULL);
+    }
+    g_clear_pointer(&dest, mfr_dest_free);
+    tool_dest_mem_free(mem);
+    tool_progress_clear(&progress);
+    return code;
+}
