@@ -88,27 +88,30 @@ void mfr_control_send_error(MfrControl *c, const GError *err)
     g_strlcpy(e.text, err->message, sizeof(e.text));
     uint8_t body[MFR_CTRL_ERROR_SIZE];
     mfr_wire_pack_error(&e, body);
-    MfrCtrlType type = err->domain == MFR_ERROR && err->code == MFR_ERROR_CANCELLED
-                           ? MFR_CTRL_CANCEL : MFR_CTRL_ERROR;
+    bool cancel = err->domain == MFR_ERROR && err->code == MFR_ERROR_CANCELLED;
     /* a peer that stopped reading must not make us hang here: trylock, and skip on contention */
     if (g_mutex_trylock(&c->send_lock)) {
-        control_send_locked(c, type, body, sizeof(body), NULL);
+        if (cancel) {
+            control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
+        } else {
+            control_send_locked(c, MFR_CTRL_ERROR, body, sizeof(body), NULL);
+        }
         g_mutex_unlock(&c->send_lock);
     }
 }
 
 static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
 {
+    if (m->hdr.type == MFR_CTRL_CANCEL) {
+        mfr_fail(c->fail, MFR_ERROR_CANCELLED, "%s: migration cancelled by peer %s", c->side,
+                 xp_channel_peer(c->ch));
+        return;
+    }
     MfrCtrlError e;
     g_autoptr(GError) perr = NULL;
     if (!mfr_wire_unpack_error(m->body, m->len, &e, &perr)) {
         mfr_fail(c->fail, MFR_ERROR_PROTOCOL, "%s: malformed %s from %s: %s", c->side,
                  mfr_ctrl_type_str(m->hdr.type), xp_channel_peer(c->ch), perr->message);
-        return;
-    }
-    if (m->hdr.type == MFR_CTRL_CANCEL) {
-        mfr_fail(c->fail, MFR_ERROR_CANCELLED, "%s: migration cancelled by peer %s: %s",
-                 c->side, xp_channel_peer(c->ch), e.text);
         return;
     }
     MfrErrorCode code = e.code >= MFR_ERROR_FAILED && e.code <= MFR_ERROR_USAGE

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Test harness for end-to-end migrations: a small deterministic guest (blocks, writer
+ * thread, dirty bitmap), a destination running in a thread, and helpers to compare RAM.
+ * Shared by the TCP integration tests and the RDMA tests run under soft-RoCE.
+ */
+#pragma once
+
+#include "mfrdma.h"
+
+#include <stdatomic.h>
+
+#include <stdint.h>
+
+typedef struct {
+    unsigned nblocks;
+    MfrRamBlock block[4];
+    uint64_t *dirty[4];       /* shared bitmaps the writer marks */
+    GThread *writer;
+    atomic_bool writer_stop;
+    double rate_mbps;         /* 0: idle */
+    uint64_t seed;
+    atomic_ulong writes;
+    /* ordering test: re-dirty these pages at every harvest of block 0 */
+    unsigned redirty_pages;
+    uint64_t redirty_round;
+    bool stopped;
+} TGuest;
+
+/* Blocks of size bytes each, filled: 1/4 zero pages, the rest pseudo-random by seed. */
+TGuest *tguest_new(unsigned nblocks, uint64_t size, uint64_t seed);
+void tguest_start_writer(TGuest *g, double rate_mbps);
+void tguest_free(TGuest *g);
+extern const MfrDirtyOps tguest_dirty_ops;
+
+typedef struct {
+    MfrDest *dst;
+    GThread *thread;
+    bool ok;
+    GError *error;
+    double t_end;             /* monotonic seconds when run() returned */
+    void *maps[4];            /* blocks allocated on announce */
+    uint64_t map_len[4];
+    unsigned nmaps;
+} TDest;
+
+/* Destination on uri (port 0), allocating blocks on announce (fresh zeroed mmap). */
+TDest *tdest_start(const char *uri, const uint8_t token[16], unsigned timeout_ms);
+/* Same, but with blocks given up front instead of allocation. */
+TDest *tdest_start_with(const char *uri, const uint8_t token[16], const MfrRamBlock *blocks,
+                        unsigned n);
+void tdest_join(TDest *t);
+void tdest_free(TDest *t);
+
+/* Byte-for-byte comparison of source guest and destination blocks (by name). */
+void tcompare_ram(TGuest *g, MfrDest *dst);
+
+void ttoken(uint8_t token[16], uint8_t fill);
+unsigned tthread_count(void);
+/* Address for RDMA tests, or NULL (then the test is skipped). */
+const char *trdma_addr(void);

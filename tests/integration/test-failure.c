@@ -1,0 +1,561 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Failure paths end to end: cancel, destination or source killed mid-migration (real
+ * processes, SIGKILL), and a hostile source speaking the wire protocol by hand (wrong
+ * session, bad magic, out-of-range offsets, huge counts). Each asserts the exact error, the
+ * time bound, that no thread is left running and that no byte outside (or inside) guest RAM
+ * was written.
+ */
+#include "harness.h"
+#include "wire.h"
+#include "xp.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *transport;
+    const char *listen_uri;
+    uint64_t size;
+} TCase;
+
+#define BOUND_S 6.5 /* default 5 s error bound plus scheduling slack on a loaded 2-core box */
+
+static char *self_exe;
+
+/* ---------- child processes ---------- */
+
+static int child_dest(const char *uri)
+{
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(uri, token, 0);
+    printf("URI %s\n", mfr_dest_uri(t->dst));
+    fflush(stdout);
+    tdest_join(t);
+    return t->ok ? 0 : 1;
+}
+
+static void child_progress(const MfrProgress *p, void *opaque)
+{
+    static uint64_t said;
+    if (p->round >= 2 && said < p->round) {
+        said = p->round;
+        printf("ROUND %" G_GUINT64_FORMAT "\n", p->round);
+        fflush(stdout);
+    }
+}
+
+static int child_source(const char *uri, uint64_t size)
+{
+    uint8_t token[16];
+    ttoken(token, 5);
+    TGuest *g = tguest_new(1, size, 11);
+    g->redirty_pages = 128;
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = uri;
+    memcpy(cfg.token, token, 16);
+    cfg.channels = 2;
+    cfg.downtime_ms = 0;
+    cfg.max_rounds = 1000000;
+    cfg.progress = child_progress;
+    g_autoptr(GError) err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, &err);
+    g_assert_no_error(err);
+    bool ok = mfr_source_run(s, &err);
+    mfr_source_free(s);
+    return ok ? 0 : 1;
+}
+
+typedef struct {
+    GPid pid;
+    FILE *out;
+} TChild;
+
+static void tchild_spawn(TChild *c, const char *role, const char *uri, uint64_t size)
+{
+    g_autofree char *sz = g_strdup_printf("%" G_GUINT64_FORMAT, size);
+    const char *argv[] = { self_exe, role, uri, sz, NULL };
+    int out_fd = -1;
+    g_autoptr(GError) err = NULL;
+    g_assert_true(g_spawn_async_with_pipes(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                                           NULL, NULL, &c->pid, NULL, &out_fd, NULL, &err));
+    g_assert_no_error(err);
+    c->out = fdopen(out_fd, "r");
+}
+
+/* Next stdout line starting with prefix; fails the test at EOF. */
+static char *tchild_line(TChild *c, const char *prefix)
+{
+    char line[512];
+    while (fgets(line, sizeof(line), c->out)) {
+        if (g_str_has_prefix(line, prefix)) {
+            return g_strstrip(g_strdup(line + strlen(prefix)));
+        }
+    }
+    g_error("child ended before printing '%s'", prefix);
+}
+
+static void tchild_kill(TChild *c)
+{
+    kill(c->pid, SIGKILL);
+    int status;
+    waitpid(c->pid, &status, 0);
+    g_spawn_close_pid(c->pid);
+    fclose(c->out);
+}
+
+/* ---------- source side failures ---------- */
+
+typedef struct {
+    TChild *child;        /* kill it at round 3 */
+    MfrSource *src;       /* or cancel this */
+    double t_fault;
+    uint64_t at_round;
+} TFault;
+
+static void fault_progress(const MfrProgress *p, void *opaque)
+{
+    TFault *f = opaque;
+    if (p->round >= f->at_round && f->t_fault == 0) {
+        f->t_fault = g_get_monotonic_time() / 1e6;
+        if (f->child) {
+            kill(f->child->pid, SIGKILL);
+        } else {
+            mfr_source_cancel(f->src);
+        }
+    }
+}
+
+/* Block 0 is re-dirtied every round (so precopy never ends by itself); block 1 is never
+ * written by the guest: it must be bit-identical afterwards (migration never writes source
+ * RAM). */
+static void run_source_fault(const TCase *tc, bool kill_dest, GError **err_out, TDest **t_out,
+                             double *elapsed)
+{
+    unsigned threads0 = tthread_count();
+    TGuest *g = tguest_new(2, tc->size, 12);
+    g->redirty_pages = 64;
+    g_autofree uint8_t *snapshot = g_memdup2(g->block[1].host, g->block[1].length);
+    uint8_t token[16];
+    ttoken(token, 5);
+    TChild child = { 0 };
+    TDest *t = NULL;
+    g_autofree char *uri = NULL;
+    if (kill_dest) {
+        tchild_spawn(&child, "--child-dest", tc->listen_uri, 0);
+        uri = tchild_line(&child, "URI ");
+    } else {
+        t = tdest_start(tc->listen_uri, token, 0);
+        uri = g_strdup(mfr_dest_uri(t->dst));
+    }
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = uri;
+    memcpy(cfg.token, token, 16);
+    cfg.channels = 4;
+    cfg.downtime_ms = 0;
+    cfg.max_rounds = 1000000;
+    TFault f = { .child = kill_dest ? &child : NULL, .at_round = 3 };
+    cfg.progress = fault_progress;
+    cfg.progress_opaque = &f;
+    GError *err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 2, &tguest_dirty_ops, g, &err);
+    g_assert_no_error(err);
+    f.src = s;
+    g_assert_false(mfr_source_run(s, &err));
+    *elapsed = g_get_monotonic_time() / 1e6 - f.t_fault;
+    mfr_source_free(s);
+    g_assert_cmpint(memcmp(snapshot, g->block[1].host, g->block[1].length), ==, 0);
+    /* precopy never stopped the guest, so resume() was not needed and stop() not called */
+    g_assert_false(g->stopped);
+    if (kill_dest) {
+        tchild_kill(&child);
+    } else {
+        tdest_join(t);
+    }
+    *err_out = err;
+    *t_out = t;
+    tguest_free(g);
+    if (t) {
+        return; /* caller checks and frees */
+    }
+    g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
+static void test_dest_killed(gconstpointer data)
+{
+    GError *err = NULL;
+    TDest *t = NULL;
+    double elapsed;
+    run_source_fault(data, true, &err, &t, &elapsed);
+    g_test_message("source failed %.3f s after the kill: %s", elapsed, err->message);
+    g_assert_true(err->domain == MFR_ERROR &&
+                  (err->code == MFR_ERROR_TRANSPORT || err->code == MFR_ERROR_TIMEOUT));
+    g_assert_cmpfloat(elapsed, <, BOUND_S);
+    g_error_free(err);
+}
+
+static void test_cancel(gconstpointer data)
+{
+    unsigned threads0 = tthread_count();
+    GError *err = NULL;
+    TDest *t = NULL;
+    double elapsed;
+    run_source_fault(data, false, &err, &t, &elapsed);
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_CANCELLED);
+    g_assert_cmpstr(err->message, ==, "source: migration cancelled");
+    g_assert_cmpfloat(elapsed, <, BOUND_S);
+    /* the destination hears about it as a cancel, not as a lost connection */
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_CANCELLED);
+    g_assert_nonnull(strstr(t->error->message, "cancelled by peer"));
+    g_error_free(err);
+    tdest_free(t);
+    g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
+static void test_source_killed(gconstpointer data)
+{
+    const TCase *tc = data;
+    unsigned threads0 = tthread_count();
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(tc->listen_uri, token, 0);
+    TChild child = { 0 };
+    tchild_spawn(&child, "--child-source", mfr_dest_uri(t->dst), tc->size);
+    g_free(tchild_line(&child, "ROUND 3"));
+    double t_kill = g_get_monotonic_time() / 1e6;
+    tchild_kill(&child);
+    tdest_join(t);
+    double elapsed = t->t_end - t_kill;
+    g_test_message("destination failed %.3f s after the kill: %s", elapsed, t->error->message);
+    g_assert_false(t->ok);
+    g_assert_true(t->error->domain == MFR_ERROR &&
+                  (t->error->code == MFR_ERROR_TRANSPORT || t->error->code == MFR_ERROR_TIMEOUT));
+    g_assert_cmpfloat(elapsed, <, BOUND_S);
+    tdest_free(t);
+    g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
+/* ---------- hostile source ---------- */
+
+typedef struct {
+    const XpOps *ops;
+    XpDomain *dom;
+    char *host, *port;
+    XpChannel *ctl;
+    uint32_t seq;
+    uint8_t session[16];
+    uint8_t token[16];
+} Hostile;
+
+static void hostile_hello(Hostile *h, MfrRole role, unsigned index, unsigned count,
+                          uint8_t buf[MFR_HELLO_SIZE])
+{
+    MfrHello hello = { .magic = MFR_HELLO_MAGIC, .version = MFR_WIRE_VERSION, .role = role,
+                       .channel_index = index, .channel_count = count };
+    memcpy(hello.session_id, h->session, 16);
+    memcpy(hello.token, h->token, 16);
+    mfr_wire_pack_hello(&hello, buf);
+}
+
+static XpChannel *hostile_connect(Hostile *h, MfrRole role, unsigned index, GError **error)
+{
+    uint8_t hello[MFR_HELLO_SIZE];
+    hostile_hello(h, role, index, 1, hello);
+    XpOptions o;
+    xp_options_init(&o);
+    return h->ops->connect(h->dom, h->host, h->port, hello, sizeof(hello), &o, error);
+}
+
+static void hostile_send(Hostile *h, MfrCtrlType type, const void *body, size_t len)
+{
+    uint8_t buf[XP_MSG_MAX];
+    MfrCtrlHdr hdr = { .magic = MFR_CTRL_MAGIC, .version = MFR_WIRE_VERSION, .type = type,
+                       .length = len, .seq = ++h->seq };
+    mfr_wire_pack_ctrl_hdr(&hdr, buf);
+    memcpy(buf + MFR_CTRL_HDR_SIZE, body, len);
+    g_assert_cmpint(xp_send_msg(h->ctl, buf, MFR_CTRL_HDR_SIZE + len, NULL, 0), ==, 0);
+}
+
+static void hostile_expect(Hostile *h, MfrCtrlType type)
+{
+    uint8_t buf[XP_MSG_MAX];
+    for (;;) {
+        size_t len = 0;
+        g_assert_cmpint(xp_recv_msg(h->ctl, buf, sizeof(buf), &len, 5000), ==, 0);
+        MfrCtrlHdr hdr;
+        g_assert_true(mfr_wire_unpack_ctrl_hdr(buf, len, &hdr, NULL));
+        if (hdr.type != MFR_CTRL_KEEPALIVE) {
+            g_assert_cmpuint(hdr.type, ==, type);
+            return;
+        }
+    }
+}
+
+/* Control connection, CAPS and BLOCKS done by hand, like a real source would. */
+static void hostile_setup(Hostile *h, const char *uri, uint64_t block_len)
+{
+    GError *err = NULL;
+    h->ops = xp_uri_parse(uri, &h->host, &h->port, &err);
+    g_assert_no_error(err);
+    XpOptions o;
+    xp_options_init(&o);
+    h->dom = h->ops->domain_new(&o, &err);
+    g_assert_no_error(err);
+    ttoken(h->token, 5);
+    memset(h->session, 0x42, 16);
+    h->ctl = hostile_connect(h, MFR_ROLE_CONTROL, 0, &err);
+    g_assert_no_error(err);
+    MfrCaps caps = { .page_size = 4096, .zero_modes = MFR_ZERO_DETECT,
+                     .compression = MFR_COMP_NONE, .channels = 1, .max_channels = 1,
+                     .max_pages_per_packet = 128 };
+    uint8_t body[XP_MSG_MAX];
+    mfr_wire_pack_caps(&caps, body);
+    hostile_send(h, MFR_CTRL_CAPS, body, MFR_CAPS_SIZE);
+    hostile_expect(h, MFR_CTRL_CAPS);
+    MfrBlockInfo b = { .name = "ram0", .length = block_len, .page_size = 4096 };
+    size_t len = mfr_wire_pack_blocks(&b, 1, body, sizeof(body) - 64);
+    hostile_send(h, MFR_CTRL_BLOCKS, body, len);
+    hostile_expect(h, MFR_CTRL_BLOCKS_REPLY);
+}
+
+static void hostile_free(Hostile *h)
+{
+    xp_channel_close(h->ctl);
+    xp_domain_free(h->dom);
+    g_free(h->host);
+    g_free(h->port);
+}
+
+/* Destination block surrounded by inaccessible guard pages, filled with 0x5a. */
+typedef struct {
+    uint8_t *map;
+    uint64_t map_len;
+    MfrRamBlock block;
+} Guarded;
+
+static void guarded_new(Guarded *gb, uint64_t len)
+{
+    gb->map_len = len + 2 * 4096;
+    gb->map = mmap(NULL, gb->map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_assert(gb->map != MAP_FAILED);
+    g_assert_cmpint(mprotect(gb->map + 4096, len, PROT_READ | PROT_WRITE), ==, 0);
+    memset(gb->map + 4096, 0x5a, len);
+    gb->block = (MfrRamBlock){ .name = "ram0", .host = gb->map + 4096, .length = len,
+                               .page_size = 4096 };
+}
+
+static void guarded_assert_untouched(Guarded *gb)
+{
+    const uint8_t *p = gb->block.host;
+    for (uint64_t i = 0; i < gb->block.length; i++) {
+        if (p[i] != 0x5a) {
+            g_error("destination RAM byte %" G_GUINT64_FORMAT " was written", i);
+        }
+    }
+}
+
+typedef enum {
+    BAD_MAGIC,
+    BAD_OFFSET,
+    BAD_COUNT,
+    BAD_PACKET_NUM,
+    BAD_UNALIGNED,
+} BadKind;
+
+typedef struct {
+    const TCase *tc;
+    BadKind kind;
+    const char *expect;
+} BadCase;
+
+static void test_bad_packet(gconstpointer data)
+{
+    const BadCase *bc = data;
+    unsigned threads0 = tthread_count();
+    const uint64_t len = 64 * 4096;
+    Guarded gb;
+    guarded_new(&gb, len);
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start_with(bc->tc->listen_uri, token, &gb.block, 1);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_no_error(err);
+
+    MfrPacketHdr p = { .magic = MFR_PACKET_MAGIC, .version = MFR_WIRE_VERSION, .packet_num = 1,
+                       .round = 1, .block = 0, .normal_pages = 1, .payload_len = 4096 };
+    uint64_t offsets[4] = { 0 };
+    switch (bc->kind) {
+    case BAD_OFFSET:
+        offsets[0] = len; /* one page past the end */
+        break;
+    case BAD_PACKET_NUM:
+        p.packet_num = 2;
+        break;
+    case BAD_UNALIGNED:
+        offsets[0] = 100;
+        break;
+    default:
+        break;
+    }
+    uint8_t msg[XP_MSG_MAX];
+    size_t mlen = mfr_wire_pack_packet(&p, offsets, msg, sizeof(msg));
+    if (bc->kind == BAD_MAGIC) {
+        msg[0] ^= 0xff;
+    } else if (bc->kind == BAD_COUNT) {
+        /* normal_pages (offset 28) = 0xffffffff: a naive reader would write 16 TiB */
+        msg[28] = msg[29] = msg[30] = msg[31] = 0xff;
+    }
+    /* payload bytes a stream transport would deliver; must not land anywhere */
+    static uint8_t payload[4096];
+    memset(payload, 0xee, sizeof(payload));
+    XpSeg seg = { .addr = payload, .len = sizeof(payload) };
+    bool stream = !(h.ops->caps & XP_CAP_PLACED_PAYLOAD);
+    int r = xp_send_msg(ch, msg, mlen, stream ? &seg : NULL, stream ? 1 : 0);
+    g_assert_true(r == 0 || r == -EPIPE);
+    tdest_join(t);
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PROTOCOL);
+    g_test_message("destination: %s", t->error->message);
+    g_assert_nonnull(strstr(t->error->message, "destination: channel 0 from"));
+    g_assert_nonnull(strstr(t->error->message, bc->expect));
+    guarded_assert_untouched(&gb);
+    xp_channel_close(ch);
+    hostile_free(&h);
+    tdest_free(t);
+    munmap(gb.map, gb.map_len);
+    g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
+static void test_bad_session(gconstpointer data)
+{
+    const TCase *tc = data;
+    const uint64_t len = 16 * 4096;
+    Guarded gb;
+    guarded_new(&gb, len);
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start_with(tc->listen_uri, token, &gb.block, 1);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    /* a channel that claims another session */
+    memset(h.session, 0x43, 16);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_null(ch);
+    g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
+    g_assert_nonnull(strstr(err->message, "unknown session id"));
+    g_clear_error(&err);
+    /* wrong token on a channel of the right session */
+    memset(h.session, 0x42, 16);
+    h.token[0] ^= 1;
+    ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_null(ch);
+    g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
+    g_assert_nonnull(strstr(err->message, "bad token"));
+    g_clear_error(&err);
+    guarded_assert_untouched(&gb);
+    hostile_free(&h);
+    tdest_free(t);
+    munmap(gb.map, gb.map_len);
+}
+
+static void test_bad_channel_first(gconstpointer data)
+{
+    const TCase *tc = data;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(tc->listen_uri, token, 0);
+    Hostile h = { 0 };
+    GError *err = NULL;
+    h.ops = xp_uri_parse(mfr_dest_uri(t->dst), &h.host, &h.port, &err);
+    XpOptions o;
+    xp_options_init(&o);
+    h.dom = h.ops->domain_new(&o, &err);
+    ttoken(h.token, 5);
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_null(ch);
+    g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
+    g_assert_nonnull(strstr(err->message, "no session"));
+    g_clear_error(&err);
+    hostile_free(&h);
+    tdest_free(t);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && strcmp(argv[1], "--child-dest") == 0) {
+        return child_dest(argv[2]);
+    }
+    if (argc == 4 && strcmp(argv[1], "--child-source") == 0) {
+        return child_source(argv[2], g_ascii_strtoull(argv[3], NULL, 10));
+    }
+    self_exe = g_file_read_link("/proc/self/exe", NULL);
+    /* --rdma-only: the soft-RoCE run; without an RDMA address there is nothing to test */
+    bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
+    if (rdma_only) {
+        argv[--argc] = NULL;
+        if (!trdma_addr()) {
+            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
+            return 77;
+        }
+    }
+    g_test_init(&argc, &argv, NULL);
+    /* the destination logs refusals; they are expected here */
+    g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
+    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 16 << 20 };
+    static TCase rdma = { "rdma", NULL, 4 << 20 };
+    TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
+    const char *addr = trdma_addr();
+    if (addr) {
+        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
+                                          addr);
+        cases[1] = &rdma;
+    }
+    static const struct {
+        const char *name;
+        BadKind kind;
+        const char *expect;
+    } bad[] = {
+        { "bad_magic", BAD_MAGIC, "packet: magic 0x504652b2, expected 0x5046524d" },
+        { "bad_offset", BAD_OFFSET, "offset 0x40000 of page 0 beyond block 0 length 0x40000" },
+        { "bad_count", BAD_COUNT, "4294967295 normal + 0 zero pages above the limit 128" },
+        { "bad_packet_num", BAD_PACKET_NUM, "packet: number 2, expected 1" },
+        { "bad_unaligned", BAD_UNALIGNED, "offset 0x64 of page 0 not aligned to page size 0x1000" },
+    };
+    for (unsigned i = 0; i < 2; i++) {
+        TCase *tc = cases[i];
+        if (!tc) {
+            continue;
+        }
+#define ADD(name, fn, d)                                                                   \
+    do {                                                                                   \
+        g_autofree char *path = g_strdup_printf("/failure/%s/%s", tc->transport, name);    \
+        g_test_add_data_func(path, d, fn);                                                 \
+    } while (0)
+        ADD("cancel", test_cancel, tc);
+        ADD("dest_killed", test_dest_killed, tc);
+        ADD("source_killed", test_source_killed, tc);
+        ADD("bad_session", test_bad_session, tc);
+        ADD("bad_channel_first", test_bad_channel_first, tc);
+        for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
+            BadCase *bc = g_new0(BadCase, 1);
+            bc->tc = tc;
+            bc->kind = bad[k].kind;
+            bc->expect = bad[k].expect;
+            ADD(bad[k].name, test_bad_packet, bc);
+        }
+#undef ADD
+    }
+    return g_test_run();
+}

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * End-to-end migrations through the public API, written once and registered per transport
+ * (tcp on loopback here; rdma under soft-RoCE when MFR_TEST_RDMA_ADDR is set). Every test
+ * checks destination RAM byte for byte, or the exact error of a refused/failed migration.
+ */
+#include "harness.h"
+
+#include <string.h>
+
+typedef struct {
+    const char *transport;  /* "tcp" or "rdma" */
+    const char *listen_uri; /* with port 0 */
+    uint64_t size;          /* bytes per block: small on rxe */
+} TCase;
+
+static void tsource_config(MfrSourceConfig *cfg, const char *uri, const uint8_t token[16],
+                           unsigned channels)
+{
+    mfr_source_config_init(cfg);
+    cfg->uri = uri;
+    if (token) {
+        memcpy(cfg->token, token, 16);
+    }
+    cfg->channels = channels;
+}
+
+typedef struct {
+    bool ok;
+    GError *err;
+    MfrStats st;
+    MfrStats dst_st;
+} TResult;
+
+static void tresult_clear(TResult *r)
+{
+    g_clear_error(&r->err);
+}
+
+/* Migrate g to a fresh destination and check the outcome both sides agree on. */
+static void trun(const TCase *tc, TGuest *g, MfrSourceConfig *cfg_in, TResult *r,
+                 bool compare)
+{
+    uint8_t token[16];
+    ttoken(token, 7);
+    TDest *t = tdest_start(tc->listen_uri, token, 0);
+    MfrSourceConfig cfg = *cfg_in;
+    cfg.uri = mfr_dest_uri(t->dst);
+    memcpy(cfg.token, token, 16);
+    MfrSource *s = mfr_source_new(&cfg, g->block, g->nblocks, &tguest_dirty_ops, g, &r->err);
+    g_assert_no_error(r->err);
+    r->ok = mfr_source_run(s, &r->err);
+    mfr_source_get_stats(s, &r->st);
+    mfr_source_free(s);
+    tdest_join(t);
+    mfr_dest_get_stats(t->dst, &r->dst_st);
+    if (r->ok) {
+        g_assert_no_error(t->error);
+        g_assert_true(t->ok);
+        if (compare) {
+            tcompare_ram(g, t->dst);
+        }
+    } else {
+        g_assert_false(t->ok);
+    }
+    tdest_free(t);
+}
+
+static void test_idle(gconstpointer data)
+{
+    const TCase *tc = data;
+    TGuest *g = tguest_new(2, tc->size, 1);
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, NULL, NULL, 4);
+    TResult r = { 0 };
+    trun(tc, g, &cfg, &r, true);
+    g_assert_no_error(r.err);
+    g_assert_true(r.st.verified);
+    g_assert_true(r.st.converged);
+    /* idle: one round of data, one final (empty) round */
+    g_assert_cmpuint(r.st.rounds, ==, 2);
+    uint64_t pages = 2 * tc->size / 4096;
+    g_assert_cmpuint(r.st.normal_pages + r.st.zero_pages, ==, pages);
+    g_assert_cmpuint(r.dst_st.normal_pages, ==, r.st.normal_pages);
+    g_assert_cmpuint(r.dst_st.zero_pages, ==, r.st.zero_pages);
+    /* about a quarter of the guest is zero pages (see tguest_new) */
+    g_assert_cmpuint(r.st.zero_pages, >, pages / 8);
+    g_assert_cmpuint(r.st.zero_pages, <, pages / 2);
+    g_assert_cmpstr(r.st.transport, ==, tc->transport);
+    tresult_clear(&r);
+    tguest_free(g);
+}
+
+static void test_channels(const TCase *tc, unsigned n)
+{
+    TGuest *g = tguest_new(1, tc->size, 2 + n);
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, NULL, NULL, n);
+    TResult r = { 0 };
+    trun(tc, g, &cfg, &r, true);
+    g_assert_no_error(r.err);
+    g_assert_cmpuint(r.st.channels, ==, n);
+    g_assert_cmpuint(r.dst_st.channels, ==, n);
+    /* round-robin hand-off: every channel carried data */
+    for (unsigned i = 0; i < n; i++) {
+        g_assert_cmpuint(r.st.channel[i].packets, >, 1);
+        g_assert_cmpuint(r.dst_st.channel[i].packets, ==, r.st.channel[i].packets);
+    }
+    tresult_clear(&r);
+    tguest_free(g);
+}
+
+static void test_channels1(gconstpointer data)
+{
+    test_channels(data, 1);
+}
+
+static void test_channels8(gconstpointer data)
+{
+    test_channels(data, 8);
+}
+
+static void test_dirty(gconstpointer data)
+{
+    const TCase *tc = data;
+    TGuest *g = tguest_new(2, tc->size, 3);
+    tguest_start_writer(g, strcmp(tc->transport, "tcp") == 0 ? 40 : 2);
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, NULL, NULL, 4);
+    /* converges only once a round leaves nothing dirty: the writer races every round */
+    cfg.downtime_ms = 0;
+    cfg.max_rounds = 50;
+    cfg.force_switchover = true;
+    TResult r = { 0 };
+    trun(tc, g, &cfg, &r, true);
+    g_assert_no_error(r.err);
+    g_assert_true(r.st.verified);
+    g_assert_cmpuint(atomic_load(&g->writes), >, 0);
+    /* round 1 takes long enough for the writer to dirty pages: >= 1 more data round */
+    g_assert_cmpuint(r.st.rounds, >=, 3);
+    g_assert_cmpuint(r.st.normal_pages + r.st.zero_pages, >, 2 * tc->size / 4096);
+    tresult_clear(&r);
+    tguest_free(g);
+}
+
+/* The same pages get a new version every round; round-robin puts consecutive rounds on
+ * different channels. Without the SYNC barrier an old version could land last. */
+static void test_ordering(gconstpointer data)
+{
+    const TCase *tc = data;
+    TGuest *g = tguest_new(1, tc->size, 4);
+    g->redirty_pages = 64;
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, NULL, NULL, 4);
+    cfg.downtime_ms = 0;       /* never "converged": run max_rounds */
+    cfg.max_rounds = 8;
+    cfg.force_switchover = true;
+    cfg.pages_per_packet = 64; /* the re-dirtied set is exactly one batch */
+    TResult r = { 0 };
+    trun(tc, g, &cfg, &r, true);
+    g_assert_no_error(r.err);
+    g_assert_false(r.st.converged);
+    g_assert_cmpuint(r.st.rounds, ==, 9);
+    /* final content is the last version, checked by tcompare_ram(); make sure the pages
+     * really changed every round */
+    uint64_t *w = g->block[0].host;
+    g_assert_cmpuint(w[0], ==, g->redirty_round * 1000003);
+    g_assert_cmpuint(g->redirty_round, >=, 9);
+    for (unsigned i = 0; i < 4; i++) {
+        g_assert_cmpuint(r.dst_st.channel[i].packets, >, 8);
+    }
+    tresult_clear(&r);
+    tguest_free(g);
+}
+
+static void test_not_converged(gconstpointer data)
+{
+    const TCase *tc = data;
+    TGuest *g = tguest_new(1, tc->size, 5);
+    g->redirty_pages = 256;
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, NULL, NULL, 2);
+    cfg.downtime_ms = 0;
+    cfg.max_rounds = 3;
+    uint64_t before = mfr_digest(g->block[0].host, g->block[0].length);
+    TResult r = { 0 };
+    trun(tc, g, &cfg, &r, false);
+    g_assert_error(r.err, MFR_ERROR, MFR_ERROR_NOT_CONVERGED);
+    g_assert_nonnull(strstr(r.err->message, "does not converge: after 3 rounds"));
+    g_assert_nonnull(strstr(r.err->message, "--force-switchover"));
+    /* the guest keeps running: stop() was never called */
+    g_assert_false(g->stopped);
+    (void)before;
+    tresult_clear(&r);
+    tguest_free(g);
+}
+
+static void test_bad_block_mismatch(gconstpointer data)
+{
+    const TCase *tc = data;
+    uint8_t token[16];
+    ttoken(token, 9);
+    TGuest *g = tguest_new(1, tc->size, 6);
+    TGuest *other = tguest_new(1, tc->size / 2, 6);
+    TDest *t = tdest_start_with(tc->listen_uri, token, other->block, 1);
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, mfr_dest_uri(t->dst), token, 2);
+    g_autoptr(GError) err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, &err);
+    g_assert_no_error(err);
+    g_assert_false(mfr_source_run(s, &err));
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_MISMATCH);
+    g_autofree char *want = g_strdup_printf("RAM block 'ram0': source has %" G_GUINT64_FORMAT
+                                            " bytes", tc->size);
+    g_assert_nonnull(strstr(err->message, want));
+    mfr_source_free(s);
+    tdest_join(t);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_MISMATCH);
+    g_assert_nonnull(strstr(t->error->message, want));
+    tdest_free(t);
+    tguest_free(other);
+    tguest_free(g);
+}
+
+static void test_bad_token(gconstpointer data)
+{
+    const TCase *tc = data;
+    uint8_t token[16], wrong[16];
+    ttoken(token, 1);
+    ttoken(wrong, 2);
+    TGuest *g = tguest_new(1, 1 << 20, 7);
+    TDest *t = tdest_start(tc->listen_uri, token, 0);
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, mfr_dest_uri(t->dst), wrong, 2);
+    g_autoptr(GError) err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, &err);
+    g_assert_no_error(err);
+    g_assert_false(mfr_source_run(s, &err));
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_REJECTED);
+    g_assert_nonnull(strstr(err->message, "bad token"));
+    mfr_source_free(s);
+    /* a refused connection does not end the destination's service */
+    g_usleep(100 * 1000);
+    g_assert_nonnull(t->thread);
+    g_assert_cmpfloat(t->t_end, ==, 0);
+    tdest_free(t); /* cancels */
+    tguest_free(g);
+}
+
+int main(int argc, char **argv)
+{
+    /* --rdma-only: the soft-RoCE run; without an RDMA address there is nothing to test */
+    bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
+    if (rdma_only) {
+        argv[--argc] = NULL;
+        if (!trdma_addr()) {
+            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
+            return 77;
+        }
+    }
+    g_test_init(&argc, &argv, NULL);
+    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 32 << 20 };
+    static TCase rdma = { "rdma", NULL, 8 << 20 };
+    const char *addr = trdma_addr();
+    TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
+    if (addr) {
+        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
+                                          addr);
+        cases[1] = &rdma;
+    }
+    for (unsigned i = 0; i < 2; i++) {
+        TCase *tc = cases[i];
+        if (!tc) {
+            continue;
+        }
+#define ADD(name, fn)                                                                      \
+    do {                                                                                   \
+        g_autofree char *path = g_strdup_printf("/migrate/%s/" name, tc->transport);       \
+        g_test_add_data_func(path, tc, fn);                                                \
+    } while (0)
+        ADD("idle", test_idle);
+        ADD("channels1", test_channels1);
+        ADD("channels8", test_channels8);
+        ADD("dirty", test_dirty);
+        ADD("ordering", test_ordering);
+        ADD("not_converged", test_not_converged);
+        ADD("bad_block_mismatch", test_bad_block_mismatch);
+        ADD("bad_token", test_bad_token);
+#undef ADD
+    }
+    return g_test_run();
+}
