@@ -507,7 +507,7 @@ int main(int argc, char **argv)
         argv[--argc] = NULL;
         if (!trdma_addr()) {
             g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
-            return 77;
+            return 0; /* TAP: the plan line above says skip */
         }
     }
     g_test_init(&argc, &argv, NULL);
