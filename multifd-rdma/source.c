@@ -398,6 +398,7 @@ static bool source_flush_batch(MfrSource *s)
     s->batch->npages = 0;
     s->prog.sent_bytes += bytes;
     s->prog.round_done += bytes;
+    s->prog.remaining_bytes = s->prog.round_bytes - s->prog.round_done;
     source_progress(s, false);
     return true;
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The whole test suite, as CI runs it: set-up if needed, then
+#   1. a -Werror build and every suite (unit, conformance, integration, cli, and the RDMA
+#      suite inside the soft-RoCE VM),
+#   2. an ASan+UBSan build and every suite that runs on this host (the VM suite once is enough).
+# Usage: scripts/test.sh [extra meson test args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh build -Dwerror=true
+meson configure build -Dwerror=true >/dev/null
+echo "== tests: -Werror build (incl. soft-RoCE VM) =="
+meson test -C build --print-errorlogs "$@"
+
+scripts/setup.sh build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+echo "== tests: ASan+UBSan build =="
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  meson test -C build-asan --print-errorlogs --no-suite rdma "$@"
+echo "== all tests passed =="
