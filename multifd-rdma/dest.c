@@ -469,6 +469,7 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
         d->sync_count = 0;
         d->sync_round++;
         d->stats.rounds = round;
+        d->stats.transfer_ms = (mfr_now_s() - d->t_start) * 1000 - d->stats.setup_ms;
     }
     g_mutex_unlock(&d->sync_lock);
     return ok;
@@ -576,7 +577,8 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
     MfrStats *st = &d->stats;
     st->total_ms = d->t_start ? (mfr_now_s() - d->t_start) * 1000 : 0;
     st->cpu_s = cpu_main + mfr_control_cpu_s(d->ctl);
-    double xfer_s = MAX((st->total_ms - st->setup_ms) / 1000, 1e-6);
+    double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
+                        1e-6);
     for (unsigned i = 0; i < d->nchan && i < G_N_ELEMENTS(st->channel); i++) {
         MfrChannelStats *c = &d->chan[i]->stats;
         c->throughput_bps = c->bytes / xfer_s;

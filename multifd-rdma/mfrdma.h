@@ -87,12 +87,13 @@ typedef struct {
 
 typedef struct {
     double total_ms, setup_ms, downtime_ms, registration_ms, verify_ms;
+    double transfer_ms;      /* end of setup to the last round's barrier */
     uint64_t ram_bytes;
     uint64_t wire_bytes;     /* everything sent/received on channels: headers + payload */
     uint64_t normal_pages, zero_pages, packets;
     uint64_t rounds;
     double dirty_rate_bps;   /* last measured, bytes/s */
-    double throughput_bps;   /* guest bytes moved / (total - setup) */
+    double throughput_bps;   /* guest bytes moved / transfer_ms */
     double cpu_s;            /* CPU seconds of this side's migration threads */
     bool converged;          /* false: switched over by force or failed to converge */
     bool verified;           /* digests compared and equal */

@@ -633,6 +633,7 @@ static bool source_migrate(MfrSource *s, GError **error)
         return false;
     }
     s->stats.downtime_ms = (mfr_now_s() - t_stop) * 1000;
+    s->stats.transfer_ms = (mfr_now_s() - s->t_start) * 1000 - s->stats.setup_ms;
     s->stats.converged = converged;
     if (!source_complete(s, round, error)) {
         return false;
@@ -648,7 +649,8 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
     st->total_ms = (mfr_now_s() - s->t_start) * 1000;
     st->cpu_s = cpu_main + mfr_control_cpu_s(s->ctl);
     st->normal_pages = st->zero_pages = st->packets = st->wire_bytes = 0;
-    double xfer_s = MAX((st->total_ms - st->setup_ms) / 1000, 1e-6);
+    double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
+                        1e-6);
     for (unsigned i = 0; i < s->nchan && i < G_N_ELEMENTS(st->channel); i++) {
         MfrChannelStats *c = &s->chan[i]->stats;
         c->throughput_bps = c->bytes / xfer_s;

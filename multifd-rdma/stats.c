@@ -11,9 +11,9 @@ char *mfr_stats_to_json(const MfrStats *s, const char *side)
     g_string_append_printf(j, "\"side\":\"%s\",\"transport\":\"%s\",\"channels\":%u,",
                            side ? side : "", s->transport, s->channels);
     g_string_append_printf(j, "\"total_ms\":%.3f,\"setup_ms\":%.3f,\"downtime_ms\":%.3f,"
-                           "\"registration_ms\":%.3f,\"verify_ms\":%.3f,",
+                           "\"registration_ms\":%.3f,\"verify_ms\":%.3f,\"transfer_ms\":%.3f,",
                            s->total_ms, s->setup_ms, s->downtime_ms, s->registration_ms,
-                           s->verify_ms);
+                           s->verify_ms, s->transfer_ms);
     g_string_append_printf(j, "\"ram_bytes\":%" G_GUINT64_FORMAT ",\"wire_bytes\":%"
                            G_GUINT64_FORMAT ",\"normal_pages\":%" G_GUINT64_FORMAT
                            ",\"zero_pages\":%" G_GUINT64_FORMAT ",\"packets\":%"
