@@ -72,6 +72,10 @@ is_uint "$mem" || die 2 "--mem wants a positive number of MiB, got '$mem'"
 is_uint "$cpus" || die 2 "--cpus wants a positive number, got '$cpus'"
 is_uint "$timeout_s" || die 2 "--timeout wants a positive number of seconds, got '$timeout_s'"
 
+case $PWD/ in
+/tmp/*) die 2 "the working directory $PWD is under /tmp, which the VM replaces with a fresh tmpfs" ;;
+esac
+
 # ---- host dependencies ---------------------------------------------------------------------
 
 ensure_packages() {
@@ -136,7 +140,7 @@ export PATH=/bin
 fail() {
     echo "mfr-vm: guest: $*"
     echo "MFR-VM-EXIT=125"
-    echo o >/proc/sysrq-trigger
+    poweroff -f
     sleep 60
 }
 mount -t proc proc /proc
@@ -241,6 +245,8 @@ finish() {
     sync
     echo "\$1" >/mfr-job/rc
     echo "MFR-VM-EXIT=\$1"
+    # busybox-static is on the host root; its poweroff -f is the reboot(2) call, synchronous.
+    /bin/busybox poweroff -f
     echo o >/proc/sysrq-trigger
     sleep 60
 }
@@ -262,8 +268,20 @@ ulimit -l unlimited
 . /mfr-job/job.sh
 cd "\$MFR_JOB_CWD" || fail "cannot cd to \$MFR_JOB_CWD"
 echo "mfr-vm: rxe0 ACTIVE after \$(cut -d' ' -f1 /proc/uptime) s of guest uptime; running: \${job_argv[*]}"
-"\${job_argv[@]}"
-finish \$?
+# Output through a pipe, not the serial tty: programs then print as they do in CI (no
+# progress bars, no colours). A leftover background process may keep the pipe open, so cat
+# gets a moment to drain and is then stopped rather than waited for.
+mkfifo /run/mfr-out
+cat /run/mfr-out &
+cat_pid=\$!
+"\${job_argv[@]}" >/run/mfr-out 2>&1
+rc=\$?
+for i in \$(seq 20); do
+    kill -0 \$cat_pid 2>/dev/null || break
+    sleep 0.1
+done
+kill \$cat_pid 2>/dev/null
+finish \$rc
 EOF
 
 # ---- boot -------------------------------------------------------------------------------------
