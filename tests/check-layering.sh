@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Layering and licensing rules that a compiler cannot check:
+#  - only verbs/ includes libibverbs/librdmacm headers;
+#  - transport/ never includes engine headers, verbs/ never includes transport or engine ones;
+#  - every source file carries the SPDX line.
+set -u
+top=${1:-$(dirname "$0")/..}
+cd "$top" || exit 1
+rc=0
+bad=$(grep -rlE '#include *<(infiniband|rdma)/' --include='*.[ch]' . | grep -v '^\./verbs/' | grep -v '^\./build' || true)
+if [ -n "$bad" ]; then echo "layering: ibverbs/rdmacm headers included outside verbs/: $bad"; rc=1; fi
+bad=$(grep -lE '#include *"(mfrdma|wire|engine|channel)\.h"' transport/*.[ch] verbs/*.[ch] 2>/dev/null || true)
+if [ -n "$bad" ]; then echo "layering: engine headers included below the engine: $bad"; rc=1; fi
+bad=$(grep -lE '#include *"xp\.h"' verbs/*.[ch] 2>/dev/null || true)
+if [ -n "$bad" ]; then echo "layering: transport header included in verbs/: $bad"; rc=1; fi
+for f in $(git ls-files '*.c' '*.h' '*.sh' 'meson.build' '*/meson.build' 2>/dev/null); do
+  head -3 "$f" | grep -q 'SPDX-License-Identifier: LGPL-2.1-or-later' || { echo "license: no SPDX line in $f"; rc=1; }
+done
+[ $rc -eq 0 ] && echo "layering and SPDX: ok"
+exit $rc
