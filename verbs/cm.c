@@ -266,6 +266,8 @@ bool vb_cm_next_event(VbCmId *id, int timeout_ms, int wake_fd, VbCmEvent *ev, GE
                 memcpy(ev->private_data, e->param.conn.private_data, ev->private_len);
             }
             if (ev->step == VB_CM_CONNECT_REQUEST) {
+                ev->initiator_depth = e->param.conn.initiator_depth;
+                ev->responder_resources = e->param.conn.responder_resources;
                 return vb_cm_take_request(e, ev, error);
             }
             if (ev->step == VB_CM_DISCONNECTED || ev->step == VB_CM_DEVICE_REMOVAL) {
@@ -407,20 +409,21 @@ bool vb_cm_resolve(VbCmId *id, const char *host, const char *port, int timeout_m
                         "resolve route to", error);
 }
 
-static void vb_cm_conn_param(struct rdma_conn_param *p, const void *pdata, size_t len)
+static void vb_cm_conn_param(struct rdma_conn_param *p, const void *pdata, size_t len,
+                             uint8_t rd_atom)
 {
     memset(p, 0, sizeof(*p));
     p->private_data = pdata;
     p->private_data_len = (uint8_t)len;
-    p->responder_resources = 1;
-    p->initiator_depth = 1;
+    p->responder_resources = rd_atom ? rd_atom : 1;
+    p->initiator_depth = rd_atom ? rd_atom : 1;
     p->retry_count = 7;
     /* Flow control is by credits: an RNR NAK is a bug and must surface, not be retried. */
     p->rnr_retry_count = 0;
 }
 
-bool vb_cm_connect(VbCmId *id, const void *pdata, size_t len, int timeout_ms, int wake_fd,
-                   VbCmEvent *rej, GError **error)
+bool vb_cm_connect(VbCmId *id, const void *pdata, size_t len, uint8_t rd_atom, int timeout_ms,
+                   int wake_fd, VbCmEvent *rej, GError **error)
 {
     if (len > VB_CM_CONNECT_PRIVATE_MAX) {
         g_set_error(error, VB_ERROR, VB_ERROR_FAILED,
@@ -429,7 +432,7 @@ bool vb_cm_connect(VbCmId *id, const void *pdata, size_t len, int timeout_ms, in
         return false;
     }
     struct rdma_conn_param p;
-    vb_cm_conn_param(&p, pdata, len);
+    vb_cm_conn_param(&p, pdata, len, rd_atom);
     if (rdma_connect(id->cm, &p) != 0) {
         vb_set_error_errno(error, errno, "connect to %s", vb_cm_peer_str(id));
         return false;
@@ -448,7 +451,7 @@ bool vb_cm_accept(VbCmId *id, const void *pdata, size_t len, int timeout_ms, int
                   GError **error)
 {
     struct rdma_conn_param p;
-    vb_cm_conn_param(&p, pdata, len);
+    vb_cm_conn_param(&p, pdata, len, 0);
     if (rdma_accept(id->cm, &p) != 0) {
         vb_set_error_errno(error, errno, "accept connection from %s", vb_cm_peer_str(id));
         return false;

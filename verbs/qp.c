@@ -17,7 +17,7 @@ G_STATIC_ASSERT(offsetof(VbSge, addr) == offsetof(struct ibv_sge, addr));
 G_STATIC_ASSERT(offsetof(VbSge, length) == offsetof(struct ibv_sge, length));
 G_STATIC_ASSERT(offsetof(VbSge, lkey) == offsetof(struct ibv_sge, lkey));
 
-#define VB_POST_CHAIN_MAX 32
+#define VB_POST_CHAIN_MAX 64
 
 static uint32_t vb_clamp(uint32_t want, int limit, uint32_t dflt)
 {

@@ -127,6 +127,10 @@ struct VbCqe {
     void (*done)(VbCqe *cqe, const VbWc *wc);
 };
 
+/* The request that embeds cqe as `member`. */
+#define vb_container_of(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
 #define VB_WC_STATUS_SUCCESS 0
 #define VB_WC_STATUS_FLUSH 5 /* IBV_WC_WR_FLUSH_ERR: QP went to error, work flushed */
 
@@ -224,6 +228,8 @@ typedef struct {
     int status;                 /* event status (reject reason code, errno, ...) */
     uint8_t private_data[VB_CM_PRIVATE_DATA_MAX];
     size_t private_len;
+    /* CONNECT_REQUEST: the connector's RDMA read depths (see vb_cm_connect's rd_atom). */
+    uint8_t initiator_depth, responder_resources;
     VbCmId *new_id;             /* CONNECT_REQUEST: the new connection, on its own channel */
 } VbCmEvent;
 
@@ -258,10 +264,12 @@ bool vb_cm_expect(VbCmId *id, VbCmStep want, int timeout_ms, int wake_fd, VbCmEv
 /* Resolve address then route of host:port (IPv4 or IPv6). */
 bool vb_cm_resolve(VbCmId *id, const char *host, const char *port, int timeout_ms, int wake_fd,
                    GError **error);
-/* Connect with private data and wait for ESTABLISHED. On REJECTED the error is
+/* Connect with private data and wait for ESTABLISHED. rd_atom (0 = 1) is used for both
+ * initiator_depth and responder_resources; the acceptor sees it in its CONNECT_REQUEST event,
+ * so it can carry a small value beside the private data. On REJECTED the error is
  * VB_ERROR_REJECTED and *rej (if not NULL) holds the peer's private data. */
-bool vb_cm_connect(VbCmId *id, const void *pdata, size_t len, int timeout_ms, int wake_fd,
-                   VbCmEvent *rej, GError **error);
+bool vb_cm_connect(VbCmId *id, const void *pdata, size_t len, uint8_t rd_atom, int timeout_ms,
+                   int wake_fd, VbCmEvent *rej, GError **error);
 bool vb_cm_accept(VbCmId *id, const void *pdata, size_t len, int timeout_ms, int wake_fd,
                   GError **error);
 bool vb_cm_reject(VbCmId *id, const void *pdata, size_t len, GError **error);
