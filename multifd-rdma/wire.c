@@ -230,7 +230,7 @@ static void ctrl_body_range(uint16_t type, uint32_t *min, uint32_t *max)
         *min = *max = 8;
         break;
     case MFR_CTRL_COMPLETE:
-        *min = 16 + 8;
+        *min = 16; /* count 0: verification off, no digests */
         *max = 16 + MFR_MAX_BLOCKS * 8;
         break;
     case MFR_CTRL_ERROR:
@@ -387,10 +387,11 @@ G_STATIC_ASSERT(BLOCK_NAME + MFR_BLOCK_NAME_MAX == BLOCK_LENGTH);
 G_STATIC_ASSERT(BLOCK_FLAGS + 4 == MFR_BLOCK_ANNOUNCE_SIZE);
 
 /* Common prefix of the three list bodies (BLOCKS, BLOCKS_REPLY, COMPLETE): the count must be
- * in range and the length must be exactly header + count entries. Checked in this order so
- * the multiplication cannot overflow. */
+ * in min_count..MFR_MAX_BLOCKS and the length must be exactly header + count entries.
+ * Checked in this order so the multiplication cannot overflow. */
 static bool unpack_list_head(const char *what, const uint8_t *buf, size_t len, size_t head,
-                             size_t entry, uint32_t *count, GError **error)
+                             size_t entry, uint32_t min_count, uint32_t *count,
+                             GError **error)
 {
     uint32_t n, reserved;
 
@@ -400,8 +401,9 @@ static bool unpack_list_head(const char *what, const uint8_t *buf, size_t len, s
     }
     n = get_u32(buf + LIST_COUNT);
     reserved = get_u32(buf + LIST_RESERVED);
-    if (n < 1 || n > MFR_MAX_BLOCKS) {
-        return fail(error, "%s: block count %u outside 1..%u", what, n, MFR_MAX_BLOCKS);
+    if (n < min_count || n > MFR_MAX_BLOCKS) {
+        return fail(error, "%s: block count %u outside %u..%u", what, n, min_count,
+                    MFR_MAX_BLOCKS);
     }
     if (reserved != 0) {
         return fail(error, "%s: reserved 0x%08x, must be 0", what, reserved);
@@ -467,7 +469,7 @@ bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
 {
     uint32_t n;
 
-    if (!unpack_list_head("blocks", buf, len, LIST_ENTRIES, MFR_BLOCK_ANNOUNCE_SIZE, &n,
+    if (!unpack_list_head("blocks", buf, len, LIST_ENTRIES, MFR_BLOCK_ANNOUNCE_SIZE, 1, &n,
                           error)) {
         return false;
     }
@@ -526,8 +528,8 @@ bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, uint32_t expec
 {
     uint32_t n;
 
-    if (!unpack_list_head("blocks reply", buf, len, LIST_ENTRIES, MFR_BLOCK_REPLY_SIZE, &n,
-                          error)) {
+    if (!unpack_list_head("blocks reply", buf, len, LIST_ENTRIES, MFR_BLOCK_REPLY_SIZE, 1,
+                          &n, error)) {
         return false;
     }
     if (n != expect_count) {
@@ -584,7 +586,8 @@ bool mfr_wire_unpack_complete(const uint8_t *buf, size_t len, uint32_t expect_co
 {
     uint32_t n;
 
-    if (!unpack_list_head("complete", buf, len, COMPLETE_DIGESTS, 8, &n, error)) {
+    /* Count 0 is legal here: the source sends no digests when verification is off. */
+    if (!unpack_list_head("complete", buf, len, COMPLETE_DIGESTS, 8, 0, &n, error)) {
         return false;
     }
     if (n != expect_count) {

@@ -452,7 +452,7 @@ static void test_ctrl_roundtrip(void)
         [MFR_CTRL_BLOCKS] = 8 + 3 * 80,
         [MFR_CTRL_BLOCKS_REPLY] = 8 + 3 * 16,
         [MFR_CTRL_SYNC_ACK] = 8,
-        [MFR_CTRL_COMPLETE] = 16 + 3 * 8,
+        [MFR_CTRL_COMPLETE] = 16,
         [MFR_CTRL_COMPLETE_REPLY] = 8,
         [MFR_CTRL_ERROR] = MFR_CTRL_ERROR_SIZE,
         [MFR_CTRL_CANCEL] = 0,
@@ -573,6 +573,23 @@ static void test_complete_roundtrip(void)
     g_assert_true(mfr_wire_unpack_complete(buf, n, MFR_MAX_BLOCKS, &round, out, NULL));
     g_assert_cmpuint(round, ==, UINT64_MAX);
     g_assert_cmpmem(out, sizeof(d), d, sizeof(d));
+}
+
+/* Verification off: COMPLETE carries the round and no digests (count 0, 16 bytes). */
+static void test_complete_roundtrip_no_digests(void)
+{
+    uint8_t buf[BUF_CAP];
+    uint64_t round = 0, out[1] = { 0x77 };
+    MfrCtrlHdr h = { MFR_CTRL_MAGIC, MFR_WIRE_VERSION, MFR_CTRL_COMPLETE, 16, 9 }, hout;
+    size_t n = mfr_wire_pack_complete(12, NULL, 0, buf + MFR_CTRL_HDR_SIZE,
+                                      sizeof(buf) - MFR_CTRL_HDR_SIZE);
+
+    g_assert_cmpuint(n, ==, 16);
+    mfr_wire_pack_ctrl_hdr(&h, buf);
+    g_assert_true(mfr_wire_unpack_ctrl_hdr(buf, MFR_CTRL_HDR_SIZE + n, &hout, NULL));
+    g_assert_true(mfr_wire_unpack_complete(buf + MFR_CTRL_HDR_SIZE, n, 0, &round, out, NULL));
+    g_assert_cmpuint(round, ==, 12);
+    g_assert_cmpuint(out[0], ==, 0x77);
 }
 
 static void test_complete_reply_roundtrip(void)
@@ -939,7 +956,9 @@ static const BadCase bad_cases[] = {
     { "complete/bad_reserved", MSG_COMPLETE, 4, 4, 7, 0, NULL,
       "complete: reserved 0x00000007, must be 0" },
     { "complete/bad_count_high", MSG_COMPLETE, 0, 4, 65, 0, NULL,
-      "complete: block count 65 outside 1..64" },
+      "complete: block count 65 outside 0..64" },
+    { "complete/bad_count_zero_expected_two", MSG_COMPLETE, 0, 4, 0, -16, NULL,
+      "complete: block count 0, but 2 blocks were announced" },
 
     /* complete reply (sample: status 1, block 1; 2 blocks) */
     { "complete_reply/bad_len", MSG_COMPLETE_REPLY, 0, 0, 0, 4, NULL,
@@ -1207,6 +1226,7 @@ int main(int argc, char **argv)
     g_test_add_func("/wire/blocks_reply/roundtrip", test_blocks_reply_roundtrip);
     g_test_add_func("/wire/u64/roundtrip", test_u64_roundtrip);
     g_test_add_func("/wire/complete/roundtrip", test_complete_roundtrip);
+    g_test_add_func("/wire/complete/roundtrip_no_digests", test_complete_roundtrip_no_digests);
     g_test_add_func("/wire/complete_reply/roundtrip", test_complete_reply_roundtrip);
     g_test_add_func("/wire/error/roundtrip", test_error_roundtrip);
     g_test_add_func("/wire/error/truncate", test_error_truncate);
