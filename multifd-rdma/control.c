@@ -12,7 +12,9 @@
 struct MfrControl {
     XpChannel *ch;
     MfrFail *fail;
-    char *side;
+    const char *side;
+    MfrSide side_id;
+    const MfrState *state;
     unsigned timeout_ms;
     GThread *reader;
     GAsyncQueue *queue;  /* MfrCtrlMsg*, or &wake_marker */
@@ -198,18 +200,24 @@ static gpointer control_reader(gpointer opaque)
     return NULL;
 }
 
-MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, const char *side)
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side)
 {
     MfrControl *c = g_new0(MfrControl, 1);
     c->ch = ch;
     c->fail = f;
-    c->side = g_strdup(side);
+    c->side_id = side;
+    c->side = side == MFR_SIDE_SOURCE ? "source" : "destination";
     c->timeout_ms = timeout_ms ? timeout_ms : 5000;
     c->queue = g_async_queue_new();
     g_mutex_init(&c->send_lock);
     atomic_init(&c->last_tx_us, g_get_monotonic_time());
     c->reader = g_thread_new("mfr-control", control_reader, c);
     return c;
+}
+
+void mfr_control_track_state(MfrControl *c, const MfrState *state)
+{
+    c->state = state;
 }
 
 void mfr_control_done(MfrControl *c)
@@ -256,7 +264,6 @@ void mfr_control_free(MfrControl *c)
     }
     g_async_queue_unref(c->queue);
     g_mutex_clear(&c->send_lock);
-    g_free(c->side);
     g_free(c);
 }
 
@@ -277,10 +284,19 @@ MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error)
         }
         /* bounded wait so a failure is seen even if nobody pushed the wake marker */
         gint64 wait = MIN(deadline - now, 200 * 1000);
-        gpointer m = g_async_queue_timeout_pop(c->queue, wait);
-        if (m && m != &wake_marker) {
-            return m;
+        MfrCtrlMsg *m = g_async_queue_timeout_pop(c->queue, wait);
+        if (!m || m == (void *)&wake_marker) {
+            continue;
         }
+        if (c->state && !mfr_state_accepts(*c->state, c->side_id, m->hdr.type)) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                        "%s: %s from %s not allowed in state %s", c->side,
+                        mfr_ctrl_type_str(m->hdr.type), xp_channel_peer(c->ch),
+                        mfr_state_str(*c->state));
+            g_free(m);
+            return NULL;
+        }
+        return m;
     }
 }
 

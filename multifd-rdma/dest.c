@@ -39,7 +39,8 @@ struct MfrDest {
     unsigned sync_count;
 
     bool running;
-    double t_start, t_first_data;
+    MfrState state;          /* run() thread only */
+    double t_start;
     MfrStats stats;
     GMutex stats_lock;
 };
@@ -551,9 +552,17 @@ static bool dest_serve(MfrDest *d, GError **error)
     d->t_start = mfr_now_s();
     memcpy(d->session_id, h.session_id, sizeof(d->session_id));
     g_mutex_lock(&d->lock);
-    d->ctl = mfr_control_new(ch, d->cfg.timeout_ms, &d->fail, "destination");
+    d->ctl = mfr_control_new(ch, d->cfg.timeout_ms, &d->fail, MFR_SIDE_DEST);
+    mfr_control_track_state(d->ctl, &d->state);
     g_mutex_unlock(&d->lock);
-    if (!dest_negotiate(d, error) || !dest_blocks(d, error) || !dest_open_channels(d, error)) {
+    if (!mfr_state_move(&d->state, MFR_STATE_CONNECTED, error) ||
+        !dest_negotiate(d, error) ||
+        !mfr_state_move(&d->state, MFR_STATE_NEGOTIATED, error) ||
+        !dest_blocks(d, error) ||
+        !mfr_state_move(&d->state, MFR_STATE_BLOCKS_AGREED, error) ||
+        !dest_open_channels(d, error) ||
+        !mfr_state_move(&d->state, MFR_STATE_CHANNELS_UP, error) ||
+        !mfr_state_move(&d->state, MFR_STATE_PRECOPY, error)) {
         return false;
     }
     d->stats.setup_ms = (mfr_now_s() - d->t_start) * 1000;
@@ -563,7 +572,9 @@ static bool dest_serve(MfrDest *d, GError **error)
             return false;
         }
         if (m->hdr.type == MFR_CTRL_COMPLETE) {
-            return dest_complete(d, m, error);
+            return mfr_state_move(&d->state, MFR_STATE_COMPLETING, error) &&
+                   dest_complete(d, m, error) &&
+                   mfr_state_move(&d->state, MFR_STATE_DONE, error);
         }
         g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
                     "destination: unexpected %s from %s during migration",
@@ -601,6 +612,7 @@ bool mfr_dest_run(MfrDest *d, GError **error)
     bool ok = dest_serve(d, &err);
     if (!ok) {
         mfr_fail_set(&d->fail, err);
+        d->state = MFR_STATE_FAILED;
     }
     /* stop channel threads before reading their counters; no error is reported after this */
     for (unsigned i = 0; i < d->nchan; i++) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "mfrdma.h"
+#include "state.h"
 #include "wire.h"
 #include "xp.h"
 
@@ -58,7 +59,10 @@ typedef struct MfrControl MfrControl;
 /* Takes ownership of ch. The reader thread starts at once: it answers keepalives, turns
  * ERROR/CANCEL from the peer and silence longer than timeout_ms into failures of f, and
  * queues every other message for mfr_control_recv(). */
-MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, const char *side);
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side);
+/* The owner's session state; mfr_control_recv() refuses messages it does not accept. Read
+ * only by the thread that calls mfr_control_recv(), which is the one that moves it. */
+void mfr_control_track_state(MfrControl *c, const MfrState *state);
 /* Stop the reader and close the channel; errors after mfr_control_done() are not failures. */
 void mfr_control_free(MfrControl *c);
 /* From now on the connection closing is expected (migration finished). */

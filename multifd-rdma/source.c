@@ -38,6 +38,7 @@ struct MfrSource {
     MfrBatch *batch;    /* producer's batch being filled */
 
     atomic_bool force;
+    MfrState state;     /* migration thread only */
     bool stopped;       /* dirty->stop() called */
     bool running;
 
@@ -570,10 +571,16 @@ static bool source_migrate(MfrSource *s, GError **error)
         return false;
     }
     g_mutex_lock(&s->lock);
-    s->ctl = mfr_control_new(ctl, s->cfg.timeout_ms, &s->fail, "source");
+    s->ctl = mfr_control_new(ctl, s->cfg.timeout_ms, &s->fail, MFR_SIDE_SOURCE);
+    mfr_control_track_state(s->ctl, &s->state);
     g_mutex_unlock(&s->lock);
-    if (!source_negotiate(s, error) || !source_announce(s, error) ||
-        !source_open_channels(s, error)) {
+    if (!mfr_state_move(&s->state, MFR_STATE_CONNECTED, error) ||
+        !source_negotiate(s, error) ||
+        !mfr_state_move(&s->state, MFR_STATE_NEGOTIATED, error) ||
+        !source_announce(s, error) ||
+        !mfr_state_move(&s->state, MFR_STATE_BLOCKS_AGREED, error) ||
+        !source_open_channels(s, error) ||
+        !mfr_state_move(&s->state, MFR_STATE_CHANNELS_UP, error)) {
         return false;
     }
     s->stats.setup_ms = (mfr_now_s() - s->t_start) * 1000;
@@ -585,6 +592,9 @@ static bool source_migrate(MfrSource *s, GError **error)
     }
     uint64_t dirty_pages = source_harvest(s);
     s->prog.phase = MFR_PHASE_PRECOPY;
+    if (!mfr_state_move(&s->state, MFR_STATE_PRECOPY, error)) {
+        return false;
+    }
     uint64_t round = 0;
     bool converged = false;
     for (;;) {
@@ -625,6 +635,9 @@ static bool source_migrate(MfrSource *s, GError **error)
 
     /* switchover: the workload stops, the rest goes in one last round */
     s->prog.phase = MFR_PHASE_SWITCHOVER;
+    if (!mfr_state_move(&s->state, MFR_STATE_SWITCHOVER, error)) {
+        return false;
+    }
     double t_stop = mfr_now_s();
     s->dirty->stop(s->dirty_opaque);
     s->stopped = true;
@@ -635,7 +648,9 @@ static bool source_migrate(MfrSource *s, GError **error)
     s->stats.downtime_ms = (mfr_now_s() - t_stop) * 1000;
     s->stats.transfer_ms = (mfr_now_s() - s->t_start) * 1000 - s->stats.setup_ms;
     s->stats.converged = converged;
-    if (!source_complete(s, round, error)) {
+    if (!mfr_state_move(&s->state, MFR_STATE_COMPLETING, error) ||
+        !source_complete(s, round, error) ||
+        !mfr_state_move(&s->state, MFR_STATE_DONE, error)) {
         return false;
     }
     mfr_control_done(s->ctl);
@@ -676,6 +691,7 @@ bool mfr_source_run(MfrSource *s, GError **error)
     if (!ok) {
         /* the session's first error is the root cause; err may be only its echo */
         mfr_fail_set(&s->fail, err);
+        s->state = MFR_STATE_FAILED;
         if (s->stopped && s->dirty->resume) {
             s->dirty->resume(s->dirty_opaque);
         }
