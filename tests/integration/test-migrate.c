@@ -288,5 +288,10 @@ int main(int argc, char **argv)
         ADD("bad_token", test_bad_token);
 #undef ADD
     }
+    if (!rdma_only) {
+        /* IPv6 loopback: the same engine over an AF_INET6 listener and connections */
+        static TCase tcp6 = { "tcp", "tcp:[::1]:0", 8 << 20 };
+        g_test_add_data_func("/migrate/tcp6/idle", &tcp6, test_idle);
+    }
     return g_test_run();
 }
