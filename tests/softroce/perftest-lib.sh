@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
+# shellcheck shell=bash
 # Shared by rxe-smoke.sh and bench-raw.sh (sourced, not run): find the RDMA device and run one
 # perftest ib_write_bw server/client pair over rdma_cm, returning the average bandwidth.
 # Callers decide what "no device" means (skip on the host, failure inside the VM).

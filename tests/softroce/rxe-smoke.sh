@@ -4,6 +4,7 @@
 # an RDMA port is ACTIVE and perftest's ib_write_bw over rdma_cm moves 200 x 1 MiB with a
 # non-zero bandwidth. Skips (77) on a host without RDMA; inside the VM (MFR_VM=1) it must run.
 set -euo pipefail
+# shellcheck source=tests/softroce/perftest-lib.sh
 . "$(dirname "$(readlink -f "$0")")/perftest-lib.sh"
 
 fail() { echo "rxe-smoke: FAIL: $*" >&2; exit 1; }

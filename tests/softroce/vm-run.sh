@@ -6,7 +6,8 @@
 # Exit status: the command's own; 77 = no VM can run here (skip); 124 = timeout; 125 = VM failure.
 set -euo pipefail
 
-readonly SELF=$(readlink -f "${BASH_SOURCE[0]}")
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+readonly SELF
 readonly PKGS=(linux-image-amd64 qemu-system-x86 busybox-static rdma-core ibverbs-utils
                ibverbs-providers iproute2 kmod cpio perftest)
 # Modules the guest needs; their dependencies come from modprobe --show-depends.
@@ -24,7 +25,8 @@ usage: ${0##*/} [--mem MB] [--cpus N] [--timeout S] [-e VAR[=VALUE]]... [--] COM
 
 Boots a soft-RoCE VM (rxe0 on eth0, $GUEST_ADDR), runs COMMAND as root in the caller's
 working directory and exits with its status. The host file system is visible read-only with
-a throw-away writable layer on top; /tmp in the VM is a fresh tmpfs.
+a throw-away writable layer on top; /tmp in the VM is a fresh tmpfs (unless the working
+directory is under /tmp: then the host's /tmp shows through, writable in RAM).
 Variables named MFR_* (and those given with -e) are passed to COMMAND, plus
 MFR_TEST_RDMA_ADDR=$GUEST_ADDR, MFR_TEST_RDMA_ADDR6=$GUEST_ADDR6, MFR_TEST_RDMA_DEV=rxe0, MFR_VM=1.
 
@@ -71,10 +73,6 @@ done
 is_uint "$mem" || die 2 "--mem wants a positive number of MiB, got '$mem'"
 is_uint "$cpus" || die 2 "--cpus wants a positive number, got '$cpus'"
 is_uint "$timeout_s" || die 2 "--timeout wants a positive number of seconds, got '$timeout_s'"
-
-case $PWD/ in
-/tmp/*) die 2 "the working directory $PWD is under /tmp, which the VM replaces with a fresh tmpfs" ;;
-esac
 
 # ---- host dependencies ---------------------------------------------------------------------
 
@@ -124,8 +122,10 @@ pick_kernel() {
 ensure_packages
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not found"
 BUSYBOX=$(command -v busybox || true)
-[[ -n $BUSYBOX ]] && ! ldd "$BUSYBOX" >/dev/null 2>&1 ||
+# ldd fails on a static binary; the initramfs has no libc for a dynamic one.
+if [[ -z $BUSYBOX ]] || ldd "$BUSYBOX" >/dev/null 2>&1; then
     skip "need a statically linked busybox (package busybox-static)"
+fi
 pick_kernel
 
 # ---- initramfs (cached per kernel version and per version of this script) --------------------
@@ -161,7 +161,6 @@ mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/mfr-job
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
-mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=0755 run /newroot/run
 mount -t 9p -o "$opts" mfrjob /newroot/mfr-job || fail "cannot mount the job directory (9p)"
 [ -x /newroot/bin/bash ] || fail "the host root has no /bin/bash"
@@ -236,6 +235,13 @@ trap 'rm -rf "$JOB"' EXIT
     printf ')\n'
 } >"$JOB/job.sh"
 
+# /tmp in the VM is a fresh tmpfs (no stale host sockets or files), unless the command runs
+# from under /tmp: then the host's /tmp shows through the overlay (writes still stay in RAM).
+case $PWD/ in
+/tmp/*) fresh_tmp="# working directory under /tmp: keep the host's /tmp (overlay)" ;;
+*) fresh_tmp="mount -t tmpfs -o mode=1777 tmp /tmp" ;;
+esac
+
 # Stage 2, PID 1 in the overlay root (host binaries): network, rxe0, then the command.
 cat >"$JOB/guest.sh" <<EOF
 #!/bin/bash
@@ -253,6 +259,7 @@ finish() {
 fail() { echo "mfr-vm: guest: \$*"; finish 125; }
 exec </dev/null
 hostname mfr-vm
+$fresh_tmp
 ip link set lo up
 ip link set eth0 up || fail "no eth0"
 ip addr add $GUEST_ADDR/24 dev eth0 || fail "cannot set the IPv4 address"
