@@ -6,6 +6,8 @@
 # Exit status: the command's own; 77 = no VM can run here (skip); 124 = timeout; 125 = VM failure.
 set -euo pipefail
 
+# modprobe lives in /usr/sbin, which a non-root PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 readonly SELF
 readonly PKGS=(linux-image-amd64 qemu-system-x86 busybox-static rdma-core ibverbs-utils
