@@ -1,0 +1,1004 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Transport conformance: every case is written once against the XpOps contract (transport/xp.h)
+ * and registered for every compiled-in backend: /conformance/tcp/... (127.0.0.1),
+ * /conformance/tcp/ipv6/... (::1) and /conformance/rdma/... (address from MFR_TEST_RDMA_ADDR).
+ * Stream backends get their payload back with recv_payload(); placed backends into a region.
+ */
+#include "xp.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define T_TIMEOUT_MS 20000 /* generous: rdma tests run under TCG emulation */
+#define T_IOV_MAX 1024     /* Linux IOV_MAX; segment tests exceed it on purpose */
+
+typedef struct {
+    const XpOps *ops;
+    const char *host; /* listen and connect address */
+    char *skip;       /* reason to skip every case, or NULL */
+} Backend;
+
+/* One connected channel pair in two domains, as if on two hosts. */
+typedef struct {
+    const Backend *be;
+    XpDomain *sdom, *ddom; /* source (connects), destination (listens) */
+    XpListener *l;
+    XpChannel *src, *dst;
+} Pair;
+
+static bool placed(const Backend *be)
+{
+    return be->ops->caps & XP_CAP_PLACED_PAYLOAD;
+}
+
+static bool backend_skip(const Backend *be)
+{
+    if (be->skip) {
+        g_test_skip(be->skip);
+        return true;
+    }
+    return false;
+}
+
+/* Deterministic bytes that differ with position and seed, so misordering shows. */
+static void fill_pattern(void *buf, size_t n, uint32_t seed)
+{
+    uint8_t *p = buf;
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p[i] = (uint8_t)x;
+    }
+}
+
+static char *checksum(const void *buf, size_t n)
+{
+    return g_compute_checksum_for_data(G_CHECKSUM_SHA256, buf, n);
+}
+
+static double ms_since(int64_t t0)
+{
+    return (g_get_monotonic_time() - t0) / 1000.0;
+}
+
+/* ---------- memory, registered when the backend needs it ---------- */
+
+typedef struct {
+    uint8_t *buf;
+    size_t len;
+    XpRegion *reg;
+} Mem;
+
+static void mem_init(Mem *m, const Backend *be, XpDomain *dom, size_t len, uint32_t access)
+{
+    m->len = len;
+    m->buf = g_aligned_alloc0(1, len, 4096);
+    m->reg = NULL;
+    if (be->ops->caps & XP_CAP_REGIONS) {
+        g_autoptr(GError) err = NULL;
+        g_assert_true(be->ops->region_register(dom, m->buf, len, access, &m->reg, &err));
+        g_assert_no_error(err);
+    }
+}
+
+static void mem_clear(Mem *m, const Backend *be)
+{
+    if (m->reg) {
+        be->ops->region_deregister(m->reg);
+    }
+    g_aligned_free(m->buf);
+    memset(m, 0, sizeof(*m));
+}
+
+/* The receiver's region as the sender's XpRemote, by descriptor as the engine carries it. */
+static XpRemote *remote_of(Pair *p, Mem *dst)
+{
+    uint8_t desc[XP_REGION_DESC_SIZE];
+    p->be->ops->region_export(dst->reg, desc);
+    XpRemote *r = NULL;
+    g_autoptr(GError) err = NULL;
+    g_assert_true(p->be->ops->remote_import(p->sdom, desc, dst->len, &r, &err));
+    g_assert_no_error(err);
+    return r;
+}
+
+/* ---------- connection set-up ---------- */
+
+typedef struct {
+    const Backend *be;
+    XpDomain *dom;
+    const char *host, *port;
+    const void *hello;
+    size_t hello_len;
+    XpChannel *ch;
+    GError *err;
+    int64_t elapsed_us;
+} ConnectJob;
+
+static gpointer connect_thread(gpointer data)
+{
+    ConnectJob *j = data;
+    XpOptions opts;
+    xp_options_init(&opts);
+    opts.timeout_ms = T_TIMEOUT_MS;
+    int64_t t0 = g_get_monotonic_time();
+    j->ch = j->be->ops->connect(j->dom, j->host, j->port, j->hello, j->hello_len, &opts, &j->err);
+    j->elapsed_us = g_get_monotonic_time() - t0;
+    return NULL;
+}
+
+static XpDomain *domain_new(const Backend *be)
+{
+    XpOptions opts;
+    xp_options_init(&opts);
+    opts.timeout_ms = T_TIMEOUT_MS;
+    g_autoptr(GError) err = NULL;
+    XpDomain *dom = be->ops->domain_new(&opts, &err);
+    g_assert_no_error(err);
+    g_assert_nonnull(dom);
+    return dom;
+}
+
+/* Host and port of the listener, parsed back from its URI as a user would. */
+static void listener_addr(const Backend *be, XpListener *l, char **host, char **port)
+{
+    const char *uri = be->ops->listener_uri(l);
+    g_autofree char *prefix = g_strdup_printf("%s:", be->ops->name);
+    g_assert_true(g_str_has_prefix(uri, prefix));
+    g_autoptr(GError) err = NULL;
+    g_assert_true(xp_uri_parse(uri, host, port, &err) == be->ops);
+    g_assert_no_error(err);
+    g_assert_cmpstr(*port, !=, "0");
+}
+
+/* Connect from a thread, accept here, answer status/reason. Returns the connector's job. */
+static ConnectJob *connect_accept(Pair *p, const void *hello, size_t hello_len, uint32_t status,
+                                  const char *reason, XpChannel **accepted)
+{
+    const Backend *be = p->be;
+    ConnectJob *j = g_new0(ConnectJob, 1);
+    g_autofree char *host = NULL, *port = NULL;
+    listener_addr(be, p->l, &host, &port);
+    j->be = be;
+    j->dom = p->sdom;
+    j->host = host;
+    j->port = port;
+    j->hello = hello;
+    j->hello_len = hello_len;
+    GThread *t = g_thread_new("connect", connect_thread, j);
+
+    uint8_t got[XP_HELLO_MAX];
+    size_t got_len = 0;
+    g_autoptr(GError) err = NULL;
+    XpChannel *ch = be->ops->accept(p->l, T_TIMEOUT_MS, got, &got_len, &err);
+    g_assert_no_error(err);
+    g_assert_nonnull(ch);
+    g_assert_cmpmem(got, got_len, hello, hello_len);
+    g_assert_true(be->ops->answer(ch, status, reason, &err));
+    g_assert_no_error(err);
+    g_thread_join(t);
+    j->host = j->port = NULL;
+    *accepted = ch;
+    return j;
+}
+
+static void pair_open(Pair *p, const Backend *be)
+{
+    memset(p, 0, sizeof(*p));
+    p->be = be;
+    p->ddom = domain_new(be);
+    p->sdom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    p->l = be->ops->listen(p->ddom, be->host, "0", &err);
+    g_assert_no_error(err);
+    g_assert_nonnull(p->l);
+
+    uint8_t hello[XP_HELLO_MAX];
+    fill_pattern(hello, sizeof(hello), 42);
+    ConnectJob *j = connect_accept(p, hello, sizeof(hello), 0, NULL, &p->dst);
+    g_assert_no_error(j->err);
+    g_assert_nonnull(j->ch);
+    p->src = j->ch;
+    g_free(j);
+}
+
+static void pair_close(Pair *p)
+{
+    xp_channel_close(p->src);
+    xp_channel_close(p->dst);
+    xp_listener_close(p->l);
+    xp_domain_free(p->sdom);
+    xp_domain_free(p->ddom);
+    memset(p, 0, sizeof(*p));
+}
+
+/* ---------- sending from a thread (a blocked send must not block the test) ---------- */
+
+typedef struct {
+    XpChannel *ch;
+    const void *msg;
+    size_t len;
+    const XpSeg *segs;
+    unsigned nsegs;
+    int rc;
+} SendJob;
+
+static gpointer send_thread(gpointer data)
+{
+    SendJob *j = data;
+    j->rc = xp_send_msg(j->ch, j->msg, j->len, j->segs, j->nsegs);
+    return NULL;
+}
+
+static void recv_expect(XpChannel *ch, const void *want, size_t want_len)
+{
+    g_autofree uint8_t *buf = g_malloc(XP_MSG_MAX);
+    size_t len = 0;
+    g_assert_cmpint(xp_recv_msg(ch, buf, XP_MSG_MAX, &len, T_TIMEOUT_MS), ==, 0);
+    g_assert_cmpmem(buf, len, want, want_len);
+}
+
+/* ---------- cases ---------- */
+
+static void test_roundtrip(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be); /* checks a full XP_HELLO_MAX hello arrives intact */
+
+    g_autofree char *prefix = g_strdup_printf("%s:", be->ops->name);
+    g_assert_true(g_str_has_prefix(xp_channel_peer(p.src), prefix));
+    g_assert_true(g_str_has_prefix(xp_channel_peer(p.dst), prefix));
+
+    const char ping[] = "ping", pong[] = "pong!";
+    g_assert_cmpint(xp_send_msg(p.src, ping, sizeof(ping), NULL, 0), ==, 0);
+    recv_expect(p.dst, ping, sizeof(ping));
+    g_assert_cmpint(xp_send_msg(p.dst, pong, sizeof(pong), NULL, 0), ==, 0);
+    recv_expect(p.src, pong, sizeof(pong));
+
+    /* A second channel on the same listener, with a one-byte hello. */
+    const uint8_t tiny = 0xa5;
+    XpChannel *dst2 = NULL;
+    ConnectJob *j = connect_accept(&p, &tiny, 1, 0, NULL, &dst2);
+    g_assert_no_error(j->err);
+    g_assert_cmpint(xp_send_msg(j->ch, pong, sizeof(pong), NULL, 0), ==, 0);
+    recv_expect(dst2, pong, sizeof(pong));
+    xp_channel_close(j->ch);
+    xp_channel_close(dst2);
+    g_free(j);
+    pair_close(&p);
+}
+
+static void test_connect_bad_refused(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    const char reason[] = "session 0123abcd is not served here";
+    const uint8_t hello[3] = { 1, 2, 3 };
+    XpChannel *refused = NULL;
+    ConnectJob *j = connect_accept(&p, hello, sizeof(hello), 7, reason, &refused);
+    g_assert_null(j->ch);
+    g_assert_error(j->err, XP_ERROR, XP_ERROR_REJECTED);
+    g_assert_nonnull(strstr(j->err->message, reason));
+    xp_channel_close(refused);
+    g_clear_error(&j->err);
+
+    /* A reason of exactly XP_REASON_MAX bytes arrives whole; a longer one is cut there. */
+    char longreason[XP_REASON_MAX + 20];
+    memset(longreason, 'r', sizeof(longreason) - 1);
+    longreason[sizeof(longreason) - 1] = '\0';
+    g_free(j);
+    j = connect_accept(&p, hello, sizeof(hello), 1, longreason, &refused);
+    g_assert_error(j->err, XP_ERROR, XP_ERROR_REJECTED);
+    longreason[XP_REASON_MAX] = '\0';
+    g_assert_nonnull(strstr(j->err->message, longreason));
+    longreason[XP_REASON_MAX] = 'r';
+    longreason[XP_REASON_MAX + 1] = '\0';
+    g_assert_null(strstr(j->err->message, longreason));
+    xp_channel_close(refused);
+    g_clear_error(&j->err);
+    g_free(j);
+    pair_close(&p);
+}
+
+static const size_t awkward_sizes[] = { 1, 7, 4095, 4097, XP_MSG_MAX };
+
+static void test_msg_sizes(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    size_t n = G_N_ELEMENTS(awkward_sizes);
+    uint8_t *msgs[G_N_ELEMENTS(awkward_sizes)];
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        msgs[i] = g_malloc(awkward_sizes[i]);
+        fill_pattern(msgs[i], awkward_sizes[i], (uint32_t)i + 1);
+        g_assert_cmpint(xp_send_msg(p.src, msgs[i], awkward_sizes[i], NULL, 0), ==, 0);
+        /* send_msg copies the message: scribbling on it now must not change what arrives. */
+        memset(msgs[i], 0xee, awkward_sizes[i]);
+        fill_pattern(msgs[i], awkward_sizes[i], (uint32_t)i + 1);
+        total += awkward_sizes[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        recv_expect(p.dst, msgs[i], awkward_sizes[i]);
+        g_free(msgs[i]);
+    }
+    if (be->ops->counters) {
+        XpCounters sc, dc;
+        be->ops->counters(p.src, &sc);
+        be->ops->counters(p.dst, &dc);
+        g_assert_cmpuint(sc.msgs_sent, ==, n);
+        g_assert_cmpuint(sc.bytes_sent, ==, total);
+        g_assert_cmpuint(dc.msgs_received, ==, n);
+        g_assert_cmpuint(dc.bytes_received, ==, total);
+    }
+    pair_close(&p);
+}
+
+/* Segment i: odd sizes, never a page multiple, taken from scattered source offsets. */
+#define SEG_COUNT 2500u /* > IOV_MAX, and > IOV_MAX in total with header and message */
+static size_t seg_len(unsigned i)
+{
+    size_t l = 1 + (i * 7919u) % 2111u;
+    return l % 4096 == 0 ? l + 1 : l;
+}
+
+static void test_segments(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    size_t total = 0;
+    for (unsigned i = 0; i < SEG_COUNT; i++) {
+        total += seg_len(i);
+    }
+    /* Source: segments separated by 3-byte gaps, so a skipped or repeated piece shows. */
+    Mem src, dst;
+    mem_init(&src, be, p.sdom, total + 3 * SEG_COUNT, XP_REGION_LOCAL);
+    mem_init(&dst, be, p.ddom, total, XP_REGION_REMOTE_WRITE);
+    fill_pattern(src.buf, src.len, 99);
+    XpRemote *remote = placed(be) ? remote_of(&p, &dst) : NULL;
+
+    XpSeg *segs = g_new0(XpSeg, SEG_COUNT);
+    g_autofree uint8_t *want = g_malloc(total);
+    size_t soff = 0, doff = 0;
+    for (unsigned i = 0; i < SEG_COUNT; i++) {
+        segs[i] = (XpSeg){ .addr = src.buf + soff, .len = seg_len(i), .region = src.reg,
+                           .remote = remote, .remote_offset = doff };
+        memcpy(want + doff, src.buf + soff, seg_len(i));
+        soff += seg_len(i) + 3;
+        doff += seg_len(i);
+    }
+    char msg[64];
+    int msg_len = g_snprintf(msg, sizeof(msg), "segments %u bytes %zu", SEG_COUNT, total);
+    SendJob sj = { p.src, msg, (size_t)msg_len, segs, SEG_COUNT, -1 };
+    GThread *t = g_thread_new("send", send_thread, &sj);
+
+    recv_expect(p.dst, msg, (size_t)msg_len);
+    if (!placed(be)) {
+        /* Read with a different split than the sender's, also more than IOV_MAX pieces. */
+        g_autoptr(GArray) iov = g_array_new(FALSE, FALSE, sizeof(struct iovec));
+        for (size_t off = 0; off < total;) {
+            size_t l = MIN((size_t)(1 + (iov->len * 104729u) % 1999u), total - off);
+            struct iovec v = { dst.buf + off, l };
+            g_array_append_val(iov, v);
+            off += l;
+        }
+        g_assert_cmpuint(iov->len, >, T_IOV_MAX);
+        g_assert_cmpint(xp_recv_payload(p.dst, (struct iovec *)(void *)iov->data, iov->len), ==,
+                        0);
+    }
+    g_thread_join(t);
+    g_assert_cmpint(sj.rc, ==, 0);
+    g_assert_cmpmem(dst.buf, total, want, total);
+
+    /* The stream stays in step: a plain message right after the payload. */
+    const char after[] = "after";
+    g_assert_cmpint(xp_send_msg(p.src, after, sizeof(after), NULL, 0), ==, 0);
+    recv_expect(p.dst, after, sizeof(after));
+
+    if (be->ops->counters) {
+        XpCounters sc, dc;
+        be->ops->counters(p.src, &sc);
+        be->ops->counters(p.dst, &dc);
+        g_assert_cmpuint(sc.msgs_sent, ==, 2);
+        g_assert_cmpuint(sc.bytes_sent, ==, total + msg_len + sizeof(after));
+        g_assert_cmpuint(dc.msgs_received, ==, 2);
+        if (!placed(be)) {
+            g_assert_cmpuint(dc.bytes_received, ==, total + msg_len + sizeof(after));
+        }
+    }
+    if (remote) {
+        be->ops->remote_free(remote);
+    }
+    g_free(segs);
+    mem_clear(&src, be);
+    mem_clear(&dst, be);
+    pair_close(&p);
+}
+
+/* ---------- backpressure: a fast sender, a slow receiver, every byte intact ---------- */
+
+typedef struct {
+    XpChannel *ch;
+    const uint8_t *buf;
+    size_t total;
+    XpRegion *reg;
+    XpRemote *remote;
+    unsigned msgs;
+    int rc;
+} StreamJob;
+
+/* Chunk sizes a little over 1 MiB and uneven, split into uneven segments. */
+static size_t chunk_len(unsigned i)
+{
+    return (1u << 20) + 333 + (i * 4099u) % 65521u;
+}
+
+static gpointer stream_thread(gpointer data)
+{
+    StreamJob *j = data;
+    XpSeg segs[64];
+    size_t off = 0;
+    for (unsigned i = 0; off < j->total; i++) {
+        size_t chunk = MIN(chunk_len(i), j->total - off);
+        unsigned n = 0;
+        for (size_t c = 0; c < chunk; n++) {
+            size_t l = MIN((size_t)(65536 + 17 * n), chunk - c);
+            segs[n] = (XpSeg){ .addr = j->buf + off + c, .len = l, .region = j->reg,
+                               .remote = j->remote, .remote_offset = off + c };
+            c += l;
+        }
+        uint64_t hdr[2] = { off, chunk };
+        j->rc = xp_send_msg(j->ch, hdr, sizeof(hdr), segs, n);
+        if (j->rc != 0) {
+            return NULL;
+        }
+        j->msgs++;
+        off += chunk;
+    }
+    return NULL;
+}
+
+static void test_backpressure(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    /* Emulated RDMA moves tens of MB/s: keep its run short. */
+    size_t total = placed(be) ? 16u << 20 : 64u << 20;
+    Mem src, dst;
+    mem_init(&src, be, p.sdom, total, XP_REGION_LOCAL);
+    mem_init(&dst, be, p.ddom, total, XP_REGION_REMOTE_WRITE);
+    fill_pattern(src.buf, total, 7);
+    g_autofree char *want = checksum(src.buf, total);
+    StreamJob sj = { p.src, src.buf, total, src.reg, placed(be) ? remote_of(&p, &dst) : NULL, 0,
+                     -1 };
+    GThread *t = g_thread_new("stream", stream_thread, &sj);
+
+    size_t got = 0;
+    unsigned msgs = 0;
+    while (got < total) {
+        uint64_t hdr[2];
+        size_t len = 0;
+        g_assert_cmpint(xp_recv_msg(p.dst, hdr, sizeof(hdr), &len, T_TIMEOUT_MS), ==, 0);
+        g_assert_cmpuint(len, ==, sizeof(hdr));
+        g_assert_cmpuint(hdr[0], ==, got);
+        g_assert_cmpuint(hdr[1], <=, total - got);
+        if (!placed(be)) {
+            /* Two pieces: the first crosses into the second's expected split. */
+            size_t half = hdr[1] / 2 + 1;
+            struct iovec iov[2] = { { dst.buf + got, half }, { dst.buf + got + half,
+                                                                hdr[1] - half } };
+            g_assert_cmpint(xp_recv_payload(p.dst, iov, 2), ==, 0);
+        }
+        got += hdr[1];
+        msgs++;
+        g_usleep(20000); /* slow reader: the sender must wait, not fail or drop */
+    }
+    g_thread_join(t);
+    g_assert_cmpint(sj.rc, ==, 0);
+    g_assert_cmpuint(sj.msgs, ==, msgs);
+    g_autofree char *have = checksum(dst.buf, total);
+    g_assert_cmpstr(have, ==, want);
+    if (sj.remote) {
+        be->ops->remote_free(sj.remote);
+    }
+    mem_clear(&src, be);
+    mem_clear(&dst, be);
+    pair_close(&p);
+}
+
+static void test_recv_timeout(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    uint8_t buf[64];
+    size_t len = 0;
+    int64_t t0 = g_get_monotonic_time();
+    g_assert_cmpint(xp_recv_msg(p.dst, buf, sizeof(buf), &len, 150), ==, -ETIMEDOUT);
+    double ms = ms_since(t0);
+    g_assert_cmpfloat(ms, >=, 140);
+    g_assert_cmpfloat(ms, <, 1500);
+    /* 0 polls once. */
+    g_assert_cmpint(xp_recv_msg(p.dst, buf, sizeof(buf), &len, 0), ==, -ETIMEDOUT);
+    /* A timeout loses nothing: the channel still works. */
+    const char m[] = "late";
+    g_assert_cmpint(xp_send_msg(p.src, m, sizeof(m), NULL, 0), ==, 0);
+    recv_expect(p.dst, m, sizeof(m));
+    pair_close(&p);
+}
+
+/* ---------- shutdown from another thread ---------- */
+
+typedef struct {
+    XpChannel *ch;
+    const void *payload; /* stream backends: 1 MiB segment per message; NULL for placed */
+    size_t payload_len;
+    atomic_bool done;
+    atomic_uint sends;
+    int rc;
+    int64_t end_us;
+} BlockJob;
+
+static gpointer recv_block_thread(gpointer data)
+{
+    BlockJob *j = data;
+    uint8_t buf[64];
+    size_t len = 0;
+    j->rc = xp_recv_msg(j->ch, buf, sizeof(buf), &len, -1);
+    j->end_us = g_get_monotonic_time();
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+static gpointer send_block_thread(gpointer data)
+{
+    BlockJob *j = data;
+    XpSeg seg = { .addr = j->payload, .len = j->payload_len };
+    const char m[] = "fill";
+    for (;;) {
+        j->rc = xp_send_msg(j->ch, m, sizeof(m), &seg, j->payload ? 1 : 0);
+        if (j->rc != 0) {
+            break;
+        }
+        atomic_fetch_add(&j->sends, 1);
+    }
+    j->end_us = g_get_monotonic_time();
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+static void test_shutdown_wakes(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+
+    /* A receiver blocked with no timeout. */
+    BlockJob rj = { .ch = p.dst };
+    GThread *t = g_thread_new("recv-block", recv_block_thread, &rj);
+    g_usleep(200000);
+    g_assert_false(atomic_load(&rj.done));
+    int64_t t0 = g_get_monotonic_time();
+    xp_channel_shutdown(p.dst);
+    g_thread_join(t);
+    g_assert_cmpint(rj.rc, ==, -EPIPE);
+    g_assert_cmpfloat((rj.end_us - t0) / 1000.0, <, 1000);
+    /* And every later call fails at once. */
+    uint8_t buf[16];
+    size_t len;
+    g_assert_cmpint(xp_recv_msg(p.dst, buf, sizeof(buf), &len, -1), ==, -EPIPE);
+    g_assert_cmpint(xp_send_msg(p.dst, "x", 1, NULL, 0), ==, -EPIPE);
+
+    /* A sender blocked because the peer does not read (the peer is shut down, not closed:
+     * it neither reads nor resets). Use a fresh pair. */
+    pair_close(&p);
+    pair_open(&p, be);
+    size_t plen = 1u << 20;
+    g_autofree uint8_t *payload = placed(be) ? NULL : g_malloc0(plen);
+    BlockJob sj = { .ch = p.src, .payload = payload, .payload_len = payload ? plen : 0 };
+    t = g_thread_new("send-block", send_block_thread, &sj);
+    /* Wait until the sends stop making progress: the sender is blocked. */
+    unsigned last = UINT_MAX;
+    for (int i = 0; i < 100 && atomic_load(&sj.sends) != last; i++) {
+        last = atomic_load(&sj.sends);
+        g_usleep(200000);
+    }
+    g_assert_false(atomic_load(&sj.done));
+    g_assert_cmpuint(atomic_load(&sj.sends), ==, last);
+    t0 = g_get_monotonic_time();
+    xp_channel_shutdown(p.src);
+    g_thread_join(t);
+    g_assert_cmpint(sj.rc, ==, -EPIPE);
+    g_assert_cmpfloat((sj.end_us - t0) / 1000.0, <, 1000);
+    pair_close(&p);
+}
+
+static void test_peer_close(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    xp_channel_close(p.src);
+    p.src = NULL;
+    uint8_t buf[64];
+    size_t len = 0;
+    g_assert_cmpint(xp_recv_msg(p.dst, buf, sizeof(buf), &len, T_TIMEOUT_MS), ==, -EPIPE);
+    /* Sends notice too (the first ones may still be buffered locally). */
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+        rc = xp_send_msg(p.dst, "x", 1, NULL, 0);
+        if (rc == 0) {
+            g_usleep(10000);
+        }
+    }
+    g_assert_cmpint(rc, ==, -EPIPE);
+    pair_close(&p);
+}
+
+/* Stream backends: the peer dies in the middle of a payload. */
+static void test_peer_close_mid_payload(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    if (placed(be)) {
+        g_test_skip("placed payload is not read by the receiver");
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    uint8_t part[1000];
+    fill_pattern(part, sizeof(part), 5);
+    XpSeg seg = { .addr = part, .len = sizeof(part) };
+    const char m[] = "1 MiB follows";
+    g_assert_cmpint(xp_send_msg(p.src, m, sizeof(m), &seg, 1), ==, 0);
+    xp_channel_close(p.src);
+    p.src = NULL;
+    recv_expect(p.dst, m, sizeof(m));
+    g_autofree uint8_t *big = g_malloc(1u << 20);
+    struct iovec iov = { big, 1u << 20 };
+    g_assert_cmpint(xp_recv_payload(p.dst, &iov, 1), ==, -EPIPE);
+    g_assert_cmpmem(big, sizeof(part), part, sizeof(part));
+    pair_close(&p);
+}
+
+typedef struct {
+    const Backend *be;
+    XpListener *l;
+    int timeout_ms;
+    XpChannel *ch;
+    GError *err;
+    int64_t end_us;
+} AcceptJob;
+
+static gpointer accept_thread(gpointer data)
+{
+    AcceptJob *j = data;
+    uint8_t hello[XP_HELLO_MAX];
+    size_t len = 0;
+    j->ch = j->be->ops->accept(j->l, j->timeout_ms, hello, &len, &j->err);
+    j->end_us = g_get_monotonic_time();
+    return NULL;
+}
+
+static void test_listener_shutdown_wakes(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    g_autoptr(XpDomain) dom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    AcceptJob j = { .be = be, .l = l, .timeout_ms = -1 };
+    GThread *t = g_thread_new("accept", accept_thread, &j);
+    g_usleep(200000);
+    int64_t t0 = g_get_monotonic_time();
+    be->ops->listener_shutdown(l);
+    g_thread_join(t);
+    g_assert_null(j.ch);
+    g_assert_error(j.err, XP_ERROR, XP_ERROR_CLOSED);
+    g_assert_cmpfloat((j.end_us - t0) / 1000.0, <, 1000);
+    g_clear_error(&j.err);
+}
+
+static void test_accept_bad_timeout(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    g_autoptr(XpDomain) dom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    int64_t t0 = g_get_monotonic_time();
+    AcceptJob j = { .be = be, .l = l, .timeout_ms = 200 };
+    accept_thread(&j);
+    g_assert_null(j.ch);
+    g_assert_error(j.err, XP_ERROR, XP_ERROR_TIMEOUT);
+    g_assert_cmpfloat(ms_since(t0), >=, 190);
+    g_assert_cmpfloat(ms_since(t0), <, 2000);
+    g_clear_error(&j.err);
+}
+
+static void test_connect_bad_closed_port(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    g_autoptr(XpDomain) dom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    XpListener *l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    g_autofree char *host = NULL, *port = NULL;
+    listener_addr(be, l, &host, &port);
+    xp_listener_close(l); /* nobody listens on port now */
+
+    ConnectJob j = { .be = be, .dom = dom, .host = host, .port = port, .hello = "hi",
+                     .hello_len = 2 };
+    connect_thread(&j);
+    g_assert_null(j.ch);
+    g_assert_error(j.err, XP_ERROR, XP_ERROR_CONNECT);
+    g_assert_nonnull(strstr(j.err->message, port));
+    g_assert_cmpfloat(j.elapsed_us / 1000.0, <, 2000);
+    g_clear_error(&j.err);
+}
+
+static void test_recv_bad_emsgsize(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    g_autofree uint8_t *big = g_malloc0(XP_MSG_MAX + 1);
+    /* Over the transport's limit: refused before anything is sent. */
+    g_assert_cmpint(xp_send_msg(p.src, big, XP_MSG_MAX + 1, NULL, 0), ==, -EMSGSIZE);
+    const char ok[] = "still fine";
+    g_assert_cmpint(xp_send_msg(p.src, ok, sizeof(ok), NULL, 0), ==, 0);
+    recv_expect(p.dst, ok, sizeof(ok));
+    /* Over the receiver's buffer. */
+    g_assert_cmpint(xp_send_msg(p.src, big, XP_MSG_MAX, NULL, 0), ==, 0);
+    uint8_t small[100];
+    size_t len = 0;
+    g_assert_cmpint(xp_recv_msg(p.dst, small, sizeof(small), &len, T_TIMEOUT_MS), ==,
+                    -EMSGSIZE);
+    /* The stream position is lost: the channel must not pretend otherwise. */
+    if (!placed(be)) {
+        g_assert_cmpint(xp_recv_msg(p.dst, small, sizeof(small), &len, 100), ==, -EPIPE);
+    }
+    pair_close(&p);
+}
+
+static void test_inject_fault(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    if (!be->ops->inject_fault) {
+        g_test_skip("backend has no inject_fault");
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    const char m[] = "after fault";
+    be->ops->inject_fault(p.src, EIO);
+    g_assert_cmpint(xp_send_msg(p.src, m, sizeof(m), NULL, 0), ==, -EIO);
+    be->ops->inject_fault(p.dst, ENOMEM);
+    uint8_t buf[64];
+    size_t len;
+    g_assert_cmpint(xp_recv_msg(p.dst, buf, sizeof(buf), &len, 0), ==, -ENOMEM);
+    g_assert_cmpint(xp_send_msg(p.src, m, sizeof(m), NULL, 0), ==, 0);
+    recv_expect(p.dst, m, sizeof(m));
+    pair_close(&p);
+}
+
+/* ---------- URI parsing (backend independent) ---------- */
+
+static void uri_expect_bad(const char *uri, const char *message)
+{
+    g_autoptr(GError) err = NULL;
+    char *host = NULL, *port = NULL;
+    g_assert_null(xp_uri_parse(uri, &host, &port, &err));
+    g_assert_error(err, XP_ERROR, XP_ERROR_URI);
+    g_assert_cmpstr(err->message, ==, message);
+    g_assert_null(host);
+    g_assert_null(port);
+}
+
+static void test_uri_good(void)
+{
+    struct { const char *uri, *host, *port; const XpOps *ops; } cases[] = {
+        { "tcp:127.0.0.1:4444", "127.0.0.1", "4444", &xp_tcp_ops },
+        { "tcp:[::1]:0", "::1", "0", &xp_tcp_ops },
+        { "tcp:[fe80::1%eth0]:65535", "fe80::1%eth0", "65535", &xp_tcp_ops },
+        { "tcp:dest.example:80", "dest.example", "80", &xp_tcp_ops },
+        { "rdma:10.0.2.15:7471", "10.0.2.15", "7471", &xp_rdma_ops },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(GError) err = NULL;
+        g_autofree char *host = NULL, *port = NULL;
+        g_assert_true(xp_uri_parse(cases[i].uri, &host, &port, &err) == cases[i].ops);
+        g_assert_no_error(err);
+        g_assert_cmpstr(host, ==, cases[i].host);
+        g_assert_cmpstr(port, ==, cases[i].port);
+    }
+}
+
+static void test_uri_bad_missing_port(void)
+{
+    uri_expect_bad("tcp:127.0.0.1", "bad URI 'tcp:127.0.0.1': missing :PORT");
+    uri_expect_bad("tcp:[::1]", "bad URI 'tcp:[::1]': IPv6 host must be written [ADDR]:PORT");
+}
+
+static void test_uri_bad_port(void)
+{
+    uri_expect_bad("tcp:127.0.0.1:65536",
+                   "bad URI 'tcp:127.0.0.1:65536': port '65536' is not a number in 0..65535");
+    uri_expect_bad("tcp:127.0.0.1:44x",
+                   "bad URI 'tcp:127.0.0.1:44x': port '44x' is not a number in 0..65535");
+    uri_expect_bad("tcp:127.0.0.1:",
+                   "bad URI 'tcp:127.0.0.1:': port '' is not a number in 0..65535");
+}
+
+static void test_uri_bad_unknown_scheme(void)
+{
+    uri_expect_bad("udp:10.0.0.1:4444",
+                   "bad URI 'udp:10.0.0.1:4444': unknown transport 'udp' (known: tcp, rdma)");
+    uri_expect_bad("10.0.0.1", "bad URI '10.0.0.1': expected SCHEME:HOST:PORT, e.g. "
+                               "tcp:127.0.0.1:4444");
+}
+
+static void test_uri_bad_ipv6_unbracketed(void)
+{
+    uri_expect_bad("tcp:::1:4444", "bad URI 'tcp:::1:4444': IPv6 host must be written "
+                                   "[ADDR]:PORT");
+    uri_expect_bad("tcp:[::1:4444", "bad URI 'tcp:[::1:4444': IPv6 host must be written "
+                                    "[ADDR]:PORT");
+}
+
+static void test_uri_bad_empty_host(void)
+{
+    uri_expect_bad("tcp::4444", "bad URI 'tcp::4444': empty host");
+}
+
+/* ---------- registration ---------- */
+
+typedef struct {
+    const char *name;
+    GTestDataFunc fn;
+} Case;
+
+static const Case cases[] = {
+    { "roundtrip", test_roundtrip },
+    { "connect_bad_refused", test_connect_bad_refused },
+    { "msg_sizes", test_msg_sizes },
+    { "segments", test_segments },
+    { "backpressure", test_backpressure },
+    { "recv_timeout", test_recv_timeout },
+    { "shutdown_wakes", test_shutdown_wakes },
+    { "peer_close", test_peer_close },
+    { "peer_close_mid_payload", test_peer_close_mid_payload },
+    { "listener_shutdown_wakes", test_listener_shutdown_wakes },
+    { "accept_bad_timeout", test_accept_bad_timeout },
+    { "connect_bad_closed_port", test_connect_bad_closed_port },
+    { "recv_bad_emsgsize", test_recv_bad_emsgsize },
+    { "inject_fault", test_inject_fault },
+};
+
+static bool ipv6_loopback_works(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+static void add_backend(GPtrArray *keep, const char *prefix, const XpOps *ops, const char *host,
+                        char *skip)
+{
+    Backend *be = g_new0(Backend, 1);
+    be->ops = ops;
+    be->host = host;
+    be->skip = skip;
+    g_ptr_array_add(keep, be);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *path = g_strdup_printf("%s/%s", prefix, cases[i].name);
+        g_test_add_data_func(path, be, cases[i].fn);
+    }
+}
+
+static void free_backend(gpointer p)
+{
+    Backend *be = p;
+    g_free(be->skip);
+    g_free(be);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(free_backend);
+
+    for (const XpOps *const *o = xp_ops_all(); *o; o++) {
+        const XpOps *ops = *o;
+        g_autofree char *prefix = g_strdup_printf("/conformance/%s", ops->name);
+        char *skip = NULL;
+        if (!ops->domain_new || !ops->connect) {
+            skip = g_strdup_printf("backend %s is not implemented yet (no domain_new/connect)",
+                                   ops->name);
+        }
+        if (strcmp(ops->name, "tcp") == 0) {
+            add_backend(keep, prefix, ops, "127.0.0.1", skip);
+            g_autofree char *prefix6 = g_strdup_printf("%s/ipv6", prefix);
+            char *skip6 = skip ? g_strdup(skip)
+                               : ipv6_loopback_works() ? NULL
+                                                       : g_strdup("no IPv6 loopback (::1)");
+            add_backend(keep, prefix6, ops, "::1", skip6);
+            continue;
+        }
+        /* Other backends need a real device address: MFR_TEST_RDMA_ADDR etc. */
+        g_autofree char *upper = g_ascii_strup(ops->name, -1);
+        g_autofree char *var = g_strdup_printf("MFR_TEST_%s_ADDR", upper);
+        const char *addr = g_getenv(var);
+        if (!skip && (!addr || !*addr)) {
+            skip = g_strdup_printf("%s is not set (address of a %s device to test on)", var,
+                                   ops->name);
+        }
+        add_backend(keep, prefix, ops, addr, skip);
+    }
+
+    g_test_add_func("/conformance/uri/good", test_uri_good);
+    g_test_add_func("/conformance/uri/bad_missing_port", test_uri_bad_missing_port);
+    g_test_add_func("/conformance/uri/bad_port", test_uri_bad_port);
+    g_test_add_func("/conformance/uri/bad_unknown_scheme", test_uri_bad_unknown_scheme);
+    g_test_add_func("/conformance/uri/bad_ipv6_unbracketed", test_uri_bad_ipv6_unbracketed);
+    g_test_add_func("/conformance/uri/bad_empty_host", test_uri_bad_empty_host);
+    return g_test_run();
+}
