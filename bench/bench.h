@@ -23,7 +23,7 @@ typedef enum {
     BENCH_ERROR_CLOSED,  /* the control connection was closed */
 } BenchErrorCode;
 
-/* CPU seconds (user + system) of the calling thread. */
+/* CPU seconds (user + system) of the calling thread, to the nanosecond. */
 double bench_thread_cpu_s(void);
 double bench_now_s(void);
 

@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * bench-smoke: runs mfrdma-bench once on tiny TCP cases and checks that results.json is
+ * well-formed JSON and results.csv a consistent table, both with every expected figure and
+ * ratios > 0. Not a timed assertion: it proves the harness measures, not how fast.
+ */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+/* ---------- a small JSON reader: validates and flattens numbers to "a.b.0.c" paths ---------- */
+
+typedef struct {
+    const char *p;
+    GHashTable *nums;    /* path -> double* */
+    GHashTable *strs;    /* path -> string */
+    GHashTable *lens;    /* path of an array -> element count (as double*) */
+} Json;
+
+static bool json_value(Json *j, const char *path);
+
+static void json_ws(Json *j)
+{
+    while (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r') {
+        j->p++;
+    }
+}
+
+static char *json_string(Json *j)
+{
+    if (*j->p != '"') {
+        return NULL;
+    }
+    GString *s = g_string_new(NULL);
+    for (j->p++; *j->p && *j->p != '"'; j->p++) {
+        if ((unsigned char)*j->p < 0x20) {
+            g_string_free(s, TRUE);
+            return NULL;
+        }
+        if (*j->p == '\\') {
+            j->p++;
+            if (*j->p == 'u') {
+                for (int k = 0; k < 4; k++) {
+                    if (!g_ascii_isxdigit(*++j->p)) {
+                        g_string_free(s, TRUE);
+                        return NULL;
+                    }
+                }
+                g_string_append_c(s, '?');
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", *j->p)) {
+                g_string_free(s, TRUE);
+                return NULL;
+            }
+        }
+        g_string_append_c(s, *j->p);
+    }
+    if (*j->p != '"') {
+        g_string_free(s, TRUE);
+        return NULL;
+    }
+    j->p++;
+    return g_string_free(s, FALSE);
+}
+
+static char *json_join(const char *path, const char *key)
+{
+    return *path ? g_strdup_printf("%s.%s", path, key) : g_strdup(key);
+}
+
+static bool json_value(Json *j, const char *path)
+{
+    json_ws(j);
+    if (*j->p == '{') {
+        j->p++;
+        json_ws(j);
+        if (*j->p == '}') {
+            j->p++;
+            return true;
+        }
+        for (;;) {
+            json_ws(j);
+            g_autofree char *key = json_string(j);
+            json_ws(j);
+            if (!key || *j->p++ != ':') {
+                return false;
+            }
+            g_autofree char *sub = json_join(path, key);
+            if (!json_value(j, sub)) {
+                return false;
+            }
+            json_ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                continue;
+            }
+            return *j->p++ == '}';
+        }
+    }
+    if (*j->p == '[') {
+        j->p++;
+        json_ws(j);
+        double *n = g_new0(double, 1);
+        g_hash_table_insert(j->lens, g_strdup(path), n);
+        if (*j->p == ']') {
+            j->p++;
+            return true;
+        }
+        for (;;) {
+            g_autofree char *idx = g_strdup_printf("%u", (unsigned)*n);
+            g_autofree char *sub = json_join(path, idx);
+            if (!json_value(j, sub)) {
+                return false;
+            }
+            (*n)++;
+            json_ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                continue;
+            }
+            return *j->p++ == ']';
+        }
+    }
+    if (*j->p == '"') {
+        char *s = json_string(j);
+        if (!s) {
+            return false;
+        }
+        g_hash_table_insert(j->strs, g_strdup(path), s);
+        return true;
+    }
+    static const char *const lits[] = { "true", "false", "null" };
+    for (unsigned i = 0; i < G_N_ELEMENTS(lits); i++) {
+        if (strncmp(j->p, lits[i], strlen(lits[i])) == 0) {
+            j->p += strlen(lits[i]);
+            return true;
+        }
+    }
+    char *end = NULL;
+    if (*j->p != '-' && !g_ascii_isdigit(*j->p)) {
+        return false;
+    }
+    double v = g_ascii_strtod(j->p, &end);
+    if (end == j->p) {
+        return false;
+    }
+    j->p = end;
+    double *d = g_new(double, 1);
+    *d = v;
+    g_hash_table_insert(j->nums, g_strdup(path), d);
+    return true;
+}
+
+static void json_init(Json *j)
+{
+    j->nums = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    j->strs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    j->lens = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+}
+
+static void json_clear(Json *j)
+{
+    g_hash_table_unref(j->nums);
+    g_hash_table_unref(j->strs);
+    g_hash_table_unref(j->lens);
+}
+
+static bool json_parse(Json *j, const char *text)
+{
+    j->p = text;
+    if (!json_value(j, "")) {
+        return false;
+    }
+    json_ws(j);
+    return *j->p == '\0';
+}
+
+static double json_num(Json *j, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static double json_num(Json *j, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *path = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    const double *d = g_hash_table_lookup(j->nums, path);
+    if (!d) {
+        g_test_message("missing number %s", path);
+    }
+    g_assert_nonnull(d);
+    return *d;
+}
+
+/* ---------- the run ---------- */
+
+static const char *const figures[] = {
+    "total_ms", "setup_ms", "downtime_ms", "transfer_ms", "rounds", "gib_s_ram", "gib_s_wire",
+    "gib_s_total", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "base_gib_s_fresh",
+    "base_gib_s_warm", "base_src_cpu_s_per_gib", "base_dst_cpu_s_per_gib_fresh",
+    "base_dst_cpu_s_per_gib_warm", "memcpy_warm_gb_s", "memcpy_fresh_gb_s", "zero_scan_gb_s",
+    "ratio_gib_s", "ratio_gib_s_warm", "ratio_gib_s_wire", "ratio_zero_scan",
+};
+/* Figures that must be > 0 in every case (setup/downtime can round to 0 on tiny guests). */
+static const char *const positive[] = {
+    "total_ms", "transfer_ms", "rounds", "gib_s_ram", "gib_s_wire", "base_gib_s_fresh",
+    "base_gib_s_warm", "memcpy_warm_gb_s", "memcpy_fresh_gb_s", "zero_scan_gb_s",
+    "ratio_gib_s", "ratio_gib_s_warm", "ratio_gib_s_wire", "ratio_zero_scan",
+};
+static const char *const cases[] = { "tcp/2/32M/random/0", "tcp/1/32M/zero/0" };
+/* CPU ratios need measurable work on both sides: checked on the random case. */
+static const char *const positive_random[] = { "ratio_src_cpu", "ratio_dst_cpu" };
+
+static char *bench_exe(void)
+{
+    const char *e = g_getenv("MFR_BENCH_EXE");
+    g_assert_nonnull(e);
+    return g_strdup(e);
+}
+
+static void run_bench(char **argv_extra, int *status, char **out, char **err)
+{
+    g_autoptr(GPtrArray) av = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(av, bench_exe());
+    for (char **a = argv_extra; *a; a++) {
+        g_ptr_array_add(av, g_strdup(*a));
+    }
+    g_ptr_array_add(av, NULL);
+    g_autoptr(GError) error = NULL;
+    gboolean ok = g_spawn_sync(NULL, (char **)av->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, out,
+                               err, status, &error);
+    g_assert_no_error(error);
+    g_assert_true(ok);
+}
+
+static void test_smoke_tcp(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *dir = g_dir_make_tmp("mfr-bench-XXXXXX", &error);
+    g_assert_no_error(error);
+    char *args[] = { "-c", (char *)cases[0], "-c", (char *)cases[1], "--repeats", "1",
+                     "--warmup", "0", "--verify", "-o", dir, NULL };
+    int status = -1;
+    g_autofree char *out = NULL, *err = NULL;
+    run_bench(args, &status, &out, &err);
+    g_test_message("stdout:\n%s\nstderr:\n%s", out, err);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    g_assert_nonnull(strstr(out, "ratio to the raw baseline"));
+    g_assert_nonnull(strstr(err, "[1/2] tcp/2/32M/random/0"));
+
+    /* JSON */
+    g_autofree char *jpath = g_build_filename(dir, "results.json", NULL);
+    g_autofree char *jtext = NULL;
+    g_file_get_contents(jpath, &jtext, NULL, &error);
+    g_assert_no_error(error);
+    Json j;
+    json_init(&j);
+    g_assert_true(json_parse(&j, jtext));
+    g_assert_cmpfloat(json_num(&j, "config.repeats"), ==, 1);
+    g_assert_cmpfloat(*(double *)g_hash_table_lookup(j.lens, "cases"), ==, G_N_ELEMENTS(cases));
+    for (unsigned c = 0; c < G_N_ELEMENTS(cases); c++) {
+        g_autofree char *sp = g_strdup_printf("cases.%u.case", c);
+        g_assert_cmpstr(g_hash_table_lookup(j.strs, sp), ==, cases[c]);
+        g_assert_cmpfloat(json_num(&j, "cases.%u.runs", c), ==, 1);
+        for (unsigned f = 0; f < G_N_ELEMENTS(figures); f++) {
+            double mn = json_num(&j, "cases.%u.figures.%s.min", c, figures[f]);
+            double md = json_num(&j, "cases.%u.figures.%s.median", c, figures[f]);
+            double mx = json_num(&j, "cases.%u.figures.%s.max", c, figures[f]);
+            g_assert_cmpfloat(mn, <=, md);
+            g_assert_cmpfloat(md, <=, mx);
+            g_assert_cmpfloat(mn, >=, 0);
+        }
+        for (unsigned f = 0; f < G_N_ELEMENTS(positive); f++) {
+            double md = json_num(&j, "cases.%u.figures.%s.median", c, positive[f]);
+            if (md <= 0) {
+                g_test_message("case %s: %s = %g", cases[c], positive[f], md);
+            }
+            g_assert_cmpfloat(md, >, 0);
+        }
+        for (unsigned f = 0; c == 0 && f < G_N_ELEMENTS(positive_random); f++) {
+            g_assert_cmpfloat(json_num(&j, "cases.0.figures.%s.median", positive_random[f]), >, 0);
+        }
+        /* the mostly-zero guest sends far fewer wire bytes than guest bytes */
+        if (c == 1) {
+            g_assert_cmpfloat(json_num(&j, "cases.1.figures.gib_s_wire.median"), <,
+                              json_num(&j, "cases.1.figures.gib_s_ram.median") / 2);
+        }
+    }
+    json_clear(&j);
+
+    /* CSV: header with every figure's min/median/max, one row per case, same width */
+    g_autofree char *cpath = g_build_filename(dir, "results.csv", NULL);
+    g_autofree char *ctext = NULL;
+    g_file_get_contents(cpath, &ctext, NULL, &error);
+    g_assert_no_error(error);
+    g_auto(GStrv) lines = g_strsplit(g_strchomp(ctext), "\n", 0);
+    g_assert_cmpuint(g_strv_length(lines), ==, 1 + G_N_ELEMENTS(cases));
+    g_auto(GStrv) head = g_strsplit(lines[0], ",", 0);
+    for (unsigned c = 0; c < G_N_ELEMENTS(cases); c++) {
+        g_auto(GStrv) row = g_strsplit(lines[1 + c], ",", 0);
+        g_assert_cmpuint(g_strv_length(row), ==, g_strv_length(head));
+        g_assert_cmpstr(row[0], ==, cases[c]);
+        for (unsigned f = 0; f < G_N_ELEMENTS(positive); f++) {
+            g_autofree char *col = g_strdup_printf("%s_median", positive[f]);
+            int k = -1;
+            for (unsigned i = 0; head[i]; i++) {
+                if (strcmp(head[i], col) == 0) {
+                    k = (int)i;
+                }
+            }
+            g_assert_cmpint(k, >=, 0);
+            g_assert_cmpfloat(g_ascii_strtod(row[k], NULL), >, 0);
+        }
+    }
+    g_unlink(jpath);
+    g_unlink(cpath);
+    g_rmdir(dir);
+}
+
+static void test_smoke_bad_case(void)
+{
+    char *args[] = { "-c", "udp/4/1G/random/0", NULL };
+    int status = -1;
+    g_autofree char *out = NULL, *err = NULL;
+    run_bench(args, &status, &out, &err);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 2);
+    g_assert_cmpstr(err, ==,
+                    "mfrdma-bench: case 'udp/4/1G/random/0': transport 'udp' is not tcp or rdma\n");
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/bench/smoke/tcp", test_smoke_tcp);
+    g_test_add_func("/bench/smoke/bad_case", test_smoke_bad_case);
+    return g_test_run();
+}
