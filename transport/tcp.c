@@ -51,6 +51,8 @@
  * 4 MiB leaves room for scheduling hiccups of the channel threads. */
 #define TCP_DATA_SOCKBUF (4 * 1024 * 1024)
 #define TCP_DEFAULT_TIMEOUT_MS 5000
+/* Zerocopy completions left pending before the sender reaps them. */
+#define TCP_ZC_REAP_BATCH 32u
 /* Keepalive: notice a dead peer in ~16 s even on a quiet data channel. */
 #define TCP_KA_IDLE_S 10
 #define TCP_KA_INTVL_S 2
@@ -84,8 +86,11 @@ typedef struct {
     XpCounters ctr;
 
     /* send side */
-    uint32_t zc_sent;         /* zerocopy sendmsg() calls issued (kernel numbers them) */
-    uint32_t zc_done;         /* completions reaped: all calls below this number are done */
+    uint32_t zc_sent;         /* zerocopy sendmsg() calls issued (the kernel numbers them) */
+    /* Completions are reaped by the sender, and by a receiver whose poll() reports them as
+     * POLLERR; the lock keeps the two apart (zerocopy channels only, never contended). */
+    GMutex zc_lock;
+    atomic_uint zc_done;      /* calls below this number have completed; written under zc_lock */
     uint8_t sendhdr[TCP_HDR_LEN];
     struct iovec siov[IOV_MAX];
 
@@ -251,6 +256,7 @@ static TcpChannel *tcp_channel_new(int fd, const XpOptions *opts)
     ch->fd = fd;
     atomic_init(&ch->down, false);
     atomic_init(&ch->fault, 0);
+    g_mutex_init(&ch->zc_lock);
     tcp_set_conn_opts(fd);
 
     struct sockaddr_storage ss;
@@ -289,6 +295,7 @@ static int tcp_check(TcpChannel *ch)
 /* Reap MSG_ZEROCOPY completions without blocking. Returns how many ranges were reaped. */
 static unsigned tcp_zc_reap(TcpChannel *ch)
 {
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&ch->zc_lock);
     unsigned reaped = 0;
     for (;;) {
         char control[CMSG_SPACE(sizeof(struct sock_extended_err)) + 64];
@@ -309,9 +316,10 @@ static unsigned tcp_zc_reap(TcpChannel *ch)
             /* [ee_info, ee_data] is an inclusive range of completed sendmsg() calls. */
             uint32_t n = ee.ee_data - ee.ee_info + 1;
             if (ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
+                /* The kernel had to copy after all (loopback, or a NIC without SG). */
                 ch->ctr.zerocopy_copied += n;
             }
-            ch->zc_done = ee.ee_data + 1;
+            atomic_store_explicit(&ch->zc_done, ee.ee_data + 1, memory_order_relaxed);
             reaped++;
         }
     }
@@ -598,7 +606,11 @@ static int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *
         if (rc == 0) {
             rc = tcp_send_elems(ch, msg, len, segs, 2, nsegs + 2, MSG_ZEROCOPY);
         }
-        tcp_zc_reap(ch);
+        /* Each pending completion holds socket option memory: do not let them pile up. */
+        if (ch->zc_sent - atomic_load_explicit(&ch->zc_done, memory_order_relaxed) >=
+            TCP_ZC_REAP_BATCH) {
+            tcp_zc_reap(ch);
+        }
     } else {
         rc = tcp_send_elems(ch, msg, len, segs, 0, nsegs + 2, 0);
     }
@@ -632,6 +644,7 @@ static void tcp_close(XpChannel *c)
         }
         close(ch->fd);
     }
+    g_mutex_clear(&ch->zc_lock);
     g_free(ch->peer);
     g_free(ch);
 }
@@ -979,7 +992,7 @@ static XpChannel *tcp_connect(XpDomain *d, const char *host, const char *port, c
 const XpOps xp_tcp_ops = {
     .version = XP_OPS_VERSION,
     .name = "tcp",
-    .caps = 0,
+    .caps = XP_CAP_ZEROCOPY,
     .domain_new = tcp_domain_new,
     .domain_free = tcp_domain_free,
     .listen = tcp_listen,
