@@ -165,7 +165,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     dcfg.rdma_dev = a.rdma_dev;
     dest = mfr_dest_new(&dcfg, &error);
     if (!dest) {
-        fprintf(stderr, "mfrdma demo: destination: %s\n", error->message);
+        fprintf(stderr, "mfrdma demo: %s\n", error->message);
         goto out;
     }
     fprintf(info, "destination: listening on %s\n", mfr_dest_uri(dest));
@@ -178,7 +178,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     const MfrRamBlock *blocks = mfr_guest_blocks(guest, &nblocks);
     src = mfr_source_new(&scfg, blocks, nblocks, mfr_guest_dirty_ops(), guest, &error);
     if (!src) {
-        fprintf(stderr, "mfrdma demo: source: %s\n", error->message);
+        fprintf(stderr, "mfrdma demo: %s\n", error->message);
         goto out;
     }
 
@@ -207,7 +207,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     if (!ok) {
         fprintf(stderr, "migration failed: %s\n", error->message);
         if (dest_error) {
-            fprintf(stderr, "destination: %s\n", dest_error->message);
+            fprintf(stderr, "%s\n", dest_error->message);
         }
         code = tool_exit_code(error);
         goto out;

@@ -349,9 +349,9 @@ static gpointer writer_thread(gpointer data)
 {
     g_autofree WriterArgs *a = data;
     MfrGuest *g = a->g;
-    /* Token bucket refilled from the monotonic clock; at most 20 ms of burst after a late
-     * wake-up so the rate stays smooth. */
-    double burst = MAX(1.0, a->pages_per_s * 0.02);
+    /* Token bucket refilled from the monotonic clock; at most 100 ms of burst after a late
+     * wake-up (busy host), so the rate holds on average without long stampedes. */
+    double burst = MAX(1.0, a->pages_per_s * 0.1);
     double tokens = 0;
     gint64 last = g_get_monotonic_time();
     while (!atomic_load_explicit(&g->stop, memory_order_acquire)) {

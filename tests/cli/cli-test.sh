@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Command-line tests of the mfrdma tool: `cli-test.sh MFRDMA CASE` runs one case, checking
+# exit codes and the exact messages users see. Migrations use small guests (64 MiB) over TCP.
+set -u
+mfrdma=$1
+case_name=$2
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+fail() { echo "FAIL ($case_name): $*"; for f in "$work"/*; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done; exit 1; }
+
+# run EXPECTED_RC ARGS...: runs mfrdma, stdout/stderr to $work/out, $work/err.
+run() {
+  local want=$1; shift
+  "$mfrdma" "$@" >"$work/out" 2>"$work/err" </dev/null
+  local rc=$?
+  [ "$rc" -eq "$want" ] || fail "mfrdma $* exited $rc, expected $want"
+}
+has() { grep -qF -- "$2" "$work/$1" || fail "$1 lacks: $2"; }
+hasnt() { ! grep -qF -- "$2" "$work/$1" || fail "$1 has: $2"; }
+# usage ERROR_LINE ARGS...: exit 2 and the exact first stderr line.
+usage() {
+  local msg=$1; shift
+  run 2 "$@"
+  local first; first=$(head -1 "$work/err")
+  [ "$first" = "$msg" ] || fail "stderr line 1 is '$first', expected '$msg'"
+}
+
+# Starts `mfrdma listen` in the background; sets URI, TOKEN, LPID.
+start_listen() {
+  "$mfrdma" listen tcp:127.0.0.1:0 "$@" >"$work/lout" 2>"$work/lerr" </dev/null &
+  LPID=$!
+  for _ in $(seq 100); do
+    grep -q '^token: ' "$work/lout" 2>/dev/null && break
+    sleep 0.1
+  done
+  URI=$(sed -n 's/^listening: //p' "$work/lout")
+  TOKEN=$(sed -n 's/^token: //p' "$work/lout")
+  [[ "$URI" =~ ^tcp:127\.0\.0\.1:[0-9]+$ ]] || fail "listen printed no URI"
+  [[ "$TOKEN" =~ ^[0-9a-f]{32}$ ]] || fail "listen printed no token"
+}
+wait_listen() {
+  local want=$1 rc
+  wait "$LPID"; rc=$?
+  [ "$rc" -eq "$want" ] || fail "listen exited $rc, expected $want"
+}
+
+case "$case_name" in
+help)
+  run 0 --help; has out "Commands:"; has out "Exit status: 0 success, 1 migration failed"
+  for c in demo listen migrate devices bench; do has out "  $c "; done
+  run 0 help; has out "Commands:"
+  run 2; has err "Commands:"
+  ;;
+help_commands)
+  run 0 demo --help; has out "mfrdma demo [OPTION"; has out "--dirty-rate"; has out "--force-switchover"
+  has out "Exit status:"
+  run 0 demo --help-guest; has out "--mix"
+  run 0 listen --help; has out "mfrdma listen [OPTION"; has out "URI"; has out "--token"
+  run 0 migrate --help; has out "mfrdma migrate [OPTION"; has out "--token"; has out "--channels"
+  run 0 devices --help; has out "mfrdma devices"
+  run 0 bench --help; has out "mfrdma bench"
+  run 0 help migrate; has out "mfrdma migrate [OPTION"
+  ;;
+version)
+  run 0 --version
+  grep -qE '^mfrdma [0-9]+\.[0-9]+\.[0-9]+$' "$work/out" || fail "bad version line"
+  ;;
+bad_usage)
+  usage "mfrdma demo: --size: '12Q' is not a size (examples: 512M, 2G)" demo --size 12Q
+  usage "mfrdma demo: --size: '0' is not a size (examples: 512M, 2G)" demo --size 0
+  usage "mfrdma demo: --size: 1000 bytes is not a multiple of the 4096-byte page size" demo --size 1000
+  usage "mfrdma demo: --mix: '40:40' is not random:compressible:zero percentages summing to 100 (example: 40:40:20)" demo --mix 40:40
+  usage "mfrdma demo: --dirty-rate: 'fast' is not a rate in MB/s (examples: 0, 64, 250.5)" demo --dirty-rate fast
+  usage "mfrdma demo: --channels: 0 is out of range (1..64)" demo --channels 0
+  usage "mfrdma demo: --blocks: 65 is out of range (1..64)" demo --blocks 65
+  usage "mfrdma demo: --transport: 'ib' is not a transport (tcp, rdma or auto)" demo --transport ib --size 64M
+  usage "mfrdma demo: unexpected argument 'extra'" demo extra
+  usage "mfrdma demo: Unknown option --bogus" demo --bogus
+  usage "mfrdma listen: missing URI (example: tcp:0.0.0.0:4444)" listen
+  usage "mfrdma listen: --token: 'abc' is not 32 hex digits (use the token printed by 'mfrdma listen')" listen tcp:127.0.0.1:0 --token abc
+  usage "mfrdma migrate: missing URI (as printed by 'mfrdma listen')" migrate
+  usage "mfrdma migrate: --token is required (the token printed by 'mfrdma listen')" migrate tcp:127.0.0.1:1
+  usage "mfrdma migrate: --token: '00112233445566778899aabbccddeefg' is not 32 hex digits (use the token printed by 'mfrdma listen')" migrate tcp:127.0.0.1:1 --token 00112233445566778899aabbccddeefg
+  usage "mfrdma: unknown command 'frobnicate' (commands: demo, listen, migrate, devices, bench, help)" frobnicate
+  ;;
+demo)
+  run 0 demo --size 64M --channels 2
+  has out "transport: tcp"; has out "destination: listening on tcp:127.0.0.1:"
+  has out "verification: OK (1 block, digests match)"
+  has out "memcmp: OK (64.0 MiB in 1 block identical)"
+  grep -qE '^  channel 1 MB/s +[0-9.]+ +[0-9.]+$' "$work/out" || fail "no channel 1 row"
+  grep -qE '^  channel 2 MB/s' "$work/out" && fail "a third channel row"
+  ;;
+demo_blocks_idle)
+  run 0 demo --size 48M --blocks 3 --channels 3 --dirty-rate 0 --mix 10:10:80 --transport tcp
+  has out "guest: 48.0 MiB in 3 blocks"; has out "verification: OK (3 blocks, digests match)"
+  has out "memcmp: OK (48.0 MiB in 3 blocks identical)"
+  has out "guest: writers dirtied 0 pages"
+  ;;
+demo_json)
+  run 0 demo --size 32M --channels 2 --json
+  python3 - "$work/out" <<'PY' || fail "JSON on stdout is not what was expected"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["result"] == "ok" and d["error"] is None and d["memcmp"] == "ok", d
+assert "source" in d and "destination" in d
+PY
+  has err "verification: OK"
+  ;;
+demo_no_verify)
+  run 0 demo --size 32M --no-verify
+  has out "verification: skipped (--no-verify)"; hasnt out "memcmp:"
+  ;;
+demo_bad_converge)
+  # What the writers dirty during the first (full) round cannot go in 1 ms: one round
+  # allowed, so it fails...
+  run 1 demo --size 128M --dirty-rate 200 --downtime 1 --max-rounds 1
+  has err "migration failed: migration does not converge: after 1 rounds"
+  has err "(--force-switchover)"
+  hasnt out "memcmp:"
+  # ...unless told to switch over anyway.
+  run 0 demo --size 128M --dirty-rate 200 --downtime 1 --max-rounds 1 --force-switchover
+  grep -qE '^  converged +no \(forced\)' "$work/out" || fail "not reported as forced"
+  has out "memcmp: OK"
+  ;;
+demo_sigint)
+  # Ctrl-C as soon as the first round of 512 MiB starts: cancelled cleanly, exit 1.
+  "$mfrdma" demo --size 512M >"$work/out" 2>"$work/err" </dev/null &
+  pid=$!
+  for _ in $(seq 400); do grep -q "^source: precopy" "$work/out" && break; sleep 0.05; done
+  kill -INT $pid
+  wait $pid; rc=$?
+  [ "$rc" -eq 1 ] || fail "demo exited $rc after SIGINT, expected 1"
+  has err "mfrdma: interrupted: cancelling the migration"
+  has err "migration failed: source: migration cancelled"
+  ;;
+listen_migrate)
+  start_listen
+  run 0 migrate "$URI" --token "$TOKEN" --size 64M --channels 2 --blocks 2
+  has out "verification: OK (2 blocks, digests match)"
+  wait_listen 0
+  grep -qF "verification: OK (2 blocks, digests match)" "$work/lout" || fail "listen did not verify"
+  grep -qF "block ram1: 32.0 MiB" "$work/lout" || fail "listen did not list ram1"
+  ;;
+listen_migrate_json)
+  start_listen --token 00112233445566778899aabbccddeeff
+  [ "$TOKEN" = 00112233445566778899aabbccddeeff ] || fail "listen did not use the given token"
+  run 0 migrate "$URI" --token "$TOKEN" --size 32M --json
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["result"]=="ok" and "source" in d' "$work/out" || fail "bad JSON"
+  wait_listen 0
+  ;;
+listen_migrate_bad_token)
+  start_listen
+  run 1 migrate "$URI" --token 00000000000000000000000000000000 --size 32M
+  has err "migration failed: "
+  # The destination keeps waiting for the right source; Ctrl-C ends it with 1.
+  kill -INT "$LPID"
+  wait_listen 1
+  grep -qF "migration failed: destination: migration cancelled" "$work/lerr" || fail "listen: no cancel message"
+  ;;
+*)
+  echo "unknown case $case_name"; exit 2
+  ;;
+esac
+echo "ok ($case_name)"
