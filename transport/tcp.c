@@ -53,6 +53,9 @@
 #define TCP_DEFAULT_TIMEOUT_MS 5000
 /* Zerocopy completions left pending before the sender reaps them. */
 #define TCP_ZC_REAP_BATCH 32u
+/* After this many zerocopy sends in a row that the kernel copied anyway (loopback, a NIC
+ * without scatter-gather), stop asking: pinning and notifications are then pure overhead. */
+#define TCP_ZC_GIVE_UP 256u
 /* Keepalive: notice a dead peer in ~16 s even on a quiet data channel. */
 #define TCP_KA_IDLE_S 10
 #define TCP_KA_INTVL_S 2
@@ -91,6 +94,7 @@ typedef struct {
      * POLLERR; the lock keeps the two apart (zerocopy channels only, never contended). */
     GMutex zc_lock;
     atomic_uint zc_done;      /* calls below this number have completed; written under zc_lock */
+    atomic_uint zc_copied_run; /* consecutive completions the kernel copied; under zc_lock */
     uint8_t sendhdr[TCP_HDR_LEN];
     struct iovec siov[IOV_MAX];
 
@@ -315,10 +319,19 @@ static unsigned tcp_zc_reap(TcpChannel *ch)
             }
             /* [ee_info, ee_data] is an inclusive range of completed sendmsg() calls. */
             uint32_t n = ee.ee_data - ee.ee_info + 1;
+            unsigned run = atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed);
             if (ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
                 /* The kernel had to copy after all (loopback, or a NIC without SG). */
                 ch->ctr.zerocopy_copied += n;
+                if (run < TCP_ZC_GIVE_UP && run + n >= TCP_ZC_GIVE_UP) {
+                    g_debug("%s: the kernel copied the last %u zerocopy sends; sending with "
+                            "copies from now on", ch->peer, run + n);
+                }
+                run = MIN(run + n, TCP_ZC_GIVE_UP);
+            } else {
+                run = 0;
             }
+            atomic_store_explicit(&ch->zc_copied_run, run, memory_order_relaxed);
             atomic_store_explicit(&ch->zc_done, ee.ee_data + 1, memory_order_relaxed);
             reaped++;
         }
@@ -560,7 +573,9 @@ static int tcp_send_elems(TcpChannel *ch, const void *msg, size_t len, const XpS
             if (errno == ENOBUFS && (flags & MSG_ZEROCOPY)) {
                 /* Over the optmem limit for pinned pages: this piece goes with a copy. */
                 flags &= ~MSG_ZEROCOPY;
+                g_mutex_lock(&ch->zc_lock); /* tcp_zc_reap() counts copies too */
                 ch->ctr.zerocopy_copied++;
+                g_mutex_unlock(&ch->zc_lock);
                 continue;
             }
             return tcp_map_errno(errno);
@@ -599,7 +614,8 @@ static int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *
         return -EMSGSIZE;
     }
     tcp_put_le32(ch->sendhdr, (uint32_t)len);
-    if (ch->zerocopy && nsegs > 0) {
+    if (ch->zerocopy && nsegs > 0 &&
+        atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed) < TCP_ZC_GIVE_UP) {
         /* The message must be free for reuse on return, so only the segments (stable until
          * close by contract) go zero copy; MSG_MORE keeps the two parts in one segment. */
         rc = tcp_send_elems(ch, msg, len, segs, 0, 2, MSG_MORE);
