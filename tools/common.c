@@ -325,14 +325,12 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "ADDR" },
         G_OPTION_ENTRY_NULL,
     };
+    /* All in the main group: --help must show --size and friends without --help-all. */
+    g_option_context_add_main_entries(ctx, guest, NULL);
     g_option_context_add_main_entries(ctx, mig, NULL);
     if (with_transport) {
         g_option_context_add_main_entries(ctx, xport, NULL);
     }
-    GOptionGroup *g = g_option_group_new("guest", "Synthetic guest options:",
-                                         "Show the synthetic guest options", NULL, NULL);
-    g_option_group_add_entries(g, guest);
-    g_option_context_add_group(ctx, g);
 }
 
 static bool check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
@@ -499,7 +497,9 @@ void tool_progress_cb(const MfrProgress *pr, void *opaque)
     p->last_us = now;
     p->last_phase = pr->phase;
     double rate = pr->throughput_bps;
-    if (rate <= 0 && pr->elapsed_s > p->last_elapsed) {
+    if ((pr->phase == MFR_PHASE_DONE || pr->phase == MFR_PHASE_FAILED) && pr->elapsed_s > 0) {
+        rate = (double)pr->sent_bytes / pr->elapsed_s; /* the final line shows the average */
+    } else if (rate <= 0 && pr->elapsed_s > p->last_elapsed) {
         rate = (double)(pr->sent_bytes - MIN(pr->sent_bytes, p->last_sent)) /
                (pr->elapsed_s - p->last_elapsed);
     }
@@ -613,11 +613,9 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst)
     row_values(out, "dirty rate MB/s", src, dst, s->dirty_rate_bps / 1e6,
                d->dirty_rate_bps / 1e6, 1);
     row_values(out, "CPU s", src, dst, s->cpu_s, d->cpu_s, 2);
-    fprintf(out, "  %-22s", "converged");
     if (src) {
-        fprintf(out, " %14s", s->converged ? "yes" : "no (forced)");
+        fprintf(out, "  %-22s %14s\n", "converged", s->converged ? "yes" : "no (forced)");
     }
-    fputc('\n', out);
     unsigned nch = MIN(64u, MAX(s->channels, d->channels));
     for (unsigned c = 0; c < nch; c++) {
         g_autofree char *label = g_strdup_printf("channel %u MB/s", c);

@@ -7,6 +7,7 @@
 #include "mfr-config.h"
 #include "tool.h"
 
+#include <locale.h>
 #include <string.h>
 
 typedef struct {
@@ -61,6 +62,7 @@ static int unknown_command(const char *name)
 
 int main(int argc, char **argv)
 {
+    setlocale(LC_ALL, "");
     if (argc < 2) {
         print_help(stderr);
         return TOOL_EXIT_USAGE;

@@ -56,7 +56,7 @@ help)
 help_commands)
   run 0 demo --help; has out "mfrdma demo [OPTION"; has out "--dirty-rate"; has out "--force-switchover"
   has out "Exit status:"
-  run 0 demo --help-guest; has out "--mix"
+  has out "--size=SIZE"; has out "--mix=R:C:Z"; has out "--transport=NAME"
   run 0 listen --help; has out "mfrdma listen [OPTION"; has out "URI"; has out "--token"
   run 0 migrate --help; has out "mfrdma migrate [OPTION"; has out "--token"; has out "--channels"
   run 0 devices --help; has out "mfrdma devices"
