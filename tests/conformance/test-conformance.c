@@ -2,7 +2,8 @@
 /*
  * Transport conformance: every case is written once against the XpOps contract (transport/xp.h)
  * and registered for every compiled-in backend: /conformance/tcp/... (127.0.0.1),
- * /conformance/tcp/ipv6/... (::1) and /conformance/rdma/... (address from MFR_TEST_RDMA_ADDR).
+ * /conformance/tcp/ipv6/... (::1), /conformance/rdma/... and /conformance/rdma/ipv6/...
+ * (addresses from MFR_TEST_RDMA_ADDR and MFR_TEST_RDMA_ADDR6).
  * Stream backends get their payload back with recv_payload(); placed backends into a region.
  */
 #include "xp.h"
@@ -1055,13 +1056,35 @@ static void free_backend(gpointer p)
     g_free(be);
 }
 
+/* --backend=NAME registers only that backend's cases (GTest's -p neither descends into
+ * nested paths nor combines into one valid TAP plan). */
+static const char *take_backend_arg(int *argc, char **argv)
+{
+    const char *only = NULL;
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (g_str_has_prefix(argv[i], "--backend=")) {
+            only = argv[i] + strlen("--backend=");
+        } else {
+            argv[out++] = argv[i];
+        }
+    }
+    argv[out] = NULL;
+    *argc = out;
+    return only;
+}
+
 int main(int argc, char **argv)
 {
+    const char *only = take_backend_arg(&argc, argv);
     g_test_init(&argc, &argv, NULL);
     g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(free_backend);
 
     for (const XpOps *const *o = xp_ops_all(); *o; o++) {
         const XpOps *ops = *o;
+        if (only && strcmp(ops->name, only) != 0) {
+            continue;
+        }
         g_autofree char *prefix = g_strdup_printf("/conformance/%s", ops->name);
         char *skip = NULL;
         if (!ops->domain_new || !ops->connect) {
@@ -1086,8 +1109,21 @@ int main(int argc, char **argv)
                                    ops->name);
         }
         add_backend(keep, prefix, ops, addr, skip);
+        /* ... and MFR_TEST_RDMA_ADDR6 for the same cases over IPv6. */
+        g_autofree char *var6 = g_strdup_printf("MFR_TEST_%s_ADDR6", upper);
+        const char *addr6 = g_getenv(var6);
+        char *skip6 = ops->domain_new && ops->connect ? NULL : g_strdup(skip);
+        if (!skip6 && (!addr6 || !*addr6)) {
+            skip6 = g_strdup_printf("%s is not set (IPv6 address of a %s device to test on)",
+                                    var6, ops->name);
+        }
+        g_autofree char *prefix6 = g_strdup_printf("%s/ipv6", prefix);
+        add_backend(keep, prefix6, ops, addr6, skip6);
     }
 
+    if (only) {
+        return g_test_run();
+    }
     g_test_add_func("/conformance/uri/good", test_uri_good);
     g_test_add_func("/conformance/uri/bad_missing_port", test_uri_bad_missing_port);
     g_test_add_func("/conformance/uri/bad_port", test_uri_bad_port);
