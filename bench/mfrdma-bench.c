@@ -751,6 +751,7 @@ int main(int argc, char **argv)
         }
         if (cerr) {
             g_strlcpy(c->error, cerr->message, sizeof(c->error));
+            g_strdelimit(c->error, ",\"\n", ';'); /* keeps the CSV a plain table */
             fprintf(stderr, "[%u/%u] %s: FAILED: %s\n", i + 1, ncases, c->spec, cerr->message);
             failed++;
         } else {
