@@ -443,10 +443,9 @@ bool tool_dest_alloc_block(void *opaque, const char *name, uint64_t length, uint
                            void **host, GError **error)
 {
     ToolDestMem *m = opaque;
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-    if (page_size > 4096) {
-        flags |= MAP_HUGETLB;
-    }
+    /* Huge pages reserved at mmap time (no MAP_NORESERVE): a shortage is an error here, not
+     * a SIGBUS when the first page arrives. */
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | (page_size > 4096 ? MAP_HUGETLB : MAP_NORESERVE);
     void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (p == MAP_FAILED) {
         int err = errno;

@@ -259,7 +259,9 @@ MfrGuest *mfr_guest_new(const MfrGuestOptions *o, GError **error)
     for (unsigned b = 0; b < o->nblocks; b++) {
         uint64_t npages = total_pages / o->nblocks + (b < total_pages % o->nblocks ? 1 : 0);
         uint64_t len = npages * page_size;
-        int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (o->hugetlb ? MAP_HUGETLB : 0);
+        /* Huge pages must be reserved at mmap time: with MAP_NORESERVE a missing one would be
+         * a SIGBUS at first touch instead of an error here. */
+        int flags = MAP_PRIVATE | MAP_ANONYMOUS | (o->hugetlb ? MAP_HUGETLB : MAP_NORESERVE);
         void *host = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, -1, 0);
         if (host == MAP_FAILED) {
             int err = errno;
