@@ -145,7 +145,9 @@ static int tcp_timeout_ms(const XpOptions *opts)
     return opts && opts->timeout_ms > 0 ? opts->timeout_ms : TCP_DEFAULT_TIMEOUT_MS;
 }
 
-/* A reset or a local shutdown both mean "this channel is gone" to the engine. */
+/* A reset, a local shutdown or a peer that keepalive or retransmissions declared dead all
+ * mean "this channel is gone" to the engine. ETIMEDOUT in particular must not leak out: to a
+ * caller of recv_msg() it would look like "nothing yet, try again". */
 static int tcp_map_errno(int e)
 {
     switch (e) {
@@ -153,6 +155,7 @@ static int tcp_map_errno(int e)
     case EPIPE:
     case ENOTCONN:
     case ESHUTDOWN:
+    case ETIMEDOUT:
         return -EPIPE;
     default:
         return -e;

@@ -9,6 +9,7 @@
 #include "xp.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -928,6 +929,153 @@ static void test_connect_bad_hello_too_long(gconstpointer data)
     g_clear_error(&j.err);
 }
 
+/* ---------- tcp wire format (pins what docs/protocol.md says about the framing) ---------- */
+
+/* A plain blocking socket connected to the listener, to speak the wire format by hand. */
+static int raw_connect(const Backend *be, XpListener *l)
+{
+    g_autofree char *host = NULL, *port = NULL;
+    listener_addr(be, l, &host, &port);
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+    g_assert_cmpint(getaddrinfo(host, port, &hints, &res), ==, 0);
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(connect(fd, res->ai_addr, res->ai_addrlen), ==, 0);
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void raw_write(int fd, const void *buf, size_t len)
+{
+    g_assert_cmpint(send(fd, buf, len, MSG_NOSIGNAL), ==, (ssize_t)len);
+}
+
+static void raw_read(int fd, void *buf, size_t len)
+{
+    g_assert_cmpint(recv(fd, buf, len, MSG_WAITALL), ==, (ssize_t)len);
+}
+
+static bool tcp_only(const Backend *be)
+{
+    g_assert_cmpstr(be->ops->name, ==, "tcp"); /* registered from tcp_cases only */
+    return backend_skip(be);
+}
+
+/* hello = [u32 LE len][bytes]; answer = [u32 LE 124][u32 LE status][120 bytes reason]. */
+static void test_wire_hello_answer(gconstpointer data)
+{
+    const Backend *be = data;
+    if (tcp_only(be)) {
+        return;
+    }
+    g_autoptr(XpDomain) dom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    for (uint32_t status = 0; status < 2; status++) {
+        int fd = raw_connect(be, l);
+        const uint8_t hello[] = { 5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o' };
+        raw_write(fd, hello, sizeof(hello));
+        uint8_t got[XP_HELLO_MAX];
+        size_t got_len = 0;
+        g_autoptr(XpChannel) ch = be->ops->accept(l, T_TIMEOUT_MS, got, &got_len, &err);
+        g_assert_no_error(err);
+        g_assert_cmpmem(got, got_len, "hello", 5);
+        g_assert_true(be->ops->answer(ch, status ? 0x01020304 : 0, status ? "no" : NULL, &err));
+        g_assert_no_error(err);
+        uint8_t ans[4 + 4 + XP_REASON_MAX], want[sizeof(ans)];
+        memset(want, 0, sizeof(want));
+        want[0] = 4 + XP_REASON_MAX;
+        if (status) {
+            memcpy(want + 4, (uint8_t[]){ 4, 3, 2, 1, 'n', 'o' }, 6);
+        }
+        raw_read(fd, ans, sizeof(ans));
+        g_assert_cmpmem(ans, sizeof(ans), want, sizeof(want));
+        if (!status) {
+            /* A message and its payload: [u32 len][msg][payload], nothing else. */
+            XpSeg seg = { .addr = "PAYLOAD", .len = 7 };
+            g_assert_cmpint(xp_send_msg(ch, "msg", 3, &seg, 1), ==, 0);
+            uint8_t frame[3 + 4 + 7];
+            raw_read(fd, frame, sizeof(frame));
+            g_assert_cmpmem(frame, sizeof(frame), "\x03\0\0\0msgPAYLOAD", sizeof(frame));
+        }
+        close(fd);
+    }
+}
+
+static void test_accept_bad_hello_too_long(gconstpointer data)
+{
+    const Backend *be = data;
+    if (tcp_only(be)) {
+        return;
+    }
+    g_autoptr(XpDomain) dom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    int fd = raw_connect(be, l);
+    const uint8_t hdr[4] = { XP_HELLO_MAX + 1, 0, 0, 0 };
+    raw_write(fd, hdr, sizeof(hdr));
+    uint8_t got[XP_HELLO_MAX];
+    size_t got_len = 0;
+    g_assert_null(be->ops->accept(l, T_TIMEOUT_MS, got, &got_len, &err));
+    g_assert_error(err, XP_ERROR, XP_ERROR_FAILED);
+    g_autofree char *want = g_strdup_printf("is longer than %u bytes", XP_HELLO_MAX);
+    g_assert_nonnull(strstr(err->message, want));
+    close(fd);
+}
+
+static void test_accept_bad_silent_peer(gconstpointer data)
+{
+    const Backend *be = data;
+    if (tcp_only(be)) {
+        return;
+    }
+    XpOptions opts;
+    xp_options_init(&opts);
+    opts.timeout_ms = 300; /* how long a connected peer may take to say hello */
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpDomain) dom = be->ops->domain_new(&opts, &err);
+    g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    int fd = raw_connect(be, l);
+    uint8_t got[XP_HELLO_MAX];
+    size_t got_len = 0;
+    int64_t t0 = g_get_monotonic_time();
+    g_assert_null(be->ops->accept(l, T_TIMEOUT_MS, got, &got_len, &err));
+    g_assert_error(err, XP_ERROR, XP_ERROR_TIMEOUT);
+    g_assert_nonnull(strstr(err->message, "sent no hello within 300 ms"));
+    g_assert_cmpfloat(ms_since(t0), <, 2000);
+    close(fd);
+}
+
+static void test_recv_bad_frame_over_max(gconstpointer data)
+{
+    const Backend *be = data;
+    if (tcp_only(be)) {
+        return;
+    }
+    g_autoptr(XpDomain) dom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    int fd = raw_connect(be, l);
+    raw_write(fd, (uint8_t[]){ 0, 0, 0, 0 }, 4);
+    uint8_t got[XP_HELLO_MAX];
+    size_t got_len = 0;
+    g_autoptr(XpChannel) ch = be->ops->accept(l, T_TIMEOUT_MS, got, &got_len, &err);
+    g_assert_no_error(err);
+    g_assert_cmpuint(got_len, ==, 0);
+    /* A peer claiming a frame over XP_MSG_MAX is refused even with room to spare. */
+    uint32_t n = GUINT32_TO_LE(XP_MSG_MAX + 1);
+    raw_write(fd, &n, sizeof(n));
+    g_autofree uint8_t *buf = g_malloc(2 * XP_MSG_MAX);
+    size_t len = 0;
+    g_assert_cmpint(xp_recv_msg(ch, buf, 2 * XP_MSG_MAX, &len, T_TIMEOUT_MS), ==, -EMSGSIZE);
+    g_assert_cmpint(xp_recv_msg(ch, buf, 2 * XP_MSG_MAX, &len, 0), ==, -EPIPE);
+    close(fd);
+}
+
 /* ---------- URI parsing (backend independent) ---------- */
 
 static void uri_expect_bad(const char *uri, const char *message)
@@ -1023,6 +1171,14 @@ static const Case cases[] = {
     { "connect_bad_hello_too_long", test_connect_bad_hello_too_long },
 };
 
+/* Only for tcp: they speak its wire format through plain sockets. */
+static const Case tcp_cases[] = {
+    { "wire_hello_answer", test_wire_hello_answer },
+    { "accept_bad_hello_too_long", test_accept_bad_hello_too_long },
+    { "accept_bad_silent_peer", test_accept_bad_silent_peer },
+    { "recv_bad_frame_over_max", test_recv_bad_frame_over_max },
+};
+
 static bool ipv6_loopback_works(void)
 {
     int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1035,6 +1191,14 @@ static bool ipv6_loopback_works(void)
     return ok;
 }
 
+static void add_cases(const char *prefix, const Backend *be, const Case *cs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        g_autofree char *path = g_strdup_printf("%s/%s", prefix, cs[i].name);
+        g_test_add_data_func(path, be, cs[i].fn);
+    }
+}
+
 static void add_backend(GPtrArray *keep, const char *prefix, const XpOps *ops, const char *host,
                         char *skip)
 {
@@ -1043,9 +1207,9 @@ static void add_backend(GPtrArray *keep, const char *prefix, const XpOps *ops, c
     be->host = host;
     be->skip = skip;
     g_ptr_array_add(keep, be);
-    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-        g_autofree char *path = g_strdup_printf("%s/%s", prefix, cases[i].name);
-        g_test_add_data_func(path, be, cases[i].fn);
+    add_cases(prefix, be, cases, G_N_ELEMENTS(cases));
+    if (strcmp(ops->name, "tcp") == 0) {
+        add_cases(prefix, be, tcp_cases, G_N_ELEMENTS(tcp_cases));
     }
 }
 
