@@ -27,9 +27,10 @@ usage() {
   [ "$first" = "$msg" ] || fail "stderr line 1 is '$first', expected '$msg'"
 }
 
-# Starts `mfrdma listen` in the background; sets URI, TOKEN, LPID.
+# Starts `mfrdma listen` in the background; sets URI, TOKEN, LPID. LISTEN_AT: where.
+LISTEN_AT=tcp:127.0.0.1:0
 start_listen() {
-  "$mfrdma" listen tcp:127.0.0.1:0 "$@" >"$work/lout" 2>"$work/lerr" </dev/null &
+  "$mfrdma" listen "$LISTEN_AT" "$@" >"$work/lout" 2>"$work/lerr" </dev/null &
   LPID=$!
   for _ in $(seq 100); do
     grep -q '^token: ' "$work/lout" 2>/dev/null && break
@@ -37,7 +38,7 @@ start_listen() {
   done
   URI=$(sed -n 's/^listening: //p' "$work/lout")
   TOKEN=$(sed -n 's/^token: //p' "$work/lout")
-  [[ "$URI" =~ ^tcp:127\.0\.0\.1:[0-9]+$ ]] || fail "listen printed no URI"
+  [[ "$URI" == "${LISTEN_AT%:0}:"* && "$URI" =~ :[1-9][0-9]*$ ]] || fail "listen printed no URI"
   [[ "$TOKEN" =~ ^[0-9a-f]{32}$ ]] || fail "listen printed no token"
 }
 wait_listen() {
@@ -159,6 +160,27 @@ listen_migrate_bad_token)
   kill -INT "$LPID"
   wait_listen 1
   grep -qF "migration failed: destination: migration cancelled" "$work/lerr" || fail "listen: no cancel message"
+  ;;
+rdma_demo|rdma_listen_migrate)
+  # Suite rdma-inside: runs in the soft-RoCE VM (tests/softroce); skips on a host without RDMA.
+  addr=${MFR_TEST_RDMA_ADDR:-}
+  if [ -z "$addr" ] || ! "$mfrdma" devices >/dev/null 2>&1; then
+    echo "SKIP: no RDMA device (run through tests/softroce/vm-run.sh)"; exit 77
+  fi
+  if [ "$case_name" = rdma_demo ]; then
+    # auto must pick RDMA and find the device's address on its own.
+    run 0 demo --size 32M --channels 2 --dirty-rate 4 --timeout 30000
+    grep -qE '^transport: rdma \(device [^,]+, address [0-9.]+\)$' "$work/out" || fail "auto did not pick rdma"
+    has out "destination: listening on rdma:"; has out "memcmp: OK (32.0 MiB in 1 block identical)"
+    grep -qE '^  transport +rdma +rdma$' "$work/out" || fail "summary does not say rdma"
+  else
+    LISTEN_AT="rdma:$addr:0"
+    start_listen --timeout 30000
+    run 0 migrate "$URI" --token "$TOKEN" --size 16M --blocks 2 --channels 3 --dirty-rate 4 --timeout 30000
+    has out "verification: OK (2 blocks, digests match)"
+    wait_listen 0
+    grep -qE '^  transport +rdma$' "$work/lout" || fail "listen summary does not say rdma"
+  fi
   ;;
 *)
   echo "unknown case $case_name"; exit 2
