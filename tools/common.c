@@ -702,9 +702,26 @@ bool tool_check_verified(FILE *out, const MfrStats *s, unsigned nblocks, GError 
         fflush(out);
         return true;
     }
-    g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
-                "verification: FAILED: the migration ended without matching digests");
-    fprintf(out, "%s\n", (*error)->message);
+    static const char msg[] = "verification: FAILED: the migration ended without matching digests";
+    fprintf(out, "%s\n", msg);
     fflush(out);
+    g_set_error_literal(error, MFR_ERROR, MFR_ERROR_VERIFY, msg);
     return false;
+}
+
+bool tool_check_memory(const char *what, uint64_t size, unsigned copies, GError **error)
+{
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long psize = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psize <= 0) {
+        return true; /* unknown: let mmap decide */
+    }
+    uint64_t phys = (uint64_t)pages * (uint64_t)psize;
+    if (size > phys / copies) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "--size: %.1f GiB does not fit in this host's %.1f GiB of RAM%s",
+                    mib(size) / 1024, mib(phys) / 1024, what);
+        return false;
+    }
+    return true;
 }

@@ -128,7 +128,9 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
         tool_source_args_clear(&a);
         return tool_usage_error("demo", "unexpected argument '%s'", argv[1]);
     }
-    if (!tool_source_args_apply(&a, &go, &scfg, &error)) {
+    if (!tool_source_args_apply(&a, &go, &scfg, &error) ||
+        !tool_check_memory(" (demo holds two copies: source and destination)", go.size, 2,
+                           &error)) {
         tool_source_args_clear(&a);
         return tool_usage_error("demo", "%s", error->message);
     }

@@ -113,4 +113,8 @@ void tool_print_guest_writes(FILE *out, MfrGuest *g);
  * and sets an MFR_ERROR_VERIFY error. */
 bool tool_check_verified(FILE *out, const MfrStats *s, unsigned nblocks, GError **error);
 
+/* Usage error when `copies` guests of `size` bytes exceed physical RAM; what is appended to
+ * the message (e.g. why there are two copies). */
+bool tool_check_memory(const char *what, uint64_t size, unsigned copies, GError **error);
+
 G_END_DECLS

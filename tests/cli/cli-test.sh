@@ -78,6 +78,7 @@ bad_usage)
   usage "mfrdma demo: --blocks: 65 is out of range (1..64)" demo --blocks 65
   usage "mfrdma demo: --transport: 'ib' is not a transport (tcp, rdma or auto)" demo --transport ib --size 64M
   usage "mfrdma demo: unexpected argument 'extra'" demo extra
+  run 2 demo --size 64T; grep -qE "^mfrdma demo: --size: 65536.0 GiB does not fit in this host's [0-9.]+ GiB of RAM \(demo holds two copies: source and destination\)$" "$work/err" || fail "no RAM check"
   usage "mfrdma demo: Unknown option --bogus" demo --bogus
   usage "mfrdma listen: missing URI (example: tcp:0.0.0.0:4444)" listen
   usage "mfrdma listen: --token: 'abc' is not 32 hex digits (use the token printed by 'mfrdma listen')" listen tcp:127.0.0.1:0 --token abc
