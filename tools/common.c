@@ -377,8 +377,8 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     uint64_t page = a->hugetlb ? (2u << 20) : 4096u;
     if (go->size % page != 0) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "--size: %" G_GUINT64_FORMAT " bytes is not a multiple of the %" G_GUINT64_FORMAT
-                    "-byte page size", go->size, page);
+                    "--size: %" G_GUINT64_FORMAT " bytes is not a multiple of the "
+                    "%" G_GUINT64_FORMAT "-byte page size", go->size, page);
         return false;
     }
     if (go->size / page < (uint64_t)a->blocks) {
