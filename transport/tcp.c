@@ -165,6 +165,17 @@ static int tcp_map_errno(int e)
 static char *tcp_format_addr(const struct sockaddr *sa, socklen_t len)
 {
     char host[NI_MAXHOST], serv[NI_MAXSERV];
+    struct sockaddr_in v4;
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
+    if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+        /* An IPv4 peer of a dual-stack listener: name it as the user would write it. */
+        memset(&v4, 0, sizeof(v4));
+        v4.sin_family = AF_INET;
+        v4.sin_port = v6->sin6_port;
+        memcpy(&v4.sin_addr, &v6->sin6_addr.s6_addr[12], 4);
+        sa = (const struct sockaddr *)&v4;
+        len = sizeof(v4);
+    }
     int rc = getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv),
                          NI_NUMERICHOST | NI_NUMERICSERV);
     if (rc != 0) {

@@ -276,6 +276,9 @@ static void test_roundtrip(gconstpointer data)
     g_autofree char *prefix = g_strdup_printf("%s:", be->ops->name);
     g_assert_true(g_str_has_prefix(xp_channel_peer(p.src), prefix));
     g_assert_true(g_str_has_prefix(xp_channel_peer(p.dst), prefix));
+    if (strcmp(be->ops->name, "tcp") == 0) {
+        g_assert_cmpstr(xp_channel_peer(p.src), ==, be->ops->listener_uri(p.l));
+    }
 
     const char ping[] = "ping", pong[] = "pong!";
     g_assert_cmpint(xp_send_msg(p.src, ping, sizeof(ping), NULL, 0), ==, 0);
@@ -1003,6 +1006,41 @@ static void test_wire_hello_answer(gconstpointer data)
     }
 }
 
+/* No host: one dual-stack listener takes IPv4 and IPv6 peers, and names both plainly. */
+static void test_listen_wildcard(gconstpointer data)
+{
+    const Backend *be = data;
+    if (tcp_only(be)) {
+        return;
+    }
+    Pair p = { .be = be };
+    p.ddom = domain_new(be);
+    p.sdom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    p.l = be->ops->listen(p.ddom, NULL, "0", &err);
+    g_assert_no_error(err);
+    g_autofree char *host = NULL, *port = NULL;
+    listener_addr(be, p.l, &host, &port);
+    ConnectJob j = { .be = be, .dom = p.sdom, .host = be->host, .port = port, .hello = "w",
+                     .hello_len = 1 };
+    GThread *t = g_thread_new("connect", connect_thread, &j);
+    uint8_t got[XP_HELLO_MAX];
+    size_t got_len = 0;
+    p.dst = be->ops->accept(p.l, T_TIMEOUT_MS, got, &got_len, &err);
+    g_assert_no_error(err);
+    g_assert_true(be->ops->answer(p.dst, 0, NULL, &err));
+    g_thread_join(t);
+    g_assert_no_error(j.err);
+    p.src = j.ch;
+    /* The connector's local address is the acceptor's peer: 127.0.0.1 stays IPv4. */
+    g_autofree char *want = g_strdup_printf(strchr(be->host, ':') ? "tcp:[%s]:" : "tcp:%s:",
+                                            be->host);
+    g_assert_true(g_str_has_prefix(xp_channel_peer(p.dst), want));
+    g_assert_cmpint(xp_send_msg(p.src, "w", 1, NULL, 0), ==, 0);
+    recv_expect(p.dst, "w", 1);
+    pair_close(&p);
+}
+
 static void test_accept_bad_hello_too_long(gconstpointer data)
 {
     const Backend *be = data;
@@ -1174,6 +1212,7 @@ static const Case cases[] = {
 /* Only for tcp: they speak its wire format through plain sockets. */
 static const Case tcp_cases[] = {
     { "wire_hello_answer", test_wire_hello_answer },
+    { "listen_wildcard", test_listen_wildcard },
     { "accept_bad_hello_too_long", test_accept_bad_hello_too_long },
     { "accept_bad_silent_peer", test_accept_bad_silent_peer },
     { "recv_bad_frame_over_max", test_recv_bad_frame_over_max },
