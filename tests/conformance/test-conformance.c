@@ -299,6 +299,35 @@ static void test_roundtrip(gconstpointer data)
     pair_close(&p);
 }
 
+/* The acceptor may send the moment answer() returns, before connect() has returned. */
+static void test_answer_then_send(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    g_autofree char *host = NULL, *port = NULL;
+    listener_addr(be, p.l, &host, &port);
+    ConnectJob j = { .be = be, .dom = p.sdom, .host = host, .port = port, .hello = "early",
+                     .hello_len = 5 };
+    GThread *t = g_thread_new("connect", connect_thread, &j);
+    uint8_t got[XP_HELLO_MAX];
+    size_t got_len = 0;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpChannel) dst = be->ops->accept(p.l, T_TIMEOUT_MS, got, &got_len, &err);
+    g_assert_no_error(err);
+    g_assert_true(be->ops->answer(dst, 0, NULL, &err));
+    const char first[] = "first, right after the answer";
+    g_assert_cmpint(xp_send_msg(dst, first, sizeof(first), NULL, 0), ==, 0);
+    g_thread_join(t);
+    g_assert_no_error(j.err);
+    recv_expect(j.ch, first, sizeof(first));
+    xp_channel_close(j.ch);
+    pair_close(&p);
+}
+
 static void test_connect_bad_refused(gconstpointer data)
 {
     const Backend *be = data;
@@ -601,6 +630,16 @@ static gpointer recv_block_thread(gpointer data)
     return NULL;
 }
 
+static gpointer payload_block_thread(gpointer data)
+{
+    BlockJob *j = data;
+    struct iovec iov = { (void *)j->payload, j->payload_len };
+    j->rc = xp_recv_payload(j->ch, &iov, 1);
+    j->end_us = g_get_monotonic_time();
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
 static gpointer send_block_thread(gpointer data)
 {
     BlockJob *j = data;
@@ -665,6 +704,24 @@ static void test_shutdown_wakes(gconstpointer data)
     g_assert_cmpint(sj.rc, ==, -EPIPE);
     g_assert_cmpfloat((sj.end_us - t0) / 1000.0, <, 1000);
     pair_close(&p);
+
+    if (!placed(be)) {
+        /* A receiver blocked in the middle of a payload that never comes. */
+        pair_open(&p, be);
+        const char m[] = "1 MiB follows (it does not)";
+        g_assert_cmpint(xp_send_msg(p.src, m, sizeof(m), NULL, 0), ==, 0);
+        recv_expect(p.dst, m, sizeof(m));
+        BlockJob pj = { .ch = p.dst, .payload = payload, .payload_len = plen };
+        t = g_thread_new("payload-block", payload_block_thread, &pj);
+        g_usleep(200000);
+        g_assert_false(atomic_load(&pj.done));
+        t0 = g_get_monotonic_time();
+        xp_channel_shutdown(p.dst);
+        g_thread_join(t);
+        g_assert_cmpint(pj.rc, ==, -EPIPE);
+        g_assert_cmpfloat((pj.end_us - t0) / 1000.0, <, 1000);
+        pair_close(&p);
+    }
 }
 
 static void test_peer_close(gconstpointer data)
@@ -1193,6 +1250,7 @@ typedef struct {
 static const Case cases[] = {
     { "roundtrip", test_roundtrip },
     { "connect_bad_refused", test_connect_bad_refused },
+    { "answer_then_send", test_answer_then_send },
     { "msg_sizes", test_msg_sizes },
     { "segments", test_segments },
     { "backpressure", test_backpressure },
