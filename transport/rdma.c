@@ -130,6 +130,7 @@ struct RdmaChannel {
     unsigned sbuf_head, sbuf_busy; /* ring: next to use, in use (oldest = head - busy) */
     VbQpCaps caps;
     RdmaSqMark *marks;     /* caps.max_send_wr entries, indexed by seq % depth */
+    VbCqe unsignaled_cqe;  /* error completions of unsignaled WRITEs */
     uint64_t sq_posted, sq_done;
     unsigned since_signal;
     VbWr wrs[RDMA_WR_BATCH + 1];
@@ -405,6 +406,12 @@ static void rdma_sq_done(VbCqe *cqe, const VbWc *wc)
     rdma_wc_ok(ch, wc, "send");
 }
 
+static void rdma_unsignaled_done(VbCqe *cqe, const VbWc *wc)
+{
+    RdmaChannel *ch = vb_container_of(cqe, RdmaChannel, unsignaled_cqe);
+    rdma_wc_ok(ch, wc, "RDMA WRITE");
+}
+
 static int rdma_post_recv_slot(RdmaChannel *ch, unsigned idx)
 {
     VbSge sge = { .addr = (uintptr_t)(ch->recv_buf + (size_t)idx * XP_MSG_MAX),
@@ -527,8 +534,8 @@ static void rdma_maybe_return_credits(RdmaChannel *ch)
     }
     uint64_t seq = ch->sq_posted + 1;
     VbWr w = { .opcode = VB_WR_SEND, .has_imm = true,
-               .imm = RDMA_IMM_CREDIT_ONLY | ch->credits_owed,
-               .signal = &rdma_mark(ch, seq, false)->cqe };
+               .imm = RDMA_IMM_CREDIT_ONLY | ch->credits_owed, .signaled = true,
+               .cqe = &rdma_mark(ch, seq, false)->cqe };
     int ret = vb_qp_post_list(ch->qp, &w, 1);
     if (ret != 0) {
         rdma_fail(ch, ret, "post credit SEND", g_strerror(-ret));
@@ -641,15 +648,18 @@ static int rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool more
         ch->since_signal++;
         bool last = i + 1 == ch->nwr;
         if (ch->since_signal >= RDMA_SIGNAL_EVERY || (last && more && !send)) {
-            ch->wrs[i].signal = &rdma_mark(ch, ch->sq_posted + i + 1, false)->cqe;
+            ch->wrs[i].cqe = &rdma_mark(ch, ch->sq_posted + i + 1, false)->cqe;
+            ch->wrs[i].signaled = true;
             ch->since_signal = 0;
         } else {
-            ch->wrs[i].signal = NULL;
+            ch->wrs[i].cqe = &ch->unsignaled_cqe; /* only sees it if it fails */
+            ch->wrs[i].signaled = false;
         }
     }
     if (send) {
         /* Every message SEND is signaled: it frees its buffer and retires the WRITEs. */
-        send->signal = &rdma_mark(ch, ch->sq_posted + n, send_uses_buf)->cqe;
+        send->cqe = &rdma_mark(ch, ch->sq_posted + n, send_uses_buf)->cqe;
+        send->signaled = true;
         ch->wrs[ch->nwr] = *send;
         ch->since_signal = 0;
     }
@@ -904,6 +914,7 @@ static RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions 
                     ch->caps.max_send_wr, ch->caps.max_recv_wr);
         goto fail;
     }
+    ch->unsignaled_cqe.done = rdma_unsignaled_done;
     ch->marks = g_new0(RdmaSqMark, ch->caps.max_send_wr);
     for (unsigned i = 0; i < ch->caps.max_send_wr; i++) {
         ch->marks[i].cqe.done = rdma_sq_done;

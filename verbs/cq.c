@@ -101,6 +101,11 @@ int vb_cq_poll(VbCq *cq, int budget)
             VbCqe *cqe = (VbCqe *)(uintptr_t)wc[i].wr_id;
             if (cqe) {
                 cqe->done(cqe, &v);
+            } else if (v.status != IBV_WC_SUCCESS) {
+                /* Only an unsignaled WR posted without a VbCqe gets here: a caller bug. */
+                g_log(VB_LOG_DOMAIN, G_LOG_LEVEL_WARNING,
+                      "error completion without a VbCqe (qp 0x%x): %s", wc[i].qp_num,
+                      v.status_str);
             }
         }
         total += n;

@@ -107,7 +107,7 @@ int vb_qp_post_list(VbQp *qp, const VbWr *wrs, unsigned n)
             const VbWr *w = &wrs[i];
             struct ibv_send_wr *x = &wr[i];
             memset(x, 0, sizeof(*x));
-            x->wr_id = (uintptr_t)w->signal;
+            x->wr_id = (uintptr_t)w->cqe;
             x->next = i + 1 < chunk ? &wr[i + 1] : NULL;
             x->sg_list = (struct ibv_sge *)(uintptr_t)w->sge;
             x->num_sge = (int)w->nsge;
@@ -121,7 +121,7 @@ int vb_qp_post_list(VbQp *qp, const VbWr *wrs, unsigned n)
             if (w->has_imm) {
                 x->imm_data = htobe32(w->imm);
             }
-            if (w->signal) {
+            if (w->signaled) {
                 x->send_flags |= IBV_SEND_SIGNALED;
             }
             if (w->inline_data) {
@@ -143,7 +143,7 @@ int vb_qp_post_write(VbQp *qp, const VbSge *sge, unsigned nsge, uint64_t remote_
                      uint32_t rkey, VbCqe *signal)
 {
     VbWr w = { .opcode = VB_WR_WRITE, .sge = sge, .nsge = nsge, .remote_addr = remote_addr,
-               .rkey = rkey, .signal = signal };
+               .rkey = rkey, .signaled = signal != NULL, .cqe = signal };
     return vb_qp_post_list(qp, &w, 1);
 }
 
@@ -155,7 +155,7 @@ int vb_qp_post_send(VbQp *qp, const VbSge *sge, unsigned nsge, bool has_imm, uin
         len += sge[i].length;
     }
     VbWr w = { .opcode = VB_WR_SEND, .sge = sge, .nsge = nsge, .has_imm = has_imm,
-               .imm = imm, .signal = signal,
+               .imm = imm, .signaled = signal != NULL, .cqe = signal,
                .inline_data = len > 0 && len <= qp->caps.max_inline };
     return vb_qp_post_list(qp, &w, 1);
 }

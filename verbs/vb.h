@@ -178,7 +178,9 @@ typedef struct {
     bool has_imm;
     uint32_t imm;          /* host order */
     bool inline_data;      /* copy payload into the WQE (len <= max_inline) */
-    VbCqe *signal;         /* NULL: unsignaled */
+    bool signaled;         /* false: completes silently unless it fails */
+    VbCqe *cqe;            /* gets the completion: always when signaled, and the error
+                            * completion of an unsignaled WR (give one, or errors are lost) */
 } VbWr;
 
 /* RC QP on a cm_id (rdma_create_qp) with both queues on cq. `want` is clamped to the device's
