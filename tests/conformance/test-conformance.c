@@ -585,6 +585,149 @@ static void test_backpressure(gconstpointer data)
     pair_close(&p);
 }
 
+/* Receiving side of stream_thread(): messages in order, payload read (stream) or placed. */
+typedef struct {
+    XpChannel *ch;
+    uint8_t *buf;
+    size_t total;
+    bool placed;
+    unsigned msgs;
+    int rc;
+} RecvJob;
+
+static gpointer stream_recv_thread(gpointer data)
+{
+    RecvJob *j = data;
+    for (size_t got = 0; got < j->total;) {
+        uint64_t hdr[2];
+        size_t len = 0;
+        j->rc = xp_recv_msg(j->ch, hdr, sizeof(hdr), &len, T_TIMEOUT_MS);
+        if (j->rc == 0 && (len != sizeof(hdr) || hdr[0] != got || hdr[1] > j->total - got)) {
+            j->rc = -EBADMSG;
+        }
+        if (j->rc == 0 && !j->placed) {
+            struct iovec iov = { j->buf + got, hdr[1] };
+            j->rc = xp_recv_payload(j->ch, &iov, 1);
+        }
+        if (j->rc != 0) {
+            return NULL;
+        }
+        got += hdr[1];
+        j->msgs++;
+    }
+    return NULL;
+}
+
+/* Both ends stream at once: neither direction may wait on the other. */
+static void test_duplex(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    size_t total = placed(be) ? 4u << 20 : 32u << 20;
+    /* a: src -> dst, b: dst -> src; each with its own memory on each end. */
+    Mem asrc, adst, bsrc, bdst;
+    mem_init(&asrc, be, p.sdom, total, XP_REGION_LOCAL);
+    mem_init(&adst, be, p.ddom, total, XP_REGION_REMOTE_WRITE);
+    mem_init(&bsrc, be, p.ddom, total, XP_REGION_LOCAL);
+    mem_init(&bdst, be, p.sdom, total, XP_REGION_REMOTE_WRITE);
+    fill_pattern(asrc.buf, total, 21);
+    fill_pattern(bsrc.buf, total, 22);
+    XpRemote *ar = NULL, *br = NULL;
+    if (placed(be)) {
+        ar = remote_of(&p, &adst);
+        /* The reverse direction imports into the destination's domain. */
+        uint8_t desc[XP_REGION_DESC_SIZE];
+        be->ops->region_export(bdst.reg, desc);
+        g_autoptr(GError) err = NULL;
+        g_assert_true(be->ops->remote_import(p.ddom, desc, bdst.len, &br, &err));
+        g_assert_no_error(err);
+    }
+    StreamJob sa = { p.src, asrc.buf, total, asrc.reg, ar, 0, 0, -1 };
+    StreamJob sb = { p.dst, bsrc.buf, total, bsrc.reg, br, 0, 0, -1 };
+    RecvJob ra = { p.dst, adst.buf, total, placed(be), 0, -1 };
+    RecvJob rb = { p.src, bdst.buf, total, placed(be), 0, -1 };
+    GThread *t[4] = {
+        g_thread_new("send-a", stream_thread, &sa), g_thread_new("send-b", stream_thread, &sb),
+        g_thread_new("recv-a", stream_recv_thread, &ra),
+        g_thread_new("recv-b", stream_recv_thread, &rb),
+    };
+    for (int i = 0; i < 4; i++) {
+        g_thread_join(t[i]);
+    }
+    g_assert_cmpint(sa.rc, ==, 0);
+    g_assert_cmpint(sb.rc, ==, 0);
+    g_assert_cmpint(ra.rc, ==, 0);
+    g_assert_cmpint(rb.rc, ==, 0);
+    g_assert_cmpuint(ra.msgs, ==, sa.msgs);
+    g_assert_cmpuint(rb.msgs, ==, sb.msgs);
+    g_assert_cmpmem(adst.buf, total, asrc.buf, total);
+    g_assert_cmpmem(bdst.buf, total, bsrc.buf, total);
+    if (ar) {
+        be->ops->remote_free(ar);
+        be->ops->remote_free(br);
+    }
+    mem_clear(&asrc, be);
+    mem_clear(&adst, be);
+    mem_clear(&bsrc, be);
+    mem_clear(&bdst, be);
+    pair_close(&p);
+}
+
+/* Several channels of one session at once, as multifd uses them. */
+#define MULTI_CHANNELS 4
+static void test_multi_channel(gconstpointer data)
+{
+    const Backend *be = data;
+    if (backend_skip(be)) {
+        return;
+    }
+    Pair p;
+    pair_open(&p, be);
+    size_t total = placed(be) ? 2u << 20 : 16u << 20;
+    XpChannel *src[MULTI_CHANNELS], *dst[MULTI_CHANNELS];
+    Mem ms[MULTI_CHANNELS], md[MULTI_CHANNELS];
+    StreamJob sj[MULTI_CHANNELS];
+    RecvJob rj[MULTI_CHANNELS];
+    GThread *t[2 * MULTI_CHANNELS];
+    for (unsigned i = 0; i < MULTI_CHANNELS; i++) {
+        uint8_t hello[4] = { 'c', 'h', (uint8_t)i, 0 };
+        ConnectJob *j = connect_accept(&p, hello, sizeof(hello), 0, NULL, &dst[i]);
+        g_assert_no_error(j->err);
+        src[i] = j->ch;
+        g_free(j);
+        mem_init(&ms[i], be, p.sdom, total, XP_REGION_LOCAL);
+        mem_init(&md[i], be, p.ddom, total, XP_REGION_REMOTE_WRITE);
+        fill_pattern(ms[i].buf, total, 100 + i);
+        sj[i] = (StreamJob){ src[i], ms[i].buf, total, ms[i].reg,
+                             placed(be) ? remote_of(&p, &md[i]) : NULL, 0, 0, -1 };
+        rj[i] = (RecvJob){ dst[i], md[i].buf, total, placed(be), 0, -1 };
+    }
+    for (unsigned i = 0; i < MULTI_CHANNELS; i++) {
+        t[2 * i] = g_thread_new("send", stream_thread, &sj[i]);
+        t[2 * i + 1] = g_thread_new("recv", stream_recv_thread, &rj[i]);
+    }
+    for (unsigned i = 0; i < 2 * MULTI_CHANNELS; i++) {
+        g_thread_join(t[i]);
+    }
+    for (unsigned i = 0; i < MULTI_CHANNELS; i++) {
+        g_assert_cmpint(sj[i].rc, ==, 0);
+        g_assert_cmpint(rj[i].rc, ==, 0);
+        g_assert_cmpmem(md[i].buf, total, ms[i].buf, total);
+        if (sj[i].remote) {
+            be->ops->remote_free(sj[i].remote);
+        }
+        xp_channel_close(src[i]);
+        xp_channel_close(dst[i]);
+        mem_clear(&ms[i], be);
+        mem_clear(&md[i], be);
+    }
+    pair_close(&p);
+}
+
 static void test_recv_timeout(gconstpointer data)
 {
     const Backend *be = data;
@@ -1259,6 +1402,8 @@ static const Case cases[] = {
     { "msg_sizes", test_msg_sizes },
     { "segments", test_segments },
     { "backpressure", test_backpressure },
+    { "duplex", test_duplex },
+    { "multi_channel", test_multi_channel },
     { "recv_timeout", test_recv_timeout },
     { "shutdown_wakes", test_shutdown_wakes },
     { "peer_close", test_peer_close },
