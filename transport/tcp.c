@@ -1010,8 +1010,8 @@ static XpChannel *tcp_connect(XpDomain *d, const char *host, const char *port, c
     uint32_t status = tcp_get_le32(ans);
     if (status != 0) {
         g_set_error(error, XP_ERROR, XP_ERROR_REJECTED,
-                    "%s refused the connection: %.*s (status %u)", ch->peer, (int)strnlen((char *)ans + 4, XP_REASON_MAX), (char *)ans + 4,
-                    status);
+                    "%s refused the connection: %.*s (status %u)", ch->peer,
+                    (int)strnlen((char *)ans + 4, XP_REASON_MAX), (char *)ans + 4, status);
         return NULL;
     }
     /* The handshake is not traffic the engine sent. */
