@@ -1123,6 +1123,17 @@ static XpListener *rdma_listen(XpDomain *xd, const char *host, const char *port,
         goto fail;
     }
     l->uri = rdma_uri_of(vb_cm_local_str(l->id));
+    if (d->opts.rdma_dev) {
+        /* A specific address is bound to a device now; a wildcard one is checked per
+         * connection (rdma_domain_bind). */
+        g_autoptr(VbDevice) dev = vb_device_from_cm_id(l->id, NULL);
+        if (dev && strcmp(vb_device_name(dev), d->opts.rdma_dev) != 0) {
+            g_set_error(error, XP_ERROR, XP_ERROR_NO_DEVICE,
+                        "rdma_dev=%s was requested, but %s is an address of device %s",
+                        d->opts.rdma_dev, l->uri, vb_device_name(dev));
+            goto fail;
+        }
+    }
     return &l->base;
 fail:
     rdma_listener_close(&l->base);
