@@ -262,6 +262,15 @@ static VbPd *rdma_domain_pd(RdmaDomain *d, GError **error)
 /* Address-chosen port/GID must agree with explicit overrides. */
 static bool rdma_check_overrides(const XpOptions *o, VbCmId *id, GError **error)
 {
+    if (o->rdma_dev) {
+        g_autoptr(VbDevice) dev = vb_device_from_cm_id(id, NULL);
+        if (dev && strcmp(vb_device_name(dev), o->rdma_dev) != 0) {
+            g_set_error(error, XP_ERROR, XP_ERROR_NO_DEVICE,
+                        "rdma_dev=%s was requested, but %s is reached through device %s",
+                        o->rdma_dev, vb_cm_peer_str(id), vb_device_name(dev));
+            return false;
+        }
+    }
     if (o->rdma_port > 0 && vb_cm_port_num(id) != o->rdma_port) {
         g_set_error(error, XP_ERROR, XP_ERROR_FAILED,
                     "rdma_port=%d was requested, but %s is reached through port %u",
