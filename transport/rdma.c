@@ -519,7 +519,7 @@ static void rdma_handle_cm_events(RdmaChannel *ch)
     }
 }
 
-static int rdma_credit_avail(RdmaChannel *ch)
+static int rdma_sq_free(RdmaChannel *ch)
 {
     return (int)(ch->caps.max_send_wr - (unsigned)(ch->sq_posted - ch->sq_done));
 }
@@ -538,7 +538,7 @@ static void rdma_maybe_return_credits(RdmaChannel *ch)
 {
     if (ch->credits_owed < RDMA_RECV_RING / 2 || ch->credits < 1 || ch->err ||
         ch->peer_gone || !ch->established || atomic_load(&ch->shut) ||
-        rdma_credit_avail(ch) < 1) {
+        rdma_sq_free(ch) < 1) {
         return;
     }
     uint64_t seq = ch->sq_posted + 1;
@@ -634,7 +634,7 @@ static int rdma_wait_send_room(RdmaChannel *ch, unsigned slots, bool want_send, 
         if (ret) {
             return ret;
         }
-        bool ok = rdma_credit_avail(ch) >= (int)slots;
+        bool ok = rdma_sq_free(ch) >= (int)slots;
         /* Keep one credit back for a credit-only SEND, so two senders never deadlock. */
         ok = ok && (!want_send || ch->credits >= 2);
         ok = ok && (!want_buf || ch->sbuf_busy < RDMA_SEND_BUFS);
@@ -804,7 +804,7 @@ static int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int 
                                      : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     g_mutex_lock(&ch->lock);
     int ret;
-    bool polled_once = false;
+    bool polled_once = false; /* timeout 0: poll the CQ once, never sleep */
     for (;;) {
         if (ch->err) {
             ret = ch->err;
