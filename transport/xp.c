@@ -20,10 +20,30 @@ const XpOps *const *xp_ops_all(void)
     return xp_backends;
 }
 
+/* A backend is usable only when its version matches and every required op (and the optional
+ * ones its capability bits promise) is there. */
+static bool xp_ops_complete(const XpOps *o)
+{
+    if (o->version != XP_OPS_VERSION || !o->domain_new || !o->domain_free || !o->listen ||
+        !o->listener_uri || !o->accept || !o->answer || !o->listener_close || !o->connect ||
+        !o->send_msg || !o->recv_msg || !o->shutdown || !o->close || !o->peer) {
+        return false;
+    }
+    if (!(o->caps & XP_CAP_PLACED_PAYLOAD) && !o->recv_payload) {
+        return false;
+    }
+    if ((o->caps & XP_CAP_REGIONS) && (!o->region_register || !o->region_deregister ||
+                                       !o->region_export || !o->remote_import ||
+                                       !o->remote_free)) {
+        return false;
+    }
+    return true;
+}
+
 const XpOps *xp_ops_lookup(const char *name)
 {
     for (const XpOps *const *o = xp_backends; *o; o++) {
-        if (strcmp((*o)->name, name) == 0 && (*o)->version == XP_OPS_VERSION) {
+        if (strcmp((*o)->name, name) == 0 && xp_ops_complete(*o)) {
             return *o;
         }
     }
@@ -48,8 +68,18 @@ const XpOps *xp_uri_parse(const char *uri, char **host, char **port, GError **er
     g_autofree char *scheme = g_strndup(uri, colon - uri);
     const XpOps *ops = xp_ops_lookup(scheme);
     if (!ops) {
-        g_set_error(error, XP_ERROR, XP_ERROR_URI,
-                    "bad URI '%s': unknown transport '%s' (known: tcp, rdma)", uri, scheme);
+        bool known = false;
+        for (const XpOps *const *o = xp_backends; *o; o++) {
+            known |= strcmp((*o)->name, scheme) == 0;
+        }
+        if (known) {
+            g_set_error(error, XP_ERROR, XP_ERROR_UNSUPPORTED,
+                        "transport '%s' of URI '%s' is not available in this build", scheme,
+                        uri);
+        } else {
+            g_set_error(error, XP_ERROR, XP_ERROR_URI,
+                        "bad URI '%s': unknown transport '%s' (known: tcp, rdma)", uri, scheme);
+        }
         return NULL;
     }
     const char *rest = colon + 1;

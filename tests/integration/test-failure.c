@@ -505,7 +505,7 @@ int main(int argc, char **argv)
     bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
     if (rdma_only) {
         argv[--argc] = NULL;
-        if (!trdma_addr()) {
+        if (!trdma_addr() || !xp_ops_lookup("rdma")) {
             g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
             return 0; /* TAP: the plan line above says skip */
         }
@@ -516,7 +516,7 @@ int main(int argc, char **argv)
     static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 16 << 20 };
     static TCase rdma = { "rdma", NULL, 4 << 20 };
     TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
-    const char *addr = trdma_addr();
+    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
     if (addr) {
         rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
                                           addr);
