@@ -7,7 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <time.h>
 
 G_DEFINE_QUARK(mfr-error-quark, mfr_error)
 
@@ -77,12 +77,12 @@ void mfr_fail_transport(MfrFail *f, const char *what, int err)
 
 double mfr_thread_cpu_s(void)
 {
-    struct rusage ru;
-    if (getrusage(RUSAGE_THREAD, &ru) != 0) {
+    /* exact, unlike RUSAGE_THREAD which lags by up to a scheduler tick */
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
         return 0;
     }
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
+    return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 GError *mfr_error_from_xp(GError *xp_err, const char *prefix)
