@@ -169,6 +169,13 @@ void bench_agent_serve(const BenchAgentConfig *cfg, int ctl_fd)
             continue; /* for a migration that already ended on its own */
         }
         if (nw == 3 && strcmp(w[0], "MFR") == 0) {
+            /* The destination's blocks and the raw baseline's fresh buffer must come from the
+             * same kind of free memory: a buffer still held here would leave the migration
+             * only pages freed long ago (slower to fault in on this VM), while the raw fresh
+             * run then gets the pages the migration just freed. */
+            bench_unmap(buf, buf_len);
+            buf = NULL;
+            buf_len = 0;
             alive = agent_mfr(cfg, ctl_fd, w[1], w[2]);
         } else if (nw == 6 && (strcmp(w[0], "TCPRAW") == 0 || strcmp(w[0], "RDMARAW") == 0)) {
             BenchRawSpec spec = {
