@@ -45,8 +45,8 @@
 
 #define TCP_HDR_LEN 4u
 #define TCP_ANSWER_LEN (4u + XP_REASON_MAX)
-/* Holds one whole frame plus slack, so a header and a small message usually cost one read. */
-#define TCP_RBUF_SIZE (2u * (TCP_HDR_LEN + XP_MSG_MAX))
+/* One whole frame plus the length word of the next one (see tcp_recv_frame()). */
+#define TCP_RBUF_SIZE (TCP_HDR_LEN + XP_MSG_MAX + TCP_HDR_LEN)
 /* Socket buffers for data channels: a 25G link with 100 us RTT needs ~300 KiB in flight;
  * 4 MiB leaves room for scheduling hiccups of the channel threads. */
 #define TCP_DATA_SOCKBUF (4 * 1024 * 1024)
@@ -420,12 +420,19 @@ static void tcp_break(TcpChannel *ch)
     shutdown(ch->fd, SHUT_RDWR);
 }
 
-/* Next frame into buf. Partial frames stay in rbuf, so a timeout loses nothing. */
+/* Next frame into buf. Partial frames stay in rbuf, so a timeout loses nothing.
+ *
+ * Reads never go further into the stream than the end of the frame plus the next frame's
+ * length word: a message may be followed by payload that recv_payload() reads straight into
+ * its destination, and anything read here would have to be copied there again (and would
+ * fault fresh destination pages in from user space). The length word of what follows comes
+ * for free with the message; when payload follows, those few bytes are its first ones. */
 static int tcp_recv_frame(TcpChannel *ch, void *buf, size_t cap, size_t *len, int64_t deadline,
                           int wake_fd)
 {
     for (;;) {
         size_t avail = ch->rlen - ch->rpos;
+        size_t want = TCP_HDR_LEN; /* bytes of this frame (and the next length word) needed */
         if (avail >= TCP_HDR_LEN) {
             uint32_t n = tcp_get_le32(ch->rbuf + ch->rpos);
             if (n > XP_MSG_MAX || n > cap) {
@@ -443,6 +450,7 @@ static int tcp_recv_frame(TcpChannel *ch, void *buf, size_t cap, size_t *len, in
                 ch->ctr.bytes_received += n;
                 return 0;
             }
+            want = TCP_HDR_LEN + n + TCP_HDR_LEN;
         }
         if (ch->rpos > 0) {
             /* Less than one frame is left: moving it is cheaper than a second read. */
@@ -450,7 +458,7 @@ static int tcp_recv_frame(TcpChannel *ch, void *buf, size_t cap, size_t *len, in
             ch->rpos = 0;
             ch->rlen = avail;
         }
-        struct iovec v = { ch->rbuf + ch->rlen, sizeof(ch->rbuf) - ch->rlen };
+        struct iovec v = { ch->rbuf + ch->rlen, want - avail };
         ssize_t r = tcp_read_some(ch, &v, 1, deadline, wake_fd);
         if (r < 0) {
             return (int)r;
@@ -495,22 +503,38 @@ static int tcp_recv_payload(XpChannel *c, const struct iovec *iov, unsigned iovc
         ch->rpos = ch->rlen = 0;
     }
 
+    /* rbuf is empty here unless the payload is already complete. */
     while (i < iovcnt) {
         unsigned k = 0;
+        unsigned j = i;
         size_t o = off;
-        for (unsigned j = i; j < iovcnt && k < IOV_MAX; j++, o = 0) {
+        size_t need = 0;
+        for (; j < iovcnt && k < IOV_MAX; j++, o = 0) {
             if (iov[j].iov_len > o) {
                 ch->riov[k].iov_base = (uint8_t *)iov[j].iov_base + o;
                 ch->riov[k].iov_len = iov[j].iov_len - o;
+                need += ch->riov[k].iov_len;
                 k++;
             }
         }
         if (k == 0) {
             break; /* only empty iovecs left */
         }
+        /* The last read of the payload also takes the next frame's length word if it is
+         * there already, which saves recv_msg() a read of its own; it never waits for it. */
+        bool ahead = j == iovcnt && k < IOV_MAX && ch->rlen == 0;
+        if (ahead) {
+            ch->riov[k].iov_base = ch->rbuf;
+            ch->riov[k].iov_len = TCP_HDR_LEN;
+            k++;
+        }
         ssize_t r = tcp_read_some(ch, ch->riov, k, -1, -1);
         if (r < 0) {
             return (int)r;
+        }
+        if (ahead && (size_t)r > need) {
+            ch->rlen = (size_t)r - need;
+            r = (ssize_t)need;
         }
         ch->ctr.bytes_received += (size_t)r;
         size_t left = (size_t)r;
