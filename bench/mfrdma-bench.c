@@ -415,9 +415,10 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
         }
     }
     fprintf(stderr, "    %s: %.2f GiB/s (%.2fx raw fresh, %.2fx warm), total %.0f ms, "
-            "src %.2f / dst %.2f CPU s/GiB\n", record ? "run" : "warm-up", v[M_GIBS_RAM],
-            v[M_RATIO_GIBS], v[M_RATIO_GIBS_WARM], v[M_TOTAL_MS], v[M_SRC_CPU_GIB],
-            v[M_DST_CPU_GIB]);
+            "src %.2f / dst %.2f CPU s/GiB (raw %.2f / %.2f)\n", record ? "run" : "warm-up",
+            v[M_GIBS_RAM], v[M_RATIO_GIBS], v[M_RATIO_GIBS_WARM], v[M_TOTAL_MS],
+            v[M_SRC_CPU_GIB], v[M_DST_CPU_GIB], v[M_BASE_SRC_CPU_GIB],
+            v[M_BASE_DST_CPU_GIB_FRESH]);
     return true;
 }
 
