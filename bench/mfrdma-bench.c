@@ -639,6 +639,24 @@ static int serve_forever(const BenchArgs *a)
     }
 }
 
+static void bench_args_clear(BenchArgs *a)
+{
+    g_strfreev(a->cases);
+    g_free(a->listen);
+    g_free(a->peer);
+    g_free(a->address);
+    g_free(a->out);
+}
+
+/* case_clear() on an all-zero case is harmless, so a half-parsed array frees cleanly */
+static void cases_free(BenchCase *cases, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        case_clear(&cases[i]);
+    }
+    g_free(cases);
+}
+
 int main(int argc, char **argv)
 {
     BenchArgs a = { .repeats = 3, .warmup = 1, .timeout_ms = 10000 };
@@ -678,16 +696,20 @@ int main(int argc, char **argv)
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(oc, &argc, &argv, &error)) {
         fprintf(stderr, "mfrdma-bench: %s\n", error->message);
+        bench_args_clear(&a);
         return 2;
     }
     if (a.repeats < 1 || a.warmup < 0 || a.timeout_ms < 100 ||
         (a.pages_per_packet < 0 || a.pages_per_packet > 512)) {
         fprintf(stderr, "mfrdma-bench: --repeats >= 1, --warmup >= 0, --timeout >= 100, "
                         "--pages-per-packet 1..512\n");
+        bench_args_clear(&a);
         return 2;
     }
     if (a.listen) {
-        return serve_forever(&a);
+        int src = serve_forever(&a);
+        bench_args_clear(&a);
+        return src;
     }
     const char *dflt[] = { "tcp/4/256M/random/0", NULL };
     const char *const *specs = a.cases ? (const char *const *)a.cases : dflt;
@@ -696,6 +718,8 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < ncases; i++) {
         if (!case_parse(specs[i], &cases[i], &error)) {
             fprintf(stderr, "mfrdma-bench: %s\n", error->message);
+            cases_free(cases, ncases);
+            bench_args_clear(&a);
             return 2;
         }
     }
@@ -709,6 +733,8 @@ int main(int argc, char **argv)
         if (!split_host_port(a.peer, &host, &port, &error) ||
             (ctl = bench_tcp_connect(host, port, false, &error)) < 0) {
             fprintf(stderr, "mfrdma-bench: --peer: %s\n", error->message);
+            cases_free(cases, ncases);
+            bench_args_clear(&a);
             return 1;
         }
     } else {
@@ -719,6 +745,8 @@ int main(int argc, char **argv)
         la.lfd = bench_tcp_listen("127.0.0.1", "0", false, &port, &error);
         if (la.lfd < 0) {
             fprintf(stderr, "mfrdma-bench: %s\n", error->message);
+            cases_free(cases, ncases);
+            bench_args_clear(&a);
             return 1;
         }
         agent = g_thread_new("bench-agent", local_agent_thread, &la);
@@ -726,6 +754,8 @@ int main(int argc, char **argv)
         ctl = bench_tcp_connect("127.0.0.1", ps, false, &error);
         if (ctl < 0) {
             fprintf(stderr, "mfrdma-bench: agent: %s\n", error->message);
+            cases_free(cases, ncases);
+            bench_args_clear(&a);
             return 1;
         }
     }
@@ -733,6 +763,8 @@ int main(int argc, char **argv)
     uint8_t *zero = bench_map_fresh(ZERO_SCAN_BYTES, false, &error);
     if (!zero) {
         fprintf(stderr, "mfrdma-bench: %s\n", error->message);
+        cases_free(cases, ncases);
+        bench_args_clear(&a);
         return 1;
     }
     memset(zero, 0, ZERO_SCAN_BYTES); /* fault it in: the scan is measured on warm memory */
@@ -779,14 +811,7 @@ int main(int argc, char **argv)
             fprintf(stdout, "results: %s/results.json, %s/results.csv\n", a.out, a.out);
         }
     }
-    for (unsigned i = 0; i < ncases; i++) {
-        case_clear(&cases[i]);
-    }
-    g_free(cases);
-    g_strfreev(a.cases);
-    g_free(a.listen);
-    g_free(a.peer);
-    g_free(a.address);
-    g_free(a.out);
+    cases_free(cases, ncases);
+    bench_args_clear(&a);
     return rc;
 }

@@ -326,6 +326,7 @@ static void test_smoke_bad_case(void)
     int status = -1;
     g_autofree char *out = NULL, *err = NULL;
     run_bench(args, &status, &out, &err);
+    g_test_message("status 0x%x, stderr:\n%s", (unsigned)status, err);
     g_assert_true(WIFEXITED(status));
     g_assert_cmpint(WEXITSTATUS(status), ==, 2);
     g_assert_cmpstr(err, ==,
