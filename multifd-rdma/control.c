@@ -28,6 +28,8 @@ struct MfrControl {
 
 static char wake_marker;
 
+#define MFR_CONTROL_TICK_MS 50
+
 const char *mfr_ctrl_type_str(MfrCtrlType t)
 {
     switch (t) {
@@ -132,20 +134,25 @@ static gpointer control_reader(gpointer opaque)
 {
     MfrControl *c = opaque;
     uint8_t *buf = g_malloc(XP_MSG_MAX);
-    int tick_ms = MAX(50, (int)c->timeout_ms / 4);
+    /* short receive ticks: failure and stop are noticed within one tick, so the session can
+     * close this channel gracefully (our last ERROR or reply still gets delivered) instead
+     * of shutting it down under an unacknowledged message */
+    int keepalive_ms = MAX(50, (int)c->timeout_ms / 4);
+    int tick_ms = MIN(keepalive_ms, MFR_CONTROL_TICK_MS);
     gint64 last_rx = g_get_monotonic_time();
     uint32_t rx_seq = 0;
 
-    while (!atomic_load(&c->stop)) {
+    while (!atomic_load(&c->stop) && !mfr_failed(c->fail)) {
         gint64 now = g_get_monotonic_time();
-        if (now - atomic_load(&c->last_tx_us) >= tick_ms * 1000LL && !atomic_load(&c->done)) {
+        if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
+            !atomic_load(&c->done)) {
             g_mutex_lock(&c->send_lock);
             control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, NULL);
             g_mutex_unlock(&c->send_lock);
         }
         size_t len = 0;
         int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);
-        if (atomic_load(&c->stop)) {
+        if (atomic_load(&c->stop) || mfr_failed(c->fail)) {
             break;
         }
         if (r == -ETIMEDOUT) {
@@ -192,6 +199,11 @@ static gpointer control_reader(gpointer opaque)
             control_fail_peer(c, m);
             g_free(m);
             break;
+        }
+        if (h.type == MFR_CTRL_COMPLETE_REPLY) {
+            /* the session is over for the peer, which may close before our main thread
+             * dequeues this: its close must not read as a lost connection */
+            atomic_store(&c->done, true);
         }
         g_async_queue_push(c->queue, m);
     }
@@ -251,7 +263,8 @@ void mfr_control_free(MfrControl *c)
     }
     atomic_store(&c->done, true);
     atomic_store(&c->stop, true);
-    xp_channel_shutdown(c->ch);
+    /* no shutdown: the reader leaves within a tick, and close() lets what we sent last
+     * (ERROR, COMPLETE_REPLY) reach the peer */
     if (c->reader) {
         g_thread_join(c->reader);
     }

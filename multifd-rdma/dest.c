@@ -53,8 +53,8 @@ static void dest_on_fail(void *opaque, const GError *err)
     g_mutex_lock(&d->lock);
     if (d->ctl) {
         mfr_control_send_error(d->ctl, err);
+        /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(d->ctl);
-        xp_channel_shutdown(mfr_control_channel(d->ctl));
     }
     for (unsigned i = 0; i < d->nchan; i++) {
         xp_channel_shutdown(d->chan[i]->xp);
@@ -527,10 +527,12 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
     d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
     uint8_t body[8];
     mfr_wire_pack_complete_reply(&r, body);
+    /* done first: once the source has the reply it may close at once, and that must not
+     * race our reader into reporting a lost connection */
+    mfr_control_done(d->ctl);
     if (!mfr_control_send(d->ctl, MFR_CTRL_COMPLETE_REPLY, body, sizeof(body), error)) {
         return false;
     }
-    mfr_control_done(d->ctl);
     if (r.status) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
                     "verification failed: block '%s' differs from the source",

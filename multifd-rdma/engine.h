@@ -82,6 +82,13 @@ void mfr_control_wake(MfrControl *c);
 double mfr_control_cpu_s(MfrControl *c);
 const char *mfr_ctrl_type_str(MfrCtrlType t);
 
+/* ---------- test seams (not exported from libmfrdma.so) ---------- */
+
+/* The next I/O of source channel `channel` fails with -err (err a positive errno; transport
+ * inject_fault). False when the channel does not exist yet or the transport has no seam.
+ * Thread-safe. */
+bool mfr_source_inject_fault(MfrSource *src, unsigned channel, int err);
+
 /* ---------- helpers ---------- */
 
 static inline double mfr_now_s(void)

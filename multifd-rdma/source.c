@@ -57,8 +57,8 @@ static void source_on_fail(void *opaque, const GError *err)
     g_mutex_lock(&s->lock);
     if (s->ctl) {
         mfr_control_send_error(s->ctl, err);
+        /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(s->ctl);
-        xp_channel_shutdown(mfr_control_channel(s->ctl));
     }
     for (unsigned i = 0; i < s->nchan; i++) {
         if (s->chan[i]) {
@@ -723,6 +723,18 @@ bool mfr_source_run(MfrSource *s, GError **error)
 void mfr_source_cancel(MfrSource *s)
 {
     mfr_fail(&s->fail, MFR_ERROR_CANCELLED, "source: migration cancelled");
+}
+
+bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
+{
+    bool ok = false;
+    g_mutex_lock(&s->lock);
+    if (channel < s->nchan && s->chan[channel] && s->ops->inject_fault) {
+        s->ops->inject_fault(s->chan[channel]->xp, err);
+        ok = true;
+    }
+    g_mutex_unlock(&s->lock);
+    return ok;
 }
 
 void mfr_source_force_switchover(MfrSource *s)

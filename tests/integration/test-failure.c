@@ -6,6 +6,7 @@
  * time bound, that no thread is left running and that no byte outside (or inside) guest RAM
  * was written.
  */
+#include "engine.h"
 #include "harness.h"
 #include "wire.h"
 #include "xp.h"
@@ -14,7 +15,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -113,9 +117,17 @@ static void tchild_kill(TChild *c)
 
 /* ---------- source side failures ---------- */
 
+typedef enum {
+    FAULT_KILL_DEST,   /* SIGKILL the destination process */
+    FAULT_CANCEL,      /* mfr_source_cancel() */
+    FAULT_INJECT,      /* transport seam: channel 1's next I/O fails with EIO */
+    FAULT_LINK_DOWN,   /* ip link set eth0 down (soft-RoCE VM only) */
+} FaultKind;
+
 typedef struct {
-    TChild *child;        /* kill it at round 3 */
-    MfrSource *src;       /* or cancel this */
+    FaultKind kind;
+    TChild *child;
+    MfrSource *src;
     double t_fault;
     uint64_t at_round;
 } TFault;
@@ -123,22 +135,38 @@ typedef struct {
 static void fault_progress(const MfrProgress *p, void *opaque)
 {
     TFault *f = opaque;
-    if (p->round >= f->at_round && f->t_fault == 0) {
-        f->t_fault = g_get_monotonic_time() / 1e6;
-        if (f->child) {
-            kill(f->child->pid, SIGKILL);
-        } else {
-            mfr_source_cancel(f->src);
-        }
+    if (p->round < f->at_round || f->t_fault != 0) {
+        return;
+    }
+    f->t_fault = g_get_monotonic_time() / 1e6;
+    switch (f->kind) {
+    case FAULT_KILL_DEST:
+        kill(f->child->pid, SIGKILL);
+        break;
+    case FAULT_CANCEL:
+        mfr_source_cancel(f->src);
+        break;
+    case FAULT_INJECT:
+        g_assert_true(mfr_source_inject_fault(f->src, 1, EIO));
+        break;
+    case FAULT_LINK_DOWN: {
+        g_autoptr(GError) err = NULL;
+        int status = -1;
+        g_assert_true(g_spawn_command_line_sync("ip link set eth0 down", NULL, NULL, &status,
+                                                &err));
+        g_assert_cmpint(status, ==, 0);
+        break;
+    }
     }
 }
 
 /* Block 0 is re-dirtied every round (so precopy never ends by itself); block 1 is never
  * written by the guest: it must be bit-identical afterwards (migration never writes source
  * RAM). */
-static void run_source_fault(const TCase *tc, bool kill_dest, GError **err_out, TDest **t_out,
-                             double *elapsed)
+static void run_source_fault(const TCase *tc, FaultKind kind, unsigned timeout_ms,
+                             GError **err_out, TDest **t_out, double *elapsed)
 {
+    bool kill_dest = kind == FAULT_KILL_DEST;
     unsigned threads0 = tthread_count();
     TGuest *g = tguest_new(2, tc->size, 12);
     g->redirty_pages = 64;
@@ -152,7 +180,7 @@ static void run_source_fault(const TCase *tc, bool kill_dest, GError **err_out, 
         tchild_spawn(&child, "--child-dest", tc->listen_uri, 0);
         uri = tchild_line(&child, "URI ");
     } else {
-        t = tdest_start(tc->listen_uri, token, 0);
+        t = tdest_start(tc->listen_uri, token, timeout_ms);
         uri = g_strdup(mfr_dest_uri(t->dst));
     }
     MfrSourceConfig cfg;
@@ -162,7 +190,10 @@ static void run_source_fault(const TCase *tc, bool kill_dest, GError **err_out, 
     cfg.channels = 4;
     cfg.downtime_ms = 0;
     cfg.max_rounds = 1000000;
-    TFault f = { .child = kill_dest ? &child : NULL, .at_round = 3 };
+    if (timeout_ms) {
+        cfg.timeout_ms = timeout_ms;
+    }
+    TFault f = { .kind = kind, .child = kill_dest ? &child : NULL, .at_round = 3 };
     cfg.progress = fault_progress;
     cfg.progress_opaque = &f;
     GError *err = NULL;
@@ -194,7 +225,7 @@ static void test_dest_killed(gconstpointer data)
     GError *err = NULL;
     TDest *t = NULL;
     double elapsed;
-    run_source_fault(data, true, &err, &t, &elapsed);
+    run_source_fault(data, FAULT_KILL_DEST, 0, &err, &t, &elapsed);
     g_test_message("source failed %.3f s after the kill: %s", elapsed, err->message);
     g_assert_true(err->domain == MFR_ERROR &&
                   (err->code == MFR_ERROR_TRANSPORT || err->code == MFR_ERROR_TIMEOUT));
@@ -208,7 +239,7 @@ static void test_cancel(gconstpointer data)
     GError *err = NULL;
     TDest *t = NULL;
     double elapsed;
-    run_source_fault(data, false, &err, &t, &elapsed);
+    run_source_fault(data, FAULT_CANCEL, 0, &err, &t, &elapsed);
     g_assert_error(err, MFR_ERROR, MFR_ERROR_CANCELLED);
     g_assert_cmpstr(err->message, ==, "source: migration cancelled");
     g_assert_cmpfloat(elapsed, <, BOUND_S);
@@ -218,6 +249,115 @@ static void test_cancel(gconstpointer data)
     g_error_free(err);
     tdest_free(t);
     g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
+/* A transport failure on one channel (for rdma the seam stands for an error completion)
+ * fails both sides cleanly, names the channel, and leaves no thread behind. */
+static void test_injected_fault(gconstpointer data)
+{
+    unsigned threads0 = tthread_count();
+    GError *err = NULL;
+    TDest *t = NULL;
+    double elapsed;
+    run_source_fault(data, FAULT_INJECT, 0, &err, &t, &elapsed);
+    g_test_message("source: %s; destination: %s", err->message, t->error->message);
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_TRANSPORT);
+    g_assert_true(g_str_has_prefix(err->message, "channel 1 to "));
+    g_assert_true(g_str_has_suffix(err->message, ": Input/output error"));
+    g_assert_cmpfloat(elapsed, <, BOUND_S);
+    /* the destination learns the source's reason, not just a lost connection */
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PEER);
+    g_assert_nonnull(strstr(t->error->message, "reported: channel 1 to "));
+    g_error_free(err);
+    tdest_free(t);
+    g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
+static bool rxe_port_active(void)
+{
+    g_autofree char *out = NULL;
+    int status = -1;
+    return g_spawn_command_line_sync("ibv_devinfo", &out, NULL, &status, NULL) && status == 0 &&
+           strstr(out, "PORT_ACTIVE");
+}
+
+/* Soft-RoCE VM only: the link under the RDMA device goes down mid-migration. */
+static void test_link_down(gconstpointer data)
+{
+    if (!g_getenv("MFR_VM")) {
+        g_test_skip("only inside the soft-RoCE VM (MFR_VM set): takes eth0 down");
+        return;
+    }
+    GError *err = NULL;
+    TDest *t = NULL;
+    double elapsed;
+    const unsigned timeout_ms = 2000;
+    run_source_fault(data, FAULT_LINK_DOWN, timeout_ms, &err, &t, &elapsed);
+    g_test_message("source failed %.3f s after link down: %s", elapsed, err->message);
+    g_assert_true(err->domain == MFR_ERROR &&
+                  (err->code == MFR_ERROR_TRANSPORT || err->code == MFR_ERROR_TIMEOUT));
+    g_assert_cmpfloat(elapsed, <, timeout_ms / 1000.0 + 1.5);
+    g_assert_false(t->ok);
+    g_error_free(err);
+    tdest_free(t);
+    /* eth0 back with its addresses and a fresh rxe0 (see vm-run.sh: rxe does not recover
+     * from a link drop under traffic by itself), so the tests after this one still run */
+    const char *link_up = g_getenv("MFR_VM_LINK_UP");
+    g_assert_nonnull(link_up);
+    g_autoptr(GError) serr = NULL;
+    int status = -1;
+    g_assert_true(g_spawn_command_line_sync(link_up, NULL, NULL, &status, &serr));
+    g_assert_no_error(serr);
+    g_assert_cmpint(status, ==, 0);
+    g_assert_true(rxe_port_active());
+}
+
+/* The destination cannot pin its blocks: both sides say how much memory and `ulimit -l`. */
+static void drop_cap_ipc_lock(void)
+{
+    struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+    struct __user_cap_data_struct cap[2];
+    g_assert_cmpint(syscall(SYS_capget, &hdr, cap), ==, 0);
+    cap[CAP_TO_INDEX(CAP_IPC_LOCK)].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+    g_assert_cmpint(syscall(SYS_capset, &hdr, cap), ==, 0);
+}
+
+static void test_bad_memlock(gconstpointer data)
+{
+    const TCase *tc = data;
+    if (!g_test_subprocess()) {
+        /* credentials change in a child: uverbs refuses fds opened before the change */
+        g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_INHERIT_STDERR);
+        g_test_trap_assert_passed();
+        return;
+    }
+    drop_cap_ipc_lock();
+    struct rlimit low = { .rlim_cur = 1u << 20, .rlim_max = RLIM_INFINITY };
+    struct rlimit cur;
+    g_assert_cmpint(getrlimit(RLIMIT_MEMLOCK, &cur), ==, 0);
+    low.rlim_max = cur.rlim_max;
+    g_assert_cmpint(setrlimit(RLIMIT_MEMLOCK, &low), ==, 0);
+    TGuest *g = tguest_new(1, tc->size, 13);
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(tc->listen_uri, token, 0);
+    cfg.uri = mfr_dest_uri(t->dst);
+    memcpy(cfg.token, token, 16);
+    g_autoptr(GError) err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, &err);
+    g_assert_false(mfr_source_run(s, &err));
+    g_printerr("source: %s\n", err->message);
+    g_assert_nonnull(strstr(err->message, "block 'ram0'"));
+    g_assert_nonnull(strstr(err->message, "ulimit -l"));
+    mfr_source_free(s);
+    tdest_join(t);
+    g_printerr("destination: %s\n", t->error->message);
+    g_assert_nonnull(strstr(t->error->message, "destination: block 'ram0'"));
+    g_assert_nonnull(strstr(t->error->message, "RLIMIT_MEMLOCK is 1.0 MiB"));
+    tdest_free(t);
+    tguest_free(g);
 }
 
 static void test_source_killed(gconstpointer data)
@@ -546,6 +686,10 @@ int main(int argc, char **argv)
         ADD("cancel", test_cancel, tc);
         ADD("dest_killed", test_dest_killed, tc);
         ADD("source_killed", test_source_killed, tc);
+        ADD("injected_fault", test_injected_fault, tc);
+        if (tc == &rdma) {
+            ADD("bad_memlock", test_bad_memlock, tc);
+        }
         ADD("bad_session", test_bad_session, tc);
         ADD("bad_channel_first", test_bad_channel_first, tc);
         for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
@@ -554,6 +698,9 @@ int main(int argc, char **argv)
             bc->kind = bad[k].kind;
             bc->expect = bad[k].expect;
             ADD(bad[k].name, test_bad_packet, bc);
+        }
+        if (tc == &rdma) {
+            ADD("link_down", test_link_down, tc); /* last: it re-creates the device */
         }
 #undef ADD
     }

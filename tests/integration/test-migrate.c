@@ -289,6 +289,13 @@ int main(int argc, char **argv)
         ADD("bad_token", test_bad_token);
 #undef ADD
     }
+    const char *addr6 = xp_ops_lookup("rdma") ? g_getenv("MFR_TEST_RDMA_ADDR6") : NULL;
+    if (addr && addr6 && *addr6) {
+        /* RDMA over IPv6 (RoCE v2 GID of the IPv6 address) */
+        static TCase rdma6 = { "rdma", NULL, 4 << 20 };
+        rdma6.listen_uri = g_strdup_printf("rdma:[%s]:0", addr6);
+        g_test_add_data_func("/migrate/rdma6/idle", &rdma6, test_idle);
+    }
     if (!rdma_only) {
         /* IPv6 loopback: the same engine over an AF_INET6 listener and connections */
         static TCase tcp6 = { "tcp", "tcp:[::1]:0", 8 << 20 };

@@ -30,7 +30,8 @@ working directory and exits with its status. The host file system is visible rea
 a throw-away writable layer on top; /tmp in the VM is a fresh tmpfs (unless the working
 directory is under /tmp: then the host's /tmp shows through, writable in RAM).
 Variables named MFR_* (and those given with -e) are passed to COMMAND, plus
-MFR_TEST_RDMA_ADDR=$GUEST_ADDR, MFR_TEST_RDMA_ADDR6=$GUEST_ADDR6, MFR_TEST_RDMA_DEV=rxe0, MFR_VM=1.
+MFR_TEST_RDMA_ADDR=$GUEST_ADDR, MFR_TEST_RDMA_ADDR6=$GUEST_ADDR6, MFR_TEST_RDMA_DEV=rxe0, MFR_VM=1
+and MFR_VM_LINK_UP (a script that restores eth0 and a fresh rxe0 after a test took them down).
 
   --mem MB       guest RAM (default $mem)
   --cpus N       virtual CPUs (default $cpus)
@@ -232,6 +233,7 @@ trap 'rm -rf "$JOB"' EXIT
     done
     printf 'export MFR_TEST_RDMA_ADDR=%s MFR_TEST_RDMA_ADDR6=%s MFR_TEST_RDMA_DEV=rxe0 MFR_VM=1\n' \
         "$GUEST_ADDR" "$GUEST_ADDR6"
+    printf 'export MFR_VM_LINK_UP=/mfr-job/link-up.sh\n'
     printf 'job_argv=('
     printf '%q ' "$@"
     printf ')\n'
@@ -243,6 +245,27 @@ case $PWD/ in
 /tmp/*) fresh_tmp="# working directory under /tmp: keep the host's /tmp (overlay)" ;;
 *) fresh_tmp="mount -t tmpfs -o mode=1777 tmp /tmp" ;;
 esac
+
+# Network and rxe0, at boot and again for tests that take eth0 down (MFR_VM_LINK_UP).
+cat >"$JOB/link-up.sh" <<EOF
+#!/bin/bash
+# mfrdma soft-RoCE VM: (re)creates eth0's addresses and routes and a fresh rxe0 on it.
+ip link set eth0 up || { echo "mfr-vm: no eth0"; exit 1; }
+ip addr replace $GUEST_ADDR/24 dev eth0 || { echo "mfr-vm: cannot set the IPv4 address"; exit 1; }
+ip route replace default via 10.0.2.2
+ip -6 addr replace $GUEST_ADDR6/64 dev eth0 nodad || echo "mfr-vm: guest: no IPv6 address"
+# rxe in Linux 6.1 completes no new CM exchange after its netdev went down under traffic
+# (measured: every connect times out until the device is re-created), so always a fresh one.
+rdma link del rxe0 2>/dev/null
+rdma link add rxe0 type rxe netdev eth0 || { echo "mfr-vm: rdma link add rxe0 failed"; exit 1; }
+for i in \$(seq 100); do
+    ibv_devinfo -d rxe0 2>/dev/null | grep -q PORT_ACTIVE && exit 0
+    sleep 0.2
+done
+echo "mfr-vm: rxe0 never became ACTIVE"
+exit 1
+EOF
+chmod +x "$JOB/link-up.sh"
 
 # Stage 2, PID 1 in the overlay root (host binaries): network, rxe0, then the command.
 cat >"$JOB/guest.sh" <<EOF
@@ -263,16 +286,7 @@ exec </dev/null
 hostname mfr-vm
 $fresh_tmp
 ip link set lo up
-ip link set eth0 up || fail "no eth0"
-ip addr add $GUEST_ADDR/24 dev eth0 || fail "cannot set the IPv4 address"
-ip route add default via 10.0.2.2
-ip -6 addr add $GUEST_ADDR6/64 dev eth0 nodad || echo "mfr-vm: guest: no IPv6 address"
-rdma link add rxe0 type rxe netdev eth0 || fail "rdma link add rxe0 failed"
-for i in \$(seq 100); do
-    ibv_devinfo -d rxe0 2>/dev/null | grep -q PORT_ACTIVE && break
-    sleep 0.2
-done
-ibv_devinfo -d rxe0 2>/dev/null | grep -q PORT_ACTIVE || fail "rxe0 never became ACTIVE"
+/mfr-job/link-up.sh || fail "network or rxe0 set-up failed"
 ulimit -l unlimited
 . /mfr-job/job.sh
 cd "\$MFR_JOB_CWD" || fail "cannot cd to \$MFR_JOB_CWD"
