@@ -24,6 +24,7 @@ typedef struct {
     uint64_t **received;     /* destination only: pages that received data (atomic bits) */
     bool zero_detect;        /* source: send zero pages as offsets */
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
+    unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */
     MfrFail *fail;
 } MfrRamView;
 

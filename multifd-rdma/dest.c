@@ -422,21 +422,21 @@ static bool dest_blocks(MfrDest *d, GError **error)
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
     if (d->ops->caps & XP_CAP_REGIONS) {
-        double t0 = mfr_now_s();
         d->ram.regions = g_new0(XpRegion *, n);
+        /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
+        MfrRegisterJob job = {
+            .ops = d->ops, .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
+            .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.odp,
+            .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
+            .side = "destination",
+        };
+        if (!mfr_register_blocks(&job, d->ram.regions, &d->stats.registration_ms,
+                                 &d->stats.registration_threads, error)) {
+            return false;
+        }
         for (unsigned i = 0; i < n; i++) {
-            GError *xerr = NULL;
-            if (!d->ops->region_register(d->dom, d->ram.blocks[i].host, d->ram.blocks[i].length,
-                                         XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL,
-                                         &d->ram.regions[i], &xerr)) {
-                g_autofree char *what = g_strdup_printf("destination: block '%s'",
-                                                        d->ram.blocks[i].name);
-                g_propagate_error(error, mfr_error_from_xp(xerr, what));
-                return false;
-            }
             d->ops->region_export(d->ram.regions[i], desc[i]);
         }
-        d->stats.registration_ms = (mfr_now_s() - t0) * 1000;
     }
     uint8_t body[XP_MSG_MAX];
     size_t len = mfr_wire_pack_blocks_reply((const uint8_t(*)[16])desc, n, body,
@@ -605,6 +605,26 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
 }
 
+/* Nothing of the session outlives run(): channels (QPs) first, then the registrations, so
+ * no rkey the source was given stays valid. Guest memory itself stays with the client. */
+static void dest_release(MfrDest *d)
+{
+    g_mutex_lock(&d->lock);
+    MfrRecvChannel **chan = g_steal_pointer(&d->chan);
+    unsigned n = d->nchan;
+    d->nchan = 0;
+    g_mutex_unlock(&d->lock);
+    for (unsigned i = 0; i < n; i++) {
+        mfr_recv_channel_free(chan[i]);
+    }
+    g_free(chan);
+    for (unsigned i = 0; d->ram.regions && i < d->ram.nblocks; i++) {
+        if (d->ram.regions[i]) {
+            d->ops->region_deregister(g_steal_pointer(&d->ram.regions[i]));
+        }
+    }
+}
+
 bool mfr_dest_run(MfrDest *d, GError **error)
 {
     g_return_val_if_fail(!d->running, false);
@@ -633,6 +653,7 @@ bool mfr_dest_run(MfrDest *d, GError **error)
     d->ctl = NULL;
     g_mutex_unlock(&d->stats_lock);
     mfr_control_free(ctl);
+    dest_release(d);
     if (!ok) {
         mfr_fail_propagate(&d->fail, error);
     }

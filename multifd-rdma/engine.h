@@ -44,7 +44,35 @@ void mfr_fail_propagate(MfrFail *f, GError **error);
 
 /* A transport error on a data channel is often only the echo of an error the peer reported
  * on the control connection a moment earlier; wait briefly so the precise one wins. */
-void mfr_fail_transport(MfrFail *f, const char *what, int err);
+/* detail (may be NULL): the transport's own account (xp_channel_error_detail()), which says
+ * more than err when there is one, e.g. the status of a failed work completion; being a
+ * local cause, it is reported at once. */
+void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail);
+
+/* ---------- registration (register.c) ---------- */
+
+#define MFR_REGISTER_MAX_THREADS 16u
+
+typedef struct {
+    const XpOps *ops;
+    XpDomain *dom;
+    const MfrRamBlock *blocks;
+    unsigned nblocks;
+    uint32_t access;    /* XP_REGION_* */
+    bool prefault;      /* populate the blocks first (fresh destination memory) */
+    unsigned threads;   /* 0: one per online CPU */
+    unsigned channels;  /* data channels, for the up-front pinning budget */
+    const char *side;   /* "source" / "destination", to prefix errors */
+} MfrRegisterJob;
+
+/* Threads mfr_register_blocks() will use for this much work. */
+unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t bytes,
+                              bool prefault);
+/* Checks the transport's pinning budget for all blocks at once, then registers every block
+ * (regions[i] for blocks[i], NULL-initialised by the caller; on failure the ones registered
+ * stay there for the caller's cleanup). ms: wall time spent. */
+bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, double *ms,
+                         unsigned *threads_used, GError **error);
 
 /* ---------- control connection ---------- */
 
@@ -88,6 +116,9 @@ const char *mfr_ctrl_type_str(MfrCtrlType t);
  * inject_fault). False when the channel does not exist yet or the transport has no seam.
  * Thread-safe. */
 bool mfr_source_inject_fault(MfrSource *src, unsigned channel, int err);
+/* The next pages channel `channel` writes fail in the device with an error completion
+ * (transport inject_completion_error). False without the channel or the seam. */
+bool mfr_source_inject_completion_error(MfrSource *src, unsigned channel);
 
 /* ---------- helpers ---------- */
 

@@ -66,13 +66,14 @@ void mfr_fail_propagate(MfrFail *f, GError **error)
     g_mutex_unlock(&f->lock);
 }
 
-void mfr_fail_transport(MfrFail *f, const char *what, int err)
+void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail)
 {
-    for (int i = 0; i < 50 && !mfr_failed(f); i++) {
+    /* a detail (e.g. an error completion) is a cause found here, never an echo: no wait */
+    for (int i = 0; i < 50 && !detail && !mfr_failed(f); i++) {
         g_usleep(10 * 1000);
     }
     mfr_fail(f, MFR_ERROR_TRANSPORT, "%s: %s", what,
-             err == -EPIPE ? "connection closed by peer" : g_strerror(-err));
+             detail ? detail : err == -EPIPE ? "connection closed by peer" : g_strerror(-err));
 }
 
 double mfr_thread_cpu_s(void)

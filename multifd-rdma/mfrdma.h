@@ -99,6 +99,7 @@ typedef struct {
     bool verified;           /* digests compared and equal */
     char transport[16];
     unsigned channels;
+    unsigned registration_threads; /* used for registration_ms (0 on tcp) */
     MfrChannelStats channel[64];
 } MfrStats;
 
@@ -123,6 +124,7 @@ typedef struct {
     int gid_index;              /* -1: by address */
     bool odp;
     bool zerocopy;
+    unsigned registration_threads; /* rdma: threads registering blocks; 0 = one per CPU */
     MfrProgressFn progress;     /* optional, called from the migration thread ~10/s */
     void *progress_opaque;
 } MfrSourceConfig;
@@ -143,6 +145,8 @@ typedef struct {
     int rdma_port;
     int gid_index;
     bool odp;
+    /* rdma: threads that populate (first touch) and register the blocks; 0 = one per CPU */
+    unsigned registration_threads;
     MfrProgressFn progress;
     void *progress_opaque;
 } MfrDestConfig;

@@ -119,7 +119,7 @@ static gpointer recv_channel_thread(gpointer opaque)
             if (!atomic_load(&c->quit)) {
                 g_autofree char *what = g_strdup_printf("destination: channel %u from %s",
                                                         c->index, xp_channel_peer(c->xp));
-                mfr_fail_transport(ram->fail, what, r);
+                mfr_fail_transport(ram->fail, what, r, xp_channel_error_detail(c->xp));
             }
             break;
         }
@@ -148,7 +148,7 @@ static gpointer recv_channel_thread(gpointer opaque)
                 g_autofree char *what = g_strdup_printf(
                     "destination: channel %u from %s: payload of packet %" G_GUINT64_FORMAT,
                     c->index, xp_channel_peer(c->xp), h.packet_num);
-                mfr_fail_transport(ram->fail, what, r);
+                mfr_fail_transport(ram->fail, what, r, xp_channel_error_detail(c->xp));
             }
             break;
         }

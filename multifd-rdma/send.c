@@ -69,7 +69,14 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
     }
     c->stats.packets++;
     c->stats.wire_bytes += len + h.payload_len;
-    return 0;
+    if (b->flags & MFR_PACKET_SYNC) {
+        /* One-sided WRITEs fail asynchronously: wait for this round's work to be
+         * acknowledged, so an error completion fails the session now, with its status,
+         * instead of the destination only seeing its QP flushed. The barrier waits for the
+         * destination's ack anyway, so this costs no throughput. */
+        r = xp_channel_drain(c->xp, (int)ram->timeout_ms);
+    }
+    return r;
 }
 
 /* ---------- thread ---------- */
@@ -92,7 +99,7 @@ static gpointer send_channel_thread(gpointer opaque)
             if (r < 0 && !atomic_load(&c->quit)) {
                 g_autofree char *what = g_strdup_printf("channel %u to %s", c->index,
                                                         xp_channel_peer(c->xp));
-                mfr_fail_transport(c->ram->fail, what, r);
+                mfr_fail_transport(c->ram->fail, what, r, xp_channel_error_detail(c->xp));
             }
         }
         /* pairs with the acquire load in the producer's idle-channel scan */

@@ -168,6 +168,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     s->ram.page_size = page_size;
     s->ram.zero_detect = cfg->zero_detect;
     s->ram.fail = &s->fail;
+    s->ram.timeout_ms = s->cfg.timeout_ms;
     g_mutex_init(&s->lock);
     g_mutex_init(&s->stats_lock);
     sem_init(&s->ready, 0, 0);
@@ -289,6 +290,21 @@ static bool source_announce(MfrSource *s, GError **error)
     if (!mfr_control_send(s->ctl, MFR_CTRL_BLOCKS, body, len, error)) {
         return false;
     }
+    /* Our registration overlaps the destination's: both only depend on the block list. */
+    if (s->ops->caps & XP_CAP_REGIONS) {
+        s->ram.regions = g_new0(XpRegion *, s->nblocks);
+        s->ram.remotes = g_new0(XpRemote *, s->nblocks);
+        MfrRegisterJob job = {
+            .ops = s->ops, .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
+            .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
+            .threads = s->cfg.registration_threads, .channels = s->caps.channels,
+            .side = "source",
+        };
+        if (!mfr_register_blocks(&job, s->ram.regions, &s->stats.registration_ms,
+                                 &s->stats.registration_threads, error)) {
+            return false;
+        }
+    }
     /* Registration on the destination pins memory: allow it more than the liveness bound. */
     g_autofree MfrCtrlMsg *m = mfr_control_expect(s->ctl, MFR_CTRL_BLOCKS_REPLY, -1, error);
     if (!m) {
@@ -299,23 +315,14 @@ static bool source_announce(MfrSource *s, GError **error)
         g_prefix_error(error, "source: BLOCKS_REPLY from %s: ", s->uri);
         return false;
     }
-    if (s->ops->caps & XP_CAP_REGIONS) {
-        double t0 = mfr_now_s();
-        s->ram.regions = g_new0(XpRegion *, s->nblocks);
-        s->ram.remotes = g_new0(XpRemote *, s->nblocks);
-        for (unsigned i = 0; i < s->nblocks; i++) {
-            GError *xerr = NULL;
-            if (!s->ops->region_register(s->dom, s->blocks[i].host, s->blocks[i].length,
-                                         XP_REGION_LOCAL, &s->ram.regions[i], &xerr) ||
-                !s->ops->remote_import(s->dom, desc[i], s->blocks[i].length,
-                                       &s->ram.remotes[i], &xerr)) {
-                g_autofree char *what = g_strdup_printf("source: block '%s'",
-                                                        s->blocks[i].name);
-                g_propagate_error(error, mfr_error_from_xp(xerr, what));
-                return false;
-            }
+    for (unsigned i = 0; s->ram.remotes && i < s->nblocks; i++) {
+        GError *xerr = NULL;
+        if (!s->ops->remote_import(s->dom, desc[i], s->blocks[i].length, &s->ram.remotes[i],
+                                   &xerr)) {
+            g_autofree char *what = g_strdup_printf("source: block '%s'", s->blocks[i].name);
+            g_propagate_error(error, mfr_error_from_xp(xerr, what));
+            return false;
         }
-        s->stats.registration_ms = (mfr_now_s() - t0) * 1000;
     }
     return true;
 }
@@ -679,6 +686,29 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }
 
+/* Nothing of the session outlives run(): channels (QPs) first, then the registrations
+ * they used, so no rkey stays valid and no guest page stays pinned. */
+static void source_release(MfrSource *s)
+{
+    g_mutex_lock(&s->lock);
+    MfrSendChannel **chan = g_steal_pointer(&s->chan);
+    unsigned n = s->nchan;
+    s->nchan = 0;
+    g_mutex_unlock(&s->lock);
+    for (unsigned i = 0; i < n; i++) {
+        mfr_send_channel_free(chan[i]);
+    }
+    g_free(chan);
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        if (s->ram.remotes && s->ram.remotes[i]) {
+            s->ops->remote_free(g_steal_pointer(&s->ram.remotes[i]));
+        }
+        if (s->ram.regions && s->ram.regions[i]) {
+            s->ops->region_deregister(g_steal_pointer(&s->ram.regions[i]));
+        }
+    }
+}
+
 bool mfr_source_run(MfrSource *s, GError **error)
 {
     g_return_val_if_fail(!s->running, false);
@@ -712,6 +742,7 @@ bool mfr_source_run(MfrSource *s, GError **error)
     g_mutex_lock(&s->stats_lock);
     source_collect_stats(s, mfr_thread_cpu_s() - cpu0);
     g_mutex_unlock(&s->stats_lock);
+    source_release(s);
     s->prog.phase = ok ? MFR_PHASE_DONE : MFR_PHASE_FAILED;
     source_progress(s, true);
     if (!ok) {
@@ -731,6 +762,18 @@ bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
     g_mutex_lock(&s->lock);
     if (channel < s->nchan && s->chan[channel] && s->ops->inject_fault) {
         s->ops->inject_fault(s->chan[channel]->xp, err);
+        ok = true;
+    }
+    g_mutex_unlock(&s->lock);
+    return ok;
+}
+
+bool mfr_source_inject_completion_error(MfrSource *s, unsigned channel)
+{
+    bool ok = false;
+    g_mutex_lock(&s->lock);
+    if (channel < s->nchan && s->chan[channel] && s->ops->inject_completion_error) {
+        s->ops->inject_completion_error(s->chan[channel]->xp);
         ok = true;
     }
     g_mutex_unlock(&s->lock);

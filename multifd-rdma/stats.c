@@ -10,6 +10,7 @@ char *mfr_stats_to_json(const MfrStats *s, const char *side)
     GString *j = g_string_new("{");
     g_string_append_printf(j, "\"side\":\"%s\",\"transport\":\"%s\",\"channels\":%u,",
                            side ? side : "", s->transport, s->channels);
+    g_string_append_printf(j, "\"registration_threads\":%u,", s->registration_threads);
     g_string_append_printf(j, "\"total_ms\":%.3f,\"setup_ms\":%.3f,\"downtime_ms\":%.3f,"
                            "\"registration_ms\":%.3f,\"verify_ms\":%.3f,\"transfer_ms\":%.3f,",
                            s->total_ms, s->setup_ms, s->downtime_ms, s->registration_ms,

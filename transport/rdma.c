@@ -104,12 +104,14 @@ struct RdmaChannel {
     int wake_fd;          /* eventfd: written once by shutdown, never drained */
     atomic_bool shut;     /* pairs with the load in rdma_check() of any thread */
     atomic_int inject;    /* pending injected fault (errno) */
+    atomic_bool inject_bad_rkey; /* the next message with WRITEs corrupts their rkey */
 
     GMutex lock;
     GCond cond;           /* signalled when the poller finishes a round */
     bool polling;         /* one thread at a time sleeps on the fds for the others */
     bool established;
     int err;              /* first fatal error (negative errno) */
+    char *err_detail;     /* what failed, e.g. a completion status; set once with err */
     bool peer_gone;       /* DISCONNECTED/DEVICE_REMOVAL seen */
     bool flushed;         /* a RECV completed with a flush: nothing more will arrive */
 
@@ -322,6 +324,22 @@ static bool rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t 
     return true;
 }
 
+static bool rdma_region_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError **error)
+{
+    RdmaDomain *d = (RdmaDomain *)xd;
+    if (d->opts.odp) {
+        return true; /* on-demand paging pins nothing up front */
+    }
+    /* every channel (and the control channel) registers its receive ring and send buffers */
+    uint64_t per_channel = (uint64_t)(RDMA_RECV_RING + RDMA_SEND_BUFS) * XP_MSG_MAX;
+    GError *local = NULL;
+    if (!vb_memlock_check(bytes + (uint64_t)(channels + 1) * per_channel, &local)) {
+        rdma_propagate(error, local, NULL);
+        return false;
+    }
+    return true;
+}
+
 static void rdma_region_deregister(XpRegion *xr)
 {
     RdmaRegion *r = (RdmaRegion *)xr;
@@ -382,7 +400,8 @@ static void rdma_fail(RdmaChannel *ch, int err, const char *what, const char *de
 {
     if (ch->err == 0) {
         ch->err = err;
-        g_warning("rdma channel %s: %s failed: %s", ch->peer, what, detail);
+        ch->err_detail = g_strdup_printf("%s failed: %s", what, detail);
+        g_warning("rdma channel %s: %s", ch->peer, ch->err_detail);
     }
 }
 
@@ -742,6 +761,8 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
         }
         seg_bytes += segs[i].len;
     }
+    /* test seam: a wrong rkey makes the peer's device refuse the WRITE (remote access error) */
+    uint32_t rkey_xor = nsegs && atomic_exchange(&ch->inject_bad_rkey, false) ? 0x5a5a5a5au : 0;
     g_mutex_lock(&ch->lock);
     int ret = rdma_send_check(ch);
     for (unsigned i = 0; ret == 0 && i < nsegs; i++) {
@@ -751,7 +772,7 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
         uint64_t raddr = r->addr + segs[i].remote_offset;
         for (size_t off = 0; ret == 0 && off < segs[i].len;) {
             uint32_t piece = (uint32_t)MIN(segs[i].len - off, (size_t)RDMA_WR_MAX_BYTES);
-            ret = rdma_add_piece(ch, a + off, piece, lkey, raddr + off, r->rkey);
+            ret = rdma_add_piece(ch, a + off, piece, lkey, raddr + off, r->rkey ^ rkey_xor);
             off += piece;
         }
     }
@@ -871,6 +892,7 @@ static void rdma_channel_destroy(RdmaChannel *ch)
         close(ch->wake_fd);
     }
     g_free(ch->peer);
+    g_free(ch->err_detail);
     g_mutex_clear(&ch->lock);
     g_cond_clear(&ch->cond);
     g_free(ch);
@@ -968,6 +990,33 @@ fail:
     return NULL;
 }
 
+/* With ch->lock held: progress until every posted WR completed, the channel failed or
+ * deadline passed (-ETIMEDOUT). */
+static int rdma_wait_sq_done(RdmaChannel *ch, gint64 deadline)
+{
+    while (ch->sq_done < ch->sq_posted && !ch->err && !ch->peer_gone && !ch->flushed &&
+           !atomic_load(&ch->shut)) {
+        if (rdma_progress(ch, deadline) == -ETIMEDOUT && ch->sq_done < ch->sq_posted) {
+            return -ETIMEDOUT;
+        }
+    }
+    return 0;
+}
+
+static int rdma_drain(XpChannel *xc, int timeout_ms)
+{
+    RdmaChannel *ch = (RdmaChannel *)xc;
+    gint64 deadline = timeout_ms < 0 ? -1
+                                     : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    g_mutex_lock(&ch->lock);
+    int ret = rdma_wait_sq_done(ch, deadline);
+    if (ret == 0) {
+        ret = rdma_send_check(ch);
+    }
+    g_mutex_unlock(&ch->lock);
+    return ret;
+}
+
 static void rdma_shutdown(XpChannel *xc)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
@@ -991,10 +1040,7 @@ static void rdma_close(XpChannel *xc)
     if (ch->established && !ch->err && !ch->peer_gone && !atomic_load(&ch->shut)) {
         /* Like a socket close: messages already sent still get delivered (their SENDs are
          * acknowledged, i.e. in the peer's CQ) before we disconnect. Bounded. */
-        gint64 deadline = g_get_monotonic_time() + RDMA_CLOSE_DRAIN_MS * 1000;
-        while (ch->sq_done < ch->sq_posted && !ch->err && !ch->peer_gone && !ch->flushed &&
-               rdma_progress(ch, deadline) != -ETIMEDOUT) {
-        }
+        rdma_wait_sq_done(ch, g_get_monotonic_time() + RDMA_CLOSE_DRAIN_MS * 1000);
     }
     g_mutex_unlock(&ch->lock);
     if (ch->established) {
@@ -1019,6 +1065,20 @@ static void rdma_counters(XpChannel *xc, XpCounters *out)
 static void rdma_inject_fault(XpChannel *xc, int err)
 {
     atomic_store(&((RdmaChannel *)xc)->inject, err);
+}
+
+static void rdma_inject_completion_error(XpChannel *xc)
+{
+    atomic_store(&((RdmaChannel *)xc)->inject_bad_rkey, true);
+}
+
+static const char *rdma_error_detail(XpChannel *xc)
+{
+    RdmaChannel *ch = (RdmaChannel *)xc;
+    g_mutex_lock(&ch->lock);
+    const char *d = ch->err_detail; /* never changes once set, freed only with ch */
+    g_mutex_unlock(&ch->lock);
+    return d;
 }
 
 /* ------------------------------------------------------------------ connect */
@@ -1276,4 +1336,8 @@ const XpOps xp_rdma_ops = {
     .remote_free = rdma_remote_free,
     .counters = rdma_counters,
     .inject_fault = rdma_inject_fault,
+    .drain = rdma_drain,
+    .inject_completion_error = rdma_inject_completion_error,
+    .error_detail = rdma_error_detail,
+    .region_budget = rdma_region_budget,
 };

@@ -143,6 +143,16 @@ const char *xp_channel_peer(XpChannel *ch)
     return ch ? ch->ops->peer(ch) : "(none)";
 }
 
+int xp_channel_drain(XpChannel *ch, int timeout_ms)
+{
+    return ch->ops->drain ? ch->ops->drain(ch, timeout_ms) : 0;
+}
+
+const char *xp_channel_error_detail(XpChannel *ch)
+{
+    return ch && ch->ops->error_detail ? ch->ops->error_detail(ch) : NULL;
+}
+
 void xp_listener_close(XpListener *l)
 {
     if (l) {

@@ -31,7 +31,7 @@ typedef enum {
 } XpErrorCode;
 
 /* Bumped whenever XpOps changes shape; xp_ops_check() refuses mismatches. */
-#define XP_OPS_VERSION 1
+#define XP_OPS_VERSION 2
 
 /* Largest message (the header part of a send) a channel must carry. */
 #define XP_MSG_MAX 8192u
@@ -146,8 +146,22 @@ struct XpOps {
                           XpRemote **out, GError **error);
     void (*remote_free)(XpRemote *r);
     void (*counters)(XpChannel *ch, XpCounters *out);
-    /* Test seam: make the next completion/IO on ch fail with -err (fault injection). */
+    /* Waits until the peer acknowledged everything sent on ch so far (rdma: every posted WR
+     * completed), so a failure of work already handed over surfaces now, not at the next
+     * send: 0, -ETIMEDOUT after timeout_ms, or the channel's -errno. */
+    int (*drain)(XpChannel *ch, int timeout_ms);
+    /* Test seam: the next send_msg/recv_msg on ch fails with -err (the channel stays usable). */
     void (*inject_fault)(XpChannel *ch, int err);
+    /* Test seam (rdma): the WRITEs of the next message that has segments carry a corrupted
+     * rkey, so the device itself fails them with an error completion, as a real fault would. */
+    void (*inject_completion_error)(XpChannel *ch);
+    /* Why ch failed when the -errno of the data path does not say it (rdma: the failed work
+     * completion's status), or NULL. Owned by ch, unchanged once set; thread-safe. */
+    const char *(*error_detail)(XpChannel *ch);
+    /* With XP_CAP_REGIONS: checks before any registration that `bytes` of regions plus the
+     * buffers of `channels` channels can be pinned, so a session fails up front with the
+     * total it needs (rdma: RLIMIT_MEMLOCK) instead of halfway through its blocks. */
+    bool (*region_budget)(XpDomain *dom, uint64_t bytes, unsigned channels, GError **error);
 };
 
 /* Every backend object starts with its base, so the wrappers can find the ops. */
@@ -181,9 +195,12 @@ static inline int xp_recv_payload(XpChannel *ch, const struct iovec *iov, unsign
     return ch->ops->recv_payload(ch, iov, iovcnt);
 }
 
+/* 0 at once for a backend without drain (its sends fail synchronously). */
+int xp_channel_drain(XpChannel *ch, int timeout_ms);
 void xp_channel_shutdown(XpChannel *ch); /* NULL-safe */
 void xp_channel_close(XpChannel *ch);    /* NULL-safe */
 const char *xp_channel_peer(XpChannel *ch);
+const char *xp_channel_error_detail(XpChannel *ch); /* NULL when none (or no such op) */
 void xp_listener_close(XpListener *l);   /* NULL-safe */
 void xp_domain_free(XpDomain *dom);      /* NULL-safe */
 

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Registration of a side's RAM blocks with its transport domain, in parallel threads. Pinning
+ * fresh memory is first touch (page allocation and zeroing), the dominant setup cost, so the
+ * destination first populates its blocks in chunks spread over the threads, then every
+ * thread registers whole blocks, which then only walks present pages.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Big enough that a chunk's madvise() dwarfs the hand-out, small enough to balance 2-8
+ * threads over one large block. */
+#define MFR_PREFAULT_CHUNK (64ull << 20)
+
+typedef struct {
+    const MfrRegisterJob *job;
+    XpRegion **regions;
+    uint64_t nchunks;
+    atomic_uint_fast64_t next_chunk; /* work hand-out; relaxed: each index is taken once */
+    atomic_uint next_block;
+    atomic_bool failed;               /* stop handing out work after the first error */
+    GMutex lock;
+    GError *first;                    /* under lock */
+} MfrRegisterRun;
+
+/* Chunk c of the concatenation of all blocks: block index and byte range. */
+static bool register_chunk(const MfrRegisterJob *job, uint64_t c, unsigned *block,
+                           uint64_t *off, uint64_t *len)
+{
+    for (unsigned b = 0; b < job->nblocks; b++) {
+        uint64_t n = (job->blocks[b].length + MFR_PREFAULT_CHUNK - 1) / MFR_PREFAULT_CHUNK;
+        if (c < n) {
+            *block = b;
+            *off = c * MFR_PREFAULT_CHUNK;
+            *len = MIN(MFR_PREFAULT_CHUNK, job->blocks[b].length - *off);
+            return true;
+        }
+        c -= n;
+    }
+    return false;
+}
+
+static void register_fail(MfrRegisterRun *run, GError *err)
+{
+    g_mutex_lock(&run->lock);
+    if (!run->first) {
+        run->first = err;
+        err = NULL;
+    }
+    g_mutex_unlock(&run->lock);
+    atomic_store(&run->failed, true);
+    g_clear_error(&err);
+}
+
+static gpointer register_worker(gpointer opaque)
+{
+    MfrRegisterRun *run = opaque;
+    const MfrRegisterJob *job = run->job;
+    for (;;) {
+        uint64_t c = atomic_fetch_add_explicit(&run->next_chunk, 1, memory_order_relaxed);
+        unsigned b;
+        uint64_t off, len;
+        if (c >= run->nchunks || atomic_load(&run->failed) ||
+            !register_chunk(job, c, &b, &off, &len)) {
+            break;
+        }
+        /* Best effort: before Linux 5.14 (EINVAL) registration faults the pages itself. */
+        (void)madvise((uint8_t *)job->blocks[b].host + off, len, MADV_POPULATE_WRITE);
+    }
+    return NULL;
+}
+
+static gpointer register_block_worker(gpointer opaque)
+{
+    MfrRegisterRun *run = opaque;
+    const MfrRegisterJob *job = run->job;
+    for (;;) {
+        unsigned b = atomic_fetch_add_explicit(&run->next_block, 1, memory_order_relaxed);
+        if (b >= job->nblocks || atomic_load(&run->failed)) {
+            break;
+        }
+        GError *xerr = NULL;
+        if (!job->ops->region_register(job->dom, job->blocks[b].host, job->blocks[b].length,
+                                       job->access, &run->regions[b], &xerr)) {
+            g_autofree char *what = g_strdup_printf("%s: block '%s'", job->side,
+                                                    job->blocks[b].name);
+            register_fail(run, mfr_error_from_xp(xerr, what));
+        }
+    }
+    return NULL;
+}
+
+/* Runs fn on `threads` threads (the caller's included) and waits for them. */
+static void register_parallel(MfrRegisterRun *run, unsigned threads, GThreadFunc fn)
+{
+    GThread *t[MFR_REGISTER_MAX_THREADS];
+    unsigned started = 0;
+    for (unsigned i = 1; i < threads; i++) {
+        GError *err = NULL;
+        t[started] = g_thread_try_new("mfr-register", fn, run, &err);
+        if (!t[started]) {
+            g_clear_error(&err); /* fewer helpers only makes it slower */
+            break;
+        }
+        started++;
+    }
+    fn(run);
+    for (unsigned i = 0; i < started; i++) {
+        g_thread_join(t[i]);
+    }
+}
+
+unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t bytes,
+                              bool prefault)
+{
+    unsigned n = requested;
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    /* more threads than pieces of work only cost thread start-ups */
+    uint64_t work = prefault ? (bytes + MFR_PREFAULT_CHUNK - 1) / MFR_PREFAULT_CHUNK : nblocks;
+    work = MAX(work, (uint64_t)nblocks);
+    n = (unsigned)MIN((uint64_t)n, MAX(work, 1));
+    return MIN(n, MFR_REGISTER_MAX_THREADS);
+}
+
+bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, double *ms,
+                         unsigned *threads_used, GError **error)
+{
+    double t0 = mfr_now_s();
+    uint64_t bytes = 0;
+    for (unsigned b = 0; b < job->nblocks; b++) {
+        bytes += job->blocks[b].length;
+    }
+    if (job->ops->region_budget) {
+        GError *xerr = NULL;
+        if (!job->ops->region_budget(job->dom, bytes, job->channels, &xerr)) {
+            g_autofree char *what = g_strdup_printf(
+                "%s: cannot pin %u block%s (%.1f MiB) and %u channels' buffers", job->side,
+                job->nblocks, job->nblocks == 1 ? "" : "s", bytes / 1048576.0, job->channels);
+            g_propagate_error(error, mfr_error_from_xp(xerr, what));
+            return false;
+        }
+    }
+    unsigned threads = mfr_register_threads(job->threads, job->nblocks, bytes, job->prefault);
+    MfrRegisterRun run = { .job = job, .regions = regions };
+    g_mutex_init(&run.lock);
+    if (job->prefault) {
+        for (unsigned b = 0; b < job->nblocks; b++) {
+            run.nchunks += (job->blocks[b].length + MFR_PREFAULT_CHUNK - 1) / MFR_PREFAULT_CHUNK;
+        }
+        register_parallel(&run, threads, register_worker);
+    }
+    register_parallel(&run, MIN(threads, MAX(job->nblocks, 1u)), register_block_worker);
+    g_mutex_clear(&run.lock);
+    *ms = (mfr_now_s() - t0) * 1000;
+    if (threads_used) {
+        *threads_used = threads;
+    }
+    if (run.first) {
+        g_propagate_error(error, run.first);
+        return false;
+    }
+    return true;
+}
