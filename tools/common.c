@@ -261,6 +261,7 @@ void tool_source_args_init(ToolSourceArgs *a)
         .downtime_ms = (gint)cfg.downtime_ms,
         .max_rounds = (gint)cfg.max_rounds,
         .timeout_ms = (gint)cfg.timeout_ms,
+        .gid_index = cfg.gid_index,
         .writers = (gint)go.writers,
         .seed = (gint64)go.seed,
     };
@@ -313,6 +314,16 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
         { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &a->rdma_dev,
           "RDMA device to use instead of the one owning the address", "DEV" },
+        { "rdma-port", 0, 0, G_OPTION_ARG_INT, &a->rdma_port,
+          "RDMA port the address must resolve to (default: any)", "N" },
+        { "gid-index", 0, 0, G_OPTION_ARG_INT, &a->gid_index,
+          "GID table index the address must resolve to (default: any)", "N" },
+        { "odp", 0, 0, G_OPTION_ARG_NONE, &a->odp,
+          "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
+        { "zerocopy", 0, 0, G_OPTION_ARG_NONE, &a->zerocopy,
+          "tcp: send pages with MSG_ZEROCOPY (pays off on real NICs, not on loopback)", NULL },
+        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a->registration_threads,
+          "rdma: threads that register the blocks (default: one per CPU)", "N" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
         G_OPTION_ENTRY_NULL,
@@ -371,7 +382,10 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
         !check_range("--writers", a->writers, 1, 64, error) ||
         !check_range("--downtime", a->downtime_ms, 1, 3600 * 1000, error) ||
         !check_range("--max-rounds", a->max_rounds, 1, 1000000, error) ||
-        !check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error)) {
+        !check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error) ||
+        !check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
+        !check_range("--gid-index", a->gid_index, -1, 65535, error) ||
+        !check_range("--registration-threads", a->registration_threads, 0, 16, error)) {
         return false;
     }
     uint64_t page = a->hugetlb ? (2u << 20) : 4096u;
@@ -400,6 +414,11 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     cfg->verify = !a->no_verify;
     cfg->timeout_ms = (unsigned)a->timeout_ms;
     cfg->rdma_dev = a->rdma_dev;
+    cfg->rdma_port = a->rdma_port;
+    cfg->gid_index = a->gid_index;
+    cfg->odp = a->odp;
+    cfg->zerocopy = a->zerocopy;
+    cfg->registration_threads = (unsigned)a->registration_threads;
     return true;
 }
 

@@ -165,6 +165,10 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     dcfg.alloc_opaque = mem;
     dcfg.memory_zeroed = true;
     dcfg.rdma_dev = a.rdma_dev;
+    dcfg.rdma_port = a.rdma_port;
+    dcfg.gid_index = a.gid_index;
+    dcfg.odp = a.odp;
+    dcfg.registration_threads = (unsigned)a.registration_threads;
     dest = mfr_dest_new(&dcfg, &error);
     if (!dest) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);

@@ -24,10 +24,11 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
 {
     g_autofree char *token = NULL;
     g_autofree char *rdma_dev = NULL;
-    gboolean json = FALSE, thp = FALSE;
+    gboolean json = FALSE, thp = FALSE, odp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
     gint timeout_ms = (gint)cfg.timeout_ms;
+    gint rdma_port = 0, gid_index = cfg.gid_index, reg_threads = 0;
     const GOptionEntry entries[] = {
         { "token", 0, 0, G_OPTION_ARG_STRING, &token,
           "Token (32 hex digits) sources must present; default: a random one, printed", "HEX" },
@@ -35,6 +36,14 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
           "Fail when the source is silent this long, in ms (default 5000)", "MS" },
         { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &rdma_dev,
           "RDMA device to use instead of the one owning the address", "DEV" },
+        { "rdma-port", 0, 0, G_OPTION_ARG_INT, &rdma_port,
+          "RDMA port the address must resolve to (default: any)", "N" },
+        { "gid-index", 0, 0, G_OPTION_ARG_INT, &gid_index,
+          "GID table index the address must resolve to (default: any)", "N" },
+        { "odp", 0, 0, G_OPTION_ARG_NONE, &odp,
+          "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
+        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &reg_threads,
+          "rdma: threads that prefault and register the blocks (default: one per CPU)", "N" },
         { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
           "madvise(MADV_HUGEPAGE) the received blocks", NULL },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
@@ -64,6 +73,17 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
         return tool_usage_error("listen", "--timeout: %d is out of range (1..%d)", timeout_ms,
                                 G_MAXINT);
     }
+    if (rdma_port < 0 || rdma_port > 255) {
+        return tool_usage_error("listen", "--rdma-port: %d is out of range (0..255)", rdma_port);
+    }
+    if (gid_index < -1 || gid_index > 65535) {
+        return tool_usage_error("listen", "--gid-index: %d is out of range (-1..65535)",
+                                gid_index);
+    }
+    if (reg_threads < 0 || reg_threads > 16) {
+        return tool_usage_error("listen", "--registration-threads: %d is out of range (0..16)",
+                                reg_threads);
+    }
 
     FILE *info = json ? stderr : stdout;
     ToolDestMem *mem = tool_dest_mem_new(thp);
@@ -75,6 +95,10 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     cfg.alloc_opaque = mem;
     cfg.memory_zeroed = true;
     cfg.rdma_dev = rdma_dev;
+    cfg.rdma_port = rdma_port;
+    cfg.gid_index = gid_index;
+    cfg.odp = odp;
+    cfg.registration_threads = (unsigned)reg_threads;
     cfg.progress = tool_progress_cb;
     cfg.progress_opaque = &progress;
     int code = TOOL_EXIT_FAILED;

@@ -50,8 +50,9 @@ int tool_bench(ToolCtx *ctx, int argc, char **argv);
 typedef struct {
     char *size, *dirty_rate, *mix, *transport, *address, *rdma_dev, *token;
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
+    gint rdma_port, gid_index, registration_threads;
     gint64 seed;
-    gboolean force_switchover, no_verify, json, thp, hugetlb;
+    gboolean force_switchover, no_verify, json, thp, hugetlb, odp, zerocopy;
 } ToolSourceArgs;
 
 /* Defaults from mfr_source_config_init() and mfr_guest_options_init(). */

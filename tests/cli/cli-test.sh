@@ -162,13 +162,39 @@ listen_migrate_bad_token)
   wait_listen 1
   grep -qF "migration failed: destination: migration cancelled" "$work/lerr" || fail "listen: no cancel message"
   ;;
-rdma_demo|rdma_listen_migrate)
+rdma_demo|rdma_listen_migrate|rdma_options)
   # Suite rdma-inside: runs in the soft-RoCE VM (tests/softroce); skips on a host without RDMA.
   addr=${MFR_TEST_RDMA_ADDR:-}
   if [ -z "$addr" ] || ! "$mfrdma" devices >/dev/null 2>&1; then
     echo "SKIP: no RDMA device (run through tests/softroce/vm-run.sh)"; exit 77
   fi
-  if [ "$case_name" = rdma_demo ]; then
+  if [ "$case_name" = rdma_options ]; then
+    # devices: what a user looks at when nothing works
+    run 0 devices
+    grep -qE '^rxe0  \(' "$work/out" || fail "devices does not list rxe0"
+    grep -qE '^  port 1: +ACTIVE' "$work/out" || fail "devices: port 1 not ACTIVE"
+    gid=$(awk -v a="::ffff:$addr" '$1 == "GID" && $5 == a { print $2; exit }' "$work/out")
+    [ -n "$gid" ] || fail "devices: no GID of $addr"
+    has out "ODP: "
+    run 0 devices --json
+    grep -qF '"name":"rxe0"' "$work/out" || fail "devices --json has no rxe0"
+    # overrides that contradict the address fail with both sides named, before any data moves
+    run 1 demo --transport rdma --size 16M --rdma-port 2 --timeout 30000
+    has err "rdma_port=2 was requested, but"
+    run 1 demo --transport rdma --size 16M --gid-index 0 --timeout 30000
+    has err "gid_index 0 is GID"
+    run 1 demo --transport rdma --size 16M --rdma-dev nosuchdev --timeout 30000
+    has err "nosuchdev"
+    # rxe (Linux 6.1) has no on-demand paging: a clear refusal, not a crash
+    if ! "$mfrdma" devices | grep -q '^  ODP: yes'; then
+      run 1 demo --transport rdma --size 16M --odp --timeout 30000
+      has err "does not support on-demand paging"
+    fi
+    # matching overrides and a single registration thread migrate as usual
+    run 0 demo --transport rdma --size 16M --channels 2 --dirty-rate 0 --rdma-dev rxe0 \
+      --rdma-port 1 --gid-index "$gid" --registration-threads 1 --timeout 30000 --json
+    grep -qF '"registration_threads":1' "$work/out" || fail "JSON lacks registration_threads 1"
+  elif [ "$case_name" = rdma_demo ]; then
     # auto must pick RDMA and find the device's address on its own.
     run 0 demo --size 32M --channels 2 --dirty-rate 4 --timeout 30000
     grep -qE '^transport: rdma \(device [^,]+, address [0-9.]+\)$' "$work/out" || fail "auto did not pick rdma"
