@@ -422,7 +422,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
     if (d->ops->caps & XP_CAP_REGIONS) {
-        double t0 = mfr_now_s();
+        double t0 = mfr_now_s(), cpu0 = mfr_thread_cpu_s();
         d->ram.regions = g_new0(XpRegion *, n);
         for (unsigned i = 0; i < n; i++) {
             GError *xerr = NULL;
@@ -437,6 +437,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
             d->ops->region_export(d->ram.regions[i], desc[i]);
         }
         d->stats.registration_ms = (mfr_now_s() - t0) * 1000;
+        d->stats.registration_cpu_s = mfr_thread_cpu_s() - cpu0;
     }
     uint8_t body[XP_MSG_MAX];
     size_t len = mfr_wire_pack_blocks_reply((const uint8_t(*)[16])desc, n, body,

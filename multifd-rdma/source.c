@@ -300,7 +300,7 @@ static bool source_announce(MfrSource *s, GError **error)
         return false;
     }
     if (s->ops->caps & XP_CAP_REGIONS) {
-        double t0 = mfr_now_s();
+        double t0 = mfr_now_s(), cpu0 = mfr_thread_cpu_s();
         s->ram.regions = g_new0(XpRegion *, s->nblocks);
         s->ram.remotes = g_new0(XpRemote *, s->nblocks);
         for (unsigned i = 0; i < s->nblocks; i++) {
@@ -316,6 +316,7 @@ static bool source_announce(MfrSource *s, GError **error)
             }
         }
         s->stats.registration_ms = (mfr_now_s() - t0) * 1000;
+        s->stats.registration_cpu_s = mfr_thread_cpu_s() - cpu0;
     }
     return true;
 }
@@ -664,6 +665,7 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
     st->total_ms = (mfr_now_s() - s->t_start) * 1000;
     st->cpu_s = cpu_main + mfr_control_cpu_s(s->ctl);
     st->normal_pages = st->zero_pages = st->packets = st->wire_bytes = 0;
+    st->zerocopy_sends = st->zerocopy_copied = 0;
     double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
                         1e-6);
     for (unsigned i = 0; i < s->nchan && i < G_N_ELEMENTS(st->channel); i++) {
@@ -675,6 +677,13 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
+        const XpOps *ops = s->chan[i]->xp->ops;
+        if (ops->counters) {
+            XpCounters xc;
+            ops->counters(s->chan[i]->xp, &xc);
+            st->zerocopy_sends += xc.zerocopy_sends;
+            st->zerocopy_copied += xc.zerocopy_copied;
+        }
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }
