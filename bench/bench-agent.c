@@ -7,9 +7,13 @@
  *
  * Control lines (source -> agent, agent's answers):
  *   MFR TRANSPORT TOKENHEX   -> OK URI, then DONE total setup reg downtime transfer cpu wire
- *                               (or ERR text); a CANCEL line from the source aborts the run
+ *                               reg_cpu (or ERR text); a CANCEL line from the source aborts
+ *                               the run. TRANSPORT is the URI scheme (tcp for tcpzc cases:
+ *                               zerocopy is the source's business)
  *   TCPRAW N BYTES CHUNK HDR FRESH  -> OK HOST PORT, then DONE CPU
- *   RDMARAW N BYTES CHUNK 0 FRESH   -> OK HOST PORT, then DONE CPU REG_MS
+ *   RDMARAW N BYTES CHUNK 0 FRESH   -> OK HOST PORT, then DONE CPU REG_MS REG_CPU
+ * Fields are only ever appended to a DONE line; the source accepts an older agent's shorter
+ * line (the missing figures are then unknown).
  */
 #include "bench.h"
 
@@ -142,9 +146,9 @@ static bool agent_mfr(const BenchAgentConfig *cfg, int ctl_fd, const char *trans
     mfr_dest_get_stats(dest, &s);
     bool sent;
     if (run.ok) {
-        sent = bench_ctl_send(ctl_fd, NULL, "DONE %.3f %.3f %.3f %.3f %.3f %.6f %" G_GUINT64_FORMAT,
-                              s.total_ms, s.setup_ms, s.registration_ms, s.downtime_ms,
-                              s.transfer_ms, s.cpu_s, s.wire_bytes);
+        sent = bench_ctl_send(ctl_fd, NULL, "DONE %.3f %.3f %.3f %.3f %.3f %.6f %" G_GUINT64_FORMAT
+                              " %.6f", s.total_ms, s.setup_ms, s.registration_ms, s.downtime_ms,
+                              s.transfer_ms, s.cpu_s, s.wire_bytes, s.registration_cpu_s);
     } else {
         sent = bench_ctl_send(ctl_fd, NULL, "ERR destination: %s",
                               run.error ? run.error->message : "failed");

@@ -10,6 +10,7 @@
 #include <vb.h>
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
@@ -188,7 +189,7 @@ bool bench_raw_rdma_serve(const BenchAgentConfig *cfg, int ctl_fd, const BenchRa
     }
     RawQp *qs = g_new0(RawQp, spec->streams);
     bool ok = true;
-    double reg_ms = 0;
+    double reg_ms = 0, reg_cpu = 0;
     unsigned n = 0;
     for (; n < spec->streams && ok; n++) {
         RawQp *q = &qs[n];
@@ -208,10 +209,13 @@ bool bench_raw_rdma_serve(const BenchAgentConfig *cfg, int ctl_fd, const BenchRa
             ok = false;
             break;
         }
-        double t0 = bench_now_s();
+        /* pinning fresh memory faults it in: that CPU is the receiver's too (the engine's
+         * destination counts its registration in cpu_s), so it is reported apart */
+        double t0 = bench_now_s(), c0 = bench_thread_cpu_s();
         q->mr = vb_mr_reg(q->pd, q->base, len, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE,
                           error);
         reg_ms += (bench_now_s() - t0) * 1000;
+        reg_cpu += bench_thread_cpu_s() - c0;
         if (!q->mr || !vb_cm_accept(q->id, NULL, 0, (int)cfg->timeout_ms, -1, error)) {
             ok = false;
             break;
@@ -244,7 +248,7 @@ bool bench_raw_rdma_serve(const BenchAgentConfig *cfg, int ctl_fd, const BenchRa
         raw_qp_clear(&qs[i]);
     }
     g_free(qs);
-    return ok && bench_ctl_send(ctl_fd, error, "DONE %.6f %.3f", cpu, reg_ms);
+    return ok && bench_ctl_send(ctl_fd, error, "DONE %.6f %.3f %.6f", cpu, reg_ms, reg_cpu);
 }
 
 /* ---------- source ---------- */
@@ -321,7 +325,7 @@ bool bench_raw_rdma_run(int ctl_fd, const BenchRawSpec *spec, uint8_t *src,
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, spec->streams + 1);
     bool ok = true;
-    double src_reg_ms = 0;
+    double src_reg_ms = 0, src_reg_cpu = 0;
     for (unsigned i = 0; i < spec->streams && ok; i++) {
         RawQp *q = &qs[i];
         raw_qp_init(q);
@@ -334,9 +338,10 @@ bool bench_raw_rdma_run(int ctl_fd, const BenchRawSpec *spec, uint8_t *src,
         ok = (q->id = vb_cm_id_new(error)) && vb_cm_resolve(q->id, host, port_s, 5000, -1, error) &&
              raw_qp_resources(q, error);
         if (ok) {
-            double t0 = bench_now_s();
+            double t0 = bench_now_s(), c0 = bench_thread_cpu_s();
             q->mr = vb_mr_reg(q->pd, q->base, len, VB_ACCESS_LOCAL_WRITE, error);
             src_reg_ms += (bench_now_s() - t0) * 1000;
+            src_reg_cpu += bench_thread_cpu_s() - c0;
             ok = q->mr && vb_cm_connect(q->id, NULL, 0, 0, 10000, -1, NULL, error) &&
                  raw_wait(q, &q->recv_done, 10000, error);
         }
@@ -381,12 +386,13 @@ bool bench_raw_rdma_run(int ctl_fd, const BenchRawSpec *spec, uint8_t *src,
     if (!ok || !got) {
         return false;
     }
-    double dcpu = 0, reg = 0;
-    if (sscanf(line, "DONE %lf %lf", &dcpu, &reg) != 2) {
+    double dcpu = 0, reg = 0, reg_cpu = NAN; /* an older agent sends no registration CPU */
+    if (sscanf(line, "DONE %lf %lf %lf", &dcpu, &reg, &reg_cpu) < 2) {
         g_set_error(error, VB_ERROR, VB_ERROR_FAILED, "raw rdma baseline: %s", line);
         return false;
     }
     *out = (BenchRawResult){ .elapsed_s = t1 - t0, .src_cpu_s = cpu, .dst_cpu_s = dcpu,
-                             .reg_ms = reg, .src_reg_ms = src_reg_ms, .bytes = spec->bytes };
+                             .reg_ms = reg, .src_reg_ms = src_reg_ms, .dst_reg_cpu_s = reg_cpu,
+                             .src_reg_cpu_s = src_reg_cpu, .bytes = spec->bytes };
     return true;
 }

@@ -4,17 +4,37 @@
  * each message is a header-sized buffer plus one chunk of guest memory (sendmsg of two
  * iovecs, as the engine's channels do), read with readv straight into a destination buffer.
  * It is the number mfrdma over TCP is measured against.
+ *
+ * With zerocopy (the tcpzc cases) each stream sends the way transport/tcp.c does with
+ * MfrSourceConfig.zerocopy: SO_ZEROCOPY on the socket, the header with MSG_MORE, the chunk
+ * with MSG_ZEROCOPY, completions reaped from the error queue once 32 are pending, ENOBUFS
+ * sent with a copy, and no more MSG_ZEROCOPY after 256 completions in a row that the kernel
+ * copied anyway (loopback always copies). Same policy as the engine, so the ratio compares
+ * the engine with the best this technique does on this path, and the counters of both say
+ * how many sends the kernel really left uncopied.
  */
 #include "bench.h"
 
 #include <errno.h>
+#include <linux/errqueue.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#ifndef SO_ZEROCOPY
+#define SO_ZEROCOPY 60
+#endif
+#ifndef MSG_ZEROCOPY
+#define MSG_ZEROCOPY 0x4000000
+#endif
+
 #define BENCH_HDR_MAX 8192u
+/* The engine's TCP_ZC_REAP_BATCH and TCP_ZC_GIVE_UP (transport/tcp.c). */
+#define RAW_ZC_REAP_BATCH 32u
+#define RAW_ZC_GIVE_UP 256u
 
 typedef struct {
     int fd;
@@ -25,6 +45,11 @@ typedef struct {
     pthread_barrier_t *start;
     double cpu_s;
     int err;        /* errno of the first failure, 0 on success */
+    /* sender with zerocopy; the sending thread's alone until it is joined */
+    bool zerocopy;  /* SO_ZEROCOPY accepted: chunks go with MSG_ZEROCOPY */
+    uint32_t zc_sent, zc_done;  /* MSG_ZEROCOPY calls issued / completed (kernel numbering) */
+    unsigned zc_copied_run;     /* consecutive completions the kernel copied */
+    uint64_t msgs, zc_sends, zc_copied;
 } RawStream;
 
 static void raw_slice(const BenchRawSpec *spec, unsigned i, uint64_t *off, uint64_t *len)
@@ -54,6 +79,65 @@ static void raw_advance(struct iovec **iov, int *cnt, size_t n)
     }
 }
 
+/* Reaps MSG_ZEROCOPY completions without blocking, as tcp_zc_reap() does. */
+static void raw_zc_reap(RawStream *s)
+{
+    for (;;) {
+        char control[CMSG_SPACE(sizeof(struct sock_extended_err)) + 64];
+        struct msghdr mh = { .msg_control = control, .msg_controllen = sizeof(control) };
+        if (recvmsg(s->fd, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+            return; /* EAGAIN: queue empty */
+        }
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+            if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
+                  (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR))) {
+                continue;
+            }
+            struct sock_extended_err ee;
+            memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
+            if (ee.ee_errno != 0 || ee.ee_origin != SO_EE_ORIGIN_ZEROCOPY) {
+                continue;
+            }
+            uint32_t n = ee.ee_data - ee.ee_info + 1; /* inclusive range of calls */
+            if (ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
+                s->zc_copied += n;
+                s->zc_copied_run = MIN(s->zc_copied_run + n, RAW_ZC_GIVE_UP);
+            } else {
+                s->zc_copied_run = 0;
+            }
+            s->zc_done = ee.ee_data + 1;
+        }
+    }
+}
+
+/* sendmsg until iov is sent; false with s->err set on failure. */
+static bool raw_send_all(RawStream *s, struct iovec *iov, int cnt, int flags)
+{
+    raw_advance(&iov, &cnt, 0);
+    while (cnt > 0) {
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = cnt };
+        ssize_t r = sendmsg(s->fd, &mh, MSG_NOSIGNAL | flags);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == ENOBUFS && (flags & MSG_ZEROCOPY)) {
+                flags &= ~MSG_ZEROCOPY; /* over optmem for pinned pages: copy this piece */
+                s->zc_copied++;
+                continue;
+            }
+            s->err = errno;
+            return false;
+        }
+        if (flags & MSG_ZEROCOPY) {
+            s->zc_sent++;
+            s->zc_sends++;
+        }
+        raw_advance(&iov, &cnt, (size_t)r);
+    }
+    return true;
+}
+
 static gpointer raw_send_thread(gpointer opaque)
 {
     RawStream *s = opaque;
@@ -63,21 +147,16 @@ static gpointer raw_send_thread(gpointer opaque)
     for (uint64_t off = 0; off < s->len && !s->err;) {
         uint64_t n = MIN(s->chunk, s->len - off);
         struct iovec v[2] = { { hdr, s->hdr }, { s->base + off, n } };
-        struct iovec *iov = v;
-        int cnt = 2;
-        raw_advance(&iov, &cnt, 0);
-        while (cnt > 0) {
-            struct msghdr mh = { .msg_iov = iov, .msg_iovlen = cnt };
-            ssize_t r = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                s->err = errno;
-                break;
+        if (s->zerocopy && s->zc_copied_run < RAW_ZC_GIVE_UP) {
+            if (raw_send_all(s, &v[0], 1, MSG_MORE) &&
+                raw_send_all(s, &v[1], 1, MSG_ZEROCOPY) &&
+                s->zc_sent - s->zc_done >= RAW_ZC_REAP_BATCH) {
+                raw_zc_reap(s);
             }
-            raw_advance(&iov, &cnt, (size_t)r);
+        } else {
+            raw_send_all(s, v, 2, 0);
         }
+        s->msgs++;
         off += n;
     }
     s->cpu_s = bench_thread_cpu_s() - cpu0;
@@ -226,6 +305,11 @@ bool bench_raw_tcp_run(int ctl_fd, const BenchRawSpec *spec, const uint8_t *src,
         raw_slice(spec, n, &off, &len);
         st[n] = (RawStream){ .fd = fd, .base = (uint8_t *)src + off, .len = len,
                              .chunk = spec->chunk, .hdr = spec->hdr, .start = &start };
+        if (spec->zerocopy) {
+            int one = 1;
+            /* without kernel support the stream sends with copies, as the engine does */
+            st[n].zerocopy = setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == 0;
+        }
     }
     if (!ok) {
         /* the agent gives up accepting after its timeout and reports it */
@@ -250,7 +334,14 @@ bool bench_raw_tcp_run(int ctl_fd, const BenchRawSpec *spec, const uint8_t *src,
     }
     bool got = bench_ctl_recv(ctl_fd, line, sizeof(line), -1, error);
     double t1 = bench_now_s();
+    uint64_t msgs = 0, zc_sends = 0, zc_copied = 0;
     for (unsigned i = 0; i < n; i++) {
+        if (st[i].zerocopy) {
+            raw_zc_reap(&st[i]); /* everything landed: the last completions are queued */
+        }
+        msgs += st[i].msgs;
+        zc_sends += st[i].zc_sends;
+        zc_copied += st[i].zc_copied;
         close(st[i].fd);
     }
     pthread_barrier_destroy(&start);
@@ -264,6 +355,7 @@ bool bench_raw_tcp_run(int ctl_fd, const BenchRawSpec *spec, const uint8_t *src,
         return false;
     }
     *out = (BenchRawResult){ .elapsed_s = t1 - t0, .src_cpu_s = cpu, .dst_cpu_s = dcpu,
-                             .bytes = spec->bytes };
+                             .bytes = spec->bytes, .msgs = msgs, .zc_sends = zc_sends,
+                             .zc_copied = zc_copied };
     return true;
 }

@@ -60,12 +60,18 @@ void bench_agent_serve(const BenchAgentConfig *cfg, int ctl_fd);
 /* ---- raw baselines ---- */
 
 typedef struct {
-    double elapsed_s;  /* first byte sent to the last byte landed (source's clock) */
-    double src_cpu_s;  /* sum of the sending threads' CPU */
-    double dst_cpu_s;  /* sum of the receiving threads' CPU */
-    double reg_ms;     /* rdma: destination registration of the whole buffer; tcp: 0 */
-    double src_reg_ms; /* rdma: source registration */
+    double elapsed_s;     /* first byte sent to the last byte landed (source's clock) */
+    double src_cpu_s;     /* sum of the sending threads' CPU; registration not included */
+    double dst_cpu_s;     /* sum of the receiving threads' CPU; registration not included */
+    double reg_ms;        /* rdma: destination registration of the whole buffer; tcp: 0 */
+    double src_reg_ms;    /* rdma: source registration */
+    double dst_reg_cpu_s; /* rdma: CPU of the destination's registration (pinning fresh memory
+                           * is its first touch); NAN from an agent that does not say; tcp: 0 */
+    double src_reg_cpu_s; /* rdma: CPU of the source's registration; tcp: 0 */
     uint64_t bytes;
+    uint64_t msgs;        /* tcp: payload messages sent (one per chunk) */
+    uint64_t zc_sends;    /* tcp zerocopy: sendmsg(MSG_ZEROCOPY) calls */
+    uint64_t zc_copied;   /* of those, copied by the kernel anyway, plus ENOBUFS fallbacks */
 } BenchRawResult;
 
 typedef struct {
@@ -74,6 +80,7 @@ typedef struct {
     uint64_t chunk;    /* payload per message (pages_per_packet pages) */
     uint64_t hdr;      /* bytes of header in front of each chunk (tcp only) */
     bool fresh;        /* destination buffer freshly mapped (true) or the previous one (warm) */
+    bool zerocopy;     /* tcp, sender only: payload with MSG_ZEROCOPY, as transport/tcp.c */
 } BenchRawSpec;
 
 /* Source side of the raw TCP baseline: asks the agent on ctl_fd to receive, then pushes. */

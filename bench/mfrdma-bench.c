@@ -26,12 +26,17 @@
 typedef enum {
     M_TOTAL_MS, M_SETUP_MS, M_DOWNTIME_MS, M_TRANSFER_MS, M_ROUNDS,
     M_GIBS_RAM, M_GIBS_WIRE, M_GIBS_TOTAL,
-    M_SRC_CPU_GIB, M_DST_CPU_GIB, M_SRC_REG_MS_GIB, M_DST_REG_MS_GIB,
-    M_BASE_GIBS_FRESH, M_BASE_GIBS_WARM, M_BASE_SRC_CPU_GIB,
-    M_BASE_DST_CPU_GIB_FRESH, M_BASE_DST_CPU_GIB_WARM, M_BASE_DST_REG_MS_GIB,
+    M_SRC_CPU_GIB, M_SRC_CPU_GIB_XREG, M_DST_CPU_GIB, M_DST_CPU_GIB_XREG,
+    M_SRC_REG_MS_GIB, M_DST_REG_MS_GIB, M_SRC_REG_CPU_GIB, M_DST_REG_CPU_GIB,
+    M_ZC_SENDS, M_ZC_COPIED,
+    M_BASE_GIBS_FRESH, M_BASE_GIBS_WARM, M_BASE_SRC_CPU_GIB, M_BASE_SRC_CPU_GIB_XREG,
+    M_BASE_DST_CPU_GIB_FRESH, M_BASE_DST_CPU_GIB_FRESH_XREG, M_BASE_DST_CPU_GIB_WARM,
+    M_BASE_SRC_REG_MS_GIB, M_BASE_DST_REG_MS_GIB, M_BASE_SRC_REG_CPU_GIB,
+    M_BASE_DST_REG_CPU_GIB, M_BASE_ZC_SENDS, M_BASE_ZC_COPIED,
     M_MEMCPY_WARM_GBS, M_MEMCPY_FRESH_GBS, M_ZERO_SCAN_GBS,
-    M_RATIO_GIBS, M_RATIO_GIBS_WARM, M_RATIO_WIRE, M_RATIO_SRC_CPU, M_RATIO_DST_CPU,
-    M_RATIO_DST_REG, M_RATIO_ZERO_SCAN,
+    M_RATIO_GIBS, M_RATIO_GIBS_WARM, M_RATIO_WIRE, M_RATIO_SRC_CPU, M_RATIO_SRC_CPU_XREG,
+    M_RATIO_DST_CPU, M_RATIO_DST_CPU_XREG, M_RATIO_SRC_REG, M_RATIO_DST_REG,
+    M_RATIO_SRC_REG_CPU, M_RATIO_DST_REG_CPU, M_RATIO_ZERO_SCAN,
     M_COUNT
 } Metric;
 
@@ -40,6 +45,8 @@ typedef struct {
     const char *what;
 } MetricInfo;
 
+/* CPU figures without "_excl_reg" include registration on both sides (the engine's cpu_s
+ * does: its main thread registers); registration figures are per GiB of guest RAM. */
 static const MetricInfo metrics[M_COUNT] = {
     [M_TOTAL_MS] = { "total_ms", "migration, connect to COMPLETE answered" },
     [M_SETUP_MS] = { "setup_ms", "connect, negotiate, announce, registration (source)" },
@@ -49,16 +56,41 @@ static const MetricInfo metrics[M_COUNT] = {
     [M_GIBS_RAM] = { "gib_s_ram", "guest bytes handled / transfer time, GiB/s" },
     [M_GIBS_WIRE] = { "gib_s_wire", "channel bytes (headers + payload) / transfer time" },
     [M_GIBS_TOTAL] = { "gib_s_total", "guest RAM / total time (setup included)" },
-    [M_SRC_CPU_GIB] = { "src_cpu_s_per_gib", "source CPU s per GiB handled" },
-    [M_DST_CPU_GIB] = { "dst_cpu_s_per_gib", "destination CPU s per GiB handled" },
+    [M_SRC_CPU_GIB] = { "src_cpu_s_per_gib", "source CPU s per GiB handled, registration "
+                                             "included" },
+    [M_SRC_CPU_GIB_XREG] = { "src_cpu_s_per_gib_excl_reg", "source CPU s per GiB handled, "
+                                                           "registration excluded" },
+    [M_DST_CPU_GIB] = { "dst_cpu_s_per_gib", "destination CPU s per GiB handled, registration "
+                                             "included" },
+    [M_DST_CPU_GIB_XREG] = { "dst_cpu_s_per_gib_excl_reg", "destination CPU s per GiB handled, "
+                                                           "registration excluded" },
     [M_SRC_REG_MS_GIB] = { "src_reg_ms_per_gib", "source registration ms per GiB" },
     [M_DST_REG_MS_GIB] = { "dst_reg_ms_per_gib", "destination registration ms per GiB" },
+    [M_SRC_REG_CPU_GIB] = { "src_reg_cpu_s_per_gib", "source registration CPU s per GiB" },
+    [M_DST_REG_CPU_GIB] = { "dst_reg_cpu_s_per_gib", "destination registration CPU s per GiB" },
+    [M_ZC_SENDS] = { "zerocopy_sends", "tcpzc: source sendmsg(MSG_ZEROCOPY) calls" },
+    [M_ZC_COPIED] = { "zerocopy_copied", "tcpzc: of those, copied by the kernel anyway" },
     [M_BASE_GIBS_FRESH] = { "base_gib_s_fresh", "raw streams into fresh memory, GiB/s" },
     [M_BASE_GIBS_WARM] = { "base_gib_s_warm", "raw streams into warm memory, GiB/s" },
-    [M_BASE_SRC_CPU_GIB] = { "base_src_cpu_s_per_gib", "raw sender CPU s per GiB (fresh run)" },
-    [M_BASE_DST_CPU_GIB_FRESH] = { "base_dst_cpu_s_per_gib_fresh", "raw receiver, fresh memory" },
-    [M_BASE_DST_CPU_GIB_WARM] = { "base_dst_cpu_s_per_gib_warm", "raw receiver, warm memory" },
-    [M_BASE_DST_REG_MS_GIB] = { "base_dst_reg_ms_per_gib", "raw rdma: one MR per QP, sequential" },
+    [M_BASE_SRC_CPU_GIB] = { "base_src_cpu_s_per_gib", "raw sender CPU s per GiB (fresh run), "
+                                                       "registration included" },
+    [M_BASE_SRC_CPU_GIB_XREG] = { "base_src_cpu_s_per_gib_excl_reg", "raw sender, "
+                                                                     "registration excluded" },
+    [M_BASE_DST_CPU_GIB_FRESH] = { "base_dst_cpu_s_per_gib_fresh", "raw receiver, fresh memory, "
+                                                                   "registration included" },
+    [M_BASE_DST_CPU_GIB_FRESH_XREG] = { "base_dst_cpu_s_per_gib_fresh_excl_reg",
+                                        "raw receiver, fresh memory, registration excluded" },
+    [M_BASE_DST_CPU_GIB_WARM] = { "base_dst_cpu_s_per_gib_warm", "raw receiver, warm memory, "
+                                                                 "registration included" },
+    [M_BASE_SRC_REG_MS_GIB] = { "base_src_reg_ms_per_gib", "raw rdma: one MR per QP, "
+                                                           "sequential" },
+    [M_BASE_DST_REG_MS_GIB] = { "base_dst_reg_ms_per_gib", "raw rdma: one MR per QP, "
+                                                           "sequential" },
+    [M_BASE_SRC_REG_CPU_GIB] = { "base_src_reg_cpu_s_per_gib", "raw rdma: CPU of those" },
+    [M_BASE_DST_REG_CPU_GIB] = { "base_dst_reg_cpu_s_per_gib", "raw rdma: CPU of those" },
+    [M_BASE_ZC_SENDS] = { "base_zerocopy_sends", "tcpzc: raw sendmsg(MSG_ZEROCOPY) calls (fresh "
+                                                 "run)" },
+    [M_BASE_ZC_COPIED] = { "base_zerocopy_copied", "tcpzc: of those, copied by the kernel" },
     [M_MEMCPY_WARM_GBS] = { "memcpy_warm_gb_s", "one thread, GB/s (1e9)" },
     [M_MEMCPY_FRESH_GBS] = { "memcpy_fresh_gb_s", "one thread into never-touched memory" },
     [M_ZERO_SCAN_GBS] = { "zero_scan_gb_s", "mfr_buffer_is_zero per 4 KiB page, one thread" },
@@ -66,14 +98,23 @@ static const MetricInfo metrics[M_COUNT] = {
     [M_RATIO_GIBS_WARM] = { "ratio_gib_s_warm", "gib_s_ram / base_gib_s_warm" },
     [M_RATIO_WIRE] = { "ratio_gib_s_wire", "gib_s_wire / base_gib_s_fresh" },
     [M_RATIO_SRC_CPU] = { "ratio_src_cpu", "src_cpu_s_per_gib / base_src_cpu_s_per_gib" },
+    [M_RATIO_SRC_CPU_XREG] = { "ratio_src_cpu_excl_reg", "the same, registration excluded" },
     [M_RATIO_DST_CPU] = { "ratio_dst_cpu", "dst_cpu_s_per_gib / base_dst_cpu_s_per_gib_fresh" },
+    [M_RATIO_DST_CPU_XREG] = { "ratio_dst_cpu_excl_reg", "the same, registration excluded" },
+    [M_RATIO_SRC_REG] = { "ratio_src_reg", "src_reg_ms_per_gib / base_src_reg_ms_per_gib" },
     [M_RATIO_DST_REG] = { "ratio_dst_reg", "dst_reg_ms_per_gib / base_dst_reg_ms_per_gib" },
+    [M_RATIO_SRC_REG_CPU] = { "ratio_src_reg_cpu", "src_reg_cpu_s_per_gib / "
+                                                   "base_src_reg_cpu_s_per_gib" },
+    [M_RATIO_DST_REG_CPU] = { "ratio_dst_reg_cpu", "dst_reg_cpu_s_per_gib / "
+                                                   "base_dst_reg_cpu_s_per_gib" },
     [M_RATIO_ZERO_SCAN] = { "ratio_zero_scan", "gib_s_ram per channel (GB/s) / zero_scan_gb_s" },
 };
 
 typedef struct {
     char spec[128];
-    char transport[8];
+    char transport[8];     /* as in the spec: tcp, tcpzc, rdma */
+    const char *scheme;    /* the engine's URI scheme: tcp or rdma */
+    bool zerocopy;         /* tcpzc: MfrSourceConfig.zerocopy, raw streams with MSG_ZEROCOPY */
     unsigned channels;
     uint64_t size;
     char mix[32];
@@ -110,7 +151,8 @@ static bool parse_size(const char *t, uint64_t *out)
     return *end == '\0' && *out > 0;
 }
 
-/* "TRANSPORT/CHANNELS/SIZE/MIX/DIRTY_MBPS", e.g. "tcp/4/1G/random/0". */
+/* "TRANSPORT/CHANNELS/SIZE/MIX/DIRTY_MBPS", e.g. "tcp/4/1G/random/0"; TRANSPORT tcp, tcpzc
+ * (tcp with MSG_ZEROCOPY on the source) or rdma. */
 static bool case_parse(const char *text, BenchCase *c, GError **error)
 {
     g_auto(GStrv) f = g_strsplit(text, "/", 0);
@@ -121,9 +163,18 @@ static bool case_parse(const char *text, BenchCase *c, GError **error)
                     "MIX/DIRTY_MBPS, e.g. tcp/4/1G/random/0", text);
         return false;
     }
-    if (strcmp(f[0], "tcp") != 0 && strcmp(f[0], "rdma") != 0) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "case '%s': transport '%s' is not tcp "
-                    "or rdma", text, f[0]);
+    static const struct { const char *name, *scheme; bool zerocopy; } transports[] = {
+        { "tcp", "tcp", false }, { "tcpzc", "tcp", true }, { "rdma", "rdma", false },
+    };
+    for (unsigned i = 0; i < G_N_ELEMENTS(transports); i++) {
+        if (strcmp(f[0], transports[i].name) == 0) {
+            c->scheme = transports[i].scheme;
+            c->zerocopy = transports[i].zerocopy;
+        }
+    }
+    if (!c->scheme) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "case '%s': transport '%s' is not tcp, "
+                    "tcpzc or rdma", text, f[0]);
         return false;
     }
     g_strlcpy(c->transport, f[0], sizeof(c->transport));
@@ -252,6 +303,7 @@ static bool measure_memcpy(const uint8_t *src, uint64_t len, bool thp, double *w
 typedef struct {
     double total_ms, setup_ms, reg_ms, downtime_ms, transfer_ms, cpu_s;
     uint64_t wire_bytes;
+    double reg_cpu_s; /* NAN from an agent that does not report it */
 } DestFigures;
 
 static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
@@ -267,7 +319,7 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
         g_snprintf(hex + 2 * i, 3, "%02x", sc.token[i]);
     }
     char line[BENCH_LINE_MAX], uri[512];
-    if (!bench_ctl_send(ctl, error, "MFR %s %s", c->transport, hex) ||
+    if (!bench_ctl_send(ctl, error, "MFR %s %s", c->scheme, hex) ||
         !bench_ctl_recv(ctl, line, sizeof(line), 60000, error)) {
         return false;
     }
@@ -279,6 +331,7 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
     sc.channels = c->channels;
     sc.verify = a->verify;
     sc.force_switchover = true;
+    sc.zerocopy = c->zerocopy;
     sc.timeout_ms = (unsigned)a->timeout_ms;
     if (a->pages_per_packet > 0) {
         sc.pages_per_packet = (unsigned)a->pages_per_packet;
@@ -305,9 +358,10 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
         }
         return false;
     }
-    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT, &df->total_ms,
+    df->reg_cpu_s = NAN;
+    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT " %lf", &df->total_ms,
                &df->setup_ms, &df->reg_ms, &df->downtime_ms, &df->transfer_ms, &df->cpu_s,
-               &df->wire_bytes) != 7) {
+               &df->wire_bytes, &df->reg_cpu_s) < 7) {
         if (ok) {
             g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "agent: %s", line);
         } else if (g_str_has_prefix(line, "ERR ")) {
@@ -353,10 +407,19 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
     v[M_GIBS_RAM] = handled / GIB / xfer_s;
     v[M_GIBS_WIRE] = ss.wire_bytes / GIB / xfer_s;
     v[M_GIBS_TOTAL] = ram_gib / MAX(ss.total_ms / 1000, 1e-9);
+    /* cpu_s includes the registering thread's CPU; registration_cpu_s says how much */
     v[M_SRC_CPU_GIB] = ss.cpu_s / gib;
+    v[M_SRC_CPU_GIB_XREG] = (ss.cpu_s - ss.registration_cpu_s) / gib;
     v[M_DST_CPU_GIB] = df.cpu_s / gib;
+    v[M_DST_CPU_GIB_XREG] = (df.cpu_s - df.reg_cpu_s) / gib;
     v[M_SRC_REG_MS_GIB] = ss.registration_ms / ram_gib;
     v[M_DST_REG_MS_GIB] = df.reg_ms / ram_gib;
+    v[M_SRC_REG_CPU_GIB] = ss.registration_cpu_s / ram_gib;
+    v[M_DST_REG_CPU_GIB] = df.reg_cpu_s / ram_gib;
+    if (c->zerocopy) {
+        v[M_ZC_SENDS] = (double)ss.zerocopy_sends;
+        v[M_ZC_COPIED] = (double)ss.zerocopy_copied;
+    }
 
     if (!a->no_baseline) {
         unsigned nb;
@@ -370,6 +433,7 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
             .chunk = (uint64_t)(a->pages_per_packet > 0 ? a->pages_per_packet : 128) * 4096,
             .hdr = MIN(hdr, 8192),
             .fresh = true,
+            .zerocopy = c->zerocopy,
         };
         BenchRawResult fr, wr;
         bool rdma = strcmp(c->transport, "rdma") == 0;
@@ -382,14 +446,25 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
             g_prefix_error(error, "raw %s baseline: ", c->transport);
             return false;
         }
+        /* Like for like with the engine, whose cpu_s includes registration: the raw CPU
+         * figures add the CPU of the raw registration loops (0 on tcp). */
         double bg = spec.bytes / GIB;
         v[M_BASE_GIBS_FRESH] = bg / fr.elapsed_s;
         v[M_BASE_GIBS_WARM] = bg / wr.elapsed_s;
-        v[M_BASE_SRC_CPU_GIB] = fr.src_cpu_s / bg;
-        v[M_BASE_DST_CPU_GIB_FRESH] = fr.dst_cpu_s / bg;
-        v[M_BASE_DST_CPU_GIB_WARM] = wr.dst_cpu_s / bg;
+        v[M_BASE_SRC_CPU_GIB] = (fr.src_cpu_s + fr.src_reg_cpu_s) / bg;
+        v[M_BASE_SRC_CPU_GIB_XREG] = fr.src_cpu_s / bg;
+        v[M_BASE_DST_CPU_GIB_FRESH] = (fr.dst_cpu_s + fr.dst_reg_cpu_s) / bg;
+        v[M_BASE_DST_CPU_GIB_FRESH_XREG] = fr.dst_cpu_s / bg;
+        v[M_BASE_DST_CPU_GIB_WARM] = (wr.dst_cpu_s + wr.dst_reg_cpu_s) / bg;
         if (rdma) {
+            v[M_BASE_SRC_REG_MS_GIB] = fr.src_reg_ms / bg;
             v[M_BASE_DST_REG_MS_GIB] = fr.reg_ms / bg;
+            v[M_BASE_SRC_REG_CPU_GIB] = fr.src_reg_cpu_s / bg;
+            v[M_BASE_DST_REG_CPU_GIB] = fr.dst_reg_cpu_s / bg;
+        }
+        if (c->zerocopy) {
+            v[M_BASE_ZC_SENDS] = (double)fr.zc_sends;
+            v[M_BASE_ZC_COPIED] = (double)fr.zc_copied;
         }
     }
     double warm = NAN, fresh = NAN;
@@ -406,8 +481,13 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
     v[M_RATIO_GIBS_WARM] = ratio(v[M_GIBS_RAM], v[M_BASE_GIBS_WARM]);
     v[M_RATIO_WIRE] = ratio(v[M_GIBS_WIRE], v[M_BASE_GIBS_FRESH]);
     v[M_RATIO_SRC_CPU] = ratio(v[M_SRC_CPU_GIB], v[M_BASE_SRC_CPU_GIB]);
+    v[M_RATIO_SRC_CPU_XREG] = ratio(v[M_SRC_CPU_GIB_XREG], v[M_BASE_SRC_CPU_GIB_XREG]);
     v[M_RATIO_DST_CPU] = ratio(v[M_DST_CPU_GIB], v[M_BASE_DST_CPU_GIB_FRESH]);
+    v[M_RATIO_DST_CPU_XREG] = ratio(v[M_DST_CPU_GIB_XREG], v[M_BASE_DST_CPU_GIB_FRESH_XREG]);
+    v[M_RATIO_SRC_REG] = ratio(v[M_SRC_REG_MS_GIB], v[M_BASE_SRC_REG_MS_GIB]);
     v[M_RATIO_DST_REG] = ratio(v[M_DST_REG_MS_GIB], v[M_BASE_DST_REG_MS_GIB]);
+    v[M_RATIO_SRC_REG_CPU] = ratio(v[M_SRC_REG_CPU_GIB], v[M_BASE_SRC_REG_CPU_GIB]);
+    v[M_RATIO_DST_REG_CPU] = ratio(v[M_DST_REG_CPU_GIB], v[M_BASE_DST_REG_CPU_GIB]);
     v[M_RATIO_ZERO_SCAN] = ratio(v[M_GIBS_RAM] * GIB / 1e9 / c->channels, v[M_ZERO_SCAN_GBS]);
     if (record) {
         for (unsigned m = 0; m < M_COUNT; m++) {
@@ -419,6 +499,10 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
             v[M_GIBS_RAM], v[M_RATIO_GIBS], v[M_RATIO_GIBS_WARM], v[M_TOTAL_MS],
             v[M_SRC_CPU_GIB], v[M_DST_CPU_GIB], v[M_BASE_SRC_CPU_GIB],
             v[M_BASE_DST_CPU_GIB_FRESH]);
+    if (c->zerocopy) {
+        fprintf(stderr, "    zerocopy sends %.0f, copied by the kernel %.0f (raw %.0f, %.0f)\n",
+                v[M_ZC_SENDS], v[M_ZC_COPIED], v[M_BASE_ZC_SENDS], v[M_BASE_ZC_COPIED]);
+    }
     return true;
 }
 
@@ -459,7 +543,7 @@ static bool write_results(const char *dir, const BenchArgs *a, BenchCase *cases,
     g_autofree char *when = g_date_time_format_iso8601(now);
     g_autofree char *cmd = json_str(cmdline);
     GString *j = g_string_new("{\n");
-    g_string_append_printf(j, "  \"bench_version\": 1,\n  \"date\": \"%s\",\n  \"command\": %s,\n",
+    g_string_append_printf(j, "  \"bench_version\": 2,\n  \"date\": \"%s\",\n  \"command\": %s,\n",
                            when, cmd);
     g_string_append_printf(j, "  \"machine\": {\"kernel\": \"%s %s\", \"cpus\": %ld},\n",
                            u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN));
@@ -486,8 +570,9 @@ static bool write_results(const char *dir, const BenchArgs *a, BenchCase *cases,
         g_autofree char *err = json_str(c->error);
         g_string_append_printf(j, "%s\n    {\"case\": \"%s\", \"transport\": \"%s\", "
                                "\"channels\": %u, \"size_bytes\": %" G_GUINT64_FORMAT ", "
-                               "\"mix\": \"%s\", \"mix_pct\": [%u, %u, %u], \"dirty_mbps\": ",
-                               i ? "," : "", c->spec, c->transport, c->channels, c->size, c->mix,
+                               "\"zerocopy\": %s, \"mix\": \"%s\", \"mix_pct\": [%u, %u, %u], "
+                               "\"dirty_mbps\": ", i ? "," : "", c->spec, c->transport,
+                               c->channels, c->size, c->zerocopy ? "true" : "false", c->mix,
                                c->go.pct_random, c->go.pct_compressible, c->go.pct_zero);
         json_num(j, c->dirty_mbps);
         g_string_append_printf(j, ", \"runs\": %u, \"error\": %s,\n     \"figures\": {",
@@ -528,29 +613,103 @@ static bool write_results(const char *dir, const BenchArgs *a, BenchCase *cases,
     return ok;
 }
 
+/* Appends one right-aligned cell: the median of v formatted with fmt, then "(ratio)" when r
+ * names a ratio (r < 0: none); "-" for what was not measured. */
+static void put_cell(GString *row, int width, const char *fmt, const BenchCase *c, Metric v,
+                     int r)
+{
+    double x = case_median(c, v);
+    g_autoptr(GString) t = g_string_new(NULL);
+    if (!isfinite(x)) {
+        g_string_append_c(t, '-');
+    } else {
+        g_string_append_printf(t, fmt, x);
+        if (r >= 0) {
+            double y = case_median(c, (Metric)r);
+            if (isfinite(y)) {
+                g_string_append_printf(t, "(%.2f)", y);
+            } else {
+                g_string_append(t, "(-)");
+            }
+        }
+    }
+    g_string_append_printf(row, " %*s", width, t->str);
+}
+
+static void print_row(FILE *out, GString *row)
+{
+    fprintf(out, "%s\n", row->str);
+    g_string_truncate(row, 0);
+}
+
 static void print_table(FILE *out, BenchCase *cases, unsigned n)
 {
-    fprintf(out, "\nmedians; (x) = ratio to the raw baseline of the same run "
-                 "(throughput: fresh destination memory; CPU: sender / fresh receiver)\n");
-    fprintf(out, "%-26s %7s %7s %13s %8s %8s %8s %6s %13s %13s %8s %7s\n", "case", "GiB/s",
-            "rawGiB/s", "(ratio,warm)", "total", "setup", "down", "rounds", "srcCPU/GiB",
-            "dstCPU/GiB", "reg/GiB", "zscan");
+    g_autoptr(GString) row = g_string_new(NULL);
+    bool any_zc = false;
+    fprintf(out, "\nmedians; (x) = ratio to the raw baseline of the same run (throughput: fresh "
+                 "destination memory;\nwire: wire GiB/s / raw GiB/s; zscan: guest GB/s per "
+                 "channel / one thread's zero-page scan)\n");
+    fprintf(out, "%-28s %6s %8s %6s %6s %11s %7s %6s %6s %6s %12s\n", "case", "GiB/s",
+            "rawGiB/s", "ratio", "warm", "wireGiB/s", "total", "setup", "down", "rounds",
+            "zscanGB/s");
+    for (unsigned i = 0; i < n; i++) {
+        BenchCase *c = &cases[i];
+        any_zc |= c->zerocopy;
+        if (c->error[0]) {
+            fprintf(out, "%-28s FAILED: %s\n", c->spec, c->error);
+            continue;
+        }
+        g_string_append_printf(row, "%-28s", c->spec);
+        put_cell(row, 6, "%.2f", c, M_GIBS_RAM, -1);
+        put_cell(row, 8, "%.2f", c, M_BASE_GIBS_FRESH, -1);
+        put_cell(row, 6, "%.2f", c, M_RATIO_GIBS, -1);
+        put_cell(row, 6, "%.2f", c, M_RATIO_GIBS_WARM, -1);
+        put_cell(row, 11, "%.2f", c, M_GIBS_WIRE, M_RATIO_WIRE);
+        put_cell(row, 7, "%.0fms", c, M_TOTAL_MS, -1);
+        put_cell(row, 6, "%.0fms", c, M_SETUP_MS, -1);
+        put_cell(row, 6, "%.0fms", c, M_DOWNTIME_MS, -1);
+        put_cell(row, 6, "%.0f", c, M_ROUNDS, -1);
+        put_cell(row, 12, "%.1f", c, M_ZERO_SCAN_GBS, M_RATIO_ZERO_SCAN);
+        print_row(out, row);
+    }
+    fprintf(out, "\nCPU s per GiB handled, (x) = ratio to the raw sender / fresh receiver; "
+                 "dstCPU includes the\nregistering thread's registration CPU (so does the "
+                 "raw one), dstCPU-reg leaves it out on both;\nregistration ms and CPU s "
+                 "per GiB of guest RAM, source and destination apart (tcp: none)\n");
+    fprintf(out, "%-28s %11s %11s %11s %13s %13s %12s\n", "case", "srcCPU", "dstCPU",
+            "dstCPU-reg", "srcReg ms", "dstReg ms", "dstRegCPU");
     for (unsigned i = 0; i < n; i++) {
         BenchCase *c = &cases[i];
         if (c->error[0]) {
-            fprintf(out, "%-26s FAILED: %s\n", c->spec, c->error);
             continue;
         }
-        fprintf(out, "%-26s %7.2f %8.2f (%4.2f, %4.2f) %6.0fms %6.0fms %6.0fms %6.0f "
-                     "%6.2fs(%4.2f) %6.2fs(%4.2f) %6.1fms %5.1fGB\n",
-                c->spec, case_median(c, M_GIBS_RAM), case_median(c, M_BASE_GIBS_FRESH),
-                case_median(c, M_RATIO_GIBS), case_median(c, M_RATIO_GIBS_WARM),
-                case_median(c, M_TOTAL_MS), case_median(c, M_SETUP_MS),
-                case_median(c, M_DOWNTIME_MS), case_median(c, M_ROUNDS),
-                case_median(c, M_SRC_CPU_GIB), case_median(c, M_RATIO_SRC_CPU),
-                case_median(c, M_DST_CPU_GIB), case_median(c, M_RATIO_DST_CPU),
-                MAX(case_median(c, M_SRC_REG_MS_GIB), case_median(c, M_DST_REG_MS_GIB)),
-                case_median(c, M_ZERO_SCAN_GBS));
+        g_string_append_printf(row, "%-28s", c->spec);
+        put_cell(row, 11, "%.2f", c, M_SRC_CPU_GIB, M_RATIO_SRC_CPU);
+        put_cell(row, 11, "%.2f", c, M_DST_CPU_GIB, M_RATIO_DST_CPU);
+        put_cell(row, 11, "%.2f", c, M_DST_CPU_GIB_XREG, M_RATIO_DST_CPU_XREG);
+        put_cell(row, 13, "%.1f", c, M_SRC_REG_MS_GIB, M_RATIO_SRC_REG);
+        put_cell(row, 13, "%.1f", c, M_DST_REG_MS_GIB, M_RATIO_DST_REG);
+        put_cell(row, 12, "%.2f", c, M_DST_REG_CPU_GIB, M_RATIO_DST_REG_CPU);
+        print_row(out, row);
+    }
+    if (any_zc) {
+        fprintf(out, "\nMSG_ZEROCOPY sends and how many of them the kernel copied anyway "
+                     "(loopback always copies;\nengine and raw both stop asking after 256 "
+                     "copied in a row)\n");
+        fprintf(out, "%-28s %10s %10s %10s %10s\n", "case", "zcSends", "copied", "rawSends",
+                "rawCopied");
+        for (unsigned i = 0; i < n; i++) {
+            BenchCase *c = &cases[i];
+            if (c->error[0] || !c->zerocopy) {
+                continue;
+            }
+            g_string_append_printf(row, "%-28s", c->spec);
+            put_cell(row, 10, "%.0f", c, M_ZC_SENDS, -1);
+            put_cell(row, 10, "%.0f", c, M_ZC_COPIED, -1);
+            put_cell(row, 10, "%.0f", c, M_BASE_ZC_SENDS, -1);
+            put_cell(row, 10, "%.0f", c, M_BASE_ZC_COPIED, -1);
+            print_row(out, row);
+        }
     }
     if (n) {
         fprintf(out, "memcpy (one thread): %.1f GB/s warm, %.1f GB/s into fresh memory\n",
@@ -662,8 +821,8 @@ int main(int argc, char **argv)
     BenchArgs a = { .repeats = 3, .warmup = 1, .timeout_ms = 10000 };
     GOptionEntry entries[] = {
         { "case", 'c', 0, G_OPTION_ARG_STRING_ARRAY, &a.cases,
-          "a case TRANSPORT/CHANNELS/SIZE/MIX/DIRTY_MBPS (repeatable; MIX: random, "
-          "compressible, zero, mixed or R:C:Z)", "SPEC" },
+          "a case TRANSPORT/CHANNELS/SIZE/MIX/DIRTY_MBPS (repeatable; TRANSPORT: tcp, tcpzc "
+          "(MSG_ZEROCOPY) or rdma; MIX: random, compressible, zero, mixed or R:C:Z)", "SPEC" },
         { "repeats", 'r', 0, G_OPTION_ARG_INT, &a.repeats, "measured runs per case (3)", "N" },
         { "warmup", 0, 0, G_OPTION_ARG_INT, &a.warmup, "discarded runs per case (1)", "N" },
         { "out", 'o', 0, G_OPTION_ARG_FILENAME, &a.out,
@@ -692,7 +851,7 @@ int main(int argc, char **argv)
         "Each case is migrated warmup + repeats times; every repetition also runs the raw\n"
         "baseline of the same transport and channel count (fresh and warm destination\n"
         "memory), memcpy and the zero-page scan. bench/run drives the usual matrices.\n"
-        "Example: mfrdma-bench -c tcp/4/1G/random/0 -c tcp/4/1G/zero/0 -o results/\n");
+        "Example: mfrdma-bench -c tcp/4/1G/random/0 -c tcpzc/4/1G/random/0 -o results/\n");
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(oc, &argc, &argv, &error)) {
         fprintf(stderr, "mfrdma-bench: %s\n", error->message);

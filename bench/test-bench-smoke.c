@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * bench-smoke: runs mfrdma-bench once on tiny TCP cases and checks that results.json is
- * well-formed JSON and results.csv a consistent table, both with every expected figure and
- * ratios > 0. Not a timed assertion: it proves the harness measures, not how fast.
+ * bench-smoke: runs mfrdma-bench once on tiny TCP cases (one with MSG_ZEROCOPY) and checks
+ * that results.json is well-formed JSON and results.csv a consistent table, both with every
+ * expected figure and ratios > 0. Not a timed assertion: it proves the harness measures, not
+ * how fast.
  */
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -138,6 +139,9 @@ static bool json_value(Json *j, const char *path)
     for (unsigned i = 0; i < G_N_ELEMENTS(lits); i++) {
         if (strncmp(j->p, lits[i], strlen(lits[i])) == 0) {
             j->p += strlen(lits[i]);
+            if (i < 2) { /* booleans read back as strings; null is simply absent */
+                g_hash_table_insert(j->strs, g_strdup(path), g_strdup(lits[i]));
+            }
             return true;
         }
     }
@@ -195,14 +199,27 @@ static double json_num(Json *j, const char *fmt, ...)
     return *d;
 }
 
+static bool json_has_num(Json *j, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static bool json_has_num(Json *j, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *path = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    return g_hash_table_contains(j->nums, path);
+}
+
 /* ---------- the run ---------- */
 
 static const char *const figures[] = {
     "total_ms", "setup_ms", "downtime_ms", "transfer_ms", "rounds", "gib_s_ram", "gib_s_wire",
-    "gib_s_total", "src_cpu_s_per_gib", "dst_cpu_s_per_gib", "base_gib_s_fresh",
-    "base_gib_s_warm", "base_src_cpu_s_per_gib", "base_dst_cpu_s_per_gib_fresh",
-    "base_dst_cpu_s_per_gib_warm", "memcpy_warm_gb_s", "memcpy_fresh_gb_s", "zero_scan_gb_s",
-    "ratio_gib_s", "ratio_gib_s_warm", "ratio_gib_s_wire", "ratio_zero_scan",
+    "gib_s_total", "src_cpu_s_per_gib", "src_cpu_s_per_gib_excl_reg", "dst_cpu_s_per_gib",
+    "dst_cpu_s_per_gib_excl_reg", "src_reg_ms_per_gib", "dst_reg_ms_per_gib",
+    "src_reg_cpu_s_per_gib", "dst_reg_cpu_s_per_gib", "base_gib_s_fresh", "base_gib_s_warm",
+    "base_src_cpu_s_per_gib", "base_src_cpu_s_per_gib_excl_reg", "base_dst_cpu_s_per_gib_fresh",
+    "base_dst_cpu_s_per_gib_fresh_excl_reg", "base_dst_cpu_s_per_gib_warm", "memcpy_warm_gb_s",
+    "memcpy_fresh_gb_s", "zero_scan_gb_s", "ratio_gib_s", "ratio_gib_s_warm", "ratio_gib_s_wire",
+    "ratio_zero_scan",
 };
 /* Figures that must be > 0 in every case (setup/downtime can round to 0 on tiny guests). */
 static const char *const positive[] = {
@@ -210,9 +227,23 @@ static const char *const positive[] = {
     "base_gib_s_warm", "memcpy_warm_gb_s", "memcpy_fresh_gb_s", "zero_scan_gb_s",
     "ratio_gib_s", "ratio_gib_s_warm", "ratio_gib_s_wire", "ratio_zero_scan",
 };
-static const char *const cases[] = { "tcp/2/32M/random/0", "tcp/1/32M/zero/0" };
-/* CPU ratios need measurable work on both sides: checked on the random case. */
-static const char *const positive_random[] = { "ratio_src_cpu", "ratio_dst_cpu" };
+/* Registration exists only on rdma: on tcp the raw side has none (null) and the ratios too. */
+static const char *const rdma_only[] = {
+    "base_src_reg_ms_per_gib", "base_dst_reg_ms_per_gib", "base_src_reg_cpu_s_per_gib",
+    "base_dst_reg_cpu_s_per_gib", "ratio_src_reg", "ratio_dst_reg", "ratio_src_reg_cpu",
+    "ratio_dst_reg_cpu",
+};
+/* MSG_ZEROCOPY counters: numbers in tcpzc cases, null elsewhere. */
+static const char *const zerocopy_figures[] = {
+    "zerocopy_sends", "zerocopy_copied", "base_zerocopy_sends", "base_zerocopy_copied",
+};
+static const char *const cases[] = { "tcp/2/32M/random/0", "tcp/1/32M/zero/0",
+                                     "tcpzc/2/32M/random/0" };
+static const bool case_zerocopy[] = { false, false, true };
+/* CPU ratios need measurable work on both sides: checked on the random cases. */
+static const char *const positive_random[] = { "ratio_src_cpu", "ratio_dst_cpu",
+                                               "ratio_src_cpu_excl_reg",
+                                               "ratio_dst_cpu_excl_reg" };
 
 static char *bench_exe(void)
 {
@@ -236,20 +267,36 @@ static void run_bench(char **argv_extra, int *status, char **out, char **err)
     g_assert_true(ok);
 }
 
+/* Index of FIGURE's median column in the CSV header. */
+static int csv_column(char **head, const char *figure)
+{
+    g_autofree char *col = g_strdup_printf("%s_median", figure);
+    for (unsigned i = 0; head[i]; i++) {
+        if (strcmp(head[i], col) == 0) {
+            return (int)i;
+        }
+    }
+    g_test_message("no CSV column %s", col);
+    g_assert_not_reached();
+}
+
 static void test_smoke_tcp(void)
 {
     g_autoptr(GError) error = NULL;
     g_autofree char *dir = g_dir_make_tmp("mfr-bench-XXXXXX", &error);
     g_assert_no_error(error);
-    char *args[] = { "-c", (char *)cases[0], "-c", (char *)cases[1], "--repeats", "1",
-                     "--warmup", "0", "--verify", "-o", dir, NULL };
+    char *args[] = { "-c", (char *)cases[0], "-c", (char *)cases[1], "-c", (char *)cases[2],
+                     "--repeats", "1", "--warmup", "0", "--verify", "-o", dir, NULL };
     int status = -1;
     g_autofree char *out = NULL, *err = NULL;
     run_bench(args, &status, &out, &err);
     g_test_message("stdout:\n%s\nstderr:\n%s", out, err);
     g_assert_true(g_spawn_check_wait_status(status, NULL));
     g_assert_nonnull(strstr(out, "ratio to the raw baseline"));
-    g_assert_nonnull(strstr(err, "[1/2] tcp/2/32M/random/0"));
+    g_assert_nonnull(strstr(out, "dstCPU-reg"));
+    g_assert_nonnull(strstr(out, "MSG_ZEROCOPY sends"));
+    g_assert_nonnull(strstr(err, "[1/3] tcp/2/32M/random/0"));
+    g_assert_nonnull(strstr(err, "[3/3] tcpzc/2/32M/random/0"));
 
     /* JSON */
     g_autofree char *jpath = g_build_filename(dir, "results.json", NULL);
@@ -259,12 +306,16 @@ static void test_smoke_tcp(void)
     Json j;
     json_init(&j);
     g_assert_true(json_parse(&j, jtext));
+    g_assert_cmpfloat(json_num(&j, "bench_version"), ==, 2);
     g_assert_cmpfloat(json_num(&j, "config.repeats"), ==, 1);
     g_assert_cmpfloat(*(double *)g_hash_table_lookup(j.lens, "cases"), ==, G_N_ELEMENTS(cases));
     for (unsigned c = 0; c < G_N_ELEMENTS(cases); c++) {
         g_autofree char *sp = g_strdup_printf("cases.%u.case", c);
         g_assert_cmpstr(g_hash_table_lookup(j.strs, sp), ==, cases[c]);
         g_assert_cmpfloat(json_num(&j, "cases.%u.runs", c), ==, 1);
+        g_autofree char *zp = g_strdup_printf("cases.%u.zerocopy", c);
+        g_assert_cmpstr(g_hash_table_lookup(j.strs, zp), ==,
+                        case_zerocopy[c] ? "true" : "false");
         for (unsigned f = 0; f < G_N_ELEMENTS(figures); f++) {
             double mn = json_num(&j, "cases.%u.figures.%s.min", c, figures[f]);
             double md = json_num(&j, "cases.%u.figures.%s.median", c, figures[f]);
@@ -280,8 +331,33 @@ static void test_smoke_tcp(void)
             }
             g_assert_cmpfloat(md, >, 0);
         }
-        for (unsigned f = 0; c == 0 && f < G_N_ELEMENTS(positive_random); f++) {
-            g_assert_cmpfloat(json_num(&j, "cases.0.figures.%s.median", positive_random[f]), >, 0);
+        for (unsigned f = 0; c != 1 && f < G_N_ELEMENTS(positive_random); f++) {
+            g_assert_cmpfloat(json_num(&j, "cases.%u.figures.%s.median", c, positive_random[f]),
+                              >, 0);
+        }
+        /* tcp: nothing registered, so excluding registration changes nothing */
+        g_assert_cmpfloat(json_num(&j, "cases.%u.figures.dst_reg_cpu_s_per_gib.median", c), ==,
+                          0);
+        g_assert_cmpfloat(json_num(&j, "cases.%u.figures.dst_cpu_s_per_gib_excl_reg.median", c),
+                          ==, json_num(&j, "cases.%u.figures.dst_cpu_s_per_gib.median", c));
+        g_assert_cmpfloat(json_num(&j, "cases.%u.figures.base_dst_cpu_s_per_gib_fresh_excl_reg."
+                                   "median", c), ==,
+                          json_num(&j, "cases.%u.figures.base_dst_cpu_s_per_gib_fresh.median", c));
+        for (unsigned f = 0; f < G_N_ELEMENTS(rdma_only); f++) {
+            g_assert_false(json_has_num(&j, "cases.%u.figures.%s.median", c, rdma_only[f]));
+        }
+        for (unsigned f = 0; f < G_N_ELEMENTS(zerocopy_figures); f++) {
+            if (!case_zerocopy[c]) {
+                g_assert_false(json_has_num(&j, "cases.%u.figures.%s.median", c,
+                                            zerocopy_figures[f]));
+                continue;
+            }
+            double mn = json_num(&j, "cases.%u.figures.%s.min", c, zerocopy_figures[f]);
+            double mx = json_num(&j, "cases.%u.figures.%s.max", c, zerocopy_figures[f]);
+            g_assert_cmpfloat(mn, <=, mx);
+            /* loopback delivery always copies: both senders used MSG_ZEROCOPY, and the
+             * completions they reaped say the kernel copied */
+            g_assert_cmpfloat(mn, >, 0);
         }
         /* the mostly-zero guest sends far fewer wire bytes than guest bytes */
         if (c == 1) {
@@ -304,15 +380,19 @@ static void test_smoke_tcp(void)
         g_assert_cmpuint(g_strv_length(row), ==, g_strv_length(head));
         g_assert_cmpstr(row[0], ==, cases[c]);
         for (unsigned f = 0; f < G_N_ELEMENTS(positive); f++) {
-            g_autofree char *col = g_strdup_printf("%s_median", positive[f]);
-            int k = -1;
-            for (unsigned i = 0; head[i]; i++) {
-                if (strcmp(head[i], col) == 0) {
-                    k = (int)i;
-                }
-            }
-            g_assert_cmpint(k, >=, 0);
+            int k = csv_column(head, positive[f]);
             g_assert_cmpfloat(g_ascii_strtod(row[k], NULL), >, 0);
+        }
+        for (unsigned f = 0; f < G_N_ELEMENTS(figures); f++) {
+            g_assert_cmpstr(row[csv_column(head, figures[f])], !=, "");
+        }
+        for (unsigned f = 0; f < G_N_ELEMENTS(zerocopy_figures); f++) {
+            const char *cell = row[csv_column(head, zerocopy_figures[f])];
+            if (case_zerocopy[c]) {
+                g_assert_cmpfloat(g_ascii_strtod(cell, NULL), >, 0);
+            } else {
+                g_assert_cmpstr(cell, ==, "");
+            }
         }
     }
     g_unlink(jpath);
@@ -330,7 +410,8 @@ static void test_smoke_bad_case(void)
     g_assert_true(WIFEXITED(status));
     g_assert_cmpint(WEXITSTATUS(status), ==, 2);
     g_assert_cmpstr(err, ==,
-                    "mfrdma-bench: case 'udp/4/1G/random/0': transport 'udp' is not tcp or rdma\n");
+                    "mfrdma-bench: case 'udp/4/1G/random/0': transport 'udp' is not tcp, tcpzc "
+                    "or rdma\n");
 }
 
 int main(int argc, char **argv)

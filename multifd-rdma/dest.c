@@ -25,6 +25,7 @@ struct MfrDest {
 
     uint8_t session_id[MFR_SESSION_ID_LEN];
     unsigned nchan_expected;
+    double reg_helper_cpu_s; /* registration threads' CPU, beside the main thread's */
     MfrCaps caps;
 
     MfrFail fail;
@@ -430,8 +431,13 @@ static bool dest_blocks(MfrDest *d, GError **error)
             .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
             .side = "destination",
         };
-        if (!mfr_register_blocks(&job, d->ram.regions, &d->stats.registration_ms,
-                                 &d->stats.registration_threads, error)) {
+        MfrRegisterResult res = { 0 };
+        bool ok = mfr_register_blocks(&job, d->ram.regions, &res, error);
+        d->stats.registration_ms = res.ms;
+        d->stats.registration_cpu_s = res.cpu_s;
+        d->stats.registration_threads = res.threads;
+        d->reg_helper_cpu_s = res.helper_cpu_s;
+        if (!ok) {
             return false;
         }
         for (unsigned i = 0; i < n; i++) {
@@ -589,7 +595,7 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
 {
     MfrStats *st = &d->stats;
     st->total_ms = d->t_start ? (mfr_now_s() - d->t_start) * 1000 : 0;
-    st->cpu_s = cpu_main + mfr_control_cpu_s(d->ctl);
+    st->cpu_s = cpu_main + mfr_control_cpu_s(d->ctl) + d->reg_helper_cpu_s;
     double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
                         1e-6);
     for (unsigned i = 0; i < d->nchan && i < G_N_ELEMENTS(st->channel); i++) {

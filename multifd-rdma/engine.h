@@ -65,14 +65,21 @@ typedef struct {
     const char *side;   /* "source" / "destination", to prefix errors */
 } MfrRegisterJob;
 
+typedef struct {
+    double ms;           /* wall time */
+    double cpu_s;        /* CPU of every thread that took part, the caller's included */
+    double helper_cpu_s; /* of that, the threads other than the caller */
+    unsigned threads;
+} MfrRegisterResult;
+
 /* Threads mfr_register_blocks() will use for this much work. */
 unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t bytes,
                               bool prefault);
 /* Checks the transport's pinning budget for all blocks at once, then registers every block
  * (regions[i] for blocks[i], NULL-initialised by the caller; on failure the ones registered
- * stay there for the caller's cleanup). ms: wall time spent. */
-bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, double *ms,
-                         unsigned *threads_used, GError **error);
+ * stay there for the caller's cleanup). res is filled on success and failure. */
+bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
+                         GError **error);
 
 /* ---------- control connection ---------- */
 

@@ -101,6 +101,12 @@ typedef struct {
     unsigned channels;
     unsigned registration_threads; /* used for registration_ms (0 on tcp) */
     MfrChannelStats channel[64];
+    /* Appended after the fields above so their offsets stay put. */
+    double registration_cpu_s; /* CPU of the registering thread during registration_ms; it is
+                                * part of cpu_s (first touch of fresh memory when pinning) */
+    uint64_t zerocopy_sends;   /* source, tcp with zerocopy: sendmsg(MSG_ZEROCOPY) calls */
+    uint64_t zerocopy_copied;  /* of those, sends the kernel copied anyway (loopback, no SG),
+                                * plus pieces sent with a copy when pinning hit optmem */
 } MfrStats;
 
 /* Fills stats as JSON (one object); caller frees. */

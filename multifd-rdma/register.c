@@ -28,6 +28,7 @@ typedef struct {
     atomic_bool failed;               /* stop handing out work after the first error */
     GMutex lock;
     GError *first;                    /* under lock */
+    double helper_cpu_s;              /* under lock: CPU of the threads other than the caller */
 } MfrRegisterRun;
 
 /* Chunk c of the concatenation of all blocks: block index and byte range. */
@@ -97,14 +98,32 @@ static gpointer register_block_worker(gpointer opaque)
     return NULL;
 }
 
+typedef struct {
+    MfrRegisterRun *run;
+    GThreadFunc fn;
+} MfrRegisterHelper;
+
+static gpointer register_helper(gpointer opaque)
+{
+    MfrRegisterHelper *h = opaque;
+    double cpu0 = mfr_thread_cpu_s();
+    h->fn(h->run);
+    double cpu = mfr_thread_cpu_s() - cpu0;
+    g_mutex_lock(&h->run->lock);
+    h->run->helper_cpu_s += cpu;
+    g_mutex_unlock(&h->run->lock);
+    return NULL;
+}
+
 /* Runs fn on `threads` threads (the caller's included) and waits for them. */
 static void register_parallel(MfrRegisterRun *run, unsigned threads, GThreadFunc fn)
 {
     GThread *t[MFR_REGISTER_MAX_THREADS];
+    MfrRegisterHelper helper = { .run = run, .fn = fn };
     unsigned started = 0;
     for (unsigned i = 1; i < threads; i++) {
         GError *err = NULL;
-        t[started] = g_thread_try_new("mfr-register", fn, run, &err);
+        t[started] = g_thread_try_new("mfr-register", register_helper, &helper, &err);
         if (!t[started]) {
             g_clear_error(&err); /* fewer helpers only makes it slower */
             break;
@@ -132,10 +151,10 @@ unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t byt
     return MIN(n, MFR_REGISTER_MAX_THREADS);
 }
 
-bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, double *ms,
-                         unsigned *threads_used, GError **error)
+bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
+                         GError **error)
 {
-    double t0 = mfr_now_s();
+    double t0 = mfr_now_s(), cpu0 = mfr_thread_cpu_s();
     uint64_t bytes = 0;
     for (unsigned b = 0; b < job->nblocks; b++) {
         bytes += job->blocks[b].length;
@@ -161,10 +180,10 @@ bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, double *
     }
     register_parallel(&run, MIN(threads, MAX(job->nblocks, 1u)), register_block_worker);
     g_mutex_clear(&run.lock);
-    *ms = (mfr_now_s() - t0) * 1000;
-    if (threads_used) {
-        *threads_used = threads;
-    }
+    res->ms = (mfr_now_s() - t0) * 1000;
+    res->helper_cpu_s = run.helper_cpu_s;
+    res->cpu_s = mfr_thread_cpu_s() - cpu0 + run.helper_cpu_s;
+    res->threads = threads;
     if (run.first) {
         g_propagate_error(error, run.first);
         return false;

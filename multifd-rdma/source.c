@@ -16,6 +16,7 @@ struct MfrSource {
     char *uri;
     MfrRamBlock *blocks;
     unsigned nblocks;
+    double reg_helper_cpu_s; /* registration threads' CPU, beside the main thread's */
     const MfrDirtyOps *dirty;
     void *dirty_opaque;
     uint64_t **bitmap;  /* per block: pages to send this round (engine-owned) */
@@ -300,8 +301,13 @@ static bool source_announce(MfrSource *s, GError **error)
             .threads = s->cfg.registration_threads, .channels = s->caps.channels,
             .side = "source",
         };
-        if (!mfr_register_blocks(&job, s->ram.regions, &s->stats.registration_ms,
-                                 &s->stats.registration_threads, error)) {
+        MfrRegisterResult res = { 0 };
+        bool ok = mfr_register_blocks(&job, s->ram.regions, &res, error);
+        s->stats.registration_ms = res.ms;
+        s->stats.registration_cpu_s = res.cpu_s;
+        s->stats.registration_threads = res.threads;
+        s->reg_helper_cpu_s = res.helper_cpu_s;
+        if (!ok) {
             return false;
         }
     }
@@ -669,8 +675,9 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
     MfrStats *st = &s->stats;
     st->ram_bytes = s->prog.ram_bytes;
     st->total_ms = (mfr_now_s() - s->t_start) * 1000;
-    st->cpu_s = cpu_main + mfr_control_cpu_s(s->ctl);
+    st->cpu_s = cpu_main + mfr_control_cpu_s(s->ctl) + s->reg_helper_cpu_s;
     st->normal_pages = st->zero_pages = st->packets = st->wire_bytes = 0;
+    st->zerocopy_sends = st->zerocopy_copied = 0;
     double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
                         1e-6);
     for (unsigned i = 0; i < s->nchan && i < G_N_ELEMENTS(st->channel); i++) {
@@ -682,6 +689,13 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
+        const XpOps *ops = s->chan[i]->xp->ops;
+        if (ops->counters) {
+            XpCounters xc;
+            ops->counters(s->chan[i]->xp, &xc);
+            st->zerocopy_sends += xc.zerocopy_sends;
+            st->zerocopy_copied += xc.zerocopy_copied;
+        }
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }

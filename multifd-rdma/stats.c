@@ -34,6 +34,8 @@ char *mfr_stats_to_json(const MfrStats *s, const char *side)
                                i ? "," : "", c->bytes, c->wire_bytes, c->pages, c->zero_pages,
                                c->packets, c->busy_s, c->throughput_bps);
     }
-    g_string_append(j, "]}");
+    g_string_append_printf(j, "],\"registration_cpu_s\":%.4f,\"zerocopy_sends\":%"
+                           G_GUINT64_FORMAT ",\"zerocopy_copied\":%" G_GUINT64_FORMAT "}",
+                           s->registration_cpu_s, s->zerocopy_sends, s->zerocopy_copied);
     return g_string_free(j, FALSE);
 }

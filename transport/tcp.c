@@ -710,7 +710,13 @@ static const char *tcp_peer(XpChannel *c)
 
 static void tcp_counters(XpChannel *c, XpCounters *out)
 {
-    *out = tcp_ch(c)->ctr;
+    TcpChannel *ch = tcp_ch(c);
+    if (ch->zerocopy) {
+        tcp_zc_reap(ch); /* completions already queued count as copied or not */
+    }
+    g_mutex_lock(&ch->zc_lock); /* zerocopy_copied is also written under it */
+    *out = ch->ctr;
+    g_mutex_unlock(&ch->zc_lock);
 }
 
 static void tcp_inject_fault(XpChannel *c, int err)
