@@ -150,6 +150,9 @@ static void test_ordering(gconstpointer data)
 {
     const TCase *tc = data;
     TGuest *g = tguest_new(1, tc->size, 4);
+    /* nothing but the re-dirtied pages holds data, so a channel's count of data pages says
+     * how many copies of them it carried */
+    memset(g->block[0].host, 0, tc->size);
     g->redirty_pages = 64;
     MfrSourceConfig cfg;
     tsource_config(&cfg, NULL, NULL, 4);
@@ -167,9 +170,23 @@ static void test_ordering(gconstpointer data)
     uint64_t *w = g->block[0].host;
     g_assert_cmpuint(w[0], ==, g->redirty_round * 1000003);
     g_assert_cmpuint(g->redirty_round, >=, 9);
+    /* Round 1 cuts pages 0..127 (even ones re-dirtied) into two batches on channels 0 and 1:
+     * at most 32 data pages per channel. Rounds 2..9 are the 64 pages each, one batch on
+     * one channel. A channel with more than 32 data pages carried a later round; two such
+     * channels mean that at least two consecutive rounds' copies took different channels. */
+    uint64_t total = 0;
+    unsigned carriers = 0;
     for (unsigned i = 0; i < 4; i++) {
-        g_assert_cmpuint(r.dst_st.channel[i].packets, >, 8);
+        uint64_t pages = r.dst_st.channel[i].pages;
+        g_test_message("channel %u: %" G_GUINT64_FORMAT " data pages", i, pages);
+        g_assert_cmpuint(pages, ==, r.st.channel[i].pages);
+        g_assert_cmpuint(pages % 32, ==, 0);
+        total += pages;
+        carriers += pages > 32;
     }
+    g_assert_cmpuint(total, ==, 9 * 64);
+    g_assert_cmpuint(r.dst_st.normal_pages, ==, 9 * 64);
+    g_assert_cmpuint(carriers, >=, 2);
     tresult_clear(&r);
     tguest_free(g);
 }
