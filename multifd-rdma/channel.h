@@ -61,6 +61,31 @@ MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRam
                                      sem_t *ready);
 /* Swap *batch with the channel's spare batch and wake it. The channel must be idle. */
 void mfr_send_channel_hand(MfrSendChannel *c, MfrBatch **batch);
+/* The first idle channel at or after *rr, wrapping; *rr moves past it so that the next pick,
+ * in this round or the next, starts at its neighbour. NULL when all n are busy (*rr kept). */
+MfrSendChannel *mfr_send_channel_pick(MfrSendChannel *const *chan, unsigned n, unsigned *rr);
+
+/* The producer's place in one block's dirty bitmap while it cuts the block into batches
+ * (source.c). Words are cleared as they are loaded, so a page leaves the bitmap exactly once. */
+typedef struct {
+    uint64_t *bitmap;
+    uint64_t words;
+    uint64_t next;  /* next word to load */
+    uint64_t bits;  /* bits of word next - 1 not taken yet */
+} MfrDirtyScan;
+
+void mfr_dirty_scan_init(MfrDirtyScan *sc, uint64_t *bitmap, uint64_t npages);
+/* Empties b, then takes the block's next dirty pages in page order (as byte offsets, page *
+ * page_size) until b holds max_pages or the block has none left: a batch never spans two
+ * blocks. Returns b->npages, 0 once the block is done. */
+uint32_t mfr_batch_fill(MfrBatch *b, MfrDirtyScan *sc, uint32_t block, uint64_t round,
+                        uint32_t page_size, uint32_t max_pages);
+/* The packet a batch becomes (send.c), with no I/O: offsets gets the data pages in batch
+ * order, then the zero pages (the header's offset list); data pages adjacent in memory share
+ * one segment. Returns the segment count; *normal is the number of data pages. */
+unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t page_size,
+                                bool zero_detect, XpRegion *region, XpRemote *remote,
+                                uint64_t *offsets, uint32_t *normal, XpSeg *segs);
 /* Stops the thread (after its current batch) and closes the transport channel. */
 void mfr_send_channel_free(MfrSendChannel *c);
 
@@ -90,6 +115,10 @@ struct MfrRecvChannel {
 
 MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
                                      MfrSyncFn sync, void *sync_opaque);
+/* The iovecs a packet's data pages land through (recv.c): pages adjacent in memory share one,
+ * so they match the sender's segments one for one. Returns the iovec count. */
+unsigned mfr_recv_packet_layout(uint8_t *host, uint32_t page_size, const uint64_t *offsets,
+                                uint32_t normal, struct iovec *iov);
 /* Makes the thread stop (no error is reported after this) and joins it; closes xp. */
 void mfr_recv_channel_free(MfrRecvChannel *c);
 

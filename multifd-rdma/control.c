@@ -173,6 +173,12 @@ static gpointer control_reader(gpointer opaque)
             }
             break;
         }
+        if (atomic_load(&c->done)) {
+            /* The session is over (COMPLETE_REPLY sent or received): what the peer says now,
+             * such as an ERROR repeating a failed verification, is not news, and taken as a
+             * failure it would race the verdict to become the session's error. */
+            break;
+        }
         last_rx = g_get_monotonic_time();
         MfrCtrlHdr h;
         g_autoptr(GError) err = NULL;

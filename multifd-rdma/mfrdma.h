@@ -193,7 +193,9 @@ void mfr_dest_free(MfrDest *dst);
 /* 64-bit digest used for verification (same on both sides). */
 uint64_t mfr_digest(const void *data, uint64_t len);
 
-/* Zero-page check, vectorised; len a multiple of 64. */
+/* Zero-page check, vectorised. buf may sit at any byte address; len must be a multiple of 64
+ * (0 is all zero): the scan reads exactly [buf, buf + len) in 64-byte chunks, so any other
+ * length would read past the end. */
 bool mfr_buffer_is_zero(const void *buf, size_t len);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MfrSource, mfr_source_free)

@@ -61,21 +61,29 @@ static void recv_prefault(const MfrRamView *ram, uint32_t block, uint8_t *host,
     }
 }
 
+unsigned mfr_recv_packet_layout(uint8_t *host, uint32_t page_size, const uint64_t *offsets,
+                                uint32_t normal, struct iovec *iov)
+{
+    unsigned niov = 0;
+
+    for (uint32_t i = 0; i < normal; i++) {
+        uint8_t *p = host + offsets[i];
+        if (niov && (uint8_t *)iov[niov - 1].iov_base + iov[niov - 1].iov_len == p) {
+            iov[niov - 1].iov_len += page_size;
+        } else {
+            iov[niov++] = (struct iovec){ .iov_base = p, .iov_len = page_size };
+        }
+    }
+    return niov;
+}
+
 static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
 {
     const MfrRamView *ram = c->ram;
     uint8_t *host = ram->blocks[h->block].host;
     uint32_t ps = ram->page_size;
-    unsigned niov = 0;
+    unsigned niov = mfr_recv_packet_layout(host, ps, c->offsets, h->normal_pages, c->iov);
 
-    for (uint32_t i = 0; i < h->normal_pages; i++) {
-        uint8_t *p = host + c->offsets[i];
-        if (niov && (uint8_t *)c->iov[niov - 1].iov_base + c->iov[niov - 1].iov_len == p) {
-            c->iov[niov - 1].iov_len += ps;
-        } else {
-            c->iov[niov++] = (struct iovec){ .iov_base = p, .iov_len = ps };
-        }
-    }
     if (niov && !(c->xp->ops->caps & XP_CAP_PLACED_PAYLOAD)) {
         recv_prefault(ram, h->block, host, c->offsets, h->normal_pages);
         int r = xp_recv_payload(c->xp, c->iov, niov);

@@ -11,6 +11,40 @@
 
 /* ---------- packet building ---------- */
 
+unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t page_size,
+                                bool zero_detect, XpRegion *region, XpRemote *remote,
+                                uint64_t *offsets, uint32_t *normal, XpSeg *segs)
+{
+    uint64_t zeros[MFR_MAX_PAGES_PER_PACKET];
+    unsigned nseg = 0;
+    uint32_t nn = 0, nz = 0;
+
+    for (unsigned i = 0; i < b->npages; i++) {
+        uint64_t off = b->offsets[i];
+        const uint8_t *p = host + off;
+        if (zero_detect && mfr_buffer_is_zero(p, page_size)) {
+            zeros[nz++] = off;
+            continue;
+        }
+        offsets[nn++] = off;
+        /* same offset on both sides: contiguous here means contiguous there */
+        if (nseg && (const uint8_t *)segs[nseg - 1].addr + segs[nseg - 1].len == p) {
+            segs[nseg - 1].len += page_size;
+            continue;
+        }
+        segs[nseg++] = (XpSeg){
+            .addr = p,
+            .len = page_size,
+            .region = region,
+            .remote = remote,
+            .remote_offset = off,
+        };
+    }
+    memcpy(offsets + nn, zeros, nz * sizeof(uint64_t));
+    *normal = nn;
+    return nseg;
+}
+
 static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
 {
     const MfrRamView *ram = c->ram;
@@ -25,39 +59,15 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
     unsigned nseg = 0;
 
     if (!(b->flags & MFR_PACKET_SYNC)) {
-        const MfrRamBlock *blk = &ram->blocks[b->block];
-        const uint8_t *host = blk->host;
         uint32_t ps = ram->page_size;
-        unsigned nz = 0;
-        uint64_t *normal = c->offsets;
-        uint64_t zeros[MFR_MAX_PAGES_PER_PACKET];
-
-        for (unsigned i = 0; i < b->npages; i++) {
-            uint64_t off = b->offsets[i];
-            const uint8_t *p = host + off;
-            if (ram->zero_detect && mfr_buffer_is_zero(p, ps)) {
-                zeros[nz++] = off;
-                continue;
-            }
-            normal[h.normal_pages++] = off;
-            /* same offset on both sides: contiguous here means contiguous there */
-            if (nseg && (const uint8_t *)c->segs[nseg - 1].addr + c->segs[nseg - 1].len == p) {
-                c->segs[nseg - 1].len += ps;
-                continue;
-            }
-            c->segs[nseg++] = (XpSeg){
-                .addr = p,
-                .len = ps,
-                .region = ram->regions ? ram->regions[b->block] : NULL,
-                .remote = ram->remotes ? ram->remotes[b->block] : NULL,
-                .remote_offset = off,
-            };
-        }
-        memcpy(normal + h.normal_pages, zeros, nz * sizeof(uint64_t));
-        h.zero_pages = nz;
+        nseg = mfr_send_packet_layout(b, ram->blocks[b->block].host, ps, ram->zero_detect,
+                                      ram->regions ? ram->regions[b->block] : NULL,
+                                      ram->remotes ? ram->remotes[b->block] : NULL,
+                                      c->offsets, &h.normal_pages, c->segs);
+        h.zero_pages = b->npages - h.normal_pages;
         h.payload_len = (uint64_t)h.normal_pages * ps;
         c->stats.pages += h.normal_pages;
-        c->stats.zero_pages += nz;
+        c->stats.zero_pages += h.zero_pages;
         c->stats.bytes += h.payload_len;
     }
 

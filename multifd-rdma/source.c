@@ -379,6 +379,19 @@ static void source_progress(MfrSource *s, bool force)
     s->cfg.progress(&s->prog, s->cfg.progress_opaque);
 }
 
+MfrSendChannel *mfr_send_channel_pick(MfrSendChannel *const *chan, unsigned n, unsigned *rr)
+{
+    for (unsigned k = 0; k < n; k++) {
+        MfrSendChannel *c = chan[(*rr + k) % n];
+        /* pairs with the release store at the end of send_channel_thread() */
+        if (!atomic_load_explicit(&c->pending, memory_order_acquire)) {
+            *rr = (*rr + k + 1) % n;
+            return c;
+        }
+    }
+    return NULL;
+}
+
 /* Hand the producer's batch to the next idle channel, round-robin. */
 static bool source_queue(MfrSource *s)
 {
@@ -387,14 +400,10 @@ static bool source_queue(MfrSource *s)
     if (mfr_failed(&s->fail)) {
         return false;
     }
-    for (unsigned k = 0; k < s->nchan; k++) {
-        MfrSendChannel *c = s->chan[(s->rr + k) % s->nchan];
-        /* pairs with the release store at the end of send_channel_thread() */
-        if (!atomic_load_explicit(&c->pending, memory_order_acquire)) {
-            s->rr = (s->rr + k + 1) % s->nchan;
-            mfr_send_channel_hand(c, &s->batch);
-            return true;
-        }
+    MfrSendChannel *c = mfr_send_channel_pick(s->chan, s->nchan, &s->rr);
+    if (c) {
+        mfr_send_channel_hand(c, &s->batch);
+        return true;
     }
     /* the semaphore said one is idle: only a failure wakes us without one */
     return !mfr_failed(&s->fail);
@@ -417,34 +426,46 @@ static bool source_flush_batch(MfrSource *s)
     return true;
 }
 
+void mfr_dirty_scan_init(MfrDirtyScan *sc, uint64_t *bitmap, uint64_t npages)
+{
+    *sc = (MfrDirtyScan){ .bitmap = bitmap, .words = (npages + 63) / 64 };
+}
+
+uint32_t mfr_batch_fill(MfrBatch *b, MfrDirtyScan *sc, uint32_t block, uint64_t round,
+                        uint32_t page_size, uint32_t max_pages)
+{
+    b->flags = 0;
+    b->block = block;
+    b->round = round;
+    b->npages = 0;
+    while (b->npages < max_pages) {
+        while (!sc->bits) {
+            if (sc->next == sc->words) {
+                return b->npages;
+            }
+            sc->bits = sc->bitmap[sc->next];
+            sc->bitmap[sc->next++] = 0;
+        }
+        unsigned bit = __builtin_ctzll(sc->bits);
+        sc->bits &= sc->bits - 1;
+        b->offsets[b->npages++] = ((sc->next - 1) * 64 + bit) * (uint64_t)page_size;
+    }
+    return b->npages;
+}
+
 /* Send every page set in the bitmaps, clearing them. */
 static bool source_send_dirty(MfrSource *s, uint64_t round)
 {
-    uint32_t ps = s->ram.page_size;
     for (unsigned b = 0; b < s->nblocks; b++) {
-        uint64_t *bm = s->bitmap[b];
-        uint64_t words = (s->npages[b] + 63) / 64;
-        for (uint64_t w = 0; w < words; w++) {
-            uint64_t bits = bm[w];
-            bm[w] = 0;
-            while (bits) {
-                unsigned bit = __builtin_ctzll(bits);
-                bits &= bits - 1;
-                MfrBatch *bt = s->batch;
-                if (bt->npages && (bt->block != b || bt->npages == s->ram.max_pages)) {
-                    if (!source_flush_batch(s)) {
-                        return false;
-                    }
-                    bt = s->batch;
-                }
-                bt->flags = 0;
-                bt->block = b;
-                bt->round = round;
-                bt->offsets[bt->npages++] = (w * 64 + bit) * (uint64_t)ps;
+        MfrDirtyScan sc;
+        mfr_dirty_scan_init(&sc, s->bitmap[b], s->npages[b]);
+        while (mfr_batch_fill(s->batch, &sc, b, round, s->ram.page_size, s->ram.max_pages)) {
+            if (!source_flush_batch(s)) {
+                return false;
             }
         }
     }
-    return source_flush_batch(s);
+    return true;
 }
 
 /* End of round: SYNC on every channel after its data, then wait for the destination's ack. */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Zero-page detection for the channel threads: is a buffer (a page, length a multiple of
- * 64) all zero? Most dirty pages are not, so every variant ORs a few vectors together and
- * leaves at the first non-zero 64-byte chunk instead of scanning the whole page.
+ * Zero-page detection for the channel threads: is a buffer (a page; any address, length a
+ * multiple of 64) all zero? Most dirty pages are not, so every variant ORs a few vectors
+ * together and leaves at the first non-zero 64-byte chunk instead of scanning the whole page.
  * The AVX2 variant is picked per call with __builtin_cpu_supports (a load and a bit test
  * of libgcc's cpu model, filled once before main), so there is no state of our own.
  */

@@ -5,6 +5,7 @@
 set -u
 mfrdma=$1
 case_name=$2
+helper=${3:-}  # a test program some cases need (listen_bad_verify: cli-bad-source)
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 
@@ -161,6 +162,19 @@ listen_migrate_bad_token)
   kill -INT "$LPID"
   wait_listen 1
   grep -qF "migration failed: destination: migration cancelled" "$work/lerr" || fail "listen: no cancel message"
+  ;;
+listen_bad_verify)
+  # A source whose client loses a dirty bit (tests/cli/bad-source.c): the digests differ at
+  # COMPLETE, both sides say which block, and listen exits 3.
+  [ -x "$helper" ] || fail "no cli-bad-source given"
+  start_listen
+  "$helper" "$URI" "$TOKEN" >"$work/out" 2>"$work/err" </dev/null
+  rc=$?
+  [ "$rc" -eq 3 ] || fail "cli-bad-source exited $rc, expected 3"
+  has err "cli-bad-source: verification failed: block 'ram0' differs on the destination $URI"
+  wait_listen 3
+  grep -qxF "migration failed: verification failed: block 'ram0' differs from the source" "$work/lerr" || fail "listen: no verification failure message"
+  grep -qF "verification: OK" "$work/lout" && fail "listen claims verification OK"
   ;;
 rdma_demo|rdma_listen_migrate|rdma_options)
   # Suite rdma-inside: runs in the soft-RoCE VM (tests/softroce); skips on a host without RDMA.

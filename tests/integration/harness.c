@@ -98,6 +98,10 @@ static void tguest_stop(void *opaque)
         g_thread_join(g->writer);
         g->writer = NULL;
     }
+    if (g->unmarked_write) {
+        ((uint8_t *)g->block[1].host)[g->unmarked_offset] ^= 0x01;
+        g->unmarked_write = false;
+    }
     g->stopped = true;
 }
 

@@ -25,6 +25,10 @@ typedef struct {
     unsigned redirty_pages;
     uint64_t redirty_round;
     bool stopped;
+    /* verification test: at stop(), flip this byte of block 1 without marking its page (a
+     * client that loses a dirty bit); cleared once done */
+    bool unmarked_write;
+    uint64_t unmarked_offset;
 } TGuest;
 
 /* Blocks of size bytes each, filled: 1/4 zero pages, the rest pseudo-random by seed. */

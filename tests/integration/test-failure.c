@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Failure paths end to end: cancel, destination or source killed mid-migration (real
- * processes, SIGKILL), and a hostile source speaking the wire protocol by hand (wrong
+ * processes, SIGKILL), a destination alive but silent (SIGSTOP), and a hostile source speaking the wire protocol by hand (wrong
  * session, bad magic, out-of-range offsets, huge counts). Each asserts the exact error, the
  * time bound, that no thread is left running and that no byte outside (or inside) guest RAM
  * was written.
@@ -34,15 +34,22 @@ static char *self_exe;
 
 /* ---------- child processes ---------- */
 
-static int child_dest(const char *uri)
+static int child_dest(const char *uri, unsigned timeout_ms)
 {
     uint8_t token[16];
     ttoken(token, 5);
-    TDest *t = tdest_start(uri, token, 0);
+    TDest *t = tdest_start(uri, token, timeout_ms);
     printf("URI %s\n", mfr_dest_uri(t->dst));
     fflush(stdout);
     tdest_join(t);
-    return t->ok ? 0 : 1;
+    bool ok = t->ok;
+    if (!ok) {
+        printf("ERROR %d %s\n", t->error->code, t->error->message);
+        fflush(stdout);
+    }
+    /* a stopped child resumes and exits by itself: LeakSanitizer looks at it then */
+    tdest_free(t);
+    return ok ? 0 : 1;
 }
 
 static void child_progress(const MfrProgress *p, void *opaque)
@@ -82,9 +89,10 @@ typedef struct {
     FILE *out;
 } TChild;
 
-static void tchild_spawn(TChild *c, const char *role, const char *uri, uint64_t size)
+/* arg: the block size of --child-source, the timeout (ms, 0: default) of --child-dest */
+static void tchild_spawn(TChild *c, const char *role, const char *uri, uint64_t arg)
 {
-    g_autofree char *sz = g_strdup_printf("%" G_GUINT64_FORMAT, size);
+    g_autofree char *sz = g_strdup_printf("%" G_GUINT64_FORMAT, arg);
     const char *argv[] = { self_exe, role, uri, sz, NULL };
     int out_fd = -1;
     g_autoptr(GError) err = NULL;
@@ -115,10 +123,30 @@ static void tchild_kill(TChild *c)
     fclose(c->out);
 }
 
+/* The child's wait status once it ended by itself within bound_s; -1 after killing one that
+ * did not (no test leaves a process behind). Its stdout stays readable. */
+static int tchild_wait(TChild *c, double bound_s)
+{
+    gint64 deadline = g_get_monotonic_time() + (gint64)(bound_s * G_USEC_PER_SEC);
+    int status = -1;
+    while (waitpid(c->pid, &status, WNOHANG) == 0) {
+        if (g_get_monotonic_time() >= deadline) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &status, 0);
+            status = -1;
+            break;
+        }
+        g_usleep(10 * 1000);
+    }
+    g_spawn_close_pid(c->pid);
+    return status;
+}
+
 /* ---------- source side failures ---------- */
 
 typedef enum {
     FAULT_KILL_DEST,   /* SIGKILL the destination process */
+    FAULT_STOP_DEST,   /* SIGSTOP it: connections stay up, nothing answers */
     FAULT_CANCEL,      /* mfr_source_cancel() */
     FAULT_INJECT,      /* transport seam: channel 1's next I/O fails with EIO */
     FAULT_COMPLETION,  /* rdma seam: the next WRITEs carry a bad rkey (error completion) */
@@ -143,6 +171,9 @@ static void fault_progress(const MfrProgress *p, void *opaque)
     switch (f->kind) {
     case FAULT_KILL_DEST:
         kill(f->child->pid, SIGKILL);
+        break;
+    case FAULT_STOP_DEST:
+        kill(f->child->pid, SIGSTOP);
         break;
     case FAULT_CANCEL:
         mfr_source_cancel(f->src);
@@ -174,7 +205,7 @@ static void run_source_fault(const TCase *tc, FaultKind kind, unsigned timeout_m
                              GError **err_out, TDest **t_out, double *elapsed,
                              double *t_fault)
 {
-    bool kill_dest = kind == FAULT_KILL_DEST;
+    bool child_dest = kind == FAULT_KILL_DEST || kind == FAULT_STOP_DEST;
     unsigned threads0 = tthread_count();
     TGuest *g = tguest_new(2, tc->size, 12);
     g->redirty_pages = 64;
@@ -184,8 +215,11 @@ static void run_source_fault(const TCase *tc, FaultKind kind, unsigned timeout_m
     TChild child = { 0 };
     TDest *t = NULL;
     g_autofree char *uri = NULL;
-    if (kill_dest) {
-        tchild_spawn(&child, "--child-dest", tc->listen_uri, 0);
+    if (child_dest) {
+        /* a stopped destination resumes with the source's report waiting: a longer
+         * timeout of its own keeps its silence check from reporting first */
+        tchild_spawn(&child, "--child-dest", tc->listen_uri,
+                     kind == FAULT_STOP_DEST ? 30000 : 0);
         uri = tchild_line(&child, "URI ");
     } else {
         t = tdest_start(tc->listen_uri, token, timeout_ms);
@@ -201,7 +235,7 @@ static void run_source_fault(const TCase *tc, FaultKind kind, unsigned timeout_m
     if (timeout_ms) {
         cfg.timeout_ms = timeout_ms;
     }
-    TFault f = { .kind = kind, .child = kill_dest ? &child : NULL, .at_round = 3 };
+    TFault f = { .kind = kind, .child = child_dest ? &child : NULL, .at_round = 3 };
     cfg.progress = fault_progress;
     cfg.progress_opaque = &f;
     GError *err = NULL;
@@ -217,8 +251,22 @@ static void run_source_fault(const TCase *tc, FaultKind kind, unsigned timeout_m
     g_assert_cmpint(memcmp(snapshot, g->block[1].host, g->block[1].length), ==, 0);
     /* precopy never stopped the guest, so resume() was not needed and stop() not called */
     g_assert_false(g->stopped);
-    if (kill_dest) {
+    if (kind == FAULT_KILL_DEST) {
         tchild_kill(&child);
+    } else if (kind == FAULT_STOP_DEST) {
+        /* resumed, it must find the session dead and end by itself with the source's reason */
+        kill(child.pid, SIGCONT);
+        int status = tchild_wait(&child, BOUND_S);
+        g_autofree char *line = tchild_line(&child, "ERROR ");
+        fclose(child.out);
+        g_test_message("destination after SIGCONT: %s", line);
+        g_assert_cmpint(status, !=, -1);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+        g_autofree char *want = g_strdup_printf("%d destination: peer ", MFR_ERROR_PEER);
+        g_assert_true(g_str_has_prefix(line, want));
+        g_assert_nonnull(strstr(line, " reported: source: peer "));
+        g_assert_nonnull(strstr(line, " silent for "));
     } else {
         tdest_join(t);
     }
@@ -241,6 +289,33 @@ static void test_dest_killed(gconstpointer data)
     g_assert_true(err->domain == MFR_ERROR &&
                   (err->code == MFR_ERROR_TRANSPORT || err->code == MFR_ERROR_TIMEOUT));
     g_assert_cmpfloat(elapsed, <, BOUND_S);
+    g_error_free(err);
+}
+
+/* Alive but unresponsive: the destination process is stopped, so its kernel keeps every
+ * connection up (and, until buffers fill, takes the data) but nothing answers. No transport
+ * error can end this; the source's liveness timeout must, with exactly MFR_ERROR_TIMEOUT. */
+static void test_bad_dest_stopped(gconstpointer data)
+{
+    const unsigned timeout_ms = 2000;
+    GError *err = NULL;
+    TDest *t = NULL;
+    double elapsed;
+    run_source_fault(data, FAULT_STOP_DEST, timeout_ms, &err, &t, &elapsed, NULL);
+    g_test_message("source failed %.3f s after SIGSTOP: %s", elapsed, err->message);
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_TIMEOUT);
+    /* "source: peer URI silent for N ms (timeout 2000 ms)" */
+    g_assert_true(g_str_has_prefix(err->message, "source: peer "));
+    g_assert_true(g_str_has_suffix(err->message, " ms (timeout 2000 ms)"));
+    const char *silent = strstr(err->message, " silent for ");
+    g_assert_nonnull(silent);
+    guint64 silent_ms = g_ascii_strtoull(silent + strlen(" silent for "), NULL, 10);
+    g_assert_cmpuint(silent_ms, >, timeout_ms);
+    g_assert_cmpuint(silent_ms, <, timeout_ms + 1500);
+    /* not before the timeout (the last SYNC_ACK came just before the stop), nor much after */
+    g_assert_cmpfloat(elapsed, >, timeout_ms / 1000.0 * 0.75);
+    g_assert_cmpfloat(elapsed, <, timeout_ms / 1000.0 + 1.5);
+    g_assert_null(t);
     g_error_free(err);
 }
 
@@ -661,7 +736,7 @@ static void test_bad_channel_first(gconstpointer data)
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child-dest") == 0) {
-        return child_dest(argv[2]);
+        return child_dest(argv[2], (unsigned)g_ascii_strtoull(argv[3], NULL, 10));
     }
     if (argc == 4 && strcmp(argv[1], "--child-source") == 0) {
         return child_source(argv[2], g_ascii_strtoull(argv[3], NULL, 10));
@@ -711,6 +786,7 @@ int main(int argc, char **argv)
     } while (0)
         ADD("cancel", test_cancel, tc);
         ADD("dest_killed", test_dest_killed, tc);
+        ADD("bad_dest_stopped", test_bad_dest_stopped, tc);
         ADD("source_killed", test_source_killed, tc);
         ADD("injected_fault", test_injected_fault, tc);
         if (tc == &rdma) {

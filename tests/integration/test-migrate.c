@@ -8,6 +8,7 @@
 #include "xp.h"
 
 #include <string.h>
+#include <sys/mman.h>
 
 typedef struct {
     const char *transport;  /* "tcp" or "rdma" */
@@ -164,6 +165,9 @@ static void test_ordering(gconstpointer data)
 {
     const TCase *tc = data;
     TGuest *g = tguest_new(1, tc->size, 4);
+    /* nothing but the re-dirtied pages holds data, so a channel's count of data pages says
+     * how many copies of them it carried */
+    memset(g->block[0].host, 0, tc->size);
     g->redirty_pages = 64;
     MfrSourceConfig cfg;
     tsource_config(&cfg, NULL, NULL, 4);
@@ -181,9 +185,23 @@ static void test_ordering(gconstpointer data)
     uint64_t *w = g->block[0].host;
     g_assert_cmpuint(w[0], ==, g->redirty_round * 1000003);
     g_assert_cmpuint(g->redirty_round, >=, 9);
+    /* Round 1 cuts pages 0..127 (even ones re-dirtied) into two batches on channels 0 and 1:
+     * at most 32 data pages per channel. Rounds 2..9 are the 64 pages each, one batch on
+     * one channel. A channel with more than 32 data pages carried a later round; two such
+     * channels mean that at least two consecutive rounds' copies took different channels. */
+    uint64_t total = 0;
+    unsigned carriers = 0;
     for (unsigned i = 0; i < 4; i++) {
-        g_assert_cmpuint(r.dst_st.channel[i].packets, >, 8);
+        uint64_t pages = r.dst_st.channel[i].pages;
+        g_test_message("channel %u: %" G_GUINT64_FORMAT " data pages", i, pages);
+        g_assert_cmpuint(pages, ==, r.st.channel[i].pages);
+        g_assert_cmpuint(pages % 32, ==, 0);
+        total += pages;
+        carriers += pages > 32;
     }
+    g_assert_cmpuint(total, ==, 9 * 64);
+    g_assert_cmpuint(r.dst_st.normal_pages, ==, 9 * 64);
+    g_assert_cmpuint(carriers, >=, 2);
     tresult_clear(&r);
     tguest_free(g);
 }
@@ -197,7 +215,6 @@ static void test_not_converged(gconstpointer data)
     tsource_config(&cfg, NULL, NULL, 2);
     cfg.downtime_ms = 0;
     cfg.max_rounds = 3;
-    uint64_t before = mfr_digest(g->block[0].host, g->block[0].length);
     TResult r = { 0 };
     trun(tc, g, &cfg, &r, false);
     g_assert_error(r.err, MFR_ERROR, MFR_ERROR_NOT_CONVERGED);
@@ -205,9 +222,110 @@ static void test_not_converged(gconstpointer data)
     g_assert_nonnull(strstr(r.err->message, "--force-switchover"));
     /* the guest keeps running: stop() was never called */
     g_assert_false(g->stopped);
-    (void)before;
     tresult_clear(&r);
     tguest_free(g);
+}
+
+/* Writes one destination byte when the source reaches VERIFY: every round is acknowledged
+ * (the last page has landed) and COMPLETE is not sent yet. Source and destination share this
+ * process, so the source's progress callback can reach the destination's memory. */
+typedef struct {
+    uint8_t *byte;
+    bool done;
+} TScribble;
+
+static void scribble_at_verify(const MfrProgress *p, void *opaque)
+{
+    TScribble *sc = opaque;
+    if (p->phase == MFR_PHASE_VERIFY && sc->byte && !sc->done) {
+        *sc->byte ^= 0x01;
+        sc->done = true;
+    }
+}
+
+/* Destination RAM that differs from the source's after the last page landed must fail
+ * COMPLETE's digest check on both sides, naming the block: dest_side, the destination's
+ * memory changes under it; otherwise the source writes a page at stop() and loses its dirty
+ * bit, so the page is never sent again. The changed byte is the last of block ram1. */
+static void run_bad_verify(const TCase *tc, bool dest_side)
+{
+    const uint64_t size = tc->size / 4;
+    uint8_t token[16];
+    ttoken(token, 11);
+    TGuest *g = tguest_new(2, size, 8);
+    /* the destination's own blocks, added in the other order: the reply names the block by
+     * its index in the source's announce */
+    MfrRamBlock dblocks[2];
+    for (unsigned i = 0; i < 2; i++) {
+        const MfrRamBlock *b = &g->block[1 - i];
+        void *host = mmap(NULL, b->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                          -1, 0);
+        g_assert(host != MAP_FAILED);
+        dblocks[i] = (MfrRamBlock){ .name = b->name, .host = host, .length = b->length,
+                                    .page_size = b->page_size };
+    }
+    uint8_t *dst_ram1 = dblocks[0].host;
+    uint8_t *src_ram1 = g->block[1].host;
+    const uint64_t at = size - 1;
+    TScribble sc = { .byte = dest_side ? dst_ram1 + at : NULL };
+    if (!dest_side) {
+        g->unmarked_write = true;
+        g->unmarked_offset = at;
+    }
+    TDest *t = tdest_start_with(tc->listen_uri, token, dblocks, 2);
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, mfr_dest_uri(t->dst), token, 2);
+    cfg.progress = scribble_at_verify;
+    cfg.progress_opaque = &sc;
+    g_autoptr(GError) err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 2, &tguest_dirty_ops, g, &err);
+    g_assert_no_error(err);
+    g_assert_false(mfr_source_run(s, &err));
+    MfrStats st, dst_st;
+    mfr_source_get_stats(s, &st);
+    mfr_source_free(s);
+    tdest_join(t);
+    mfr_dest_get_stats(t->dst, &dst_st);
+    g_test_message("source: %s; destination: %s", err->message, t->error->message);
+    g_assert_true(sc.done == dest_side);
+    g_assert_false(g->unmarked_write);
+
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_VERIFY);
+    g_assert_cmpstr(t->error->message, ==,
+                    "verification failed: block 'ram1' differs from the source");
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_VERIFY);
+    g_autofree char *want = g_strdup_printf("verification failed: block 'ram1' differs on the "
+                                            "destination %s", cfg.uri);
+    g_assert_cmpstr(err->message, ==, want);
+    g_assert_false(st.verified);
+    g_assert_false(dst_st.verified);
+    g_assert_cmpuint(st.rounds, ==, 2);
+    /* the failure came after stop(): the guest was resumed */
+    g_assert_false(g->stopped);
+    /* everything else arrived: undo the one change and the blocks are equal */
+    g_assert_cmpuint(dst_ram1[at], !=, src_ram1[at]);
+    if (dest_side) {
+        dst_ram1[at] ^= 0x01;
+    } else {
+        src_ram1[at] ^= 0x01;
+    }
+    tcompare_ram(g, t->dst);
+    tdest_free(t);
+    for (unsigned i = 0; i < 2; i++) {
+        munmap(dblocks[i].host, dblocks[i].length);
+    }
+    tguest_free(g);
+}
+
+static void test_bad_verify_dest_modified(gconstpointer data)
+{
+    run_bad_verify(data, true);
+}
+
+static void test_bad_verify_unmarked_write(gconstpointer data)
+{
+    run_bad_verify(data, false);
 }
 
 static void test_bad_block_mismatch(gconstpointer data)
@@ -299,6 +417,8 @@ int main(int argc, char **argv)
         ADD("dirty", test_dirty);
         ADD("ordering", test_ordering);
         ADD("not_converged", test_not_converged);
+        ADD("bad_verify_dest_modified", test_bad_verify_dest_modified);
+        ADD("bad_verify_unmarked_write", test_bad_verify_unmarked_write);
         ADD("bad_block_mismatch", test_bad_block_mismatch);
         ADD("bad_token", test_bad_token);
 #undef ADD

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Zero-page detection (multifd-rdma/zero.c): every variant, at every 64-byte alignment
- * within a page and every length up to two pages, with non-zero guard bytes around the
- * range; a single non-zero byte at every position must be found. Prints scan GB/s.
+ * within a page and at odd byte addresses, every length up to two pages (the contract:
+ * any address, length a multiple of 64), with non-zero guard bytes around the range; a
+ * single non-zero byte at every position must be found. Prints scan GB/s.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -141,6 +142,82 @@ static void test_last_and_first_chunk(gconstpointer data)
     free(a);
 }
 
+/* Start addresses that no vector load is aligned to, up to the end of a page. */
+static const size_t odd_offs[] = { 1, 3, 7, 8, 15, 16, 31, 32, 33, 48, 63, 65, 127,
+                                   PAGE - 65, PAGE - 33, PAGE - 1 };
+static const size_t odd_lens[] = { 64, 128, 192, 256, PAGE - 64, PAGE, PAGE + 64, MAXLEN };
+
+/* Zero ranges at every byte offset of the first 128 and the odd ones: always zero, however
+ * the 0xff bytes right before and after the range line up with the loads. */
+static void test_unaligned_all_zero(gconstpointer data)
+{
+    const Variant *v = data;
+    uint8_t *a;
+
+    if (!variant_usable(v)) {
+        return;
+    }
+    a = guarded_area();
+    for (size_t k = 0; k < 128 + G_N_ELEMENTS(odd_offs); k++) {
+        size_t off = k < 128 ? k : odd_offs[k - 128];
+        for (size_t len = 0; len <= MAXLEN; len += 64) {
+            uint8_t *p = a + 64 + off;
+
+            memset(p, 0, len);
+            g_assert_cmpuint(p[-1], ==, 0xff);
+            g_assert_cmpuint(p[len], ==, 0xff);
+            g_assert_true(v->fn(p, len));
+            memset(p, 0xff, len);
+        }
+    }
+    free(a);
+}
+
+/* At odd start addresses, one non-zero byte at each of the first and last 70 positions of
+ * every length (where the first, second and last vector of a scan meet the edges), and at
+ * every position of a two-page range. */
+static void test_unaligned_single_byte(gconstpointer data)
+{
+    const Variant *v = data;
+    uint8_t *a;
+
+    if (!variant_usable(v)) {
+        return;
+    }
+    a = guarded_area();
+    for (unsigned k = 0; k < G_N_ELEMENTS(odd_offs); k++) {
+        uint8_t *p = a + 64 + odd_offs[k];
+
+        for (unsigned l = 0; l < G_N_ELEMENTS(odd_lens); l++) {
+            size_t len = odd_lens[l];
+
+            memset(p, 0, len);
+            for (size_t pos = 0; pos < len; pos++) {
+                if (pos >= 70 && pos + 70 < len) {
+                    continue;
+                }
+                p[pos] = (uint8_t)(0x80u >> (pos % 8));
+                g_assert_false(v->fn(p, len));
+                p[pos] = 0;
+            }
+            g_assert_true(v->fn(p, len));
+            memset(p, 0xff, len);
+        }
+        memset(p, 0, MAXLEN);
+        for (size_t pos = 0; pos < MAXLEN; pos++) {
+            p[pos] = (uint8_t)(1u << (pos % 8));
+            g_assert_false(v->fn(p, MAXLEN));
+            /* a range that ends before the byte does not see it, one that covers it does */
+            g_assert_true(v->fn(p, pos & ~(size_t)63));
+            g_assert_false(v->fn(p, (pos + 64) & ~(size_t)63));
+            p[pos] = 0;
+        }
+        g_assert_true(v->fn(p, MAXLEN));
+        memset(p, 0xff, MAXLEN);
+    }
+    free(a);
+}
+
 /* Not a timed assertion: reports the scan rate of the dispatched variant over a zero
  * buffer (whole scan, no early exit) for the record. */
 static void test_throughput(void)
@@ -183,7 +260,13 @@ int main(int argc, char **argv)
 
         g_test_add_data_func(p1, &variants[i], test_all_zero);
         g_test_add_data_func(p2, &variants[i], test_single_byte);
+        g_autofree char *p4 = g_strdup_printf("/zero/%s/unaligned_all_zero", variants[i].name);
+        g_autofree char *p5 = g_strdup_printf("/zero/%s/unaligned_single_byte",
+                                              variants[i].name);
+
         g_test_add_data_func(p3, &variants[i], test_last_and_first_chunk);
+        g_test_add_data_func(p4, &variants[i], test_unaligned_all_zero);
+        g_test_add_data_func(p5, &variants[i], test_unaligned_single_byte);
     }
     g_test_add_func("/zero/throughput", test_throughput);
     return g_test_run();
