@@ -26,6 +26,9 @@ struct MfrDest {
     uint8_t session_id[MFR_SESSION_ID_LEN];
     unsigned nchan_expected;
     double reg_helper_cpu_s; /* registration threads' CPU, beside the main thread's */
+    /* progress (main thread only) */
+    double t_prog_at, prog_bps;
+    uint64_t prog_bytes_mark;
     MfrCaps caps;
 
     MfrFail fail;
@@ -208,6 +211,12 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
             if (mfr_failed(&d->fail)) {
                 g_error_free(xerr);
                 continue; /* reports the session's error above */
+            }
+            if (g_error_matches(xerr, XP_ERROR, XP_ERROR_NO_DEVICE)) {
+                /* the listener's device went away (DEVICE_REMOVAL): nothing can connect
+                 * any more, so waiting on would hang */
+                g_propagate_error(error, mfr_error_from_xp(xerr, "destination: listener"));
+                return NULL;
             }
             /* one broken connection attempt must not end the service */
             g_warning("destination: %s: %s", d->uri, xerr->message);
@@ -470,7 +479,7 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
         mfr_wire_pack_u64(round, body);
         GError *err = NULL;
         if (!mfr_control_send(d->ctl, MFR_CTRL_SYNC_ACK, body, sizeof(body), &err)) {
-            mfr_fail_set(&d->fail, err);
+            mfr_fail_echo(&d->fail, err);
             ok = false;
         }
         d->sync_count = 0;
@@ -550,6 +559,35 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
     return true;
 }
 
+/* Received bytes so far, as the channel threads count them (an estimate while they run). */
+static void dest_progress(MfrDest *d, MfrPhase phase)
+{
+    if (!d->cfg.progress) {
+        return;
+    }
+    double now = mfr_now_s();
+    MfrProgress p = { .phase = phase, .ram_bytes = d->stats.ram_bytes,
+                      .elapsed_s = d->t_start ? now - d->t_start : 0 };
+    g_mutex_lock(&d->sync_lock);
+    p.round = d->sync_round;
+    g_mutex_unlock(&d->sync_lock);
+    for (unsigned i = 0; i < d->nchan; i++) {
+        const MfrChannelStats *c = &d->chan[i]->stats;
+        p.sent_bytes += (c->pages + c->zero_pages) * (uint64_t)d->ram.page_size;
+    }
+    /* the destination cannot know a round's size: show how much of RAM has arrived */
+    p.round_bytes = p.ram_bytes;
+    p.round_done = MIN(p.sent_bytes, p.ram_bytes);
+    if (now - d->t_prog_at >= 0.5) {
+        d->prog_bps = (double)(p.sent_bytes - MIN(p.sent_bytes, d->prog_bytes_mark)) /
+                      (now - d->t_prog_at);
+        d->prog_bytes_mark = p.sent_bytes;
+        d->t_prog_at = now;
+    }
+    p.throughput_bps = d->prog_bps;
+    d->cfg.progress(&p, d->cfg.progress_opaque);
+}
+
 static bool dest_serve(MfrDest *d, GError **error)
 {
     MfrHello h;
@@ -575,8 +613,16 @@ static bool dest_serve(MfrDest *d, GError **error)
     }
     d->stats.setup_ms = (mfr_now_s() - d->t_start) * 1000;
     for (;;) {
-        g_autofree MfrCtrlMsg *m = mfr_control_recv(d->ctl, -1, error);
+        /* with a progress callback, wake ~10 times a second to call it */
+        GError *rerr = NULL;
+        g_autofree MfrCtrlMsg *m = mfr_control_recv(d->ctl, d->cfg.progress ? 100 : -1, &rerr);
+        if (!m && !mfr_failed(&d->fail) && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
+            g_clear_error(&rerr);
+            dest_progress(d, MFR_PHASE_PRECOPY);
+            continue;
+        }
         if (!m) {
+            g_propagate_error(error, rerr);
             return false;
         }
         if (m->hdr.type == MFR_CTRL_COMPLETE) {
@@ -659,6 +705,7 @@ bool mfr_dest_run(MfrDest *d, GError **error)
     d->ctl = NULL;
     g_mutex_unlock(&d->stats_lock);
     mfr_control_free(ctl);
+    dest_progress(d, ok ? MFR_PHASE_DONE : MFR_PHASE_FAILED);
     dest_release(d);
     if (!ok) {
         mfr_fail_propagate(&d->fail, error);

@@ -42,9 +42,13 @@ static inline bool mfr_failed(MfrFail *f)
 /* Copy of the first error (or a generic one) for run() to return. */
 void mfr_fail_propagate(MfrFail *f, GError **error);
 
+/* mfr_fail_set() for a failure that may be only the echo of the peer's (a send that found the
+ * connection closed): first waits up to 500 ms for the peer's reported error to win. */
+bool mfr_fail_echo(MfrFail *f, GError *err);
+
 /* A transport error on a data channel is often only the echo of an error the peer reported
- * on the control connection a moment earlier; wait briefly so the precise one wins. */
-/* detail (may be NULL): the transport's own account (xp_channel_error_detail()), which says
+ * on the control connection a moment earlier; wait briefly so the precise one wins.
+ * detail (may be NULL): the transport's own account (xp_channel_error_detail()), which says
  * more than err when there is one, e.g. the status of a failed work completion; being a
  * local cause, it is reported at once. */
 void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail);

@@ -66,6 +66,14 @@ void mfr_fail_propagate(MfrFail *f, GError **error)
     g_mutex_unlock(&f->lock);
 }
 
+bool mfr_fail_echo(MfrFail *f, GError *err)
+{
+    for (int i = 0; i < 50 && !mfr_failed(f); i++) {
+        g_usleep(10 * 1000);
+    }
+    return mfr_fail_set(f, err);
+}
+
 void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail)
 {
     /* a detail (e.g. an error completion) is a cause found here, never an echo: no wait */

@@ -1222,6 +1222,22 @@ static void rdma_listener_shutdown(XpListener *xl)
     (void)r; /* cannot overflow with one write */
 }
 
+/* Refuse a connection request with status and reason in the reject private data. */
+static bool rdma_reject_reason(VbCmId *id, uint32_t status, const char *reason, GError **error)
+{
+    uint8_t pdata[RDMA_REJECT_HDR + XP_REASON_MAX];
+    uint32_t st = GUINT32_TO_LE(status);
+    memcpy(pdata, &st, 4);
+    size_t rl = reason ? MIN(strlen(reason), (size_t)XP_REASON_MAX) : 0;
+    memcpy(pdata + RDMA_REJECT_HDR, reason, rl);
+    GError *local = NULL;
+    if (!vb_cm_reject(id, pdata, RDMA_REJECT_HDR + rl, &local)) {
+        rdma_propagate(error, local, "rdma: ");
+        return false;
+    }
+    return true;
+}
+
 static XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
                               GError **error)
 {
@@ -1266,15 +1282,22 @@ static XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_
             ok = ok && mark == RDMA_HELLO_MARK_FULL;
         }
         if (!ok) {
-            g_warning("%s: refusing %s: malformed hello (%zu bytes of private data, mark %u)",
-                      l->uri, vb_cm_peer_str(id), ev.private_len, mark);
-            vb_cm_reject(id, NULL, 0, NULL);
+            g_autofree char *why = g_strdup_printf(
+                "malformed hello (%zu bytes of private data, mark %u)", ev.private_len, mark);
+            g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), why);
+            rdma_reject_reason(id, 1, why, NULL);
             continue;
         }
         XpOptions o = l->dom->opts;
-        RdmaChannel *ch = rdma_channel_new(l->dom, id, &o, error);
+        GError *cerr = NULL;
+        RdmaChannel *ch = rdma_channel_new(l->dom, id, &o, &cerr);
         if (!ch) {
-            vb_cm_reject(id, NULL, 0, NULL);
+            /* the connector learns why; for us it is one failed attempt (XP_ERROR_FAILED),
+             * not the listener's end (XP_ERROR_NO_DEVICE is kept for DEVICE_REMOVAL) */
+            rdma_reject_reason(id, 1, cerr->message, NULL);
+            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "%s: connection from %s: %s",
+                        l->uri, vb_cm_peer_str(id), cerr->message);
+            g_error_free(cerr);
             return NULL;
         }
         g_steal_pointer(&id);
@@ -1298,16 +1321,7 @@ static bool rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GErr
         g_mutex_unlock(&ch->lock);
         return true;
     }
-    uint8_t pdata[RDMA_REJECT_HDR + XP_REASON_MAX];
-    uint32_t st = GUINT32_TO_LE(status);
-    memcpy(pdata, &st, 4);
-    size_t rl = reason ? MIN(strlen(reason), (size_t)XP_REASON_MAX) : 0;
-    memcpy(pdata + RDMA_REJECT_HDR, reason, rl);
-    if (!vb_cm_reject(ch->id, pdata, RDMA_REJECT_HDR + rl, &local)) {
-        rdma_propagate(error, local, "rdma: ");
-        return false;
-    }
-    return true;
+    return rdma_reject_reason(ch->id, status, reason, error);
 }
 
 const XpOps xp_rdma_ops = {
