@@ -109,6 +109,7 @@ static bool agent_mfr(const BenchAgentConfig *cfg, int ctl_fd, const char *trans
     dc.alloc_block = agent_alloc_block;
     dc.alloc_opaque = &mem;
     dc.memory_zeroed = true;
+    dc.registration_threads = cfg->registration_threads;
     MfrDest *dest = mfr_dest_new(&dc, &error);
     if (!dest) {
         g_ptr_array_unref(mem.maps);

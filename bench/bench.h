@@ -52,6 +52,7 @@ typedef struct {
     char *rdma_host; /* where they bind for rdma; NULL: rdma unavailable */
     bool thp;        /* destination memory with MADV_HUGEPAGE */
     unsigned timeout_ms;
+    unsigned registration_threads; /* rdma destination; 0 = engine default */
 } BenchAgentConfig;
 
 /* Serves one control connection until the peer closes it. */

@@ -125,7 +125,7 @@ typedef struct {
 } BenchCase;
 
 typedef struct {
-    gint repeats, warmup, pages_per_packet, timeout_ms;
+    gint repeats, warmup, pages_per_packet, timeout_ms, registration_threads;
     gboolean verify, thp, no_baseline;
     char *listen, *peer, *address, *out;
     char **cases;
@@ -333,6 +333,7 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
     sc.force_switchover = true;
     sc.zerocopy = c->zerocopy;
     sc.timeout_ms = (unsigned)a->timeout_ms;
+    sc.registration_threads = (unsigned)a->registration_threads;
     if (a->pages_per_packet > 0) {
         sc.pages_per_packet = (unsigned)a->pages_per_packet;
     }
@@ -777,6 +778,7 @@ static int serve_forever(const BenchArgs *a)
         .rdma_host = (char *)(rdma_address(a) ? rdma_address(a) : host),
         .thp = a->thp,
         .timeout_ms = (unsigned)a->timeout_ms,
+        .registration_threads = (unsigned)a->registration_threads,
     };
     int lfd = bench_tcp_listen(host, port, false, NULL, &error);
     if (lfd < 0) {
@@ -838,6 +840,8 @@ int main(int argc, char **argv)
         { "verify", 0, 0, G_OPTION_ARG_NONE, &a.verify,
           "let the engine compare per-block digests (costs CPU; off by default)", NULL },
         { "thp", 0, 0, G_OPTION_ARG_NONE, &a.thp, "destination memory with MADV_HUGEPAGE", NULL },
+        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a.registration_threads,
+          "rdma: threads registering blocks on each side (0 = one per CPU)", "N" },
         { "pages-per-packet", 0, 0, G_OPTION_ARG_INT, &a.pages_per_packet,
           "engine packet size in pages (default: the engine's)", "N" },
         { "timeout", 0, 0, G_OPTION_ARG_INT, &a.timeout_ms, "engine/agent timeout (10000)", "MS" },
@@ -859,9 +863,10 @@ int main(int argc, char **argv)
         return 2;
     }
     if (a.repeats < 1 || a.warmup < 0 || a.timeout_ms < 100 ||
-        (a.pages_per_packet < 0 || a.pages_per_packet > 512)) {
+        (a.pages_per_packet < 0 || a.pages_per_packet > 512 || a.registration_threads < 0 ||
+         a.registration_threads > 16)) {
         fprintf(stderr, "mfrdma-bench: --repeats >= 1, --warmup >= 0, --timeout >= 100, "
-                        "--pages-per-packet 1..512\n");
+                        "--pages-per-packet 1..512, --registration-threads 0..16\n");
         bench_args_clear(&a);
         return 2;
     }
@@ -900,7 +905,9 @@ int main(int argc, char **argv)
         uint16_t port = 0;
         la.cfg = (BenchAgentConfig){ .tcp_host = (char *)"127.0.0.1",
                                      .rdma_host = (char *)rdma_address(&a), .thp = a.thp,
-                                     .timeout_ms = (unsigned)a.timeout_ms };
+                                     .timeout_ms = (unsigned)a.timeout_ms,
+                                     .registration_threads =
+                                         (unsigned)a.registration_threads };
         la.lfd = bench_tcp_listen("127.0.0.1", "0", false, &port, &error);
         if (la.lfd < 0) {
             fprintf(stderr, "mfrdma-bench: %s\n", error->message);

@@ -476,7 +476,16 @@ static void rdma_recv_done(VbCqe *cqe, const VbWc *wc)
         return;
     }
     if (wc->has_imm) {
-        ch->credits += wc->imm & RDMA_IMM_CREDITS_MASK;
+        unsigned got = wc->imm & RDMA_IMM_CREDITS_MASK;
+        if (ch->credits + got > RDMA_RECV_RING) {
+            /* a peer returning RECVs it cannot have would make us overrun its ring */
+            g_autofree char *why = g_strdup_printf("peer returned %u credits while we held %u "
+                                                   "of its %u RECVs", got, ch->credits,
+                                                   RDMA_RECV_RING);
+            rdma_fail(ch, -EPROTO, "credit check", why);
+            return;
+        }
+        ch->credits += got;
         if (wc->imm & RDMA_IMM_CREDIT_ONLY) {
             rdma_repost(ch, s->idx);
             return;
