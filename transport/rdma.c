@@ -137,6 +137,7 @@ struct RdmaChannel {
     unsigned since_signal;
     VbWr wrs[RDMA_WR_BATCH + 1];
     VbSge *sges;           /* RDMA_WR_BATCH * caps.max_send_sge */
+    uint32_t max_wr_bytes; /* one WRITE's bytes: RDMA_WR_MAX_BYTES or the port's max_msg_sz */
     unsigned nwr, nsge;
 
     XpCounters ctr;
@@ -713,7 +714,7 @@ static int rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool more
     return 0;
 }
 
-/* Append one piece (<= RDMA_WR_MAX_BYTES) to the WRITE being built or start a new one. */
+/* Append one piece (<= ch->max_wr_bytes) to the WRITE being built or start a new one. */
 static int rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, uint32_t lkey,
                           uint64_t raddr, uint32_t rkey)
 {
@@ -724,7 +725,7 @@ static int rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, ui
             wlen += w->sge[i].length;
         }
         if (w->rkey == rkey && w->remote_addr + wlen == raddr &&
-            w->nsge < ch->caps.max_send_sge && wlen + len <= RDMA_WR_MAX_BYTES) {
+            w->nsge < ch->caps.max_send_sge && wlen + len <= ch->max_wr_bytes) {
             VbSge *s = &ch->sges[ch->nsge++];
             *s = (VbSge){ .addr = (uintptr_t)addr, .length = len, .lkey = lkey };
             w->nsge++;
@@ -780,7 +781,7 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
         const uint8_t *a = segs[i].addr;
         uint64_t raddr = r->addr + segs[i].remote_offset;
         for (size_t off = 0; ret == 0 && off < segs[i].len;) {
-            uint32_t piece = (uint32_t)MIN(segs[i].len - off, (size_t)RDMA_WR_MAX_BYTES);
+            uint32_t piece = (uint32_t)MIN(segs[i].len - off, (size_t)ch->max_wr_bytes);
             ret = rdma_add_piece(ch, a + off, piece, lkey, raddr + off, r->rkey ^ rkey_xor);
             off += piece;
         }
@@ -946,6 +947,12 @@ static RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions 
         goto fail_vb;
     }
     ch->caps = *vb_qp_caps(ch->qp);
+    ch->max_wr_bytes = RDMA_WR_MAX_BYTES;
+    VbPortAttr pa;
+    if (vb_device_port_attr(d->dev, vb_cm_port_num(id), &pa, NULL) && pa.max_msg_sz >= 4096) {
+        /* page-aligned, so a WRITE split at the limit still ends on a page */
+        ch->max_wr_bytes = MIN(ch->max_wr_bytes, pa.max_msg_sz & ~4095u);
+    }
     /* Never track more WRs than we asked for, even if the provider rounded up. */
     ch->caps.max_send_wr = MIN(ch->caps.max_send_wr, sq);
     if (ch->caps.max_send_wr < 2 * RDMA_WR_BATCH + 2 || ch->caps.max_recv_wr < RDMA_RECV_RING) {

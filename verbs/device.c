@@ -167,6 +167,7 @@ bool vb_device_port_attr(VbDevice *dev, int port, VbPortAttr *out, GError **erro
     out->max_mtu = vb_mtu_bytes(pa.max_mtu);
     out->gid_tbl_len = pa.gid_tbl_len;
     out->lid = pa.lid;
+    out->max_msg_sz = pa.max_msg_sz;
     return true;
 }
 

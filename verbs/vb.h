@@ -59,6 +59,7 @@ typedef struct {
     int active_mtu, max_mtu; /* bytes */
     int gid_tbl_len;
     int lid;
+    uint32_t max_msg_sz;    /* largest message (one WR's bytes) the port carries */
 } VbPortAttr;
 
 /* Open by name through librdmacm's context list (so cm_ids on it share the context);
