@@ -14,6 +14,7 @@
  * how many sends the kernel really left uncopied.
  */
 #include "bench.h"
+#include "xp.h"
 
 #include <errno.h>
 #include <linux/errqueue.h>
@@ -79,34 +80,20 @@ static void raw_advance(struct iovec **iov, int *cnt, size_t n)
     }
 }
 
-/* Reaps MSG_ZEROCOPY completions without blocking, as tcp_zc_reap() does. */
+/* Reaps MSG_ZEROCOPY completions without blocking, with the engine's reader and rules. */
 static void raw_zc_reap(RawStream *s)
 {
-    for (;;) {
-        char control[CMSG_SPACE(sizeof(struct sock_extended_err)) + 64];
-        struct msghdr mh = { .msg_control = control, .msg_controllen = sizeof(control) };
-        if (recvmsg(s->fd, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
-            return; /* EAGAIN: queue empty */
+    uint32_t lo, hi;
+    bool copied;
+    while (xp_tcp_zerocopy_next(s->fd, &lo, &hi, &copied)) {
+        uint32_t n = hi - lo + 1;
+        if (copied) {
+            s->zc_copied += n;
+            s->zc_copied_run = MIN(s->zc_copied_run + n, RAW_ZC_GIVE_UP);
+        } else {
+            s->zc_copied_run = 0;
         }
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-            if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
-                  (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR))) {
-                continue;
-            }
-            struct sock_extended_err ee;
-            memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
-            if (ee.ee_errno != 0 || ee.ee_origin != SO_EE_ORIGIN_ZEROCOPY) {
-                continue;
-            }
-            uint32_t n = ee.ee_data - ee.ee_info + 1; /* inclusive range of calls */
-            if (ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
-                s->zc_copied += n;
-                s->zc_copied_run = MIN(s->zc_copied_run + n, RAW_ZC_GIVE_UP);
-            } else {
-                s->zc_copied_run = 0;
-            }
-            s->zc_done = ee.ee_data + 1;
-        }
+        s->zc_done = hi + 1;
     }
 }
 

@@ -310,16 +310,13 @@ static int tcp_check(TcpChannel *ch)
     return f ? -f : 0;
 }
 
-/* Reap MSG_ZEROCOPY completions without blocking. Returns how many ranges were reaped. */
-static unsigned tcp_zc_reap(TcpChannel *ch)
+bool xp_tcp_zerocopy_next(int fd, uint32_t *lo, uint32_t *hi, bool *copied)
 {
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&ch->zc_lock);
-    unsigned reaped = 0;
     for (;;) {
         char control[CMSG_SPACE(sizeof(struct sock_extended_err)) + 64];
         struct msghdr mh = { .msg_control = control, .msg_controllen = sizeof(control) };
-        if (recvmsg(ch->fd, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
-            return reaped; /* EAGAIN: queue empty; anything else: nothing we can reap */
+        if (recvmsg(fd, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+            return false; /* EAGAIN: queue empty; anything else: nothing we can reap */
         }
         for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
             if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
@@ -331,25 +328,41 @@ static unsigned tcp_zc_reap(TcpChannel *ch)
             if (ee.ee_errno != 0 || ee.ee_origin != SO_EE_ORIGIN_ZEROCOPY) {
                 continue;
             }
-            /* [ee_info, ee_data] is an inclusive range of completed sendmsg() calls. */
-            uint32_t n = ee.ee_data - ee.ee_info + 1;
-            unsigned run = atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed);
-            if (ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
-                /* The kernel had to copy after all (loopback, or a NIC without SG). */
-                ch->ctr.zerocopy_copied += n;
-                if (run < TCP_ZC_GIVE_UP && run + n >= TCP_ZC_GIVE_UP) {
-                    g_debug("%s: the kernel copied the last %u zerocopy sends; sending with "
-                            "copies from now on", ch->peer, run + n);
-                }
-                run = MIN(run + n, TCP_ZC_GIVE_UP);
-            } else {
-                run = 0;
-            }
-            atomic_store_explicit(&ch->zc_copied_run, run, memory_order_relaxed);
-            atomic_store_explicit(&ch->zc_done, ee.ee_data + 1, memory_order_relaxed);
-            reaped++;
+            /* one notification per message: [ee_info, ee_data] is an inclusive range */
+            *lo = ee.ee_info;
+            *hi = ee.ee_data;
+            *copied = (ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) != 0;
+            return true;
         }
     }
+}
+
+/* Reap MSG_ZEROCOPY completions without blocking. Returns how many ranges were reaped. */
+static unsigned tcp_zc_reap(TcpChannel *ch)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&ch->zc_lock);
+    unsigned reaped = 0;
+    uint32_t lo, hi;
+    bool copied;
+    while (xp_tcp_zerocopy_next(ch->fd, &lo, &hi, &copied)) {
+        uint32_t n = hi - lo + 1;
+        unsigned run = atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed);
+        if (copied) {
+            /* The kernel had to copy after all (loopback, or a NIC without SG). */
+            ch->ctr.zerocopy_copied += n;
+            if (run < TCP_ZC_GIVE_UP && run + n >= TCP_ZC_GIVE_UP) {
+                g_debug("%s: the kernel copied the last %u zerocopy sends; sending with "
+                        "copies from now on", ch->peer, run + n);
+            }
+            run = MIN(run + n, TCP_ZC_GIVE_UP);
+        } else {
+            run = 0;
+        }
+        atomic_store_explicit(&ch->zc_copied_run, run, memory_order_relaxed);
+        atomic_store_explicit(&ch->zc_done, hi + 1, memory_order_relaxed);
+        reaped++;
+    }
+    return reaped;
 }
 
 /* Wait until fd is ready for events, the channel is shut down, wake_fd fires or the deadline
