@@ -1126,7 +1126,10 @@ static XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
     int timeout = o.timeout_ms > 0 ? o.timeout_ms : 5000;
     GError *local = NULL;
     g_autoptr(VbCmId) id = vb_cm_id_new(&local);
-    if (!id || !vb_cm_resolve(id, host, port, timeout, -1, &local)) {
+    /* --rdma-dev (with --rdma-port/--gid-index) chooses the source address; the checks in
+     * rdma_channel_new() then confirm rdma_cm routed through what was asked for */
+    if (!id || !vb_cm_resolve_from(id, host, port, o.rdma_dev, o.rdma_port, o.gid_index,
+                                   timeout, -1, &local)) {
         rdma_propagate(error, local, "rdma: ");
         return NULL;
     }

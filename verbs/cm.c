@@ -383,11 +383,39 @@ bool vb_cm_expect(VbCmId *id, VbCmStep want, int timeout_ms, int wake_fd, VbCmEv
 bool vb_cm_resolve(VbCmId *id, const char *host, const char *port, int timeout_ms, int wake_fd,
                    GError **error)
 {
+    return vb_cm_resolve_from(id, host, port, NULL, 0, -1, timeout_ms, wake_fd, error);
+}
+
+bool vb_cm_resolve_from(VbCmId *id, const char *host, const char *port, const char *dev,
+                        int dev_port, int gid_index, int timeout_ms, int wake_fd,
+                        GError **error)
+{
     struct rdma_addrinfo *res = vb_cm_getaddrinfo(host, port, false, error);
     if (!res) {
         return false;
     }
-    int ret = rdma_resolve_addr(id->cm, NULL, res->ai_dst_addr, timeout_ms);
+    struct sockaddr_storage src;
+    struct sockaddr *srcp = NULL;
+    if (dev) {
+        /* the override picks the source address; rdma_cm then routes from that GID */
+        int family = res->ai_dst_addr->sa_family;
+        char a[INET6_ADDRSTRLEN];
+        memset(&src, 0, sizeof(src));
+        if (!vb_source_addr_for(dev, dev_port, gid_index, family, a, sizeof(a), error)) {
+            rdma_freeaddrinfo(res);
+            return false;
+        }
+        src.ss_family = (sa_family_t)family;
+        void *dst = family == AF_INET ? (void *)&((struct sockaddr_in *)&src)->sin_addr
+                                      : (void *)&((struct sockaddr_in6 *)&src)->sin6_addr;
+        if (inet_pton(family, a, dst) != 1) {
+            g_set_error(error, VB_ERROR, VB_ERROR_FAILED, "bad source address %s", a);
+            rdma_freeaddrinfo(res);
+            return false;
+        }
+        srcp = (struct sockaddr *)&src;
+    }
+    int ret = rdma_resolve_addr(id->cm, srcp, res->ai_dst_addr, timeout_ms);
     int e = errno;
     vb_sockaddr_str(res->ai_dst_addr, id->peer_str, sizeof(id->peer_str));
     rdma_freeaddrinfo(res);

@@ -267,6 +267,11 @@ bool vb_cm_expect(VbCmId *id, VbCmStep want, int timeout_ms, int wake_fd, VbCmEv
 /* Resolve address then route of host:port (IPv4 or IPv6). */
 bool vb_cm_resolve(VbCmId *id, const char *host, const char *port, int timeout_ms, int wake_fd,
                    GError **error);
+/* The same from a chosen source: dev (NULL: rdma_cm's choice), its port (0: any ACTIVE) and
+ * GID (-1: by family); see vb_source_addr_for(). */
+bool vb_cm_resolve_from(VbCmId *id, const char *host, const char *port, const char *dev,
+                        int dev_port, int gid_index, int timeout_ms, int wake_fd,
+                        GError **error);
 /* Connect with private data and wait for ESTABLISHED. rd_atom (0 = 1) is used for both
  * initiator_depth and responder_resources; the acceptor sees it in its CONNECT_REQUEST event,
  * so it can carry a small value beside the private data. On REJECTED the error is
@@ -304,6 +309,11 @@ typedef struct {
 /* Describe every RDMA device; an empty array (not an error) when there is none. */
 GPtrArray *vb_devinfo_list(GError **error);
 void vb_devinfo_free(VbDevInfo *info);
+/* The source address that makes rdma_cm use device dev, port (0: its first ACTIVE one) and
+ * GID gid_index (-1: its first RoCE v2 GID, else any GID, of the family) towards a
+ * destination of family AF_INET / AF_INET6: the GID's IP address, textual, into out. */
+bool vb_source_addr_for(const char *dev, int port, int gid_index, int family, char *out,
+                        size_t outlen, GError **error);
 /* First device with an ACTIVE port: its name (caller frees) or NULL. */
 char *vb_devinfo_first_active(void);
 

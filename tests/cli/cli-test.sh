@@ -185,6 +185,7 @@ rdma_demo|rdma_listen_migrate|rdma_options)
   if [ "$case_name" = rdma_options ]; then
     # devices: what a user looks at when nothing works
     run 0 devices
+    cp "$work/out" "$work/devices"
     grep -qE '^rxe0  \(' "$work/out" || fail "devices does not list rxe0"
     grep -qE '^  port 1: +ACTIVE' "$work/out" || fail "devices: port 1 not ACTIVE"
     gid=$(awk -v a="::ffff:$addr" '$1 == "GID" && $5 == a { print $2; exit }' "$work/out")
@@ -199,6 +200,13 @@ rdma_demo|rdma_listen_migrate|rdma_options)
     has err "gid_index 0 is GID"
     run 1 demo --transport rdma --size 16M --rdma-dev nosuchdev --timeout 30000
     has err "nosuchdev"
+    # with --rdma-dev the GID is chosen, not checked: a link-local GID cannot reach IPv4
+    ll=$(awk '$1 == "GID" && $5 ~ /^fe80:/ { print $2; exit }' "$work/devices")
+    if [ -n "$ll" ]; then
+      run 1 demo --transport rdma --size 16M --rdma-dev rxe0 --gid-index "$ll" --timeout 30000
+      has err "rxe0 port 1 GID $ll (fe80:"
+      has err "is no IPv4 address the destination can be reached from"
+    fi
     # rxe (Linux 6.1) has no on-demand paging: a clear refusal, not a crash
     if ! "$mfrdma" devices | grep -q '^  ODP: yes'; then
       run 1 demo --transport rdma --size 16M --odp --timeout 30000

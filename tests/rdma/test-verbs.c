@@ -777,10 +777,20 @@ static void test_connect_bad_overrides(void)
     g_assert_true(xp_uri_parse(xp_rdma_ops.listener_uri(l), &host, &port, &e2));
     XpChannel *ch = xp_rdma_ops.connect(sdom, host, port, "x", 1, &d, &e2);
     g_assert_null(ch);
+    /* on connect, rdma_dev chooses the source address: a device that is not there fails */
     g_assert_error(e2, XP_ERROR, XP_ERROR_NO_DEVICE);
-    g_autofree char *want3 = g_strdup_printf("rdma_dev=mlx5_9 was requested, but %s:%s is "
-                                             "reached through device %s", host, port, dev);
-    g_assert_cmpstr(e2->message, ==, want3);
+    g_assert_cmpstr(e2->message, ==, "rdma: no RDMA device named mlx5_9");
+
+    /* rdma_dev + gid_index 0 (link-local) as the source of an IPv4 connection: refused with
+     * the GID named, before any CM exchange */
+    g_clear_error(&e2);
+    XpOptions ll = d;
+    ll.rdma_dev = dev;
+    ll.gid_index = 0;
+    g_assert_null(xp_rdma_ops.connect(sdom, host, port, "x", 1, &ll, &e2));
+    g_autofree char *want3 = g_strdup_printf("rdma: %s port 1 GID 0 (fe80:*) is no IPv4 address "
+                                             "the destination can be reached from", dev);
+    g_assert_true(g_pattern_match_simple(want3, e2->message));
 
     /* The listener checks it too, when its address names a device. */
     g_clear_error(&e2);
