@@ -80,6 +80,8 @@ static void dest_xp_options(MfrDest *d, XpOptions *o)
     o->rdma_port = d->cfg.rdma_port;
     o->gid_index = d->cfg.gid_index;
     o->odp = d->cfg.odp;
+    o->rc_retry = d->cfg.rc_retry;
+    o->rc_timeout = d->cfg.rc_timeout;
 }
 
 MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)

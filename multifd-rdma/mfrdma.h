@@ -131,6 +131,8 @@ typedef struct {
     bool odp;
     bool zerocopy;
     unsigned registration_threads; /* rdma: threads registering blocks; 0 = one per CPU */
+    unsigned rc_retry;          /* rdma: RC transport retries 1-7; 0 = 7 */
+    unsigned rc_timeout;        /* rdma: ACK timeout exponent 1-31 (4.096 us * 2^n); 0 = default */
     MfrProgressFn progress;     /* optional, called from the migration thread ~10/s */
     void *progress_opaque;
 } MfrSourceConfig;
@@ -153,6 +155,8 @@ typedef struct {
     bool odp;
     /* rdma: threads that populate (first touch) and register the blocks; 0 = one per CPU */
     unsigned registration_threads;
+    unsigned rc_retry;          /* as in MfrSourceConfig */
+    unsigned rc_timeout;
     MfrProgressFn progress;
     void *progress_opaque;
 } MfrDestConfig;

@@ -211,6 +211,8 @@ static void source_xp_options(MfrSource *s, XpOptions *o, bool control)
     o->rdma_port = s->cfg.rdma_port;
     o->gid_index = s->cfg.gid_index;
     o->odp = s->cfg.odp;
+    o->rc_retry = s->cfg.rc_retry;
+    o->rc_timeout = s->cfg.rc_timeout;
     o->zerocopy = s->cfg.zerocopy && !control;
     o->control = control;
 }

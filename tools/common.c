@@ -324,6 +324,10 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "tcp: send pages with MSG_ZEROCOPY (pays off on real NICs, not on loopback)", NULL },
         { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a->registration_threads,
           "rdma: threads that register the blocks (default: one per CPU)", "N" },
+        { "rc-retry", 0, 0, G_OPTION_ARG_INT, &a->rc_retry,
+          "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
+        { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &a->rc_timeout,
+          "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
         G_OPTION_ENTRY_NULL,
@@ -385,7 +389,9 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
         !check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error) ||
         !check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
         !check_range("--gid-index", a->gid_index, -1, 65535, error) ||
-        !check_range("--registration-threads", a->registration_threads, 0, 16, error)) {
+        !check_range("--registration-threads", a->registration_threads, 0, 16, error) ||
+        !check_range("--rc-retry", a->rc_retry, 0, 7, error) ||
+        !check_range("--rc-timeout", a->rc_timeout, 0, 31, error)) {
         return false;
     }
     uint64_t page = a->hugetlb ? (2u << 20) : 4096u;
@@ -419,6 +425,8 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     cfg->odp = a->odp;
     cfg->zerocopy = a->zerocopy;
     cfg->registration_threads = (unsigned)a->registration_threads;
+    cfg->rc_retry = (unsigned)a->rc_retry;
+    cfg->rc_timeout = (unsigned)a->rc_timeout;
     return true;
 }
 

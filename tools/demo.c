@@ -169,6 +169,8 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     dcfg.gid_index = a.gid_index;
     dcfg.odp = a.odp;
     dcfg.registration_threads = (unsigned)a.registration_threads;
+    dcfg.rc_retry = (unsigned)a.rc_retry;
+    dcfg.rc_timeout = (unsigned)a.rc_timeout;
     dest = mfr_dest_new(&dcfg, &error);
     if (!dest) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);

@@ -28,7 +28,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
     gint timeout_ms = (gint)cfg.timeout_ms;
-    gint rdma_port = 0, gid_index = cfg.gid_index, reg_threads = 0;
+    gint rdma_port = 0, gid_index = cfg.gid_index, reg_threads = 0, rc_retry = 0, rc_timeout = 0;
     const GOptionEntry entries[] = {
         { "token", 0, 0, G_OPTION_ARG_STRING, &token,
           "Token (32 hex digits) sources must present; default: a random one, printed", "HEX" },
@@ -44,6 +44,10 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
           "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
         { "registration-threads", 0, 0, G_OPTION_ARG_INT, &reg_threads,
           "rdma: threads that prefault and register the blocks (default: one per CPU)", "N" },
+        { "rc-retry", 0, 0, G_OPTION_ARG_INT, &rc_retry,
+          "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
+        { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &rc_timeout,
+          "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
         { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
           "madvise(MADV_HUGEPAGE) the received blocks", NULL },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
@@ -84,6 +88,12 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
         return tool_usage_error("listen", "--registration-threads: %d is out of range (0..16)",
                                 reg_threads);
     }
+    if (rc_retry < 0 || rc_retry > 7) {
+        return tool_usage_error("listen", "--rc-retry: %d is out of range (0..7)", rc_retry);
+    }
+    if (rc_timeout < 0 || rc_timeout > 31) {
+        return tool_usage_error("listen", "--rc-timeout: %d is out of range (0..31)", rc_timeout);
+    }
 
     FILE *info = json ? stderr : stdout;
     ToolDestMem *mem = tool_dest_mem_new(thp);
@@ -99,6 +109,8 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     cfg.gid_index = gid_index;
     cfg.odp = odp;
     cfg.registration_threads = (unsigned)reg_threads;
+    cfg.rc_retry = (unsigned)rc_retry;
+    cfg.rc_timeout = (unsigned)rc_timeout;
     cfg.progress = tool_progress_cb;
     cfg.progress_opaque = &progress;
     int code = TOOL_EXIT_FAILED;

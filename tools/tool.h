@@ -50,7 +50,7 @@ int tool_bench(ToolCtx *ctx, int argc, char **argv);
 typedef struct {
     char *size, *dirty_rate, *mix, *transport, *address, *rdma_dev, *token;
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
-    gint rdma_port, gid_index, registration_threads;
+    gint rdma_port, gid_index, registration_threads, rc_retry, rc_timeout;
     gint64 seed;
     gboolean force_switchover, no_verify, json, thp, hugetlb, odp, zerocopy;
 } ToolSourceArgs;

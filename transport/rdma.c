@@ -932,6 +932,10 @@ static RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions 
     if (!rdma_domain_bind(d, id, error) || !rdma_check_overrides(opts, id, error)) {
         goto fail;
     }
+    if (!vb_cm_set_rc_params(id, opts->rc_retry ? (int)opts->rc_retry : -1,
+                             (int)opts->rc_timeout, &local)) {
+        goto fail_vb;
+    }
     const VbDeviceAttr *da = vb_device_attr(d->dev);
     unsigned sq = opts->max_send_wr ? opts->max_send_wr : RDMA_SQ_DEPTH;
     sq = MAX(sq, 2 * RDMA_WR_BATCH + 2);
@@ -1068,6 +1072,21 @@ static void rdma_close(XpChannel *xc)
 static const char *rdma_peer(XpChannel *xc)
 {
     return ((RdmaChannel *)xc)->peer;
+}
+
+bool xp_rdma_channel_rc(XpChannel *xc, unsigned *retry, unsigned *rnr_retry,
+                        unsigned *ack_timeout, GError **error)
+{
+    VbQpRc rc;
+    GError *local = NULL;
+    if (!vb_qp_query_rc(((RdmaChannel *)xc)->qp, &rc, &local)) {
+        rdma_propagate(error, local, NULL);
+        return false;
+    }
+    *retry = rc.retry_count;
+    *rnr_retry = rc.rnr_retry;
+    *ack_timeout = rc.ack_timeout;
+    return true;
 }
 
 static void rdma_counters(XpChannel *xc, XpCounters *out)

@@ -74,6 +74,8 @@ typedef struct {
     bool zerocopy;         /* tcp: MSG_ZEROCOPY on data channels */
     bool control;          /* this channel carries control messages (latency over throughput) */
     unsigned max_send_wr;  /* 0: backend default */
+    unsigned rc_retry;     /* rdma: RC transport retries 1-7; 0: 7 */
+    unsigned rc_timeout;   /* rdma: ACK timeout exponent 1-31 (4.096 us * 2^n); 0: rdma_cm's */
 } XpOptions;
 
 /* One contiguous piece of payload: local memory, and (PLACED) where it lands at the peer. */
@@ -181,6 +183,10 @@ void xp_options_init(XpOptions *opts);
  * inclusive range [*lo, *hi] of completed zerocopy sendmsg() calls and whether the kernel
  * copied them after all; false when the queue holds none. */
 bool xp_tcp_zerocopy_next(int fd, uint32_t *lo, uint32_t *hi, bool *copied);
+
+/* rdma helper for tests and diagnostics: the RC parameters channel ch's QP runs with. */
+bool xp_rdma_channel_rc(XpChannel *ch, unsigned *retry, unsigned *rnr_retry,
+                        unsigned *ack_timeout, GError **error);
 
 extern const XpOps xp_tcp_ops;
 extern const XpOps xp_rdma_ops;

@@ -86,6 +86,7 @@ static VbCmId *vb_cm_wrap(struct rdma_event_channel *ch, struct rdma_cm_id *cm)
     VbCmId *id = g_new0(VbCmId, 1);
     id->channel = ch;
     id->cm = cm;
+    id->retry_count = 7; /* the most IB allows: a transient loss must not fail a migration */
     cm->context = id;
     return id;
 }
@@ -437,15 +438,32 @@ bool vb_cm_resolve_from(VbCmId *id, const char *host, const char *port, const ch
                         "resolve route to", error);
 }
 
+bool vb_cm_set_rc_params(VbCmId *id, int retry_count, int ack_timeout, GError **error)
+{
+    if (retry_count >= 0) {
+        id->retry_count = (uint8_t)MIN(retry_count, 7);
+    }
+    if (ack_timeout > 0) {
+        uint8_t t = (uint8_t)MIN(ack_timeout, 31);
+        if (rdma_set_option(id->cm, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &t,
+                            sizeof(t)) != 0) {
+            vb_set_error_errno(error, errno, "set the ACK timeout (%u) of %s", t,
+                               vb_cm_peer_str(id));
+            return false;
+        }
+    }
+    return true;
+}
+
 static void vb_cm_conn_param(struct rdma_conn_param *p, const void *pdata, size_t len,
-                             uint8_t rd_atom)
+                             uint8_t rd_atom, uint8_t retry_count)
 {
     memset(p, 0, sizeof(*p));
     p->private_data = pdata;
     p->private_data_len = (uint8_t)len;
     p->responder_resources = rd_atom ? rd_atom : 1;
     p->initiator_depth = rd_atom ? rd_atom : 1;
-    p->retry_count = 7;
+    p->retry_count = retry_count;
     /* Flow control is by credits: an RNR NAK is a bug and must surface, not be retried. */
     p->rnr_retry_count = 0;
 }
@@ -460,7 +478,7 @@ bool vb_cm_connect(VbCmId *id, const void *pdata, size_t len, uint8_t rd_atom, i
         return false;
     }
     struct rdma_conn_param p;
-    vb_cm_conn_param(&p, pdata, len, rd_atom);
+    vb_cm_conn_param(&p, pdata, len, rd_atom, id->retry_count);
     if (rdma_connect(id->cm, &p) != 0) {
         vb_set_error_errno(error, errno, "connect to %s", vb_cm_peer_str(id));
         return false;
@@ -479,7 +497,7 @@ bool vb_cm_accept(VbCmId *id, const void *pdata, size_t len, int timeout_ms, int
                   GError **error)
 {
     struct rdma_conn_param p;
-    vb_cm_conn_param(&p, pdata, len, 0);
+    vb_cm_conn_param(&p, pdata, len, 0, id->retry_count);
     if (rdma_accept(id->cm, &p) != 0) {
         vb_set_error_errno(error, errno, "accept connection from %s", vb_cm_peer_str(id));
         return false;

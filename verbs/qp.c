@@ -97,6 +97,22 @@ const VbQpCaps *vb_qp_caps(const VbQp *qp)
     return &qp->caps;
 }
 
+bool vb_qp_query_rc(VbQp *qp, VbQpRc *out, GError **error)
+{
+    struct ibv_qp_attr a;
+    struct ibv_qp_init_attr init;
+    int ret = ibv_query_qp(qp->id->cm->qp, &a, IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+                           IBV_QP_RNR_RETRY, &init);
+    if (ret != 0) {
+        vb_set_error_errno(error, ret, "query QP of %s", vb_cm_peer_str(qp->id));
+        return false;
+    }
+    out->retry_count = a.retry_cnt;
+    out->rnr_retry = a.rnr_retry;
+    out->ack_timeout = a.timeout;
+    return true;
+}
+
 int vb_qp_post_list(VbQp *qp, const VbWr *wrs, unsigned n)
 {
     struct ibv_send_wr wr[VB_POST_CHAIN_MAX];

@@ -47,6 +47,7 @@ struct VbCmId {
     struct rdma_cm_id *cm;
     VbQp *qp;
     bool disconnected;    /* DISCONNECTED or DEVICE_REMOVAL seen */
+    uint8_t retry_count;  /* RC transport retries carried in connect/accept (0-7) */
     char peer_str[64];
     char local_str[64];
 };

@@ -189,6 +189,14 @@ typedef struct {
 VbQp *vb_qp_new(VbCmId *id, VbPd *pd, VbCq *cq, const VbQpCaps *want, GError **error);
 void vb_qp_free(VbQp *qp);
 const VbQpCaps *vb_qp_caps(const VbQp *qp);
+
+/* The RC transport parameters a connected QP ended up with. */
+typedef struct {
+    unsigned retry_count; /* transport retries before an error completion */
+    unsigned rnr_retry;   /* 0: an RNR NAK fails at once (we never depend on RNR) */
+    unsigned ack_timeout; /* 4.096 us * 2^ack_timeout per try; 0 = infinite */
+} VbQpRc;
+bool vb_qp_query_rc(VbQp *qp, VbQpRc *out, GError **error);
 /* Post wrs as one chain (one doorbell). 0 or -errno. */
 int vb_qp_post_list(VbQp *qp, const VbWr *wrs, unsigned n);
 int vb_qp_post_write(VbQp *qp, const VbSge *sge, unsigned nsge, uint64_t remote_addr,
@@ -272,6 +280,10 @@ bool vb_cm_resolve(VbCmId *id, const char *host, const char *port, int timeout_m
 bool vb_cm_resolve_from(VbCmId *id, const char *host, const char *port, const char *dev,
                         int dev_port, int gid_index, int timeout_ms, int wake_fd,
                         GError **error);
+/* RC transport parameters for the next connect/accept on id: retry_count (0-7; <0 keeps 7)
+ * and the local ACK timeout exponent (1-31; 0 keeps rdma_cm's default), set after route
+ * resolution (connector) or on the request's id (acceptor). */
+bool vb_cm_set_rc_params(VbCmId *id, int retry_count, int ack_timeout, GError **error);
 /* Connect with private data and wait for ESTABLISHED. rd_atom (0 = 1) is used for both
  * initiator_depth and responder_resources; the acceptor sees it in its CONNECT_REQUEST event,
  * so it can carry a small value beside the private data. On REJECTED the error is

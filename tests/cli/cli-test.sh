@@ -77,6 +77,9 @@ bad_usage)
   usage "mfrdma demo: --dirty-rate: 'fast' is not a rate in MB/s (examples: 0, 64, 250.5)" demo --dirty-rate fast
   usage "mfrdma demo: --channels: 0 is out of range (1..64)" demo --channels 0
   usage "mfrdma demo: --blocks: 65 is out of range (1..64)" demo --blocks 65
+  usage "mfrdma demo: --rc-retry: 8 is out of range (0..7)" demo --rc-retry 8
+  usage "mfrdma demo: --rc-timeout: 32 is out of range (0..31)" demo --rc-timeout 32
+  usage "mfrdma listen: --rc-retry: 9 is out of range (0..7)" listen tcp:127.0.0.1:0 --rc-retry 9
   usage "mfrdma demo: --transport: 'ib' is not a transport (tcp, rdma or auto)" demo --transport ib --size 64M
   usage "mfrdma demo: unexpected argument 'extra'" demo extra
   run 2 demo --size 64T; grep -qE "^mfrdma demo: --size: 65536.0 GiB does not fit in this host's [0-9.]+ GiB of RAM \(demo holds two copies: source and destination\)$" "$work/err" || fail "no RAM check"
@@ -214,7 +217,8 @@ rdma_demo|rdma_listen_migrate|rdma_options)
     fi
     # matching overrides and a single registration thread migrate as usual
     run 0 demo --transport rdma --size 16M --channels 2 --dirty-rate 0 --rdma-dev rxe0 \
-      --rdma-port 1 --gid-index "$gid" --registration-threads 1 --timeout 30000 --json
+      --rdma-port 1 --gid-index "$gid" --registration-threads 1 --rc-retry 3 --rc-timeout 16 \
+      --timeout 30000 --json
     grep -qF '"registration_threads":1' "$work/out" || fail "JSON lacks registration_threads 1"
   elif [ "$case_name" = rdma_demo ]; then
     # auto must pick RDMA and find the device's address on its own.

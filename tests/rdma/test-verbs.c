@@ -802,6 +802,52 @@ static void test_connect_bad_overrides(void)
     g_assert_true(g_pattern_match_simple(want4, e2->message));
 }
 
+/* RC retry count and ACK timeout are the caller's; RNR retry stays 0 (credits, never RNR). */
+static void test_rc_params(void)
+{
+    if (!need_addr()) {
+        return;
+    }
+    g_autoptr(GError) err = NULL;
+    for (int k = 0; k < 2; k++) {
+        XpOptions o;
+        xp_options_init(&o);
+        o.timeout_ms = T_TIMEOUT_MS;
+        if (k == 1) {
+            o.rc_retry = 3;
+            o.rc_timeout = 16;
+        }
+        g_autoptr(XpDomain) sdom = xp_rdma_ops.domain_new(&o, &err);
+        g_autoptr(XpDomain) ddom = domain_new();
+        g_autoptr(XpListener) l = xp_rdma_ops.listen(ddom, test_addr(), "0", &err);
+        g_assert_no_error(err);
+        ConnectJob j = { .dom = sdom, .opts = o };
+        g_assert_true(xp_uri_parse(xp_rdma_ops.listener_uri(l), &j.host, &j.port, &err));
+        GThread *t = g_thread_new("connect", connect_thread, &j);
+        uint8_t hello[XP_HELLO_MAX];
+        size_t hlen = sizeof(hello);
+        g_autoptr(XpChannel) acc = xp_rdma_ops.accept(l, T_TIMEOUT_MS, hello, &hlen, &err);
+        g_assert_no_error(err);
+        g_assert_true(xp_rdma_ops.answer(acc, 0, NULL, &err));
+        g_thread_join(t);
+        g_assert_no_error(j.err);
+        g_assert_nonnull(j.ch);
+        unsigned retry, rnr, timeout;
+        g_assert_true(xp_rdma_channel_rc(j.ch, &retry, &rnr, &timeout, &err));
+        g_assert_no_error(err);
+        g_test_message("connector QP: retry %u, rnr_retry %u, ACK timeout %u", retry, rnr,
+                       timeout);
+        g_assert_cmpuint(retry, ==, k == 1 ? 3 : 7);
+        g_assert_cmpuint(rnr, ==, 0);
+        if (k == 1) {
+            g_assert_cmpuint(timeout, ==, 16);
+        }
+        xp_channel_close(j.ch);
+        g_free(j.host);
+        g_free(j.port);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -825,6 +871,7 @@ int main(int argc, char **argv)
     g_test_add_func("/rdma/xp/credits_both_ways", test_credits_both_ways);
     g_test_add_func("/rdma/xp/throughput", test_throughput);
     g_test_add_func("/rdma/xp/connect_bad_overrides", test_connect_bad_overrides);
+    g_test_add_func("/rdma/xp/rc_params", test_rc_params);
     int rc = g_test_run();
     g_ptr_array_unref(warnings);
     return rc;
