@@ -430,7 +430,8 @@ static bool dest_blocks(MfrDest *d, GError **error)
     memset(desc, 0, sizeof(desc));
     for (unsigned i = 0; i < n; i++) {
         d->ram.block_len[i] = d->ram.blocks[i].length;
-        d->ram.received[i] = g_new0(uint64_t, (d->ram.blocks[i].length / d->ram.page_size + 63) / 64);
+        uint64_t npages = d->ram.blocks[i].length / d->ram.page_size;
+        d->ram.received[i] = g_new0(uint64_t, (npages + 63) / 64);
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
     if (d->ops->caps & XP_CAP_REGIONS) {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Failure paths end to end: cancel, destination or source killed mid-migration (real
- * processes, SIGKILL), a destination alive but silent (SIGSTOP), and a hostile source speaking the wire protocol by hand (wrong
- * session, bad magic, out-of-range offsets, huge counts). Each asserts the exact error, the
+ * processes, SIGKILL), a destination alive but silent (SIGSTOP), injected transport faults,
+ * and a hostile source speaking the wire protocol by hand (wrong session, bad magic,
+ * out-of-range offsets, huge counts). Each asserts the exact error, the
  * time bound, that no thread is left running and that no byte outside (or inside) guest RAM
  * was written.
  */
