@@ -491,7 +491,8 @@ static bool dest_blocks(MfrDest *d, GError **error)
         if (!mfr_register_budget(&job, error)) {
             return false;
         }
-        mfr_chunk_map_init(&d->chunks, d->ram.blocks, n, d->cfg.registration_chunk);
+        mfr_chunk_map_init(&d->chunks, d->ram.blocks, n, d->cfg.registration_chunk,
+                           mfr_register_chunk_threads(d->cfg.registration_threads));
         d->regions = g_new0(XpRegion *, d->chunks.total);
         d->chunk_ready = g_new0(bool, d->chunks.total);
         reply.flags = MFR_REPLY_REGIONS;

@@ -90,10 +90,13 @@ bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegis
 
 /* ---------- pipelined registration in chunks (register.c, destination) ---------- */
 
-/* Registration chunk when the configuration says 0: big enough that one ibv_reg_mr() per
- * chunk costs nothing next to pinning it, small enough that the source can start after a
- * fraction of a second and 2-16 threads balance over one block. */
+/* Registration chunk when the configuration says 0: at most 64 MiB (big enough that one
+ * ibv_reg_mr() per chunk costs nothing next to pinning it, small enough that the source can
+ * start after a fraction of a second), but small enough for about 8 chunks per registration
+ * thread, and at least 2 MiB (one huge page: fewer MRs and REGIONs for small RAM). */
 #define MFR_REGION_CHUNK_DEFAULT (64ull << 20)
+#define MFR_REGION_CHUNK_MIN (2ull << 20)
+#define MFR_REGION_CHUNKS_PER_THREAD 8u
 
 /* Every block's chunk layout, and where its chunks sit in flat per-session arrays. */
 typedef struct {
@@ -103,11 +106,13 @@ typedef struct {
     uint32_t total;                 /* chunks of all blocks */
 } MfrChunkMap;
 
-/* The destination's layout: chunk_bytes (0: MFR_REGION_CHUNK_DEFAULT) rounded up to a
- * multiple of each block's page size, and further where a block would have more than
- * MFR_MAX_CHUNKS_PER_BLOCK chunks. */
+/* Registration threads for `requested` (0: one per online CPU), at most 16. */
+unsigned mfr_register_chunk_threads(unsigned requested);
+/* The destination's layout: chunk_bytes (0: the default above, for `threads` threads)
+ * rounded up to a multiple of each block's page size, and further where a block would have
+ * more than MFR_MAX_CHUNKS_PER_BLOCK chunks. */
 void mfr_chunk_map_init(MfrChunkMap *m, const MfrRamBlock *blocks, unsigned n,
-                        uint64_t chunk_bytes);
+                        uint64_t chunk_bytes, unsigned threads);
 /* The source's, from a validated BLOCKS_REPLY. */
 void mfr_chunk_map_from_layout(MfrChunkMap *m, const MfrChunkLayout *layout, unsigned n);
 

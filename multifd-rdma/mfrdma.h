@@ -169,7 +169,8 @@ typedef struct {
     MfrProgressFn progress;
     void *progress_opaque;
     /* rdma: bytes per registration chunk (one MR each, registered while the source already
-     * sends); 0 = 64 MiB. Rounded up to a multiple of each block's page size. */
+     * sends); 0 = up to 64 MiB, less for small RAM (about 8 chunks per registration thread,
+     * at least 2 MiB). Rounded up to a multiple of each block's page size. */
     uint64_t registration_chunk;
 } MfrDestConfig;
 

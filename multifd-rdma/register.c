@@ -205,10 +205,33 @@ bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegis
 
 /* ---------- chunks in the background (pipelined with the first round) ---------- */
 
-void mfr_chunk_map_init(MfrChunkMap *m, const MfrRamBlock *blocks, unsigned n,
-                        uint64_t chunk_bytes)
+/* Populate steps inside a chunk: a few ms each even at first-touch speed. */
+#define MFR_POPULATE_PIECE (2ull << 20)
+
+unsigned mfr_register_chunk_threads(unsigned requested)
 {
-    uint64_t want = chunk_bytes ? chunk_bytes : MFR_REGION_CHUNK_DEFAULT;
+    unsigned n = requested;
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    return MIN(n, MFR_REGISTER_MAX_THREADS);
+}
+
+void mfr_chunk_map_init(MfrChunkMap *m, const MfrRamBlock *blocks, unsigned n,
+                        uint64_t chunk_bytes, unsigned threads)
+{
+    uint64_t want = chunk_bytes;
+    if (want == 0) {
+        /* The source waits for the first chunk, and the threads finish their first chunks
+         * together: with RAM / threads below a few chunks nothing would overlap. */
+        uint64_t total = 0;
+        for (unsigned b = 0; b < n; b++) {
+            total += blocks[b].length;
+        }
+        want = total / ((uint64_t)MAX(threads, 1u) * MFR_REGION_CHUNKS_PER_THREAD);
+        want = CLAMP(want, MFR_REGION_CHUNK_MIN, MFR_REGION_CHUNK_DEFAULT);
+    }
     memset(m, 0, sizeof(*m));
     m->nblocks = n;
     for (unsigned b = 0; b < n; b++) {
@@ -277,8 +300,13 @@ static gpointer chunk_worker(gpointer opaque)
         uint64_t len = MIN(l->chunk_size, base->blocks[b].length - off);
         uint8_t *addr = (uint8_t *)base->blocks[b].host + off;
         if (base->prefault) {
-            /* as in register_worker(): best effort, registration faults what is left */
-            (void)madvise(addr, len, MADV_POPULATE_WRITE);
+            /* As in register_worker(): best effort, registration faults what is left. In
+             * pieces, because populating holds the process's mmap lock for reading: a long
+             * call would stall every mmap() meanwhile, e.g. the buffers of a channel being
+             * accepted, and with them the start of the migration this overlaps with. */
+            for (uint64_t p = 0; p < len; p += MFR_POPULATE_PIECE) {
+                (void)madvise(addr + p, MIN(MFR_POPULATE_PIECE, len - p), MADV_POPULATE_WRITE);
+            }
         }
         if (job->delay_ms) {
             g_usleep(job->delay_ms * 1000ull);
@@ -316,12 +344,7 @@ static gpointer chunk_worker(gpointer opaque)
 MfrRegisterBg *mfr_register_chunks_start(const MfrRegisterChunksJob *job, GError **error)
 {
     const MfrRegisterJob *base = &job->base;
-    unsigned n = base->threads;
-    if (n == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 0 ? (unsigned)cpus : 1;
-    }
-    n = MIN(MIN(n, MFR_REGISTER_MAX_THREADS), MAX(job->map->total, 1u));
+    unsigned n = MIN(mfr_register_chunk_threads(base->threads), MAX(job->map->total, 1u));
     MfrRegisterBg *bg = g_new0(MfrRegisterBg, 1);
     bg->job = *job;
     g_mutex_init(&bg->lock);
