@@ -406,10 +406,18 @@ static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk, GError *
             if (s->chunks_received[b] > chunk) {
                 break;
             }
-            m = mfr_control_recv(s->ctl, (int)s->cfg.timeout_ms, error);
+            GError *rerr = NULL;
+            m = mfr_control_recv(s->ctl, (int)s->cfg.timeout_ms, &rerr);
+            if (!m && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
+                g_clear_error(&rerr);
+                g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT,
+                            "source: chunk %u of block '%s' not registered by the destination "
+                            "%s within %u ms", chunk, s->blocks[b].name, s->uri,
+                            s->cfg.timeout_ms);
+                return false;
+            }
             if (!m) {
-                g_prefix_error(error, "source: waiting for chunk %u of block '%s': ", chunk,
-                               s->blocks[b].name);
+                g_propagate_error(error, rerr); /* the session's failure */
                 return false;
             }
         }
