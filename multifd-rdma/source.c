@@ -323,9 +323,8 @@ static bool source_announce(MfrSource *s, GError **error)
     if (!m) {
         return false;
     }
-    MfrBlockInfo *announced = info;
     MfrBlocksReply reply;
-    if (!mfr_wire_unpack_blocks_reply(m->body, m->len, announced, s->nblocks, &reply, error)) {
+    if (!mfr_wire_unpack_blocks_reply(m->body, m->len, info, s->nblocks, &reply, error)) {
         g_prefix_error(error, "source: BLOCKS_REPLY from %s: ", s->uri);
         return false;
     }
