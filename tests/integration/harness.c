@@ -291,7 +291,7 @@ void ttoken(uint8_t token[16], uint8_t fill)
     }
 }
 
-unsigned tthread_count(void)
+static unsigned tthread_count_once(void)
 {
     unsigned n = 0;
     DIR *d = opendir("/proc/self/task");
@@ -303,6 +303,21 @@ unsigned tthread_count(void)
         }
     }
     closedir(d);
+    return n;
+}
+
+unsigned tthread_count(void)
+{
+    /* pthread_join() returns when the kernel clears the thread's tid, a moment before the
+     * thread leaves /proc/self/task: a thread joined just now may still be listed. Wait until
+     * three readings 5 ms apart agree (at most about a second). */
+    unsigned n = tthread_count_once(), same = 1;
+    for (unsigned i = 0; i < 200 && same < 3; i++) {
+        g_usleep(5000);
+        unsigned m = tthread_count_once();
+        same = m == n ? same + 1 : 1;
+        n = m;
+    }
     return n;
 }
 

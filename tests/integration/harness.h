@@ -74,6 +74,7 @@ void tdest_free(TDest *t);
 void tcompare_ram(TGuest *g, MfrDest *dst);
 
 void ttoken(uint8_t token[16], uint8_t fill);
+/* Threads of this process once the count is stable (joined threads take a moment to go). */
 unsigned tthread_count(void);
 /* Address for RDMA tests, or NULL (then the test is skipped). */
 const char *trdma_addr(void);
