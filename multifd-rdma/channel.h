@@ -20,7 +20,11 @@ typedef struct {
     uint32_t page_size;      /* migration page size (negotiated) */
     uint32_t max_pages;      /* pages per packet (negotiated) */
     XpRegion **regions;      /* per block, NULL entries without XP_CAP_REGIONS */
-    XpRemote **remotes;      /* source only: destination regions per block */
+    /* source only: destination regions, per block (chunks NULL) or per registration chunk
+     * (flat, chunks->first[b] + c); an entry is set before any batch that needs it is handed
+     * out, by the producer, whose hand-off publishes it to the channel */
+    XpRemote **remotes;
+    const MfrChunkMap *chunks;
     uint64_t **received;     /* destination only: pages that received data (atomic bits) */
     bool zero_detect;        /* source: send zero pages as offsets */
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
@@ -82,10 +86,14 @@ uint32_t mfr_batch_fill(MfrBatch *b, MfrDirtyScan *sc, uint32_t block, uint64_t 
                         uint32_t page_size, uint32_t max_pages);
 /* The packet a batch becomes (send.c), with no I/O: offsets gets the data pages in batch
  * order, then the zero pages (the header's offset list); data pages adjacent in memory share
- * one segment. Returns the segment count; *normal is the number of data pages. */
+ * one segment unless a chunk boundary lies between them. remotes: the block's destination
+ * regions, one per chunk of chunk_size bytes (0: one region for the whole block), so a
+ * segment's remote_offset is relative to its chunk. Returns the segment count; *normal is
+ * the number of data pages. */
 unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t page_size,
-                                bool zero_detect, XpRegion *region, XpRemote *remote,
-                                uint64_t *offsets, uint32_t *normal, XpSeg *segs);
+                                bool zero_detect, XpRegion *region, XpRemote *const *remotes,
+                                uint64_t chunk_size, uint64_t *offsets, uint32_t *normal,
+                                XpSeg *segs);
 /* Stops the thread (after its current batch) and closes the transport channel. */
 void mfr_send_channel_free(MfrSendChannel *c);
 

@@ -42,6 +42,7 @@ const char *mfr_ctrl_type_str(MfrCtrlType t)
     case MFR_CTRL_ERROR: return "ERROR";
     case MFR_CTRL_CANCEL: return "CANCEL";
     case MFR_CTRL_KEEPALIVE: return "KEEPALIVE";
+    case MFR_CTRL_REGION: return "REGION";
     }
     return "?";
 }
@@ -286,6 +287,41 @@ void mfr_control_free(MfrControl *c)
     g_free(c);
 }
 
+/* A dequeued message the owner's state does not allow fails the session's caller. */
+static bool control_check_state(MfrControl *c, MfrCtrlMsg *m, GError **error)
+{
+    if (c->state && !mfr_state_accepts(*c->state, c->side_id, m->hdr.type)) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "%s: %s from %s not allowed in state %s", c->side,
+                    mfr_ctrl_type_str(m->hdr.type), xp_channel_peer(c->ch),
+                    mfr_state_str(*c->state));
+        return false;
+    }
+    return true;
+}
+
+MfrCtrlMsg *mfr_control_poll(MfrControl *c, GError **error)
+{
+    for (;;) {
+        if (mfr_failed(c->fail)) {
+            mfr_fail_propagate(c->fail, error);
+            return NULL;
+        }
+        MfrCtrlMsg *m = g_async_queue_try_pop(c->queue);
+        if (!m) {
+            return NULL;
+        }
+        if (m == (void *)&wake_marker) {
+            continue;
+        }
+        if (!control_check_state(c, m, error)) {
+            g_free(m);
+            return NULL;
+        }
+        return m;
+    }
+}
+
 MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error)
 {
     gint64 deadline = timeout_ms < 0 ? G_MAXINT64 : g_get_monotonic_time() + timeout_ms * 1000LL;
@@ -307,11 +343,7 @@ MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error)
         if (!m || m == (void *)&wake_marker) {
             continue;
         }
-        if (c->state && !mfr_state_accepts(*c->state, c->side_id, m->hdr.type)) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                        "%s: %s from %s not allowed in state %s", c->side,
-                        mfr_ctrl_type_str(m->hdr.type), xp_channel_peer(c->ch),
-                        mfr_state_str(*c->state));
+        if (!control_check_state(c, m, error)) {
             g_free(m);
             return NULL;
         }

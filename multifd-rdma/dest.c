@@ -26,6 +26,20 @@ struct MfrDest {
     uint8_t session_id[MFR_SESSION_ID_LEN];
     unsigned nchan_expected;
     double reg_helper_cpu_s; /* registration threads' CPU, beside the main thread's */
+
+    /* Pipelined registration (XP_CAP_REGIONS): the blocks' chunks, registered by reg's
+     * threads after BLOCKS_REPLY while this thread accepts channels and serves. */
+    MfrChunkMap chunks;
+    XpRegion **regions;      /* chunks.total; set by the registration threads, freed after
+                              * they are joined */
+    MfrRegisterBg *reg;      /* run() thread only */
+    GMutex region_lock;      /* chunk_ready, chunk_sent: REGIONs leave in order per block */
+    bool *chunk_ready;       /* chunks.total */
+    uint32_t chunk_sent[MFR_MAX_BLOCKS];
+    bool inject_reg_fail;    /* test seams */
+    unsigned inject_reg_delay_ms;
+    unsigned inject_block;
+    uint32_t inject_chunk;
     /* progress (main thread only) */
     double t_prog_at, prog_bps;
     uint64_t prog_bytes_mark;
@@ -108,6 +122,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     d->ops = ops;
     d->blocks = g_array_new(FALSE, TRUE, sizeof(MfrRamBlock));
     g_mutex_init(&d->lock);
+    g_mutex_init(&d->region_lock);
     g_mutex_init(&d->sync_lock);
     g_mutex_init(&d->stats_lock);
     mfr_fail_init(&d->fail, dest_on_fail, d);
@@ -395,6 +410,37 @@ static bool dest_match_blocks(MfrDest *d, const MfrBlockInfo *info, uint32_t cou
     return true;
 }
 
+/* Registration threads: chunk `chunk` of `block` is registered. REGIONs leave in order
+ * within a block, so the thread that completes the next chunk in line sends it and every
+ * later one that is already registered. */
+static void dest_chunk_ready(void *opaque, unsigned block, uint32_t chunk)
+{
+    MfrDest *d = opaque;
+    const MfrChunkLayout *l = &d->chunks.layout[block];
+    g_mutex_lock(&d->region_lock);
+    d->chunk_ready[d->chunks.first[block] + chunk] = true;
+    while (!mfr_failed(&d->fail) && d->chunk_sent[block] < l->chunks &&
+           d->chunk_ready[d->chunks.first[block] + d->chunk_sent[block]]) {
+        uint32_t c = d->chunk_sent[block];
+        MfrRegionMsg r = {
+            .block = block,
+            .chunk = c,
+            .offset = (uint64_t)c * l->chunk_size,
+        };
+        r.length = MIN(l->chunk_size, d->ram.blocks[block].length - r.offset);
+        d->ops->region_export(d->regions[d->chunks.first[block] + c], r.desc);
+        uint8_t body[MFR_REGION_SIZE];
+        mfr_wire_pack_region(&r, body);
+        GError *err = NULL;
+        if (!mfr_control_send(d->ctl, MFR_CTRL_REGION, body, sizeof(body), &err)) {
+            mfr_fail_echo(&d->fail, err);
+            break;
+        }
+        d->chunk_sent[block]++;
+    }
+    g_mutex_unlock(&d->region_lock);
+}
+
 static bool dest_blocks(MfrDest *d, GError **error)
 {
     g_autofree MfrCtrlMsg *m = mfr_control_expect(d->ctl, MFR_CTRL_BLOCKS, d->cfg.timeout_ms,
@@ -426,41 +472,56 @@ static bool dest_blocks(MfrDest *d, GError **error)
     d->ram.block_len = g_new0(uint64_t, n);
     d->ram.received = g_new0(uint64_t *, n);
     d->ram.memory_zeroed = d->cfg.memory_zeroed;
-    uint8_t desc[MFR_MAX_BLOCKS][16];
-    memset(desc, 0, sizeof(desc));
+    MfrBlocksReply reply = { .count = n };
     for (unsigned i = 0; i < n; i++) {
         d->ram.block_len[i] = d->ram.blocks[i].length;
         uint64_t npages = d->ram.blocks[i].length / d->ram.page_size;
         d->ram.received[i] = g_new0(uint64_t, (npages + 63) / 64);
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
+    /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
+    MfrRegisterJob job = {
+        .ops = d->ops, .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
+        .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.odp,
+        .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
+        .side = "destination",
+    };
     if (d->ops->caps & XP_CAP_REGIONS) {
-        d->ram.regions = g_new0(XpRegion *, n);
-        /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
-        MfrRegisterJob job = {
-            .ops = d->ops, .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
-            .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.odp,
-            .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
-            .side = "destination",
-        };
-        MfrRegisterResult res = { 0 };
-        bool ok = mfr_register_blocks(&job, d->ram.regions, &res, error);
-        d->stats.registration_ms = res.ms;
-        d->stats.registration_cpu_s = res.cpu_s;
-        d->stats.registration_threads = res.threads;
-        d->reg_helper_cpu_s = res.helper_cpu_s;
-        if (!ok) {
+        /* the budget now, so a memlock failure comes before the reply and pins nothing */
+        if (!mfr_register_budget(&job, error)) {
             return false;
         }
-        for (unsigned i = 0; i < n; i++) {
-            d->ops->region_export(d->ram.regions[i], desc[i]);
-        }
+        mfr_chunk_map_init(&d->chunks, d->ram.blocks, n, d->cfg.registration_chunk,
+                           mfr_register_chunk_threads(d->cfg.registration_threads));
+        d->regions = g_new0(XpRegion *, d->chunks.total);
+        d->chunk_ready = g_new0(bool, d->chunks.total);
+        reply.flags = MFR_REPLY_REGIONS;
+        memcpy(reply.layout, d->chunks.layout, n * sizeof(reply.layout[0]));
+        d->stats.region_chunks = d->chunks.total;
     }
     uint8_t body[XP_MSG_MAX];
-    size_t len = mfr_wire_pack_blocks_reply((const uint8_t(*)[16])desc, n, body,
-                                            sizeof(body) - MFR_CTRL_HDR_SIZE);
+    size_t len = mfr_wire_pack_blocks_reply(&reply, body, sizeof(body) - MFR_CTRL_HDR_SIZE);
     g_assert(len);
-    return mfr_control_send(d->ctl, MFR_CTRL_BLOCKS_REPLY, body, len, error);
+    if (!mfr_control_send(d->ctl, MFR_CTRL_BLOCKS_REPLY, body, len, error)) {
+        return false;
+    }
+    if (d->ops->caps & XP_CAP_REGIONS) {
+        /* every REGION follows the reply: the threads start only now */
+        MfrRegisterChunksJob cj = {
+            .base = job, .map = &d->chunks, .regions = d->regions, .fail = &d->fail,
+            .ready = dest_chunk_ready, .ready_opaque = d, .inject_fail = -1,
+            .delay_ms = d->inject_reg_delay_ms,
+        };
+        if (d->inject_reg_fail && d->inject_block < n &&
+            d->inject_chunk < d->chunks.layout[d->inject_block].chunks) {
+            cj.inject_fail = d->chunks.first[d->inject_block] + d->inject_chunk;
+        }
+        d->reg = mfr_register_chunks_start(&cj, error);
+        if (!d->reg) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Runs on channel threads: the barrier of design section 5. */
@@ -673,11 +734,26 @@ static void dest_release(MfrDest *d)
         mfr_recv_channel_free(chan[i]);
     }
     g_free(chan);
-    for (unsigned i = 0; d->ram.regions && i < d->ram.nblocks; i++) {
-        if (d->ram.regions[i]) {
-            d->ops->region_deregister(g_steal_pointer(&d->ram.regions[i]));
+    for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
+        if (d->regions[i]) {
+            d->ops->region_deregister(g_steal_pointer(&d->regions[i]));
         }
     }
+}
+
+/* The registration threads end before run() does, on success (every chunk was needed for
+ * round 1) and on failure (they stop after their current chunk). */
+static void dest_join_registration(MfrDest *d)
+{
+    if (!d->reg) {
+        return;
+    }
+    MfrRegisterResult res = { 0 };
+    mfr_register_chunks_join(g_steal_pointer(&d->reg), &res);
+    d->stats.registration_ms = res.ms;
+    d->stats.registration_cpu_s = res.cpu_s;
+    d->stats.registration_threads = res.threads;
+    d->reg_helper_cpu_s = res.helper_cpu_s;
 }
 
 bool mfr_dest_run(MfrDest *d, GError **error)
@@ -691,6 +767,7 @@ bool mfr_dest_run(MfrDest *d, GError **error)
         mfr_fail_set(&d->fail, err);
         d->state = MFR_STATE_FAILED;
     }
+    dest_join_registration(d);
     /* stop channel threads before reading their counters; no error is reported after this */
     for (unsigned i = 0; i < d->nchan; i++) {
         atomic_store(&d->chan[i]->quit, true);
@@ -721,6 +798,18 @@ void mfr_dest_cancel(MfrDest *d)
     mfr_fail(&d->fail, MFR_ERROR_CANCELLED, "destination: migration cancelled");
 }
 
+void mfr_dest_inject_register_failure(MfrDest *d, unsigned block, uint32_t chunk)
+{
+    d->inject_reg_fail = true;
+    d->inject_block = block;
+    d->inject_chunk = chunk;
+}
+
+void mfr_dest_inject_register_delay(MfrDest *d, unsigned ms)
+{
+    d->inject_reg_delay_ms = ms;
+}
+
 void mfr_dest_get_stats(MfrDest *d, MfrStats *out)
 {
     g_mutex_lock(&d->stats_lock);
@@ -738,13 +827,16 @@ void mfr_dest_free(MfrDest *d)
     }
     g_free(d->chan);
     mfr_control_free(d->ctl);
-    for (unsigned i = 0; i < d->ram.nblocks; i++) {
-        if (d->ram.regions && d->ram.regions[i]) {
-            d->ops->region_deregister(d->ram.regions[i]);
+    for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
+        if (d->regions[i]) {
+            d->ops->region_deregister(d->regions[i]);
         }
+    }
+    g_free(d->regions);
+    g_free(d->chunk_ready);
+    for (unsigned i = 0; i < d->ram.nblocks; i++) {
         g_free(d->ram.received[i]);
     }
-    g_free(d->ram.regions);
     g_free(d->ram.received);
     g_free(d->ram.block_len);
     for (guint i = 0; i < d->blocks->len; i++) {
@@ -757,6 +849,7 @@ void mfr_dest_free(MfrDest *d)
     g_free(d->uri_cfg);
     mfr_fail_clear(&d->fail);
     g_mutex_clear(&d->lock);
+    g_mutex_clear(&d->region_lock);
     g_mutex_clear(&d->sync_lock);
     g_mutex_clear(&d->stats_lock);
     g_free(d);

@@ -79,11 +79,68 @@ typedef struct {
 /* Threads mfr_register_blocks() will use for this much work. */
 unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t bytes,
                               bool prefault);
+/* The transport's pinning budget for all blocks at once (and the channels' buffers), so a
+ * session fails before it pins anything, naming the total it needs. */
+bool mfr_register_budget(const MfrRegisterJob *job, GError **error);
 /* Checks the transport's pinning budget for all blocks at once, then registers every block
  * (regions[i] for blocks[i], NULL-initialised by the caller; on failure the ones registered
  * stay there for the caller's cleanup). res is filled on success and failure. */
 bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
                          GError **error);
+
+/* ---------- pipelined registration in chunks (register.c, destination) ---------- */
+
+/* Registration chunk when the configuration says 0: at most 64 MiB (big enough that one
+ * ibv_reg_mr() per chunk costs nothing next to pinning it, small enough that the source can
+ * start after a fraction of a second), but small enough for about 8 chunks per registration
+ * thread, and at least 2 MiB (one huge page: fewer MRs and REGIONs for small RAM). */
+#define MFR_REGION_CHUNK_DEFAULT (64ull << 20)
+#define MFR_REGION_CHUNK_MIN (2ull << 20)
+#define MFR_REGION_CHUNKS_PER_THREAD 8u
+
+/* Every block's chunk layout, and where its chunks sit in flat per-session arrays. */
+typedef struct {
+    unsigned nblocks;
+    MfrChunkLayout layout[MFR_MAX_BLOCKS];
+    uint32_t first[MFR_MAX_BLOCKS]; /* flat index of the block's chunk 0 */
+    uint32_t total;                 /* chunks of all blocks */
+} MfrChunkMap;
+
+/* Registration threads for `requested` (0: one per online CPU), at most 16. */
+unsigned mfr_register_chunk_threads(unsigned requested);
+/* The destination's layout: chunk_bytes (0: the default above, for `threads` threads)
+ * rounded up to a multiple of each block's page size, and further where a block would have
+ * more than MFR_MAX_CHUNKS_PER_BLOCK chunks. */
+void mfr_chunk_map_init(MfrChunkMap *m, const MfrRamBlock *blocks, unsigned n,
+                        uint64_t chunk_bytes, unsigned threads);
+/* The source's, from a validated BLOCKS_REPLY. */
+void mfr_chunk_map_from_layout(MfrChunkMap *m, const MfrChunkLayout *layout, unsigned n);
+
+/* Called on a registration thread once chunk `chunk` of `block` is registered (regions[flat
+ * index] is set before the call), in no particular order. */
+typedef void (*MfrChunkReadyFn)(void *opaque, unsigned block, uint32_t chunk);
+
+typedef struct {
+    MfrRegisterJob base;      /* blocks, access, prefault, threads, budget, side */
+    const MfrChunkMap *map;   /* outlives the run */
+    XpRegion **regions;       /* map->total entries, NULL-initialised, owned by the caller */
+    MfrFail *fail;            /* a failed chunk fails the session; a failed session stops
+                               * the threads after their current chunk */
+    MfrChunkReadyFn ready;
+    void *ready_opaque;
+    int64_t inject_fail;      /* test seam: this flat chunk fails to register; -1: none */
+    unsigned delay_ms;        /* test seam: extra time per chunk, like slow first touch */
+} MfrRegisterChunksJob;
+
+typedef struct MfrRegisterBg MfrRegisterBg;
+
+/* Starts the threads (the caller checked mfr_register_budget() first), which populate (with
+ * prefault) and register the chunks in flat order, i.e. in the order the source sends them.
+ * NULL with an error only when not even one thread could start. */
+MfrRegisterBg *mfr_register_chunks_start(const MfrRegisterChunksJob *job, GError **error);
+/* Joins every thread (NULL-safe) and fills res (ms: from start until the last thread
+ * finished). True when every chunk was registered. The regions stay with the caller. */
+bool mfr_register_chunks_join(MfrRegisterBg *bg, MfrRegisterResult *res);
 
 /* ---------- control connection ---------- */
 
@@ -114,6 +171,9 @@ void mfr_control_send_error(MfrControl *c, const GError *err);
 /* Next message; NULL with the session's error when it failed, or MFR_ERROR_TIMEOUT after
  * timeout_ms (<0: wait until a message or a failure). */
 MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error);
+/* The next queued message without waiting: NULL without error when there is none; NULL
+ * with the error when the session failed or the state refuses the message. */
+MfrCtrlMsg *mfr_control_poll(MfrControl *c, GError **error);
 /* Same, but a message of another type is a protocol error. */
 MfrCtrlMsg *mfr_control_expect(MfrControl *c, MfrCtrlType type, int timeout_ms, GError **error);
 /* Wakes mfr_control_recv() (used by on_fail). */
@@ -130,6 +190,13 @@ bool mfr_source_inject_fault(MfrSource *src, unsigned channel, int err);
 /* The next pages channel `channel` writes fail in the device with an error completion
  * (transport inject_completion_error). False without the channel or the seam. */
 bool mfr_source_inject_completion_error(MfrSource *src, unsigned channel);
+/* Before run(): the destination's registration of chunk `chunk` of block `block` (in announce
+ * order) fails, as a failed ibv_reg_mr() would. */
+void mfr_dest_inject_register_failure(MfrDest *dst, unsigned block, uint32_t chunk);
+/* Before run(): every chunk's registration takes ms longer, as memory whose first touch is
+ * slow would (seconds per GiB on some hosts), so a test can see the source send while the
+ * destination still registers without migrating gigabytes. */
+void mfr_dest_inject_register_delay(MfrDest *dst, unsigned ms);
 
 /* ---------- helpers ---------- */
 

@@ -107,6 +107,15 @@ typedef struct {
     uint64_t zerocopy_sends;   /* source, tcp with zerocopy: sendmsg(MSG_ZEROCOPY) calls */
     uint64_t zerocopy_copied;  /* of those, sends the kernel copied anyway (loopback, no SG),
                                 * plus pieces sent with a copy when pinning hit optmem */
+    /* Pipelined registration (rdma): the destination registers its blocks in chunks while
+     * the source already sends, each chunk as soon as both sides have it. */
+    double first_data_ms;      /* source: run() start to the first data batch handed to a
+                                * channel (0 on the destination) */
+    uint64_t bytes_before_last_region; /* source: guest bytes handed to channels before the
+                                * destination's last chunk arrived; > 0 means data flowed
+                                * while the destination was still registering */
+    double region_wait_ms;     /* source: time the producer waited for chunks to arrive */
+    unsigned region_chunks;    /* destination regions (MRs) of the blocks; 0 on tcp */
 } MfrStats;
 
 /* Fills stats as JSON (one object); caller frees. */
@@ -159,6 +168,10 @@ typedef struct {
     unsigned rc_timeout;
     MfrProgressFn progress;
     void *progress_opaque;
+    /* rdma: bytes per registration chunk (one MR each, registered while the source already
+     * sends); 0 = up to 64 MiB, less for small RAM (about 8 chunks per registration thread,
+     * at least 2 MiB). Rounded up to a multiple of each block's page size. */
+    uint64_t registration_chunk;
 } MfrDestConfig;
 
 void mfr_source_config_init(MfrSourceConfig *cfg);

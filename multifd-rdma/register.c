@@ -151,10 +151,8 @@ unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t byt
     return MIN(n, MFR_REGISTER_MAX_THREADS);
 }
 
-bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
-                         GError **error)
+bool mfr_register_budget(const MfrRegisterJob *job, GError **error)
 {
-    double t0 = mfr_now_s(), cpu0 = mfr_thread_cpu_s();
     uint64_t bytes = 0;
     for (unsigned b = 0; b < job->nblocks; b++) {
         bytes += job->blocks[b].length;
@@ -168,6 +166,20 @@ bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegis
             g_propagate_error(error, mfr_error_from_xp(xerr, what));
             return false;
         }
+    }
+    return true;
+}
+
+bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
+                         GError **error)
+{
+    double t0 = mfr_now_s(), cpu0 = mfr_thread_cpu_s();
+    uint64_t bytes = 0;
+    for (unsigned b = 0; b < job->nblocks; b++) {
+        bytes += job->blocks[b].length;
+    }
+    if (!mfr_register_budget(job, error)) {
+        return false;
     }
     unsigned threads = mfr_register_threads(job->threads, job->nblocks, bytes, job->prefault);
     MfrRegisterRun run = { .job = job, .regions = regions };
@@ -189,4 +201,188 @@ bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegis
         return false;
     }
     return true;
+}
+
+/* ---------- chunks in the background (pipelined with the first round) ---------- */
+
+/* Populate steps inside a chunk: a few ms each even at first-touch speed. */
+#define MFR_POPULATE_PIECE (2ull << 20)
+
+unsigned mfr_register_chunk_threads(unsigned requested)
+{
+    unsigned n = requested;
+    if (n == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    return MIN(n, MFR_REGISTER_MAX_THREADS);
+}
+
+void mfr_chunk_map_init(MfrChunkMap *m, const MfrRamBlock *blocks, unsigned n,
+                        uint64_t chunk_bytes, unsigned threads)
+{
+    uint64_t want = chunk_bytes;
+    if (want == 0) {
+        /* The source waits for the first chunk, and the threads finish their first chunks
+         * together: with RAM / threads below a few chunks nothing would overlap. */
+        uint64_t total = 0;
+        for (unsigned b = 0; b < n; b++) {
+            total += blocks[b].length;
+        }
+        want = total / ((uint64_t)MAX(threads, 1u) * MFR_REGION_CHUNKS_PER_THREAD);
+        want = CLAMP(want, MFR_REGION_CHUNK_MIN, MFR_REGION_CHUNK_DEFAULT);
+    }
+    memset(m, 0, sizeof(*m));
+    m->nblocks = n;
+    for (unsigned b = 0; b < n; b++) {
+        uint64_t ps = blocks[b].page_size, len = blocks[b].length;
+        /* fewer, larger chunks where a block would need too many REGION messages */
+        uint64_t cs = MAX(want, mfr_chunk_count(len, MFR_MAX_CHUNKS_PER_BLOCK));
+        cs = MIN(cs, len);
+        cs = mfr_chunk_count(cs, ps) * ps; /* whole pages: len is a multiple of ps */
+        m->layout[b] = (MfrChunkLayout){ .chunk_size = cs,
+                                         .chunks = (uint32_t)mfr_chunk_count(len, cs) };
+        m->first[b] = m->total;
+        m->total += m->layout[b].chunks;
+    }
+}
+
+void mfr_chunk_map_from_layout(MfrChunkMap *m, const MfrChunkLayout *layout, unsigned n)
+{
+    memset(m, 0, sizeof(*m));
+    m->nblocks = n;
+    for (unsigned b = 0; b < n; b++) {
+        m->layout[b] = layout[b];
+        m->first[b] = m->total;
+        m->total += layout[b].chunks;
+    }
+}
+
+struct MfrRegisterBg {
+    MfrRegisterChunksJob job;
+    unsigned nthreads;
+    GThread *t[MFR_REGISTER_MAX_THREADS];
+    atomic_uint next;      /* flat chunk hand-out; relaxed: each index is taken once */
+    atomic_bool failed;    /* one of ours failed: the others stop too */
+    GMutex lock;
+    double t0, t_end;      /* t_end, cpu_s: under lock */
+    double cpu_s;
+    unsigned done;         /* chunks registered, under lock */
+};
+
+static void chunk_locate(const MfrChunkMap *m, uint32_t c, unsigned *block, uint32_t *chunk)
+{
+    unsigned b = 0;
+    while (b + 1 < m->nblocks && c >= m->first[b + 1]) {
+        b++;
+    }
+    *block = b;
+    *chunk = c - m->first[b];
+}
+
+static gpointer chunk_worker(gpointer opaque)
+{
+    MfrRegisterBg *bg = opaque;
+    const MfrRegisterChunksJob *job = &bg->job;
+    const MfrRegisterJob *base = &job->base;
+    double cpu0 = mfr_thread_cpu_s();
+    unsigned done = 0;
+    for (;;) {
+        uint32_t c = atomic_fetch_add_explicit(&bg->next, 1, memory_order_relaxed);
+        if (c >= job->map->total || atomic_load(&bg->failed) || mfr_failed(job->fail)) {
+            break;
+        }
+        unsigned b;
+        uint32_t k;
+        chunk_locate(job->map, c, &b, &k);
+        const MfrChunkLayout *l = &job->map->layout[b];
+        uint64_t off = (uint64_t)k * l->chunk_size;
+        uint64_t len = MIN(l->chunk_size, base->blocks[b].length - off);
+        uint8_t *addr = (uint8_t *)base->blocks[b].host + off;
+        if (base->prefault) {
+            /* As in register_worker(): best effort, registration faults what is left. In
+             * pieces, because populating holds the process's mmap lock for reading: a long
+             * call would stall every mmap() meanwhile, e.g. the buffers of a channel being
+             * accepted, and with them the start of the migration this overlaps with. */
+            for (uint64_t p = 0; p < len; p += MFR_POPULATE_PIECE) {
+                (void)madvise(addr + p, MIN(MFR_POPULATE_PIECE, len - p), MADV_POPULATE_WRITE);
+            }
+        }
+        if (job->delay_ms) {
+            g_usleep(job->delay_ms * 1000ull);
+        }
+        GError *xerr = NULL;
+        bool ok;
+        if ((int64_t)c == job->inject_fail) {
+            xerr = g_error_new_literal(XP_ERROR, XP_ERROR_FAILED,
+                                       "registration failed (injected by the test seam)");
+            ok = false;
+        } else {
+            ok = base->ops->region_register(base->dom, addr, len, base->access,
+                                            &job->regions[c], &xerr);
+        }
+        if (!ok) {
+            g_autofree char *what = g_strdup_printf(
+                "%s: block '%s' chunk %u (offset 0x%" G_GINT64_MODIFIER "x, %.1f MiB)",
+                base->side, base->blocks[b].name, k, off, len / 1048576.0);
+            atomic_store(&bg->failed, true);
+            mfr_fail_set(job->fail, mfr_error_from_xp(xerr, what));
+            break;
+        }
+        done++;
+        job->ready(job->ready_opaque, b, k);
+    }
+    double cpu = mfr_thread_cpu_s() - cpu0;
+    g_mutex_lock(&bg->lock);
+    bg->cpu_s += cpu;
+    bg->done += done;
+    bg->t_end = MAX(bg->t_end, mfr_now_s());
+    g_mutex_unlock(&bg->lock);
+    return NULL;
+}
+
+MfrRegisterBg *mfr_register_chunks_start(const MfrRegisterChunksJob *job, GError **error)
+{
+    const MfrRegisterJob *base = &job->base;
+    unsigned n = MIN(mfr_register_chunk_threads(base->threads), MAX(job->map->total, 1u));
+    MfrRegisterBg *bg = g_new0(MfrRegisterBg, 1);
+    bg->job = *job;
+    g_mutex_init(&bg->lock);
+    bg->t0 = bg->t_end = mfr_now_s();
+    for (unsigned i = 0; i < n; i++) {
+        GError *err = NULL;
+        bg->t[bg->nthreads] = g_thread_try_new("mfr-register", chunk_worker, bg, &err);
+        if (!bg->t[bg->nthreads]) {
+            if (bg->nthreads == 0) {
+                g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED,
+                            "%s: cannot start a registration thread: %s", base->side,
+                            err->message);
+                g_error_free(err);
+                g_mutex_clear(&bg->lock);
+                g_free(bg);
+                return NULL;
+            }
+            g_clear_error(&err); /* fewer threads only makes it slower */
+            break;
+        }
+        bg->nthreads++;
+    }
+    return bg;
+}
+
+bool mfr_register_chunks_join(MfrRegisterBg *bg, MfrRegisterResult *res)
+{
+    if (!bg) {
+        return false;
+    }
+    for (unsigned i = 0; i < bg->nthreads; i++) {
+        g_thread_join(bg->t[i]);
+    }
+    bool ok = bg->done == bg->job.map->total;
+    res->ms = (bg->t_end - bg->t0) * 1000;
+    res->cpu_s = res->helper_cpu_s = bg->cpu_s;
+    res->threads = bg->nthreads;
+    g_mutex_clear(&bg->lock);
+    g_free(bg);
+    return ok;
 }

@@ -12,8 +12,9 @@
 /* ---------- packet building ---------- */
 
 unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t page_size,
-                                bool zero_detect, XpRegion *region, XpRemote *remote,
-                                uint64_t *offsets, uint32_t *normal, XpSeg *segs)
+                                bool zero_detect, XpRegion *region, XpRemote *const *remotes,
+                                uint64_t chunk_size, uint64_t *offsets, uint32_t *normal,
+                                XpSeg *segs)
 {
     uint64_t zeros[MFR_MAX_PAGES_PER_PACKET];
     unsigned nseg = 0;
@@ -27,8 +28,13 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
             continue;
         }
         offsets[nn++] = off;
+        /* a chunk boundary starts a new segment: the next chunk is another remote region
+         * (chunks are whole pages, so no page straddles one) */
+        uint64_t chunk = chunk_size ? off / chunk_size : 0;
+        uint64_t in_chunk = chunk_size ? off % chunk_size : off;
         /* same offset on both sides: contiguous here means contiguous there */
-        if (nseg && (const uint8_t *)segs[nseg - 1].addr + segs[nseg - 1].len == p) {
+        if (nseg && (const uint8_t *)segs[nseg - 1].addr + segs[nseg - 1].len == p &&
+            in_chunk != 0) {
             segs[nseg - 1].len += page_size;
             continue;
         }
@@ -36,8 +42,8 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
             .addr = p,
             .len = page_size,
             .region = region,
-            .remote = remote,
-            .remote_offset = off,
+            .remote = remotes ? remotes[chunk] : NULL,
+            .remote_offset = in_chunk,
         };
     }
     memcpy(offsets + nn, zeros, nz * sizeof(uint64_t));
@@ -60,10 +66,17 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
 
     if (!(b->flags & MFR_PACKET_SYNC)) {
         uint32_t ps = ram->page_size;
+        XpRemote *const *remotes = NULL;
+        uint64_t chunk_size = 0;
+        if (ram->remotes && ram->chunks) {
+            remotes = ram->remotes + ram->chunks->first[b->block];
+            chunk_size = ram->chunks->layout[b->block].chunk_size;
+        } else if (ram->remotes) {
+            remotes = ram->remotes + b->block;
+        }
         nseg = mfr_send_packet_layout(b, ram->blocks[b->block].host, ps, ram->zero_detect,
-                                      ram->regions ? ram->regions[b->block] : NULL,
-                                      ram->remotes ? ram->remotes[b->block] : NULL,
-                                      c->offsets, &h.normal_pages, c->segs);
+                                      ram->regions ? ram->regions[b->block] : NULL, remotes,
+                                      chunk_size, c->offsets, &h.normal_pages, c->segs);
         h.zero_pages = b->npages - h.normal_pages;
         h.payload_len = (uint64_t)h.normal_pages * ps;
         c->stats.pages += h.normal_pages;

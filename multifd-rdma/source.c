@@ -27,6 +27,11 @@ struct MfrSource {
     char *host, *port;
     MfrRamView ram;
     MfrCaps caps;       /* negotiated */
+    /* pipelined registration (migration thread only): the destination's chunk layout, how
+     * many chunks of each block have arrived (in order), how many are still missing */
+    MfrChunkMap chunks;
+    uint32_t chunks_received[MFR_MAX_BLOCKS];
+    uint32_t chunks_missing;
     uint8_t session_id[MFR_SESSION_ID_LEN];
 
     MfrFail fail;
@@ -318,20 +323,120 @@ static bool source_announce(MfrSource *s, GError **error)
     if (!m) {
         return false;
     }
-    uint8_t desc[MFR_MAX_BLOCKS][16];
-    if (!mfr_wire_unpack_blocks_reply(m->body, m->len, s->nblocks, desc, error)) {
+    MfrBlocksReply reply;
+    if (!mfr_wire_unpack_blocks_reply(m->body, m->len, info, s->nblocks, &reply, error)) {
         g_prefix_error(error, "source: BLOCKS_REPLY from %s: ", s->uri);
         return false;
     }
+    if (reply.flags & MFR_REPLY_REGIONS) {
+        if (!s->ram.remotes) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                        "source: BLOCKS_REPLY from %s announces registration chunks, but %s "
+                        "has no regions", s->uri, s->ops->name);
+            return false;
+        }
+        /* the chunks follow as REGION messages; source_wait_chunk() takes them */
+        mfr_chunk_map_from_layout(&s->chunks, reply.layout, s->nblocks);
+        g_free(s->ram.remotes);
+        s->ram.remotes = g_new0(XpRemote *, s->chunks.total);
+        s->ram.chunks = &s->chunks;
+        s->chunks_missing = s->chunks.total;
+        s->stats.region_chunks = s->chunks.total;
+        return true;
+    }
+    /* a destination that registered every block before replying: one region per block */
     for (unsigned i = 0; s->ram.remotes && i < s->nblocks; i++) {
         GError *xerr = NULL;
-        if (!s->ops->remote_import(s->dom, desc[i], s->blocks[i].length, &s->ram.remotes[i],
-                                   &xerr)) {
+        if (!s->ops->remote_import(s->dom, reply.desc[i], s->blocks[i].length,
+                                   &s->ram.remotes[i], &xerr)) {
             g_autofree char *what = g_strdup_printf("source: block '%s'", s->blocks[i].name);
             g_propagate_error(error, mfr_error_from_xp(xerr, what));
             return false;
         }
     }
+    s->stats.region_chunks = s->ram.remotes ? s->nblocks : 0;
+    return true;
+}
+
+/* One REGION: import the chunk's remote, in order within its block. */
+static bool source_region(MfrSource *s, const MfrCtrlMsg *m, GError **error)
+{
+    MfrRegionLimits lim = {
+        .nblocks = s->nblocks,
+        .block_len = s->ram.block_len,
+        .layout = s->chunks.layout,
+        .received = s->chunks_received,
+    };
+    MfrRegionMsg r;
+    if (!mfr_wire_unpack_region(m->body, m->len, &lim, &r, error)) {
+        g_prefix_error(error, "source: REGION from %s: ", s->uri);
+        return false;
+    }
+    GError *xerr = NULL;
+    uint32_t flat = s->chunks.first[r.block] + r.chunk;
+    if (!s->ops->remote_import(s->dom, r.desc, r.length, &s->ram.remotes[flat], &xerr)) {
+        g_autofree char *what = g_strdup_printf("source: block '%s' chunk %u",
+                                                s->blocks[r.block].name, r.chunk);
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
+    }
+    s->chunks_received[r.block]++;
+    if (--s->chunks_missing == 0) {
+        s->stats.bytes_before_last_region = s->prog.sent_bytes;
+    }
+    return true;
+}
+
+/* Before a batch of block b up to chunk `chunk` is handed out: take the REGIONs that have
+ * arrived, and wait for more while the chunk is missing. Each wait is bounded by the
+ * session's timeout (the destination registers and sends chunks in order, so a chunk that
+ * takes longer means it is stuck) and by the failure latch. */
+static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk, GError **error)
+{
+    double t0 = mfr_now_s();
+    for (;;) {
+        GError *perr = NULL;
+        MfrCtrlMsg *m = mfr_control_poll(s->ctl, &perr);
+        if (perr) {
+            g_propagate_error(error, perr);
+            return false;
+        }
+        if (!m) {
+            if (s->chunks_received[b] > chunk) {
+                break;
+            }
+            GError *rerr = NULL;
+            m = mfr_control_recv(s->ctl, (int)s->cfg.timeout_ms, &rerr);
+            if (!m && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
+                g_clear_error(&rerr);
+                g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT,
+                            "source: chunk %u of block '%s' not registered by the destination "
+                            "%s within %u ms", chunk, s->blocks[b].name, s->uri,
+                            s->cfg.timeout_ms);
+                return false;
+            }
+            if (!m) {
+                g_propagate_error(error, rerr); /* the session's failure */
+                return false;
+            }
+        }
+        if (m->hdr.type != MFR_CTRL_REGION) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                        "source: expected REGION from %s, got %s", s->uri,
+                        mfr_ctrl_type_str(m->hdr.type));
+            g_free(m);
+            return false;
+        }
+        bool ok = source_region(s, m, error);
+        g_free(m);
+        if (!ok) {
+            return false;
+        }
+        if (s->chunks_missing == 0) {
+            break;
+        }
+    }
+    s->stats.region_wait_ms += (mfr_now_s() - t0) * 1000;
     return true;
 }
 
@@ -417,8 +522,22 @@ static bool source_flush_batch(MfrSource *s)
         return true;
     }
     uint64_t bytes = (uint64_t)s->batch->npages * s->ram.page_size;
+    if (s->chunks_missing) {
+        /* offsets ascend within a batch: its last page lies in its last chunk */
+        unsigned b = s->batch->block;
+        uint32_t last = (uint32_t)(s->batch->offsets[s->batch->npages - 1] /
+                                   s->chunks.layout[b].chunk_size);
+        GError *err = NULL;
+        if (!source_wait_chunk(s, b, last, &err)) {
+            mfr_fail_set(&s->fail, err);
+            return false;
+        }
+    }
     if (!source_queue(s)) {
         return false;
+    }
+    if (s->stats.first_data_ms == 0) {
+        s->stats.first_data_ms = MAX((mfr_now_s() - s->t_start) * 1000, 1e-3);
     }
     s->batch->npages = 0;
     s->prog.sent_bytes += bytes;
@@ -723,6 +842,12 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }
 
+/* Entries of ram.remotes: one per chunk once the destination announced chunks. */
+static unsigned source_nremotes(const MfrSource *s)
+{
+    return s->ram.chunks ? s->chunks.total : s->nblocks;
+}
+
 /* Nothing of the session outlives run(): channels (QPs) first, then the registrations
  * they used, so no rkey stays valid and no guest page stays pinned. */
 static void source_release(MfrSource *s)
@@ -736,10 +861,12 @@ static void source_release(MfrSource *s)
         mfr_send_channel_free(chan[i]);
     }
     g_free(chan);
-    for (unsigned i = 0; i < s->nblocks; i++) {
-        if (s->ram.remotes && s->ram.remotes[i]) {
+    for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
+        if (s->ram.remotes[i]) {
             s->ops->remote_free(g_steal_pointer(&s->ram.remotes[i]));
         }
+    }
+    for (unsigned i = 0; i < s->nblocks; i++) {
         if (s->ram.regions && s->ram.regions[i]) {
             s->ops->region_deregister(g_steal_pointer(&s->ram.regions[i]));
         }
@@ -839,10 +966,12 @@ void mfr_source_free(MfrSource *s)
     }
     g_free(s->chan);
     mfr_control_free(s->ctl);
-    for (unsigned i = 0; i < s->nblocks; i++) {
-        if (s->ram.remotes && s->ram.remotes[i]) {
+    for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
+        if (s->ram.remotes[i]) {
             s->ops->remote_free(s->ram.remotes[i]);
         }
+    }
+    for (unsigned i = 0; i < s->nblocks; i++) {
         if (s->ram.regions && s->ram.regions[i]) {
             s->ops->region_deregister(s->ram.regions[i]);
         }

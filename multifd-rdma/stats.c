@@ -35,7 +35,11 @@ char *mfr_stats_to_json(const MfrStats *s, const char *side)
                                c->packets, c->busy_s, c->throughput_bps);
     }
     g_string_append_printf(j, "],\"registration_cpu_s\":%.4f,\"zerocopy_sends\":%"
-                           G_GUINT64_FORMAT ",\"zerocopy_copied\":%" G_GUINT64_FORMAT "}",
+                           G_GUINT64_FORMAT ",\"zerocopy_copied\":%" G_GUINT64_FORMAT ",",
                            s->registration_cpu_s, s->zerocopy_sends, s->zerocopy_copied);
+    g_string_append_printf(j, "\"first_data_ms\":%.3f,\"bytes_before_last_region\":%"
+                           G_GUINT64_FORMAT ",\"region_wait_ms\":%.3f,\"region_chunks\":%u}",
+                           s->first_data_ms, s->bytes_before_last_region, s->region_wait_ms,
+                           s->region_chunks);
     return g_string_free(j, FALSE);
 }

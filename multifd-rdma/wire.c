@@ -207,6 +207,7 @@ static const char *const ctrl_type_name[] = {
     [MFR_CTRL_ERROR] = "ERROR",
     [MFR_CTRL_CANCEL] = "CANCEL",
     [MFR_CTRL_KEEPALIVE] = "KEEPALIVE",
+    [MFR_CTRL_REGION] = "REGION",
 };
 
 /* Smallest and largest legal body of each type, so a peer cannot announce a body the
@@ -235,6 +236,9 @@ static void ctrl_body_range(uint16_t type, uint32_t *min, uint32_t *max)
         break;
     case MFR_CTRL_ERROR:
         *min = *max = MFR_CTRL_ERROR_SIZE;
+        break;
+    case MFR_CTRL_REGION:
+        *min = *max = MFR_REGION_SIZE;
         break;
     default: /* CANCEL, KEEPALIVE */
         *min = *max = 0;
@@ -388,10 +392,11 @@ G_STATIC_ASSERT(BLOCK_FLAGS + 4 == MFR_BLOCK_ANNOUNCE_SIZE);
 
 /* Common prefix of the three list bodies (BLOCKS, BLOCKS_REPLY, COMPLETE): the count must be
  * in min_count..MFR_MAX_BLOCKS and the length must be exactly header + count entries.
- * Checked in this order so the multiplication cannot overflow. */
+ * Checked in this order so the multiplication cannot overflow. The word after the count is
+ * reserved (must be 0), or with flags_known != 0 a flags word with those bits defined. */
 static bool unpack_list_head(const char *what, const uint8_t *buf, size_t len, size_t head,
                              size_t entry, uint32_t min_count, uint32_t *count,
-                             GError **error)
+                             uint32_t flags_known, uint32_t *flags, GError **error)
 {
     uint32_t n, reserved;
 
@@ -405,7 +410,11 @@ static bool unpack_list_head(const char *what, const uint8_t *buf, size_t len, s
         return fail(error, "%s: block count %u outside %u..%u", what, n, min_count,
                     MFR_MAX_BLOCKS);
     }
-    if (reserved != 0) {
+    if (flags_known && (reserved & ~flags_known)) {
+        return fail(error, "%s: flags 0x%08x has bits outside the known 0x%08x", what,
+                    reserved, flags_known);
+    }
+    if (!flags_known && reserved != 0) {
         return fail(error, "%s: reserved 0x%08x, must be 0", what, reserved);
     }
     if (len != head + (size_t)n * entry) {
@@ -413,6 +422,9 @@ static bool unpack_list_head(const char *what, const uint8_t *buf, size_t len, s
                     head + (size_t)n * entry, n);
     }
     *count = n;
+    if (flags) {
+        *flags = reserved;
+    }
     return true;
 }
 
@@ -470,7 +482,7 @@ bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
     uint32_t n;
 
     if (!unpack_list_head("blocks", buf, len, LIST_ENTRIES, MFR_BLOCK_ANNOUNCE_SIZE, 1, &n,
-                          error)) {
+                          0, NULL, error)) {
         return false;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -507,37 +519,160 @@ bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
     return true;
 }
 
-size_t mfr_wire_pack_blocks_reply(const uint8_t (*desc)[16], uint32_t count, uint8_t *buf,
-                                  size_t cap)
-{
-    size_t need = LIST_ENTRIES + (size_t)count * MFR_BLOCK_REPLY_SIZE;
+/* chunk layout entry of BLOCKS_REPLY with MFR_REPLY_REGIONS */
+enum {
+    LAYOUT_CHUNK_SIZE = 0,
+    LAYOUT_CHUNKS = 8,
+    LAYOUT_RESERVED = 12,
+};
+G_STATIC_ASSERT(LAYOUT_RESERVED + 4 == MFR_BLOCK_REPLY_SIZE);
 
-    if (count > MFR_MAX_BLOCKS || cap < need) {
+uint64_t mfr_chunk_count(uint64_t len, uint64_t chunk_size)
+{
+    /* not (len + chunk_size - 1) / chunk_size: that could wrap */
+    return len / chunk_size + (len % chunk_size != 0);
+}
+
+size_t mfr_wire_pack_blocks_reply(const MfrBlocksReply *r, uint8_t *buf, size_t cap)
+{
+    size_t need = LIST_ENTRIES + (size_t)r->count * MFR_BLOCK_REPLY_SIZE;
+
+    if (r->count > MFR_MAX_BLOCKS || cap < need) {
         return 0;
     }
-    put_u32(buf + LIST_COUNT, count);
-    put_u32(buf + LIST_RESERVED, 0);
-    if (count) {
-        memcpy(buf + LIST_ENTRIES, desc, (size_t)count * MFR_BLOCK_REPLY_SIZE);
+    put_u32(buf + LIST_COUNT, r->count);
+    put_u32(buf + LIST_RESERVED, r->flags);
+    for (uint32_t i = 0; i < r->count; i++) {
+        uint8_t *e = buf + LIST_ENTRIES + (size_t)i * MFR_BLOCK_REPLY_SIZE;
+
+        if (r->flags & MFR_REPLY_REGIONS) {
+            put_u64(e + LAYOUT_CHUNK_SIZE, r->layout[i].chunk_size);
+            put_u32(e + LAYOUT_CHUNKS, r->layout[i].chunks);
+            put_u32(e + LAYOUT_RESERVED, 0);
+        } else {
+            memcpy(e, r->desc[i], MFR_BLOCK_REPLY_SIZE);
+        }
     }
     return need;
 }
 
-bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, uint32_t expect_count,
-                                  uint8_t (*desc)[16], GError **error)
+bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, const MfrBlockInfo *blocks,
+                                  uint32_t count, MfrBlocksReply *r, GError **error)
 {
-    uint32_t n;
+    uint32_t n, flags;
+    MfrChunkLayout layout[MFR_MAX_BLOCKS];
 
     if (!unpack_list_head("blocks reply", buf, len, LIST_ENTRIES, MFR_BLOCK_REPLY_SIZE, 1,
-                          &n, error)) {
+                          &n, MFR_REPLY_FLAGS_ALL, &flags, error)) {
         return false;
     }
-    if (n != expect_count) {
+    if (n != count) {
         return fail(error, "blocks reply: block count %u, but %u blocks were announced", n,
-                    expect_count);
+                    count);
     }
-    /* The descriptors are opaque here: the transport that made them validates them. */
-    memcpy(desc, buf + LIST_ENTRIES, (size_t)n * MFR_BLOCK_REPLY_SIZE);
+    for (uint32_t i = 0; (flags & MFR_REPLY_REGIONS) && i < n; i++) {
+        const uint8_t *e = buf + LIST_ENTRIES + (size_t)i * MFR_BLOCK_REPLY_SIZE;
+        uint64_t cs = get_u64(e + LAYOUT_CHUNK_SIZE);
+        uint32_t chunks = get_u32(e + LAYOUT_CHUNKS);
+        uint32_t reserved = get_u32(e + LAYOUT_RESERVED);
+        uint64_t want;
+
+        if (cs == 0 || (cs & (blocks[i].page_size - 1)) != 0) {
+            return fail(error, "blocks reply: block %u chunk size 0x%" G_GINT64_MODIFIER "x is "
+                        "not a non-zero multiple of its page size 0x%x", i, cs,
+                        blocks[i].page_size);
+        }
+        want = mfr_chunk_count(blocks[i].length, cs);
+        if (want > MFR_MAX_CHUNKS_PER_BLOCK) {
+            return fail(error, "blocks reply: block %u chunk size 0x%" G_GINT64_MODIFIER "x "
+                        "makes %" G_GUINT64_FORMAT " chunks, above the limit %u", i, cs, want,
+                        MFR_MAX_CHUNKS_PER_BLOCK);
+        }
+        if (chunks != want) {
+            return fail(error, "blocks reply: block %u has %u chunks, expected %"
+                        G_GUINT64_FORMAT " for length 0x%" G_GINT64_MODIFIER "x in chunks of "
+                        "0x%" G_GINT64_MODIFIER "x", i, chunks, want, blocks[i].length, cs);
+        }
+        if (reserved != 0) {
+            return fail(error, "blocks reply: block %u layout reserved 0x%08x, must be 0", i,
+                        reserved);
+        }
+        layout[i] = (MfrChunkLayout){ .chunk_size = cs, .chunks = chunks };
+    }
+    r->flags = flags;
+    r->count = n;
+    if (flags & MFR_REPLY_REGIONS) {
+        memcpy(r->layout, layout, (size_t)n * sizeof(layout[0]));
+    } else {
+        /* The descriptors are opaque here: the transport that made them validates them. */
+        memcpy(r->desc, buf + LIST_ENTRIES, (size_t)n * MFR_BLOCK_REPLY_SIZE);
+    }
+    return true;
+}
+
+/* ---------- region ---------- */
+
+enum {
+    REGION_BLOCK = 0,
+    REGION_CHUNK = 4,
+    REGION_OFFSET = 8,
+    REGION_LENGTH = 16,
+    REGION_DESC = 24,
+};
+G_STATIC_ASSERT(REGION_DESC + 16 == MFR_REGION_SIZE);
+
+void mfr_wire_pack_region(const MfrRegionMsg *m, uint8_t buf[MFR_REGION_SIZE])
+{
+    put_u32(buf + REGION_BLOCK, m->block);
+    put_u32(buf + REGION_CHUNK, m->chunk);
+    put_u64(buf + REGION_OFFSET, m->offset);
+    put_u64(buf + REGION_LENGTH, m->length);
+    memcpy(buf + REGION_DESC, m->desc, 16);
+}
+
+bool mfr_wire_unpack_region(const uint8_t *buf, size_t len, const MfrRegionLimits *lim,
+                            MfrRegionMsg *m, GError **error)
+{
+    MfrRegionMsg v;
+    const MfrChunkLayout *l;
+    uint64_t want_off, want_len;
+
+    if (!check_len("region", len, MFR_REGION_SIZE, error)) {
+        return false;
+    }
+    v.block = get_u32(buf + REGION_BLOCK);
+    v.chunk = get_u32(buf + REGION_CHUNK);
+    v.offset = get_u64(buf + REGION_OFFSET);
+    v.length = get_u64(buf + REGION_LENGTH);
+    memcpy(v.desc, buf + REGION_DESC, 16);
+
+    if (v.block >= lim->nblocks) {
+        return fail(error, "region: block %u not below block count %u", v.block, lim->nblocks);
+    }
+    l = &lim->layout[v.block];
+    if (v.chunk >= l->chunks) {
+        return fail(error, "region: chunk %u of block %u not below its %u chunks", v.chunk,
+                    v.block, l->chunks);
+    }
+    if (v.chunk < lim->received[v.block]) {
+        return fail(error, "region: chunk %u of block %u received twice", v.chunk, v.block);
+    }
+    if (v.chunk > lim->received[v.block]) {
+        return fail(error, "region: chunk %u of block %u out of order, expected chunk %u",
+                    v.chunk, v.block, lim->received[v.block]);
+    }
+    /* chunk < chunks = ceil(length / chunk_size): the product is below the block length */
+    want_off = (uint64_t)v.chunk * l->chunk_size;
+    want_len = MIN(l->chunk_size, lim->block_len[v.block] - want_off);
+    if (v.offset != want_off) {
+        return fail(error, "region: chunk %u of block %u at offset 0x%" G_GINT64_MODIFIER "x, "
+                    "expected 0x%" G_GINT64_MODIFIER "x", v.chunk, v.block, v.offset, want_off);
+    }
+    if (v.length != want_len) {
+        return fail(error, "region: chunk %u of block %u length 0x%" G_GINT64_MODIFIER "x, "
+                    "expected 0x%" G_GINT64_MODIFIER "x", v.chunk, v.block, v.length, want_len);
+    }
+    *m = v;
     return true;
 }
 
@@ -587,7 +722,7 @@ bool mfr_wire_unpack_complete(const uint8_t *buf, size_t len, uint32_t expect_co
     uint32_t n;
 
     /* Count 0 is legal here: the source sends no digests when verification is off. */
-    if (!unpack_list_head("complete", buf, len, COMPLETE_DIGESTS, 8, 0, &n, error)) {
+    if (!unpack_list_head("complete", buf, len, COMPLETE_DIGESTS, 8, 0, &n, 0, NULL, error)) {
         return false;
     }
     if (n != expect_count) {

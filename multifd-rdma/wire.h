@@ -33,6 +33,9 @@ G_BEGIN_DECLS
 #define MFR_CAPS_SIZE 32u
 #define MFR_BLOCK_ANNOUNCE_SIZE 80u  /* per block */
 #define MFR_BLOCK_REPLY_SIZE 16u     /* per block: transport region descriptor */
+#define MFR_REGION_SIZE 40u          /* REGION body */
+/* Registration chunks one block may be split into (REGION messages per block). */
+#define MFR_MAX_CHUNKS_PER_BLOCK 65536u
 
 /* ---------- hello: first message of every connection ---------- */
 
@@ -65,7 +68,8 @@ typedef enum {
     MFR_CTRL_ERROR = 7,          /* either: fatal error, code + text */
     MFR_CTRL_CANCEL = 8,         /* src->dst: user cancelled */
     MFR_CTRL_KEEPALIVE = 9,      /* either: liveness, empty body */
-    MFR_CTRL_TYPE_MAX = MFR_CTRL_KEEPALIVE,
+    MFR_CTRL_REGION = 10,        /* dst->src: one registered chunk of a block (pipelined) */
+    MFR_CTRL_TYPE_MAX = MFR_CTRL_REGION,
 } MfrCtrlType;
 
 typedef struct {
@@ -107,6 +111,47 @@ typedef struct {
     uint32_t code;                     /* MfrErrorCode of the sender (see mfrdma.h) */
     char text[MFR_ERROR_TEXT_MAX];     /* NUL-terminated */
 } MfrCtrlError;
+
+enum {
+    /* BLOCKS_REPLY: the entries are chunk layouts, not region descriptors; the destination
+     * registers the chunks after the reply and sends one REGION per chunk. */
+    MFR_REPLY_REGIONS = 1u << 0,
+    MFR_REPLY_FLAGS_ALL = MFR_REPLY_REGIONS,
+};
+
+/* How a block is cut into registration chunks: chunk c covers [c * chunk_size, (c + 1) *
+ * chunk_size) clipped to the block. */
+typedef struct {
+    uint64_t chunk_size; /* non-zero multiple of the block's page size */
+    uint32_t chunks;     /* ceil(block length / chunk_size), 1..MFR_MAX_CHUNKS_PER_BLOCK */
+} MfrChunkLayout;
+
+typedef struct {
+    uint32_t flags;  /* MFR_REPLY_* */
+    uint32_t count;  /* blocks */
+    /* flags 0: per block, the transport descriptor of the whole block's region */
+    uint8_t desc[MFR_MAX_BLOCKS][16];
+    /* MFR_REPLY_REGIONS: per block, its chunks (desc unused) */
+    MfrChunkLayout layout[MFR_MAX_BLOCKS];
+} MfrBlocksReply;
+
+/* REGION: chunk `chunk` of block `block` is registered; desc is its transport descriptor. */
+typedef struct {
+    uint32_t block;
+    uint32_t chunk;
+    uint64_t offset;  /* chunk * chunk_size */
+    uint64_t length;  /* chunk_size, or what is left of the block for the last chunk */
+    uint8_t desc[16];
+} MfrRegionMsg;
+
+/* What a REGION is validated against: the announced layout and the chunks received so far
+ * (they must arrive in order within a block, so a count per block says which). */
+typedef struct {
+    uint32_t nblocks;
+    const uint64_t *block_len;     /* nblocks entries */
+    const MfrChunkLayout *layout;  /* nblocks entries */
+    const uint32_t *received;      /* nblocks entries: chunks of the block received so far */
+} MfrRegionLimits;
 
 typedef struct {
     uint32_t status; /* 0 = every digest matched, 1 = mismatch */
@@ -168,11 +213,21 @@ size_t mfr_wire_pack_blocks(const MfrBlockInfo *b, uint32_t count, uint8_t *buf,
 bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
                             uint32_t *count, GError **error);
 
-/* Body: u32 count, u32 reserved, then count * 16-byte region descriptors. */
-size_t mfr_wire_pack_blocks_reply(const uint8_t (*desc)[16], uint32_t count, uint8_t *buf,
-                                  size_t cap);
-bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, uint32_t expect_count,
-                                  uint8_t (*desc)[16], GError **error);
+/* Body: u32 count, u32 flags, then count * 16-byte entries: region descriptors (flags 0) or
+ * chunk layouts (u64 chunk_size, u32 chunks, u32 reserved; MFR_REPLY_REGIONS). */
+size_t mfr_wire_pack_blocks_reply(const MfrBlocksReply *r, uint8_t *buf, size_t cap);
+/* blocks: the announced list (count entries), which every chunk layout must fit. */
+bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, const MfrBlockInfo *blocks,
+                                  uint32_t count, MfrBlocksReply *r, GError **error);
+/* Chunk count of a block of len bytes cut into chunk_size pieces (chunk_size != 0). */
+uint64_t mfr_chunk_count(uint64_t len, uint64_t chunk_size);
+
+/* Body: u32 block, u32 chunk, u64 offset, u64 length, 16-byte descriptor = 40 bytes. */
+void mfr_wire_pack_region(const MfrRegionMsg *m, uint8_t buf[MFR_REGION_SIZE]);
+/* Checks block index, chunk index, order (the next chunk of its block: a duplicate or a
+ * skipped chunk is refused) and that offset and length are the layout's. */
+bool mfr_wire_unpack_region(const uint8_t *buf, size_t len, const MfrRegionLimits *lim,
+                            MfrRegionMsg *m, GError **error);
 
 /* Body: u64 round. */
 void mfr_wire_pack_u64(uint64_t v, uint8_t buf[8]);

@@ -276,6 +276,7 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->address);
     g_free(a->rdma_dev);
     g_free(a->token);
+    g_free(a->registration_chunk);
 }
 
 void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_transport)
@@ -338,6 +339,9 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
         { "address", 'a', 0, G_OPTION_ARG_STRING, &a->address,
           "Local address for rdma (default $MFR_RDMA_ADDR, else the device's IPv4 address)",
           "ADDR" },
+        { "registration-chunk", 0, 0, G_OPTION_ARG_STRING, &a->registration_chunk,
+          "rdma: destination registers (and announces) its RAM in chunks of SIZE while the "
+          "source sends (default: up to 64M, ~8 per registration thread)", "SIZE" },
         G_OPTION_ENTRY_NULL,
     };
     /* All in the main group: --help must show --size and friends without --help-all. */

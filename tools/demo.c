@@ -119,6 +119,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     MfrStats ss = { 0 }, ds = { 0 };
     ToolProgress progress;
     const char *memcmp_result = NULL;
+    uint64_t reg_chunk = 0;
 
     if (!tool_parse(oc, "demo", &argc, &argv)) {
         tool_source_args_clear(&a);
@@ -129,6 +130,8 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
         return tool_usage_error("demo", "unexpected argument '%s'", argv[1]);
     }
     if (!tool_source_args_apply(&a, &go, &scfg, &error) ||
+        (a.registration_chunk &&
+         !tool_parse_size("--registration-chunk", a.registration_chunk, &reg_chunk, &error)) ||
         !tool_check_memory(" (demo holds two copies: source and destination)", go.size, 2,
                            &error)) {
         tool_source_args_clear(&a);
@@ -169,6 +172,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     dcfg.gid_index = a.gid_index;
     dcfg.odp = a.odp;
     dcfg.registration_threads = (unsigned)a.registration_threads;
+    dcfg.registration_chunk = reg_chunk;
     dcfg.rc_retry = (unsigned)a.rc_retry;
     dcfg.rc_timeout = (unsigned)a.rc_timeout;
     dest = mfr_dest_new(&dcfg, &error);

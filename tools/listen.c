@@ -24,6 +24,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
 {
     g_autofree char *token = NULL;
     g_autofree char *rdma_dev = NULL;
+    g_autofree char *reg_chunk = NULL;
     gboolean json = FALSE, thp = FALSE, odp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
@@ -44,6 +45,9 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
           "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
         { "registration-threads", 0, 0, G_OPTION_ARG_INT, &reg_threads,
           "rdma: threads that prefault and register the blocks (default: one per CPU)", "N" },
+        { "registration-chunk", 0, 0, G_OPTION_ARG_STRING, &reg_chunk,
+          "rdma: register (and announce) the blocks in chunks of SIZE while the source "
+          "sends (default: up to 64M, ~8 per registration thread)", "SIZE" },
         { "rc-retry", 0, 0, G_OPTION_ARG_INT, &rc_retry,
           "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
         { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &rc_timeout,
@@ -91,6 +95,10 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     if (rc_retry < 0 || rc_retry > 7) {
         return tool_usage_error("listen", "--rc-retry: %d is out of range (0..7)", rc_retry);
     }
+    uint64_t chunk = 0;
+    if (reg_chunk && !tool_parse_size("--registration-chunk", reg_chunk, &chunk, &error)) {
+        return tool_usage_error("listen", "%s", error->message);
+    }
     if (rc_timeout < 0 || rc_timeout > 31) {
         return tool_usage_error("listen", "--rc-timeout: %d is out of range (0..31)", rc_timeout);
     }
@@ -109,6 +117,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     cfg.gid_index = gid_index;
     cfg.odp = odp;
     cfg.registration_threads = (unsigned)reg_threads;
+    cfg.registration_chunk = chunk;
     cfg.rc_retry = (unsigned)rc_retry;
     cfg.rc_timeout = (unsigned)rc_timeout;
     cfg.progress = tool_progress_cb;

@@ -49,6 +49,7 @@ int tool_bench(ToolCtx *ctx, int argc, char **argv);
 /* Source-side options shared by demo and migrate. */
 typedef struct {
     char *size, *dirty_rate, *mix, *transport, *address, *rdma_dev, *token;
+    char *registration_chunk; /* demo: the destination's (rdma) */
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
     gint rdma_port, gid_index, registration_threads, rc_retry, rc_timeout;
     gint64 seed;

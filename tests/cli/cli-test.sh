@@ -80,6 +80,8 @@ bad_usage)
   usage "mfrdma demo: --rc-retry: 8 is out of range (0..7)" demo --rc-retry 8
   usage "mfrdma demo: --rc-timeout: 32 is out of range (0..31)" demo --rc-timeout 32
   usage "mfrdma listen: --rc-retry: 9 is out of range (0..7)" listen tcp:127.0.0.1:0 --rc-retry 9
+  usage "mfrdma listen: --registration-chunk: '1X' is not a size (examples: 512M, 2G)" listen tcp:127.0.0.1:0 --registration-chunk 1X
+  usage "mfrdma demo: --registration-chunk: '0' is not a size (examples: 512M, 2G)" demo --registration-chunk 0
   usage "mfrdma demo: --transport: 'ib' is not a transport (tcp, rdma or auto)" demo --transport ib --size 64M
   usage "mfrdma demo: unexpected argument 'extra'" demo extra
   run 2 demo --size 64T; grep -qE "^mfrdma demo: --size: 65536.0 GiB does not fit in this host's [0-9.]+ GiB of RAM \(demo holds two copies: source and destination\)$" "$work/err" || fail "no RAM check"
@@ -220,6 +222,10 @@ rdma_demo|rdma_listen_migrate|rdma_options)
       --rdma-port 1 --gid-index "$gid" --registration-threads 1 --rc-retry 3 --rc-timeout 16 \
       --timeout 30000 --json
     grep -qF '"registration_threads":1' "$work/out" || fail "JSON lacks registration_threads 1"
+    # the destination's registration chunk: 16 MiB in 1 MiB chunks, one MR and REGION each
+    run 0 demo --transport rdma --size 16M --channels 2 --dirty-rate 0 \
+      --registration-chunk 1M --timeout 30000 --json
+    grep -qF '"region_chunks":16' "$work/out" || fail "JSON lacks region_chunks 16"
   elif [ "$case_name" = rdma_demo ]; then
     # auto must pick RDMA and find the device's address on its own.
     run 0 demo --size 32M --channels 2 --dirty-rate 4 --timeout 30000
@@ -228,7 +234,7 @@ rdma_demo|rdma_listen_migrate|rdma_options)
     grep -qE '^  transport +rdma +rdma$' "$work/out" || fail "summary does not say rdma"
   else
     LISTEN_AT="rdma:$addr:0"
-    start_listen --timeout 30000
+    start_listen --timeout 30000 --registration-chunk 3M
     run 0 migrate "$URI" --token "$TOKEN" --size 16M --blocks 2 --channels 3 --dirty-rate 4 --timeout 30000
     has out "verification: OK (2 blocks, digests match)"
     wait_listen 0

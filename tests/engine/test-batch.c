@@ -428,8 +428,8 @@ static void layout_check(Ram *r, const MfrBatch *b, bool zero_detect, unsigned w
     struct iovec iov[MFR_MAX_PAGES_PER_PACKET];
     uint32_t normal = UINT32_MAX;
 
-    unsigned nseg = mfr_send_packet_layout(b, r->src, PS, zero_detect, region, remote, offsets,
-                                           &normal, segs);
+    unsigned nseg = mfr_send_packet_layout(b, r->src, PS, zero_detect, region, &remote, 0,
+                                           offsets, &normal, segs);
     g_assert_cmpuint(nseg, ==, want_segs);
     g_assert_cmpuint(normal, ==, want_normal);
     /* the offset list holds every page of the batch once: data in order, then zeros in order */
@@ -484,6 +484,49 @@ static void layout_check(Ram *r, const MfrBatch *b, bool zero_detect, unsigned w
         uint64_t off = b->offsets[i];
         g_assert_cmpint(memcmp(r->dst + off, r->src + off, PS), ==, 0);
     }
+}
+
+static void batch_of(MfrBatch *b, const uint64_t *pages, uint32_t n);
+
+/* Destination chunks of 4 pages: a run of data pages splits at every chunk boundary, each
+ * piece goes to its chunk's remote at an offset relative to the chunk. */
+static void test_layout_chunks(void)
+{
+    bool zero[16] = { false };
+    zero[9] = true;
+    Ram r;
+    ram_init(&r, 16, zero);
+    MfrBatch *b = g_new0(MfrBatch, 1);
+    int region_dummy, remote_dummy[4];
+    XpRegion *region = (XpRegion *)&region_dummy;
+    XpRemote *remotes[4];
+    for (unsigned i = 0; i < 4; i++) {
+        remotes[i] = (XpRemote *)&remote_dummy[i];
+    }
+    uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
+    XpSeg segs[MFR_MAX_PAGES_PER_PACKET];
+    uint32_t normal = 0;
+
+    /* pages 2-7 (chunks 0 and 1), 8 and 10-12 around zero page 9 (chunks 2 and 3) */
+    static const uint64_t pages[] = { 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+    batch_of(b, pages, G_N_ELEMENTS(pages));
+    unsigned nseg = mfr_send_packet_layout(b, r.src, PS, true, region, remotes, 4 * PS, offsets,
+                                           &normal, segs);
+    g_assert_cmpuint(normal, ==, 10);
+    static const struct { unsigned remote; uint64_t off, pages; } want[] = {
+        { 0, 2 * PS, 2 }, { 1, 0, 4 }, { 2, 0, 1 }, { 2, 2 * PS, 2 }, { 3, 0, 1 },
+    };
+    g_assert_cmpuint(nseg, ==, G_N_ELEMENTS(want));
+    for (unsigned i = 0; i < nseg; i++) {
+        g_assert_true(segs[i].remote == remotes[want[i].remote]);
+        g_assert_true(segs[i].region == region);
+        g_assert_cmphex(segs[i].remote_offset, ==, want[i].off);
+        g_assert_cmpuint(segs[i].len, ==, want[i].pages * PS);
+        g_assert_true((const uint8_t *)segs[i].addr ==
+                      r.src + want[i].remote * 4 * PS + want[i].off);
+    }
+    g_free(b);
+    ram_clear(&r);
 }
 
 static void batch_of(MfrBatch *b, const uint64_t *pages, uint32_t n)
@@ -637,6 +680,7 @@ int main(int argc, char **argv)
     g_test_add_func("/batch/pick/one_channel", test_pick_one_channel);
     g_test_add_func("/batch/hand/swaps", test_hand_swaps);
     g_test_add_func("/batch/layout/coalesce", test_layout_coalesce);
+    g_test_add_func("/batch/layout/chunks", test_layout_chunks);
     g_test_add_func("/batch/layout/all_zero_and_all_data", test_layout_all_zero_and_all_data);
     g_test_add_func("/batch/round/blocks", test_round_blocks);
     return g_test_run();

@@ -3,7 +3,9 @@
  * Parallel block registration (register.c) against a fake transport that records every
  * region_register() call: each block registered exactly once whatever the thread count, the
  * pinning budget asked once for the whole session before anything is pinned, the first
- * failure named with its side and block, and populating that leaves the bytes as they were.
+ * failure named with its side and block, and populating that leaves the bytes as they were;
+ * then the chunked background registration of pipelined setups: the layout, each chunk
+ * registered and reported once, a failing chunk named, a failed session stopping it.
  */
 #include "engine.h"
 
@@ -240,6 +242,236 @@ static void test_threads(void)
     g_assert_cmpuint(mfr_register_threads(0, 64, 64ull << 30, true), >=, 1);
 }
 
+/* ---------- chunks in the background (pipelined registration) ---------- */
+
+static void test_chunk_map(void)
+{
+    MfrRamBlock b[3] = {
+        { .name = "a", .length = 3u << 20, .page_size = 4096 },
+        { .name = "b", .length = (5u << 20) + 4096, .page_size = 4096 },
+        { .name = "huge", .length = 8u << 20, .page_size = 2u << 20 },
+    };
+    MfrChunkMap m;
+    mfr_chunk_map_init(&m, b, 3, 1u << 20, 2);
+    g_assert_cmpuint(m.layout[0].chunk_size, ==, 1u << 20);
+    g_assert_cmpuint(m.layout[0].chunks, ==, 3);
+    g_assert_cmpuint(m.layout[1].chunks, ==, 6);         /* the last one a single page */
+    g_assert_cmpuint(m.layout[2].chunk_size, ==, 2u << 20); /* whole huge pages */
+    g_assert_cmpuint(m.layout[2].chunks, ==, 4);
+    g_assert_cmpuint(m.first[1], ==, 3);
+    g_assert_cmpuint(m.first[2], ==, 9);
+    g_assert_cmpuint(m.total, ==, 13);
+    /* an odd request is rounded up to whole pages */
+    mfr_chunk_map_init(&m, b, 2, 5000, 2);
+    g_assert_cmpuint(m.layout[0].chunk_size, ==, 8192);
+    /* default: ~8 chunks per thread, but at least 2 MiB and at most 64 MiB */
+    mfr_chunk_map_init(&m, b, 3, 0, 2);
+    g_assert_cmpuint(m.layout[0].chunk_size, ==, MFR_REGION_CHUNK_MIN);
+    MfrRamBlock big = { .name = "big", .length = 128ull << 30, .page_size = 4096 };
+    mfr_chunk_map_init(&m, &big, 1, 0, 2);
+    g_assert_cmpuint(m.layout[0].chunk_size, ==, MFR_REGION_CHUNK_DEFAULT);
+    big.length = 1ull << 30;
+    mfr_chunk_map_init(&m, &big, 1, 0, 2);
+    g_assert_cmpuint(m.layout[0].chunk_size, ==, 64ull << 20); /* 1 GiB / 16 */
+    mfr_chunk_map_init(&m, &big, 1, 0, 16);
+    g_assert_cmpuint(m.layout[0].chunk_size, ==, 8ull << 20);  /* 1 GiB / 128 */
+    /* never more chunks per block than REGION messages allow */
+    mfr_chunk_map_init(&m, &big, 1, 4096, 2);
+    g_assert_cmpuint(m.layout[0].chunk_size, ==, 16384);
+    g_assert_cmpuint(m.layout[0].chunks, ==, MFR_MAX_CHUNKS_PER_BLOCK);
+    /* the source's view of the same layout */
+    mfr_chunk_map_init(&m, b, 3, 1u << 20, 2);
+    MfrChunkMap s;
+    mfr_chunk_map_from_layout(&s, m.layout, 3);
+    g_assert_cmpmem(&s, sizeof(s), &m, sizeof(m));
+}
+
+typedef struct {
+    XpDomain base;
+    GMutex lock;
+    const MfrRamBlock *blocks;
+    unsigned nblocks;
+    unsigned calls;
+    uint8_t *seen;          /* per flat chunk: region_register() calls */
+    const MfrChunkMap *map;
+} ChunkDom;
+
+typedef struct {
+    unsigned flat;
+} ChunkRegion;
+
+static bool chunk_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
+                           XpRegion **out, GError **error)
+{
+    ChunkDom *d = (ChunkDom *)xd;
+    for (unsigned b = 0; b < d->nblocks; b++) {
+        uint8_t *host = d->blocks[b].host;
+        if ((uint8_t *)addr < host || (uint8_t *)addr >= host + d->blocks[b].length) {
+            continue;
+        }
+        const MfrChunkLayout *l = &d->map->layout[b];
+        uint64_t off = (uint64_t)((uint8_t *)addr - host);
+        g_assert_cmpuint(off % l->chunk_size, ==, 0);
+        g_assert_cmpuint(len, ==, MIN(l->chunk_size, d->blocks[b].length - off));
+        ChunkRegion *r = g_new0(ChunkRegion, 1);
+        r->flat = d->map->first[b] + (unsigned)(off / l->chunk_size);
+        g_mutex_lock(&d->lock);
+        d->seen[r->flat]++;
+        d->calls++;
+        g_mutex_unlock(&d->lock);
+        *out = (XpRegion *)r;
+        return true;
+    }
+    g_assert_not_reached();
+}
+
+static const XpOps chunk_ops = {
+    .version = XP_OPS_VERSION,
+    .name = "fake-chunks",
+    .caps = XP_CAP_REGIONS,
+    .region_register = chunk_register,
+};
+
+typedef struct {
+    GMutex lock;
+    XpRegion **regions;
+    const MfrChunkMap *map;
+    uint8_t *ready;          /* per flat chunk: ready() calls */
+} ChunkSink;
+
+static void chunk_ready(void *opaque, unsigned block, uint32_t chunk)
+{
+    ChunkSink *k = opaque;
+    unsigned flat = k->map->first[block] + chunk;
+    g_mutex_lock(&k->lock);
+    /* the region is in place before ready() says so */
+    g_assert_nonnull(k->regions[flat]);
+    g_assert_cmpuint(((ChunkRegion *)k->regions[flat])->flat, ==, flat);
+    k->ready[flat]++;
+    g_mutex_unlock(&k->lock);
+}
+
+static void no_on_fail(void *opaque, const GError *err)
+{
+}
+
+/* Runs a background registration of r's blocks in 1 MiB chunks; returns join's verdict. */
+static bool run_chunks(Ram *r, unsigned threads, int64_t inject, MfrFail *fail, ChunkDom *d,
+                       ChunkSink *k, MfrChunkMap *map, MfrRegisterResult *res)
+{
+    mfr_chunk_map_init(map, r->blocks, r->n, 1u << 20, threads);
+    memset(d, 0, sizeof(*d));
+    d->base.ops = &chunk_ops;
+    g_mutex_init(&d->lock);
+    d->blocks = r->blocks;
+    d->nblocks = r->n;
+    d->map = map;
+    d->seen = g_new0(uint8_t, map->total);
+    memset(k, 0, sizeof(*k));
+    g_mutex_init(&k->lock);
+    k->regions = g_new0(XpRegion *, map->total);
+    k->map = map;
+    k->ready = g_new0(uint8_t, map->total);
+    MfrRegisterChunksJob job = {
+        .base = { .ops = &chunk_ops, .dom = &d->base, .blocks = r->blocks, .nblocks = r->n,
+                  .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = true,
+                  .threads = threads, .channels = 4, .side = "destination" },
+        .map = map, .regions = k->regions, .fail = fail, .ready = chunk_ready,
+        .ready_opaque = k, .inject_fail = inject,
+    };
+    g_autoptr(GError) err = NULL;
+    MfrRegisterBg *bg = mfr_register_chunks_start(&job, &err);
+    g_assert_no_error(err);
+    g_assert_nonnull(bg);
+    return mfr_register_chunks_join(bg, res);
+}
+
+static void chunks_free(ChunkDom *d, ChunkSink *k, const MfrChunkMap *map)
+{
+    for (unsigned i = 0; i < map->total; i++) {
+        g_free(k->regions[i]);
+    }
+    g_free(k->regions);
+    g_free(k->ready);
+    g_free(d->seen);
+    g_mutex_clear(&d->lock);
+    g_mutex_clear(&k->lock);
+}
+
+static void test_chunks_each_once(void)
+{
+    for (unsigned threads = 1; threads <= 4; threads++) {
+        Ram r;
+        ram_init(&r, 4); /* 3 + 70 + 1 + 129 MiB: 203 chunks */
+        MfrFail fail;
+        mfr_fail_init(&fail, no_on_fail, NULL);
+        ChunkDom d;
+        ChunkSink k;
+        MfrChunkMap map;
+        MfrRegisterResult res = { 0 };
+        g_assert_true(run_chunks(&r, threads, -1, &fail, &d, &k, &map, &res));
+        g_assert_false(mfr_failed(&fail));
+        g_assert_cmpuint(map.total, ==, 203);
+        g_assert_cmpuint(d.calls, ==, 203);
+        for (unsigned i = 0; i < map.total; i++) {
+            g_assert_cmpuint(d.seen[i], ==, 1);
+            g_assert_cmpuint(k.ready[i], ==, 1);
+        }
+        g_assert_cmpuint(res.threads, ==, threads);
+        g_assert_cmpfloat(res.ms, >=, 0);
+        chunks_free(&d, &k, &map);
+        mfr_fail_clear(&fail);
+        ram_check_and_free(&r);
+    }
+}
+
+/* The first failing chunk fails the session with its name; one thread stops right there. */
+static void test_bad_chunk(void)
+{
+    Ram r;
+    ram_init(&r, 2); /* 3 + 70 MiB */
+    MfrFail fail;
+    mfr_fail_init(&fail, no_on_fail, NULL);
+    ChunkDom d;
+    ChunkSink k;
+    MfrChunkMap map;
+    MfrRegisterResult res = { 0 };
+    g_assert_false(run_chunks(&r, 1, 3 + 5, &fail, &d, &k, &map, &res));
+    g_assert_true(mfr_failed(&fail));
+    g_autoptr(GError) err = NULL;
+    mfr_fail_propagate(&fail, &err);
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_TRANSPORT);
+    g_assert_cmpstr(err->message, ==, "destination: block 'ram1' chunk 5 (offset 0x500000, 1.0 "
+                                      "MiB): registration failed (injected by the test seam)");
+    g_assert_cmpuint(d.calls, ==, 8);
+    g_assert_cmpuint(k.ready[7], ==, 1);
+    g_assert_cmpuint(k.ready[8], ==, 0);
+    g_assert_null(k.regions[8]);
+    g_assert_cmpuint(d.seen[9], ==, 0);
+    chunks_free(&d, &k, &map);
+    mfr_fail_clear(&fail);
+    ram_check_and_free(&r);
+}
+
+/* A session that failed elsewhere (cancel) stops the threads: nothing more is pinned. */
+static void test_chunks_stop_on_failure(void)
+{
+    Ram r;
+    ram_init(&r, 2);
+    MfrFail fail;
+    mfr_fail_init(&fail, no_on_fail, NULL);
+    mfr_fail(&fail, MFR_ERROR_CANCELLED, "cancelled");
+    ChunkDom d;
+    ChunkSink k;
+    MfrChunkMap map;
+    MfrRegisterResult res = { 0 };
+    g_assert_false(run_chunks(&r, 2, -1, &fail, &d, &k, &map, &res));
+    g_assert_cmpuint(d.calls, ==, 0);
+    chunks_free(&d, &k, &map);
+    mfr_fail_clear(&fail);
+    ram_check_and_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -247,5 +479,9 @@ int main(int argc, char **argv)
     g_test_add_func("/register/bad_budget", test_bad_budget);
     g_test_add_func("/register/bad_block", test_bad_block);
     g_test_add_func("/register/threads", test_threads);
+    g_test_add_func("/register/chunk_map", test_chunk_map);
+    g_test_add_func("/register/chunks_each_once", test_chunks_each_once);
+    g_test_add_func("/register/bad_chunk", test_bad_chunk);
+    g_test_add_func("/register/chunks_stop_on_failure", test_chunks_stop_on_failure);
     return g_test_run();
 }

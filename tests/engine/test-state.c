@@ -82,11 +82,38 @@ static void test_messages(void)
     }
 }
 
+/* REGION (pipelined registration) flows from destination to source only, after
+ * BLOCKS_REPLY and before round 1 ends: the source accepts it from BLOCKS_AGREED to PRECOPY. */
+static void test_region(void)
+{
+    for (int st = 0; st < MFR_STATE_COUNT; st++) {
+        bool want = st == MFR_STATE_BLOCKS_AGREED || st == MFR_STATE_CHANNELS_UP ||
+                    st == MFR_STATE_PRECOPY;
+        g_test_message("state %s", mfr_state_str(st));
+        g_assert_cmpint(mfr_state_accepts(st, MFR_SIDE_SOURCE, MFR_CTRL_REGION), ==, want);
+        g_assert_false(mfr_state_accepts(st, MFR_SIDE_DEST, MFR_CTRL_REGION));
+    }
+}
+
+/* Before BLOCKS_REPLY (a region ahead of the layout) and once round 1 is over (every chunk
+ * was needed by then) a REGION is refused. */
+static void test_bad_region_state(void)
+{
+    g_assert_false(mfr_state_accepts(MFR_STATE_NEGOTIATED, MFR_SIDE_SOURCE, MFR_CTRL_REGION));
+    g_assert_false(mfr_state_accepts(MFR_STATE_CONNECTED, MFR_SIDE_SOURCE, MFR_CTRL_REGION));
+    g_assert_false(mfr_state_accepts(MFR_STATE_SWITCHOVER, MFR_SIDE_SOURCE, MFR_CTRL_REGION));
+    g_assert_false(mfr_state_accepts(MFR_STATE_COMPLETING, MFR_SIDE_SOURCE, MFR_CTRL_REGION));
+    g_assert_false(mfr_state_accepts(MFR_STATE_PRECOPY, MFR_SIDE_DEST, MFR_CTRL_REGION));
+    g_assert_false(mfr_state_accepts(MFR_STATE_NEGOTIATED, MFR_SIDE_DEST, MFR_CTRL_REGION));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/state/legal_path", test_legal_path);
     g_test_add_func("/state/bad_transitions", test_bad_transitions);
     g_test_add_func("/state/messages", test_messages);
+    g_test_add_func("/state/region", test_region);
+    g_test_add_func("/state/bad_region_state", test_bad_region_state);
     return g_test_run();
 }

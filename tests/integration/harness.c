@@ -7,6 +7,8 @@
 
 #include "harness.h"
 
+#include "engine.h"
+
 #include <dirent.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -28,11 +30,19 @@ static void *tmap(uint64_t size)
 
 TGuest *tguest_new(unsigned nblocks, uint64_t size, uint64_t seed)
 {
+    uint64_t sizes[4] = { size, size, size, size };
+    g_assert(nblocks <= 4);
+    return tguest_new_sizes(nblocks, sizes, seed);
+}
+
+TGuest *tguest_new_sizes(unsigned nblocks, const uint64_t *sizes, uint64_t seed)
+{
     g_assert(nblocks <= 4);
     TGuest *g = g_new0(TGuest, 1);
     g->nblocks = nblocks;
     g->seed = seed;
     for (unsigned b = 0; b < nblocks; b++) {
+        uint64_t size = sizes[b];
         uint64_t *p = tmap(size);
         uint64_t x = seed * 131 + b;
         for (uint64_t page = 0; page < size / 4096; page++) {
@@ -170,11 +180,17 @@ static gpointer tdest_thread(gpointer opaque)
 }
 
 static TDest *tdest_start_cfg(TDest *t, MfrDestConfig *cfg, const MfrRamBlock *blocks,
-                              unsigned n)
+                              unsigned n, const TDestOpts *o)
 {
     GError *err = NULL;
     t->dst = mfr_dest_new(cfg, &err);
     g_assert_no_error(err);
+    if (o && o->register_delay_ms) {
+        mfr_dest_inject_register_delay(t->dst, o->register_delay_ms);
+    }
+    if (o && o->inject_register_failure) {
+        mfr_dest_inject_register_failure(t->dst, o->inject_block, o->inject_chunk);
+    }
     for (unsigned i = 0; i < n; i++) {
         g_assert_true(mfr_dest_add_block(t->dst, &blocks[i], &err));
     }
@@ -184,6 +200,12 @@ static TDest *tdest_start_cfg(TDest *t, MfrDestConfig *cfg, const MfrRamBlock *b
 
 TDest *tdest_start(const char *uri, const uint8_t token[16], unsigned timeout_ms)
 {
+    TDestOpts o = { .timeout_ms = timeout_ms };
+    return tdest_start_opts(uri, token, &o);
+}
+
+TDest *tdest_start_opts(const char *uri, const uint8_t token[16], const TDestOpts *o)
+{
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
     cfg.uri = uri;
@@ -192,10 +214,12 @@ TDest *tdest_start(const char *uri, const uint8_t token[16], unsigned timeout_ms
     cfg.alloc_block = tdest_alloc;
     cfg.alloc_opaque = t;
     cfg.memory_zeroed = true;
-    if (timeout_ms) {
-        cfg.timeout_ms = timeout_ms;
+    if (o->timeout_ms) {
+        cfg.timeout_ms = o->timeout_ms;
     }
-    return tdest_start_cfg(t, &cfg, NULL, 0);
+    cfg.registration_chunk = o->registration_chunk;
+    cfg.registration_threads = o->registration_threads;
+    return tdest_start_cfg(t, &cfg, NULL, 0, o);
 }
 
 TDest *tdest_start_with(const char *uri, const uint8_t token[16], const MfrRamBlock *blocks,
@@ -206,7 +230,7 @@ TDest *tdest_start_with(const char *uri, const uint8_t token[16], const MfrRamBl
     cfg.uri = uri;
     memcpy(cfg.token, token, 16);
     cfg.memory_zeroed = true;
-    return tdest_start_cfg(g_new0(TDest, 1), &cfg, blocks, n);
+    return tdest_start_cfg(g_new0(TDest, 1), &cfg, blocks, n, NULL);
 }
 
 void tdest_join(TDest *t)
@@ -267,7 +291,7 @@ void ttoken(uint8_t token[16], uint8_t fill)
     }
 }
 
-unsigned tthread_count(void)
+static unsigned tthread_count_once(void)
 {
     unsigned n = 0;
     DIR *d = opendir("/proc/self/task");
@@ -279,6 +303,21 @@ unsigned tthread_count(void)
         }
     }
     closedir(d);
+    return n;
+}
+
+unsigned tthread_count(void)
+{
+    /* pthread_join() returns when the kernel clears the thread's tid, a moment before the
+     * thread leaves /proc/self/task: a thread joined just now may still be listed. Wait until
+     * three readings 5 ms apart agree (at most about a second). */
+    unsigned n = tthread_count_once(), same = 1;
+    for (unsigned i = 0; i < 200 && same < 3; i++) {
+        g_usleep(5000);
+        unsigned m = tthread_count_once();
+        same = m == n ? same + 1 : 1;
+        n = m;
+    }
     return n;
 }
 

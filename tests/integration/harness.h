@@ -33,6 +33,8 @@ typedef struct {
 
 /* Blocks of size bytes each, filled: 1/4 zero pages, the rest pseudo-random by seed. */
 TGuest *tguest_new(unsigned nblocks, uint64_t size, uint64_t seed);
+/* Same, block i of sizes[i] bytes (multiples of 4096). */
+TGuest *tguest_new_sizes(unsigned nblocks, const uint64_t *sizes, uint64_t seed);
 void tguest_start_writer(TGuest *g, double rate_mbps);
 void tguest_free(TGuest *g);
 extern const MfrDirtyOps tguest_dirty_ops;
@@ -50,6 +52,18 @@ typedef struct {
 
 /* Destination on uri (port 0), allocating blocks on announce (fresh zeroed mmap). */
 TDest *tdest_start(const char *uri, const uint8_t token[16], unsigned timeout_ms);
+/* Destination knobs beyond tdest_start()'s. */
+typedef struct {
+    unsigned timeout_ms;
+    uint64_t registration_chunk;   /* 0: default */
+    unsigned registration_threads; /* 0: default */
+    unsigned register_delay_ms;    /* every chunk registers this much slower */
+    bool inject_register_failure;  /* chunk inject_chunk of block inject_block fails */
+    unsigned inject_block;
+    uint32_t inject_chunk;
+} TDestOpts;
+
+TDest *tdest_start_opts(const char *uri, const uint8_t token[16], const TDestOpts *o);
 /* Same, but with blocks given up front instead of allocation. */
 TDest *tdest_start_with(const char *uri, const uint8_t token[16], const MfrRamBlock *blocks,
                         unsigned n);
@@ -60,6 +74,7 @@ void tdest_free(TDest *t);
 void tcompare_ram(TGuest *g, MfrDest *dst);
 
 void ttoken(uint8_t token[16], uint8_t fill);
+/* Threads of this process once the count is stable (joined threads take a moment to go). */
 unsigned tthread_count(void);
 /* Address for RDMA tests, or NULL (then the test is skipped). */
 const char *trdma_addr(void);

@@ -462,6 +462,87 @@ static void test_bad_memlock(gconstpointer data)
     tguest_free(g);
 }
 
+/* The destination's registration of one chunk fails while the source already sends (1 MiB
+ * chunks, the failing one in the middle of block 1): both sides fail with the chunk named,
+ * within the bound, with no thread and no pinned page left. */
+static void test_bad_register_chunk(gconstpointer data)
+{
+    const TCase *tc = data;
+    unsigned threads0 = tthread_count();
+    TGuest *g = tguest_new(2, 4u << 20, 14);
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDestOpts o = { .registration_chunk = 1u << 20, .registration_threads = 1,
+                    .inject_register_failure = true, .inject_block = 1, .inject_chunk = 2 };
+    TDest *t = tdest_start_opts(tc->listen_uri, token, &o);
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = mfr_dest_uri(t->dst);
+    memcpy(cfg.token, token, 16);
+    g_autoptr(GError) err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 2, &tguest_dirty_ops, g, &err);
+    g_assert_no_error(err);
+    double t0 = g_get_monotonic_time() / 1e6;
+    g_assert_false(mfr_source_run(s, &err));
+    double elapsed = g_get_monotonic_time() / 1e6 - t0;
+    mfr_source_free(s);
+    tdest_join(t);
+    g_test_message("source: %s; destination: %s", err->message, t->error->message);
+    static const char cause[] = "destination: block 'ram1' chunk 2 (offset 0x200000, 1.0 MiB): "
+                                "registration failed (injected by the test seam)";
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_TRANSPORT);
+    g_assert_cmpstr(t->error->message, ==, cause);
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_PEER);
+    g_assert_true(g_str_has_prefix(err->message, "source: peer "));
+    g_autofree char *suffix = g_strdup_printf(" reported: %s", cause);
+    g_assert_true(g_str_has_suffix(err->message, suffix));
+    g_assert_cmpfloat(elapsed, <, BOUND_S);
+    tdest_free(t);
+    tguest_free(g);
+    g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
+/* A chunk that does not come: the source's wait for it is bounded by its timeout, whatever
+ * the keepalives say (the destination is alive, only its registration is stuck). */
+static void test_bad_region_timeout(gconstpointer data)
+{
+    const TCase *tc = data;
+    unsigned threads0 = tthread_count();
+    TGuest *g = tguest_new(1, 2u << 20, 15);
+    uint8_t token[16];
+    ttoken(token, 5);
+    /* the same timeout on both sides: the destination's keepalives (every timeout / 4)
+     * must keep the source's liveness check quiet, so that the chunk wait is what ends it */
+    TDestOpts o = { .timeout_ms = 1000, .registration_chunk = 1u << 20,
+                    .registration_threads = 1, .register_delay_ms = 2500 };
+    TDest *t = tdest_start_opts(tc->listen_uri, token, &o);
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = mfr_dest_uri(t->dst);
+    memcpy(cfg.token, token, 16);
+    cfg.timeout_ms = 1000;
+    g_autoptr(GError) err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, &err);
+    g_assert_no_error(err);
+    double t0 = g_get_monotonic_time() / 1e6;
+    g_assert_false(mfr_source_run(s, &err));
+    double elapsed = g_get_monotonic_time() / 1e6 - t0;
+    mfr_source_free(s);
+    tdest_join(t);
+    g_test_message("source: %s; destination: %s", err->message, t->error->message);
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_TIMEOUT);
+    g_autofree char *want = g_strdup_printf("source: chunk 0 of block 'ram0' not registered "
+                                            "by the destination %s within 1000 ms", cfg.uri);
+    g_assert_cmpstr(err->message, ==, want);
+    g_assert_cmpfloat(elapsed, <, BOUND_S);
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PEER);
+    tdest_free(t);
+    tguest_free(g);
+    g_assert_cmpuint(tthread_count(), ==, threads0);
+}
+
 static void test_source_killed(gconstpointer data)
 {
     const TCase *tc = data;
@@ -793,6 +874,8 @@ int main(int argc, char **argv)
         if (tc == &rdma) {
             ADD("completion_error", test_completion_error, tc);
             ADD("bad_memlock", test_bad_memlock, tc);
+            ADD("bad_register_chunk", test_bad_register_chunk, tc);
+            ADD("bad_region_timeout", test_bad_region_timeout, tc);
         }
         ADD("bad_session", test_bad_session, tc);
         ADD("bad_channel_first", test_bad_channel_first, tc);

@@ -110,6 +110,33 @@ static MfrPacketHdr sample_packet(bool sync)
 
 static const uint64_t sample_offsets[3] = { 0x0, 0x3000, 0x1000 };
 
+/* Chunk layout of the sample blocks: 1 MiB in 384 KiB chunks (the last one 256 KiB), 4 MiB
+ * of 2 MiB pages in 2 MiB chunks. */
+static const MfrChunkLayout sample_layout[2] = { { 0x60000, 3 }, { 0x200000, 2 } };
+static const uint64_t sample_blocks_len[2] = { 1u << 20, 4u << 20 };
+/* REGION sample: the last chunk of block 0, after its first two arrived */
+static const uint32_t sample_received[2] = { 2, 0 };
+
+static MfrRegionMsg sample_region(void)
+{
+    MfrRegionMsg m = { .block = 0, .chunk = 2, .offset = 0xc0000, .length = 0x40000 };
+
+    for (unsigned i = 0; i < 16; i++) {
+        m.desc[i] = (uint8_t)(0xd0 + i);
+    }
+    return m;
+}
+
+static MfrRegionLimits sample_region_limits(void)
+{
+    return (MfrRegionLimits){
+        .nblocks = 2,
+        .block_len = sample_blocks_len,
+        .layout = sample_layout,
+        .received = sample_received,
+    };
+}
+
 typedef enum {
     MSG_HELLO_CONTROL,
     MSG_HELLO_CHANNEL,
@@ -117,6 +144,8 @@ typedef enum {
     MSG_CAPS,
     MSG_BLOCKS,
     MSG_BLOCKS_REPLY,
+    MSG_BLOCKS_REPLY_REGIONS,
+    MSG_REGION,
     MSG_U64,
     MSG_COMPLETE,
     MSG_COMPLETE_REPLY,
@@ -157,11 +186,21 @@ static size_t build(MsgKind kind, uint8_t *buf)
         return mfr_wire_pack_blocks(b, 2, buf, BUF_CAP);
     }
     case MSG_BLOCKS_REPLY: {
-        uint8_t desc[2][16];
+        MfrBlocksReply r = { .count = 2 };
         for (unsigned i = 0; i < 32; i++) {
-            desc[i / 16][i % 16] = (uint8_t)(i * 7);
+            r.desc[i / 16][i % 16] = (uint8_t)(i * 7);
         }
-        return mfr_wire_pack_blocks_reply((const uint8_t (*)[16])desc, 2, buf, BUF_CAP);
+        return mfr_wire_pack_blocks_reply(&r, buf, BUF_CAP);
+    }
+    case MSG_BLOCKS_REPLY_REGIONS: {
+        MfrBlocksReply r = { .count = 2, .flags = MFR_REPLY_REGIONS };
+        memcpy(r.layout, sample_layout, sizeof(sample_layout));
+        return mfr_wire_pack_blocks_reply(&r, buf, BUF_CAP);
+    }
+    case MSG_REGION: {
+        MfrRegionMsg m = sample_region();
+        mfr_wire_pack_region(&m, buf);
+        return MFR_REGION_SIZE;
     }
     case MSG_U64:
         mfr_wire_pack_u64(0x0102030405060708ull, buf);
@@ -238,11 +277,24 @@ static bool unpack(MsgKind kind, const uint8_t *buf, size_t len, uint8_t *repack
         }
         break;
     }
-    case MSG_BLOCKS_REPLY: {
-        uint8_t desc[MFR_MAX_BLOCKS][16];
-        ok = mfr_wire_unpack_blocks_reply(buf, len, 2, desc, error);
+    case MSG_BLOCKS_REPLY:
+    case MSG_BLOCKS_REPLY_REGIONS: {
+        MfrBlockInfo b[2];
+        MfrBlocksReply r;
+        sample_blocks(b);
+        ok = mfr_wire_unpack_blocks_reply(buf, len, b, 2, &r, error);
         if (ok && repack) {
-            n = mfr_wire_pack_blocks_reply((const uint8_t (*)[16])desc, 2, repack, BUF_CAP);
+            n = mfr_wire_pack_blocks_reply(&r, repack, BUF_CAP);
+        }
+        break;
+    }
+    case MSG_REGION: {
+        MfrRegionLimits lim = sample_region_limits();
+        MfrRegionMsg m;
+        ok = mfr_wire_unpack_region(buf, len, &lim, &m, error);
+        if (ok && repack) {
+            mfr_wire_pack_region(&m, repack);
+            n = MFR_REGION_SIZE;
         }
         break;
     }
@@ -457,6 +509,7 @@ static void test_ctrl_roundtrip(void)
         [MFR_CTRL_ERROR] = MFR_CTRL_ERROR_SIZE,
         [MFR_CTRL_CANCEL] = 0,
         [MFR_CTRL_KEEPALIVE] = 0,
+        [MFR_CTRL_REGION] = MFR_REGION_SIZE,
     };
 
     for (uint16_t t = MFR_CTRL_CAPS; t <= MFR_CTRL_TYPE_MAX; t++) {
@@ -532,17 +585,96 @@ static void test_blocks_roundtrip(void)
 
 static void test_blocks_reply_roundtrip(void)
 {
-    uint8_t desc[3][16], out[MFR_MAX_BLOCKS][16], buf[BUF_CAP];
+    MfrBlocksReply in = { .count = 3 }, out;
+    MfrBlockInfo b[3];
+    uint8_t buf[BUF_CAP];
     size_t n;
 
-    for (unsigned i = 0; i < sizeof(desc); i++) {
-        desc[i / 16][i % 16] = (uint8_t)(255 - i);
+    memset(b, 0, sizeof(b));
+    for (unsigned i = 0; i < 3; i++) {
+        b[i].length = 1u << 20;
+        b[i].page_size = 4096;
     }
-    n = mfr_wire_pack_blocks_reply((const uint8_t (*)[16])desc, 3, buf, sizeof(buf));
+    for (unsigned i = 0; i < 3 * 16; i++) {
+        in.desc[i / 16][i % 16] = (uint8_t)(255 - i);
+    }
+    n = mfr_wire_pack_blocks_reply(&in, buf, sizeof(buf));
     g_assert_cmpuint(n, ==, 8 + 3 * 16);
     g_assert_cmpuint(le_get(buf, 4), ==, 3);
-    g_assert_true(mfr_wire_unpack_blocks_reply(buf, n, 3, out, NULL));
-    g_assert_cmpmem(out, sizeof(desc), desc, sizeof(desc));
+    g_assert_cmpuint(le_get(buf + 4, 4), ==, 0);
+    g_assert_true(mfr_wire_unpack_blocks_reply(buf, n, b, 3, &out, NULL));
+    g_assert_cmpuint(out.flags, ==, 0);
+    g_assert_cmpuint(out.count, ==, 3);
+    g_assert_cmpmem(out.desc, 3 * 16, in.desc, 3 * 16);
+}
+
+/* With MFR_REPLY_REGIONS the entries are chunk layouts: u64 chunk size, u32 chunks, u32 0. */
+static void test_blocks_reply_regions_layout(void)
+{
+    uint8_t buf[BUF_CAP];
+    size_t n = build(MSG_BLOCKS_REPLY_REGIONS, buf);
+    MfrBlockInfo b[2];
+    MfrBlocksReply out;
+
+    g_assert_cmpuint(n, ==, 8 + 2 * 16);
+    g_assert_cmpuint(le_get(buf, 4), ==, 2);
+    g_assert_cmpuint(le_get(buf + 4, 4), ==, MFR_REPLY_REGIONS);
+    g_assert_cmpuint(le_get(buf + 8, 8), ==, 0x60000);
+    g_assert_cmpuint(le_get(buf + 16, 4), ==, 3);
+    g_assert_cmpuint(le_get(buf + 20, 4), ==, 0);
+    g_assert_cmpuint(le_get(buf + 24, 8), ==, 0x200000);
+    g_assert_cmpuint(le_get(buf + 32, 4), ==, 2);
+    sample_blocks(b);
+    g_assert_true(mfr_wire_unpack_blocks_reply(buf, n, b, 2, &out, NULL));
+    g_assert_cmpuint(out.flags, ==, MFR_REPLY_REGIONS);
+    g_assert_cmpuint(out.layout[0].chunk_size, ==, 0x60000);
+    g_assert_cmpuint(out.layout[0].chunks, ==, 3);
+    g_assert_cmpuint(out.layout[1].chunk_size, ==, 0x200000);
+    g_assert_cmpuint(out.layout[1].chunks, ==, 2);
+}
+
+/* A layout that would need more REGION messages than one block may have. */
+static void test_blocks_reply_bad_too_many_chunks(void)
+{
+    MfrBlockInfo b = { .name = "big", .length = 1ull << 30, .page_size = 4096 };
+    MfrBlocksReply r = { .count = 1, .flags = MFR_REPLY_REGIONS };
+    MfrBlocksReply out;
+    uint8_t buf[BUF_CAP];
+    g_autoptr(GError) err = NULL;
+
+    r.layout[0] = (MfrChunkLayout){ .chunk_size = 4096, .chunks = 262144 };
+    size_t n = mfr_wire_pack_blocks_reply(&r, buf, sizeof(buf));
+    g_assert_false(mfr_wire_unpack_blocks_reply(buf, n, &b, 1, &out, &err));
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_PROTOCOL);
+    g_assert_cmpstr(err->message, ==, "blocks reply: block 0 chunk size 0x1000 makes 262144 "
+                    "chunks, above the limit 65536");
+}
+
+static void test_region_layout(void)
+{
+    uint8_t buf[MFR_REGION_SIZE];
+    MfrRegionMsg m = sample_region(), out;
+    MfrRegionLimits lim = sample_region_limits();
+
+    g_assert_cmpuint(build(MSG_REGION, buf), ==, 40);
+    g_assert_cmpuint(le_get(buf, 4), ==, 0);
+    g_assert_cmpuint(le_get(buf + 4, 4), ==, 2);
+    g_assert_cmpuint(le_get(buf + 8, 8), ==, 0xc0000);
+    g_assert_cmpuint(le_get(buf + 16, 8), ==, 0x40000);
+    g_assert_cmpmem(buf + 24, 16, m.desc, 16);
+    g_assert_true(mfr_wire_unpack_region(buf, sizeof(buf), &lim, &out, NULL));
+    g_assert_cmpuint(out.block, ==, 0);
+    g_assert_cmpuint(out.chunk, ==, 2);
+    g_assert_cmpuint(out.offset, ==, 0xc0000);
+    g_assert_cmpuint(out.length, ==, 0x40000);
+    g_assert_cmpmem(out.desc, 16, m.desc, 16);
+    /* the first chunk of block 1 is a whole chunk */
+    uint32_t received[2] = { 0, 0 };
+    lim.received = received;
+    m = (MfrRegionMsg){ .block = 1, .chunk = 0, .offset = 0, .length = 0x200000 };
+    mfr_wire_pack_region(&m, buf);
+    g_assert_true(mfr_wire_unpack_region(buf, sizeof(buf), &lim, &out, NULL));
+    g_assert_cmpuint(out.length, ==, 0x200000);
 }
 
 static void test_u64_roundtrip(void)
@@ -728,7 +860,7 @@ static void test_pack_short_cap(void)
 {
     MfrBlockInfo b[2];
     MfrPacketHdr h = sample_packet(false);
-    uint8_t desc[2][16] = { { 0 } };
+    MfrBlocksReply reply = { .count = 2 };
     uint64_t d[2] = { 0 };
     uint8_t buf[256];
 
@@ -736,8 +868,7 @@ static void test_pack_short_cap(void)
     memset(buf, 0x5a, sizeof(buf));
     g_assert_cmpuint(mfr_wire_pack_blocks(b, 2, buf, 8 + 2 * 80 - 1), ==, 0);
     g_assert_cmpuint(mfr_wire_pack_blocks(b, MFR_MAX_BLOCKS + 1, buf, SIZE_MAX), ==, 0);
-    g_assert_cmpuint(mfr_wire_pack_blocks_reply((const uint8_t (*)[16])desc, 2, buf, 39), ==,
-                     0);
+    g_assert_cmpuint(mfr_wire_pack_blocks_reply(&reply, buf, 39), ==, 0);
     g_assert_cmpuint(mfr_wire_pack_complete(1, d, 2, buf, 31), ==, 0);
     g_assert_cmpuint(mfr_wire_pack_packet(&h, sample_offsets, buf, 48 + 3 * 8 - 1), ==, 0);
     h.normal_pages = UINT32_MAX;
@@ -800,6 +931,14 @@ static void blocks_add_third(uint8_t *buf, size_t *len)
     le_set(buf, 4, 3);
 }
 
+static void region_skip_chunk(uint8_t *buf, size_t *len)
+{
+    le_set(buf, 4, 1);
+    le_set(buf + 4, 4, 1);
+    le_set(buf + 8, 8, 0x200000);
+    le_set(buf + 16, 8, 0x200000);
+}
+
 static void sync_with_offset(uint8_t *buf, size_t *len)
 {
     le_set(buf + 48, 8, 0);
@@ -845,9 +984,11 @@ static const BadCase bad_cases[] = {
     { "ctrl/bad_version", MSG_CTRL, 4, 2, 0, 0, NULL,
       "control header: version 0, only version 1 is supported" },
     { "ctrl/bad_type_zero", MSG_CTRL, 6, 2, 0, 0, NULL,
-      "control header: type 0 outside 1..9" },
-    { "ctrl/bad_type_high", MSG_CTRL, 6, 2, 10, 0, NULL,
-      "control header: type 10 outside 1..9" },
+      "control header: type 0 outside 1..10" },
+    { "ctrl/bad_type_high", MSG_CTRL, 6, 2, 11, 0, NULL,
+      "control header: type 11 outside 1..10" },
+    { "ctrl/bad_length_for_region", MSG_CTRL, 6, 2, MFR_CTRL_REGION, 0, NULL,
+      "control header: REGION length 32 outside 40..40" },
     { "ctrl/bad_length_mismatch", MSG_CTRL, 8, 4, 0xffffffffu, 0, NULL,
       "control header: CAPS length 4294967295, but 32 body bytes follow" },
     { "ctrl/bad_length_short_body", MSG_CTRL, 0, 0, 0, -1, NULL,
@@ -940,8 +1081,55 @@ static const BadCase bad_cases[] = {
       "blocks reply: block count 0 outside 1..64" },
     { "blocks_reply/bad_len", MSG_BLOCKS_REPLY, 0, 0, 0, -1, NULL,
       "blocks reply: message length 39, expected 40 for 2 blocks" },
-    { "blocks_reply/bad_reserved", MSG_BLOCKS_REPLY, 4, 4, 0x80000000u, 0, NULL,
-      "blocks reply: reserved 0x80000000, must be 0" },
+    { "blocks_reply/bad_flags", MSG_BLOCKS_REPLY, 4, 4, 0x80000000u, 0, NULL,
+      "blocks reply: flags 0x80000000 has bits outside the known 0x00000001" },
+    { "blocks_reply/bad_flags_regions_extra", MSG_BLOCKS_REPLY_REGIONS, 4, 4, 3, 0, NULL,
+      "blocks reply: flags 0x00000003 has bits outside the known 0x00000001" },
+
+    /* blocks reply with chunk layouts (sample: 0x60000 x 3, 0x200000 x 2) */
+    { "blocks_reply/bad_chunk_size_zero", MSG_BLOCKS_REPLY_REGIONS, 8, 8, 0, 0, NULL,
+      "blocks reply: block 0 chunk size 0x0 is not a non-zero multiple of its page size "
+      "0x1000" },
+    { "blocks_reply/bad_chunk_size_unaligned", MSG_BLOCKS_REPLY_REGIONS, 8, 8, 0x60800, 0,
+      NULL, "blocks reply: block 0 chunk size 0x60800 is not a non-zero multiple of its page "
+      "size 0x1000" },
+    { "blocks_reply/bad_chunk_size_below_page", MSG_BLOCKS_REPLY_REGIONS, 24, 8, 0x100000, 0,
+      NULL, "blocks reply: block 1 chunk size 0x100000 is not a non-zero multiple of its page "
+      "size 0x200000" },
+    { "blocks_reply/bad_chunks_high", MSG_BLOCKS_REPLY_REGIONS, 16, 4, 4, 0, NULL,
+      "blocks reply: block 0 has 4 chunks, expected 3 for length 0x100000 in chunks of "
+      "0x60000" },
+    { "blocks_reply/bad_chunks_zero", MSG_BLOCKS_REPLY_REGIONS, 32, 4, 0, 0, NULL,
+      "blocks reply: block 1 has 0 chunks, expected 2 for length 0x400000 in chunks of "
+      "0x200000" },
+    { "blocks_reply/bad_layout_reserved", MSG_BLOCKS_REPLY_REGIONS, 36, 4, 1, 0, NULL,
+      "blocks reply: block 1 layout reserved 0x00000001, must be 0" },
+
+    /* region (sample: block 0 chunk 2 at 0xc0000, 0x40000 bytes; chunks 0-1 received) */
+    { "region/bad_len_short", MSG_REGION, 0, 0, 0, -1, NULL,
+      "region: message length 39, expected 40" },
+    { "region/bad_len_long", MSG_REGION, 0, 0, 0, 1, NULL,
+      "region: message length 41, expected 40" },
+    { "region/bad_block", MSG_REGION, 0, 4, 2, 0, NULL,
+      "region: block 2 not below block count 2" },
+    { "region/bad_block_huge", MSG_REGION, 0, 4, UINT32_MAX, 0, NULL,
+      "region: block 4294967295 not below block count 2" },
+    { "region/bad_chunk_beyond", MSG_REGION, 4, 4, 3, 0, NULL,
+      "region: chunk 3 of block 0 not below its 3 chunks" },
+    { "region/bad_chunk_huge", MSG_REGION, 4, 4, UINT32_MAX, 0, NULL,
+      "region: chunk 4294967295 of block 0 not below its 3 chunks" },
+    { "region/bad_duplicate", MSG_REGION, 4, 4, 1, 0, NULL,
+      "region: chunk 1 of block 0 received twice" },
+    { "region/bad_out_of_order", MSG_REGION, 0, 0, 0, 0, region_skip_chunk,
+      "region: chunk 1 of block 1 out of order, expected chunk 0" },
+    { "region/bad_offset", MSG_REGION, 8, 8, 0xc1000, 0, NULL,
+      "region: chunk 2 of block 0 at offset 0xc1000, expected 0xc0000" },
+    { "region/bad_offset_huge", MSG_REGION, 8, 8, UINT64_MAX, 0, NULL,
+      "region: chunk 2 of block 0 at offset 0xffffffffffffffff, expected 0xc0000" },
+    { "region/bad_length_whole_chunk", MSG_REGION, 16, 8, 0x60000, 0, NULL,
+      "region: chunk 2 of block 0 length 0x60000, expected 0x40000" },
+    { "region/bad_length_zero", MSG_REGION, 16, 8, 0, 0, NULL,
+      "region: chunk 2 of block 0 length 0x0, expected 0x40000" },
 
     /* u64 */
     { "u64/bad_len", MSG_U64, 0, 0, 0, -8, NULL, "u64 body: message length 0, expected 8" },
@@ -1224,6 +1412,10 @@ int main(int argc, char **argv)
     g_test_add_func("/wire/caps/roundtrip", test_caps_roundtrip);
     g_test_add_func("/wire/blocks/roundtrip", test_blocks_roundtrip);
     g_test_add_func("/wire/blocks_reply/roundtrip", test_blocks_reply_roundtrip);
+    g_test_add_func("/wire/blocks_reply/regions_layout", test_blocks_reply_regions_layout);
+    g_test_add_func("/wire/blocks_reply/bad_too_many_chunks",
+                    test_blocks_reply_bad_too_many_chunks);
+    g_test_add_func("/wire/region/layout", test_region_layout);
     g_test_add_func("/wire/u64/roundtrip", test_u64_roundtrip);
     g_test_add_func("/wire/complete/roundtrip", test_complete_roundtrip);
     g_test_add_func("/wire/complete/roundtrip_no_digests", test_complete_roundtrip_no_digests);
