@@ -29,6 +29,7 @@ struct MfrControl {
 static char wake_marker;
 
 #define MFR_CONTROL_TICK_MS 50
+#define MFR_CONTROL_KEEPALIVE_MAX_MS 250
 
 const char *mfr_ctrl_type_str(MfrCtrlType t)
 {
@@ -138,7 +139,10 @@ static gpointer control_reader(gpointer opaque)
     /* short receive ticks: failure and stop are noticed within one tick, so the session can
      * close this channel gracefully (our last ERROR or reply still gets delivered) instead
      * of shutting it down under an unacknowledged message */
-    int keepalive_ms = MAX(50, (int)c->timeout_ms / 4);
+    /* The peer judges our silence by its own timeout, which it never tells us: keepalives
+     * at most MFR_CONTROL_KEEPALIVE_MAX_MS apart keep any peer timeout of 1 s or more happy,
+     * whatever ours is (a 16-byte message every 250 ms costs nothing). */
+    int keepalive_ms = MAX(50, MIN((int)c->timeout_ms / 4, MFR_CONTROL_KEEPALIVE_MAX_MS));
     int tick_ms = MIN(keepalive_ms, MFR_CONTROL_TICK_MS);
     gint64 last_rx = g_get_monotonic_time();
     uint32_t rx_seq = 0;

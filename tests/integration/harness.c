@@ -164,6 +164,9 @@ static bool tdest_alloc(void *opaque, const char *name, uint64_t length, uint32_
                         void **host, GError **error)
 {
     TDest *t = opaque;
+    if (t->alloc_delay_ms) {
+        g_usleep(t->alloc_delay_ms * 1000ull);
+    }
     *host = tmap(length);
     g_assert_cmpuint(t->nmaps, <, G_N_ELEMENTS(t->maps));
     t->maps[t->nmaps] = *host;
@@ -211,6 +214,7 @@ TDest *tdest_start_opts(const char *uri, const uint8_t token[16], const TDestOpt
     cfg.uri = uri;
     memcpy(cfg.token, token, 16);
     TDest *t = g_new0(TDest, 1);
+    t->alloc_delay_ms = o->alloc_delay_ms;
     cfg.alloc_block = tdest_alloc;
     cfg.alloc_opaque = t;
     cfg.memory_zeroed = true;

@@ -48,6 +48,7 @@ typedef struct {
     void *maps[4];            /* blocks allocated on announce */
     uint64_t map_len[4];
     unsigned nmaps;
+    unsigned alloc_delay_ms;  /* each block allocation takes this long (a slow hypervisor) */
 } TDest;
 
 /* Destination on uri (port 0), allocating blocks on announce (fresh zeroed mmap). */
@@ -58,6 +59,7 @@ typedef struct {
     uint64_t registration_chunk;   /* 0: default */
     unsigned registration_threads; /* 0: default */
     unsigned register_delay_ms;    /* every chunk registers this much slower */
+    unsigned alloc_delay_ms;       /* every block allocation takes this long */
     bool inject_register_failure;  /* chunk inject_chunk of block inject_block fails */
     unsigned inject_block;
     uint32_t inject_chunk;

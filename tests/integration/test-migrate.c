@@ -90,6 +90,26 @@ static void trun(const TCase *tc, TGuest *g, MfrSourceConfig *cfg_in, TResult *r
     trun_opts(tc, g, cfg_in, r, compare, NULL);
 }
 
+/* Timeouts differ per side and are never exchanged: a source with a 1 s timeout must not
+ * take a destination on the default 5 s for dead while that one is busy allocating its
+ * blocks (1.5 s here) and has nothing to say but keepalives. */
+static void test_timeouts_differ(gconstpointer data)
+{
+    const TCase *tc = data;
+    TGuest *g = tguest_new(1, tc->size, 4);
+    MfrSourceConfig cfg;
+    tsource_config(&cfg, NULL, NULL, 2);
+    cfg.timeout_ms = 1000;
+    TDestOpts o = { .alloc_delay_ms = 1500 }; /* destination timeout: the default 5000 */
+    TResult r = { 0 };
+    trun_opts(tc, g, &cfg, &r, true, &o);
+    g_assert_no_error(r.err);
+    g_assert_true(r.st.verified);
+    g_assert_cmpfloat(r.st.setup_ms, >=, 1500);
+    tresult_clear(&r);
+    tguest_free(g);
+}
+
 static void test_idle(gconstpointer data)
 {
     const TCase *tc = data;
@@ -458,6 +478,11 @@ int main(int argc, char **argv)
         g_test_add_data_func(path, tc, fn);                                                \
     } while (0)
         ADD("idle", test_idle);
+        if (tc != &rdma) {
+            /* keepalive timing is the control reader's, the same on every transport; the
+             * 1 s timeout would be at the mercy of the VM's scheduling over rdma */
+            ADD("timeouts_differ", test_timeouts_differ);
+        }
         ADD("channels1", test_channels1);
         ADD("channels8", test_channels8);
         ADD("dirty", test_dirty);
