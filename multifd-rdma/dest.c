@@ -104,6 +104,10 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
         return NULL;
     }
+    if (!mfr_rdma_knobs_check("destination", cfg->registration_threads, cfg->rc_retry,
+                              cfg->rc_timeout, error)) {
+        return NULL;
+    }
     g_autofree char *host = NULL, *port = NULL;
     GError *xerr = NULL;
     const XpOps *ops = xp_uri_parse(cfg->uri, &host, &port, &xerr);

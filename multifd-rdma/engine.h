@@ -53,6 +53,11 @@ bool mfr_fail_echo(MfrFail *f, GError *err);
  * local cause, it is reported at once. */
 void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail);
 
+/* Range checks of the rdma knobs both configs share (MFR_ERROR_USAGE naming side and value);
+ * the transport would otherwise clamp them silently. */
+bool mfr_rdma_knobs_check(const char *side, unsigned registration_threads, unsigned rc_retry,
+                          unsigned rc_timeout, GError **error);
+
 /* ---------- registration (register.c) ---------- */
 
 #define MFR_REGISTER_MAX_THREADS 16u

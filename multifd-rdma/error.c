@@ -137,6 +137,29 @@ const char *mfr_phase_str(MfrPhase p)
     return "?";
 }
 
+bool mfr_rdma_knobs_check(const char *side, unsigned registration_threads, unsigned rc_retry,
+                          unsigned rc_timeout, GError **error)
+{
+    if (registration_threads > MFR_REGISTER_MAX_THREADS) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: %u registration threads, allowed 0 (one per CPU)..%u", side,
+                    registration_threads, MFR_REGISTER_MAX_THREADS);
+        return false;
+    }
+    if (rc_retry > 7) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: RC retry count %u, allowed 0 (default 7)..7", side, rc_retry);
+        return false;
+    }
+    if (rc_timeout > 31) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: RC ACK timeout exponent %u, allowed 0 (rdma_cm's default)..31", side,
+                    rc_timeout);
+        return false;
+    }
+    return true;
+}
+
 void mfr_source_config_init(MfrSourceConfig *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));

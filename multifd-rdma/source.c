@@ -104,6 +104,10 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
                     "source: dirty tracking needs harvest() and stop()");
         return NULL;
     }
+    if (!mfr_rdma_knobs_check("source", cfg->registration_threads, cfg->rc_retry,
+                              cfg->rc_timeout, error)) {
+        return NULL;
+    }
     unsigned ppp = cfg->pages_per_packet ? cfg->pages_per_packet : 128;
     if (ppp > MFR_MAX_PAGES_PER_PACKET) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,

@@ -110,6 +110,45 @@ static void test_timeouts_differ(gconstpointer data)
     tguest_free(g);
 }
 
+/* Out-of-range rdma knobs are refused by the constructors, not clamped by the transport. */
+static void test_bad_config(void)
+{
+    TGuest *g = tguest_new(1, 1 << 20, 9);
+    struct {
+        unsigned threads, retry, timeout;
+        const char *src, *dst;
+    } bad[] = {
+        { 17, 0, 0, "source: 17 registration threads, allowed 0 (one per CPU)..16",
+          "destination: 17 registration threads, allowed 0 (one per CPU)..16" },
+        { 0, 8, 0, "source: RC retry count 8, allowed 0 (default 7)..7",
+          "destination: RC retry count 8, allowed 0 (default 7)..7" },
+        { 0, 0, 32, "source: RC ACK timeout exponent 32, allowed 0 (rdma_cm's default)..31",
+          "destination: RC ACK timeout exponent 32, allowed 0 (rdma_cm's default)..31" },
+    };
+    for (unsigned i = 0; i < G_N_ELEMENTS(bad); i++) {
+        MfrSourceConfig sc;
+        tsource_config(&sc, "tcp:127.0.0.1:1", NULL, 1);
+        sc.registration_threads = bad[i].threads;
+        sc.rc_retry = bad[i].retry;
+        sc.rc_timeout = bad[i].timeout;
+        g_autoptr(GError) err = NULL;
+        g_assert_null(mfr_source_new(&sc, g->block, 1, &tguest_dirty_ops, g, &err));
+        g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
+        g_assert_cmpstr(err->message, ==, bad[i].src);
+        MfrDestConfig dc;
+        mfr_dest_config_init(&dc);
+        dc.uri = "tcp:127.0.0.1:0";
+        dc.registration_threads = bad[i].threads;
+        dc.rc_retry = bad[i].retry;
+        dc.rc_timeout = bad[i].timeout;
+        g_autoptr(GError) derr = NULL;
+        g_assert_null(mfr_dest_new(&dc, &derr));
+        g_assert_error(derr, MFR_ERROR, MFR_ERROR_USAGE);
+        g_assert_cmpstr(derr->message, ==, bad[i].dst);
+    }
+    tguest_free(g);
+}
+
 static void test_idle(gconstpointer data)
 {
     const TCase *tc = data;
@@ -496,6 +535,9 @@ int main(int argc, char **argv)
             ADD("pipelined", test_pipelined);
         }
 #undef ADD
+    }
+    if (!rdma_only) {
+        g_test_add_func("/migrate/bad_config", test_bad_config);
     }
     const char *addr6 = xp_ops_lookup("rdma") ? g_getenv("MFR_TEST_RDMA_ADDR6") : NULL;
     if (addr && addr6 && *addr6) {
