@@ -68,7 +68,7 @@ typedef struct {
     const MfrRamBlock *blocks;
     unsigned nblocks;
     uint32_t access;    /* XP_REGION_* */
-    bool prefault;      /* populate the blocks first (fresh destination memory) */
+    bool prefault;      /* chunked registration: populate each chunk first (fresh memory) */
     unsigned threads;   /* 0: one per online CPU */
     unsigned channels;  /* data channels, for the up-front pinning budget */
     const char *side;   /* "source" / "destination", to prefix errors */
@@ -81,15 +81,17 @@ typedef struct {
     unsigned threads;
 } MfrRegisterResult;
 
-/* Threads mfr_register_blocks() will use for this much work. */
-unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t bytes,
-                              bool prefault);
+/* Threads mfr_register_blocks() will use: requested (0 = one per online CPU), never more
+ * than there are blocks, at most MFR_REGISTER_MAX_THREADS. */
+unsigned mfr_register_threads(unsigned requested, unsigned nblocks);
 /* The transport's pinning budget for all blocks at once (and the channels' buffers), so a
  * session fails before it pins anything, naming the total it needs. */
 bool mfr_register_budget(const MfrRegisterJob *job, GError **error);
-/* Checks the transport's pinning budget for all blocks at once, then registers every block
- * (regions[i] for blocks[i], NULL-initialised by the caller; on failure the ones registered
- * stay there for the caller's cleanup). res is filled on success and failure. */
+/* Checks the transport's pinning budget for all blocks at once, then registers every block,
+ * block-parallel, as it is (memory already backed: the source's guest RAM; job->prefault
+ * must be false). regions[i] for blocks[i], NULL-initialised by the caller; on failure the
+ * ones registered stay there for the caller's cleanup. res is filled on success and
+ * failure. */
 bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
                          GError **error);
 

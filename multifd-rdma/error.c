@@ -66,19 +66,25 @@ void mfr_fail_propagate(MfrFail *f, GError **error)
     g_mutex_unlock(&f->lock);
 }
 
-bool mfr_fail_echo(MfrFail *f, GError *err)
+/* Gives the peer's report of the same failure up to 500 ms to arrive first. */
+static void fail_grace(MfrFail *f)
 {
     for (int i = 0; i < 50 && !mfr_failed(f); i++) {
         g_usleep(10 * 1000);
     }
+}
+
+bool mfr_fail_echo(MfrFail *f, GError *err)
+{
+    fail_grace(f);
     return mfr_fail_set(f, err);
 }
 
 void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail)
 {
     /* a detail (e.g. an error completion) is a cause found here, never an echo: no wait */
-    for (int i = 0; i < 50 && !detail && !mfr_failed(f); i++) {
-        g_usleep(10 * 1000);
+    if (!detail) {
+        fail_grace(f);
     }
     mfr_fail(f, MFR_ERROR_TRANSPORT, "%s: %s", what,
              detail ? detail : err == -EPIPE ? "connection closed by peer" : g_strerror(-err));

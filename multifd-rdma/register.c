@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Registration of a side's RAM blocks with its transport domain, in parallel threads. Pinning
- * fresh memory is first touch (page allocation and zeroing), the dominant setup cost, so the
- * destination first populates its blocks in chunks spread over the threads, then every
- * thread registers whole blocks, which then only walks present pages.
+ * Registration of a side's RAM blocks with its transport domain, in parallel threads: the
+ * source's blocks whole and at once (its guest RAM is backed already), the destination's in
+ * chunks in the background, each populated first (pinning fresh memory is first touch, the
+ * dominant setup cost) and announced as soon as it is registered.
  */
 #include "engine.h"
 
@@ -15,38 +15,15 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-/* Big enough that a chunk's madvise() dwarfs the hand-out, small enough to balance 2-8
- * threads over one large block. */
-#define MFR_PREFAULT_CHUNK (64ull << 20)
-
 typedef struct {
     const MfrRegisterJob *job;
     XpRegion **regions;
-    uint64_t nchunks;
-    atomic_uint_fast64_t next_chunk; /* work hand-out; relaxed: each index is taken once */
-    atomic_uint next_block;
+    atomic_uint next_block;           /* work hand-out; relaxed: each index is taken once */
     atomic_bool failed;               /* stop handing out work after the first error */
     GMutex lock;
     GError *first;                    /* under lock */
     double helper_cpu_s;              /* under lock: CPU of the threads other than the caller */
 } MfrRegisterRun;
-
-/* Chunk c of the concatenation of all blocks: block index and byte range. */
-static bool register_chunk(const MfrRegisterJob *job, uint64_t c, unsigned *block,
-                           uint64_t *off, uint64_t *len)
-{
-    for (unsigned b = 0; b < job->nblocks; b++) {
-        uint64_t n = (job->blocks[b].length + MFR_PREFAULT_CHUNK - 1) / MFR_PREFAULT_CHUNK;
-        if (c < n) {
-            *block = b;
-            *off = c * MFR_PREFAULT_CHUNK;
-            *len = MIN(MFR_PREFAULT_CHUNK, job->blocks[b].length - *off);
-            return true;
-        }
-        c -= n;
-    }
-    return false;
-}
 
 static void register_fail(MfrRegisterRun *run, GError *err)
 {
@@ -58,24 +35,6 @@ static void register_fail(MfrRegisterRun *run, GError *err)
     g_mutex_unlock(&run->lock);
     atomic_store(&run->failed, true);
     g_clear_error(&err);
-}
-
-static gpointer register_worker(gpointer opaque)
-{
-    MfrRegisterRun *run = opaque;
-    const MfrRegisterJob *job = run->job;
-    for (;;) {
-        uint64_t c = atomic_fetch_add_explicit(&run->next_chunk, 1, memory_order_relaxed);
-        unsigned b;
-        uint64_t off, len;
-        if (c >= run->nchunks || atomic_load(&run->failed) ||
-            !register_chunk(job, c, &b, &off, &len)) {
-            break;
-        }
-        /* Best effort: before Linux 5.14 (EINVAL) registration faults the pages itself. */
-        (void)madvise((uint8_t *)job->blocks[b].host + off, len, MADV_POPULATE_WRITE);
-    }
-    return NULL;
 }
 
 static gpointer register_block_worker(gpointer opaque)
@@ -136,19 +95,21 @@ static void register_parallel(MfrRegisterRun *run, unsigned threads, GThreadFunc
     }
 }
 
-unsigned mfr_register_threads(unsigned requested, unsigned nblocks, uint64_t bytes,
-                              bool prefault)
+/* requested, or one per online CPU; at most MFR_REGISTER_MAX_THREADS */
+static unsigned register_cpu_threads(unsigned requested)
 {
     unsigned n = requested;
     if (n == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 0 ? (unsigned)cpus : 1;
     }
-    /* more threads than pieces of work only cost thread start-ups */
-    uint64_t work = prefault ? (bytes + MFR_PREFAULT_CHUNK - 1) / MFR_PREFAULT_CHUNK : nblocks;
-    work = MAX(work, (uint64_t)nblocks);
-    n = (unsigned)MIN((uint64_t)n, MAX(work, 1));
     return MIN(n, MFR_REGISTER_MAX_THREADS);
+}
+
+unsigned mfr_register_threads(unsigned requested, unsigned nblocks)
+{
+    /* more threads than blocks only cost thread start-ups */
+    return MIN(register_cpu_threads(requested), MAX(nblocks, 1u));
 }
 
 bool mfr_register_budget(const MfrRegisterJob *job, GError **error)
@@ -173,24 +134,15 @@ bool mfr_register_budget(const MfrRegisterJob *job, GError **error)
 bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
                          GError **error)
 {
+    g_return_val_if_fail(!job->prefault, false); /* populating is the chunked path's */
     double t0 = mfr_now_s(), cpu0 = mfr_thread_cpu_s();
-    uint64_t bytes = 0;
-    for (unsigned b = 0; b < job->nblocks; b++) {
-        bytes += job->blocks[b].length;
-    }
     if (!mfr_register_budget(job, error)) {
         return false;
     }
-    unsigned threads = mfr_register_threads(job->threads, job->nblocks, bytes, job->prefault);
+    unsigned threads = mfr_register_threads(job->threads, job->nblocks);
     MfrRegisterRun run = { .job = job, .regions = regions };
     g_mutex_init(&run.lock);
-    if (job->prefault) {
-        for (unsigned b = 0; b < job->nblocks; b++) {
-            run.nchunks += (job->blocks[b].length + MFR_PREFAULT_CHUNK - 1) / MFR_PREFAULT_CHUNK;
-        }
-        register_parallel(&run, threads, register_worker);
-    }
-    register_parallel(&run, MIN(threads, MAX(job->nblocks, 1u)), register_block_worker);
+    register_parallel(&run, threads, register_block_worker);
     g_mutex_clear(&run.lock);
     res->ms = (mfr_now_s() - t0) * 1000;
     res->helper_cpu_s = run.helper_cpu_s;
@@ -210,12 +162,7 @@ bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegis
 
 unsigned mfr_register_chunk_threads(unsigned requested)
 {
-    unsigned n = requested;
-    if (n == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cpus > 0 ? (unsigned)cpus : 1;
-    }
-    return MIN(n, MFR_REGISTER_MAX_THREADS);
+    return register_cpu_threads(requested);
 }
 
 void mfr_chunk_map_init(MfrChunkMap *m, const MfrRamBlock *blocks, unsigned n,
@@ -300,7 +247,7 @@ static gpointer chunk_worker(gpointer opaque)
         uint64_t len = MIN(l->chunk_size, base->blocks[b].length - off);
         uint8_t *addr = (uint8_t *)base->blocks[b].host + off;
         if (base->prefault) {
-            /* As in register_worker(): best effort, registration faults what is left. In
+            /* Best effort: before Linux 5.14 (EINVAL) registration faults the pages itself. In
              * pieces, because populating holds the process's mmap lock for reading: a long
              * call would stall every mmap() meanwhile, e.g. the buffers of a channel being
              * accepted, and with them the start of the migration this overlaps with. */

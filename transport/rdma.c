@@ -749,11 +749,27 @@ static int rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, ui
     return 0;
 }
 
+/* Test seams, checked on every message: a plain load first, so the data path pays no
+ * atomic read-modify-write (and no cache-line ownership) while no fault is pending. */
+static int rdma_take_fault(RdmaChannel *ch)
+{
+    if (atomic_load_explicit(&ch->inject, memory_order_relaxed) == 0) {
+        return 0;
+    }
+    return atomic_exchange(&ch->inject, 0);
+}
+
+static bool rdma_take_bad_rkey(RdmaChannel *ch)
+{
+    return atomic_load_explicit(&ch->inject_bad_rkey, memory_order_relaxed) &&
+           atomic_exchange(&ch->inject_bad_rkey, false);
+}
+
 static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
                          unsigned nsegs)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
-    int inj = atomic_exchange(&ch->inject, 0);
+    int inj = rdma_take_fault(ch);
     if (inj) {
         return -inj;
     }
@@ -772,7 +788,7 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
         seg_bytes += segs[i].len;
     }
     /* test seam: a wrong rkey makes the peer's device refuse the WRITE (remote access error) */
-    uint32_t rkey_xor = nsegs && atomic_exchange(&ch->inject_bad_rkey, false) ? 0x5a5a5a5au : 0;
+    uint32_t rkey_xor = nsegs && rdma_take_bad_rkey(ch) ? 0x5a5a5a5au : 0;
     g_mutex_lock(&ch->lock);
     int ret = rdma_send_check(ch);
     for (unsigned i = 0; ret == 0 && i < nsegs; i++) {
@@ -827,7 +843,7 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
 static int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout_ms)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
-    int inj = atomic_exchange(&ch->inject, 0);
+    int inj = rdma_take_fault(ch);
     if (inj) {
         return -inj;
     }

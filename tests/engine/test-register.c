@@ -139,7 +139,7 @@ static MfrRegisterJob job_for(FakeDom *d, const Ram *r, unsigned threads)
 {
     return (MfrRegisterJob){ .ops = &fake_ops, .dom = &d->base, .blocks = r->blocks,
                              .nblocks = r->n, .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL,
-                             .prefault = true, .threads = threads, .channels = 4,
+                             .prefault = false, .threads = threads, .channels = 4,
                              .side = "destination" };
 }
 
@@ -232,14 +232,12 @@ static void test_bad_block(void)
 
 static void test_threads(void)
 {
-    /* 0 = one per CPU, never more than pieces of work, capped */
-    g_assert_cmpuint(mfr_register_threads(3, 1, 1 << 20, false), ==, 1);
-    g_assert_cmpuint(mfr_register_threads(3, 5, 1 << 20, false), ==, 3);
-    g_assert_cmpuint(mfr_register_threads(4, 1, 1ull << 30, true), ==, 4); /* 16 chunks */
-    g_assert_cmpuint(mfr_register_threads(4, 1, 100ull << 20, true), ==, 2); /* 2 chunks */
-    g_assert_cmpuint(mfr_register_threads(64, 64, 64ull << 30, true), ==,
-                     MFR_REGISTER_MAX_THREADS);
-    g_assert_cmpuint(mfr_register_threads(0, 64, 64ull << 30, true), >=, 1);
+    /* 0 = one per CPU, never more than blocks, capped */
+    g_assert_cmpuint(mfr_register_threads(3, 1), ==, 1);
+    g_assert_cmpuint(mfr_register_threads(3, 5), ==, 3);
+    g_assert_cmpuint(mfr_register_threads(64, 64), ==, MFR_REGISTER_MAX_THREADS);
+    g_assert_cmpuint(mfr_register_threads(0, 64), >=, 1);
+    g_assert_cmpuint(mfr_register_chunk_threads(64), ==, MFR_REGISTER_MAX_THREADS);
 }
 
 /* ---------- chunks in the background (pipelined registration) ---------- */
