@@ -347,6 +347,45 @@ static void test_cm_reject_private_data(void)
     vb_cm_id_free(ev.new_id);
 }
 
+static XpDomain *domain_new(void);
+
+/* The transport's own refusal (a hello it cannot parse) reaches the connector with its
+ * reason, like the engine's refusals, instead of an empty reject. */
+static void test_xp_bad_hello_reason(void)
+{
+    if (!need_addr()) {
+        return;
+    }
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpDomain) dom = domain_new();
+    g_autoptr(XpListener) l = xp_rdma_ops.listen(dom, test_addr(), "0", &err);
+    g_assert_no_error(err);
+    g_autofree char *host = NULL, *port = NULL;
+    g_assert_true(xp_uri_parse(xp_rdma_ops.listener_uri(l), &host, &port, &err));
+    /* mark 1 (length in the last byte) with a length of 255: malformed */
+    uint8_t pdata[XP_HELLO_MAX];
+    memset(pdata, 0xff, sizeof(pdata));
+    CmConnectJob j = { .host = host, .port = port, .pdata = pdata, .len = sizeof(pdata) };
+    GThread *t = g_thread_new("cm-connect", cm_connect_thread, &j);
+    uint8_t hello[XP_HELLO_MAX];
+    size_t hlen = sizeof(hello);
+    g_assert_null(xp_rdma_ops.accept(l, 3000, hello, &hlen, &err));
+    g_assert_error(err, XP_ERROR, XP_ERROR_TIMEOUT); /* refused, and went on listening */
+    g_thread_join(t);
+    g_assert_error(j.err, VB_ERROR, VB_ERROR_REJECTED);
+    g_assert_cmpuint(j.rej.private_len, >=, 4);
+    const uint8_t status_le1[4] = { 1, 0, 0, 0 };
+    g_assert_cmpmem(j.rej.private_data, 4, status_le1, 4);
+    g_autofree char *reason = g_strndup((const char *)j.rej.private_data + 4,
+                                        j.rej.private_len - 4);
+    g_assert_true(g_str_has_prefix(reason, "malformed hello ("));
+    g_assert_nonnull(strstr(reason, " bytes of private data, mark 1)"));
+    const char *const want[] = { "*: refusing *: malformed hello (*, mark 1)", NULL };
+    expect_warnings(want);
+    g_clear_error(&j.err);
+    vb_cm_id_free(j.id);
+}
+
 static void test_cm_bad_unreachable(void)
 {
     if (!need_addr()) {
@@ -872,6 +911,7 @@ int main(int argc, char **argv)
     g_test_add_func("/rdma/xp/throughput", test_throughput);
     g_test_add_func("/rdma/xp/connect_bad_overrides", test_connect_bad_overrides);
     g_test_add_func("/rdma/xp/rc_params", test_rc_params);
+    g_test_add_func("/rdma/xp/bad_hello_reason", test_xp_bad_hello_reason);
     int rc = g_test_run();
     g_ptr_array_unref(warnings);
     return rc;
