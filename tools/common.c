@@ -352,7 +352,7 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
     }
 }
 
-static bool check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
+bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
 {
     if (v < lo || v > hi) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "%s: %d is out of range (%d..%d)",
@@ -385,17 +385,17 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
         }
         go->dirty_rate_mbps = r;
     }
-    if (!check_range("--channels", a->channels, 1, 64, error) ||
-        !check_range("--blocks", a->blocks, 1, 64, error) ||
-        !check_range("--writers", a->writers, 1, 64, error) ||
-        !check_range("--downtime", a->downtime_ms, 1, 3600 * 1000, error) ||
-        !check_range("--max-rounds", a->max_rounds, 1, 1000000, error) ||
-        !check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error) ||
-        !check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
-        !check_range("--gid-index", a->gid_index, -1, 65535, error) ||
-        !check_range("--registration-threads", a->registration_threads, 0, 16, error) ||
-        !check_range("--rc-retry", a->rc_retry, 0, 7, error) ||
-        !check_range("--rc-timeout", a->rc_timeout, 0, 31, error)) {
+    if (!tool_check_range("--channels", a->channels, 1, 64, error) ||
+        !tool_check_range("--blocks", a->blocks, 1, 64, error) ||
+        !tool_check_range("--writers", a->writers, 1, 64, error) ||
+        !tool_check_range("--downtime", a->downtime_ms, 1, 3600 * 1000, error) ||
+        !tool_check_range("--max-rounds", a->max_rounds, 1, 1000000, error) ||
+        !tool_check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error) ||
+        !tool_check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
+        !tool_check_range("--gid-index", a->gid_index, -1, 65535, error) ||
+        !tool_check_range("--registration-threads", a->registration_threads, 0, 16, error) ||
+        !tool_check_range("--rc-retry", a->rc_retry, 0, 7, error) ||
+        !tool_check_range("--rc-timeout", a->rc_timeout, 0, 31, error)) {
         return false;
     }
     uint64_t page = a->hugetlb ? (2u << 20) : 4096u;

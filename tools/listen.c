@@ -77,30 +77,15 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     if (!token) {
         tool_random_token(cfg.token);
     }
-    if (timeout_ms < 1) {
-        return tool_usage_error("listen", "--timeout: %d is out of range (1..%d)", timeout_ms,
-                                G_MAXINT);
-    }
-    if (rdma_port < 0 || rdma_port > 255) {
-        return tool_usage_error("listen", "--rdma-port: %d is out of range (0..255)", rdma_port);
-    }
-    if (gid_index < -1 || gid_index > 65535) {
-        return tool_usage_error("listen", "--gid-index: %d is out of range (-1..65535)",
-                                gid_index);
-    }
-    if (reg_threads < 0 || reg_threads > 16) {
-        return tool_usage_error("listen", "--registration-threads: %d is out of range (0..16)",
-                                reg_threads);
-    }
-    if (rc_retry < 0 || rc_retry > 7) {
-        return tool_usage_error("listen", "--rc-retry: %d is out of range (0..7)", rc_retry);
-    }
     uint64_t chunk = 0;
-    if (reg_chunk && !tool_parse_size("--registration-chunk", reg_chunk, &chunk, &error)) {
+    if (!tool_check_range("--timeout", timeout_ms, 1, G_MAXINT, &error) ||
+        !tool_check_range("--rdma-port", rdma_port, 0, 255, &error) ||
+        !tool_check_range("--gid-index", gid_index, -1, 65535, &error) ||
+        !tool_check_range("--registration-threads", reg_threads, 0, 16, &error) ||
+        !tool_check_range("--rc-retry", rc_retry, 0, 7, &error) ||
+        !tool_check_range("--rc-timeout", rc_timeout, 0, 31, &error) ||
+        (reg_chunk && !tool_parse_size("--registration-chunk", reg_chunk, &chunk, &error))) {
         return tool_usage_error("listen", "%s", error->message);
-    }
-    if (rc_timeout < 0 || rc_timeout > 31) {
-        return tool_usage_error("listen", "--rc-timeout: %d is out of range (0..31)", rc_timeout);
     }
 
     FILE *info = json ? stderr : stdout;

@@ -71,6 +71,8 @@ bool tool_parse(GOptionContext *ctx, const char *cmd, int *argc, char ***argv);
 int tool_usage_error(const char *cmd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **error);
+/* MFR_ERROR_USAGE "OPT: V is out of range (LO..HI)" unless lo <= v <= hi. */
+bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error);
 bool tool_parse_token(const char *text, uint8_t token[16], GError **error);
 void tool_random_token(uint8_t token[16]);
 char *tool_token_hex(const uint8_t token[16]);
