@@ -61,8 +61,9 @@ struct MfrSendChannel {
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
 };
 
+/* Takes ownership of xp (closed on failure); starts the channel's thread. */
 MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
-                                     sem_t *ready);
+                                     sem_t *ready, GError **error);
 /* Swap *batch with the channel's spare batch and wake it. The channel must be idle. */
 void mfr_send_channel_hand(MfrSendChannel *c, MfrBatch **batch);
 /* The first idle channel at or after *rr, wrapping; *rr moves past it so that the next pick,
@@ -121,8 +122,9 @@ struct MfrRecvChannel {
     struct iovec iov[MFR_MAX_PAGES_PER_PACKET];
 };
 
+/* Takes ownership of xp (closed on failure); starts the channel's thread. */
 MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
-                                     MfrSyncFn sync, void *sync_opaque);
+                                     MfrSyncFn sync, void *sync_opaque, GError **error);
 /* The iovecs a packet's data pages land through (recv.c): pages adjacent in memory share one,
  * so they match the sender's segments one for one. Returns the iovec count. */
 unsigned mfr_recv_packet_layout(uint8_t *host, uint32_t page_size, const uint64_t *offsets,

@@ -223,7 +223,8 @@ static gpointer control_reader(gpointer opaque)
     return NULL;
 }
 
-MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side)
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side,
+                            GError **error)
 {
     MfrControl *c = g_new0(MfrControl, 1);
     c->ch = ch;
@@ -234,7 +235,14 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
     c->queue = g_async_queue_new();
     g_mutex_init(&c->send_lock);
     atomic_init(&c->last_tx_us, g_get_monotonic_time());
-    c->reader = g_thread_new("mfr-control", control_reader, c);
+    GError *terr = NULL;
+    c->reader = xp_thread_new("mfr-control", control_reader, c, &terr);
+    if (!c->reader) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "%s: %s", c->side, terr->message);
+        g_error_free(terr);
+        mfr_control_free(c);
+        return NULL;
+    }
     return c;
 }
 

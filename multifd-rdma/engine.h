@@ -7,6 +7,7 @@
 
 #include "mfrdma.h"
 #include "state.h"
+#include "thread.h"
 #include "wire.h"
 #include "xp.h"
 
@@ -159,10 +160,11 @@ typedef struct {
 
 typedef struct MfrControl MfrControl;
 
-/* Takes ownership of ch. The reader thread starts at once: it answers keepalives, turns
- * ERROR/CANCEL from the peer and silence longer than timeout_ms into failures of f, and
- * queues every other message for mfr_control_recv(). */
-MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side);
+/* Takes ownership of ch (closed on failure). The reader thread starts at once: it answers
+ * keepalives, turns ERROR/CANCEL from the peer and silence longer than timeout_ms into
+ * failures of f, and queues every other message for mfr_control_recv(). */
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side,
+                            GError **error);
 /* The owner's session state; mfr_control_recv() refuses messages it does not accept. Read
  * only by the thread that calls mfr_control_recv(), which is the one that moves it. */
 void mfr_control_track_state(MfrControl *c, const MfrState *state);

@@ -168,7 +168,7 @@ static gpointer recv_channel_thread(gpointer opaque)
 /* ---------- lifetime ---------- */
 
 MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
-                                     MfrSyncFn sync, void *sync_opaque)
+                                     MfrSyncFn sync, void *sync_opaque, GError **error)
 {
     MfrRecvChannel *c = g_new0(MfrRecvChannel, 1);
     c->index = index;
@@ -178,7 +178,15 @@ MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRam
     c->sync_opaque = sync_opaque;
     c->round = 1;
     g_autofree char *name = g_strdup_printf("mfr-recv-%u", index);
-    c->thread = g_thread_new(name, recv_channel_thread, c);
+    GError *terr = NULL;
+    c->thread = xp_thread_new(name, recv_channel_thread, c, &terr);
+    if (!c->thread) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "destination: channel %u: %s", index,
+                    terr->message);
+        g_error_free(terr);
+        mfr_recv_channel_free(c);
+        return NULL;
+    }
     return c;
 }
 

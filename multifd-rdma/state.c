@@ -60,6 +60,18 @@ bool mfr_state_move(MfrState *s, MfrState to, GError **error)
     return true;
 }
 
+MfrPhase mfr_state_phase(MfrState s, bool verify)
+{
+    switch (s) {
+    case MFR_STATE_PRECOPY: return MFR_PHASE_PRECOPY;
+    case MFR_STATE_SWITCHOVER: return MFR_PHASE_SWITCHOVER;
+    case MFR_STATE_COMPLETING: return verify ? MFR_PHASE_VERIFY : MFR_PHASE_SWITCHOVER;
+    case MFR_STATE_DONE: return MFR_PHASE_DONE;
+    case MFR_STATE_FAILED: return MFR_PHASE_FAILED;
+    default: return MFR_PHASE_SETUP;
+    }
+}
+
 bool mfr_state_accepts(MfrState s, MfrSide side, MfrCtrlType type)
 {
     /* liveness and aborts are valid whenever a control connection exists */
