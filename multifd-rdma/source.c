@@ -635,7 +635,7 @@ static int source_misuse(MfrSource *s, const char *fmt, ...)
 static int source_queue_check(MfrSource *s, unsigned block, uint64_t offset, uint64_t npages)
 {
     if (s->state != MFR_STATE_PRECOPY && s->state != MFR_STATE_SWITCHOVER) {
-        if (mfr_failed(&s->fail) && s->started) {
+        if (mfr_failed(&s->fail)) {
             return source_errno(s);
         }
         return source_misuse(s, "page queued %s",

@@ -325,6 +325,15 @@ unsigned tthread_count(void)
     return n;
 }
 
+uint64_t tpinned_bytes(void)
+{
+    g_autofree char *status = NULL;
+    g_assert_true(g_file_get_contents("/proc/self/status", &status, NULL, NULL));
+    const char *p = strstr(status, "VmPin:");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + strlen("VmPin:"), NULL, 10) * 1024;
+}
+
 const char *trdma_addr(void)
 {
     const char *a = g_getenv("MFR_TEST_RDMA_ADDR");

@@ -78,5 +78,7 @@ void tcompare_ram(TGuest *g, MfrDest *dst);
 void ttoken(uint8_t token[16], uint8_t fill);
 /* Threads of this process once the count is stable (joined threads take a moment to go). */
 unsigned tthread_count(void);
+/* Bytes this process has pinned (VmPin: ibv_reg_mr's pages); 0 over tcp. */
+uint64_t tpinned_bytes(void);
 /* Address for RDMA tests, or NULL (then the test is skipped). */
 const char *trdma_addr(void);

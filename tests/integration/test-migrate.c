@@ -39,16 +39,6 @@ static void tresult_clear(TResult *r)
     g_clear_error(&r->err);
 }
 
-/* Bytes this process has pinned (VmPin: ibv_reg_mr's pages); 0 over tcp. */
-static uint64_t tpinned_bytes(void)
-{
-    g_autofree char *status = NULL;
-    g_assert_true(g_file_get_contents("/proc/self/status", &status, NULL, NULL));
-    const char *p = strstr(status, "VmPin:");
-    g_assert_nonnull(p);
-    return g_ascii_strtoull(p + strlen("VmPin:"), NULL, 10) * 1024;
-}
-
 /* Migrate g to a fresh destination (dest_opts may be NULL) and check the outcome both sides
  * agree on. */
 static void trun_opts(const TCase *tc, TGuest *g, MfrSourceConfig *cfg_in, TResult *r,
