@@ -145,10 +145,21 @@ static gpointer control_reader(gpointer opaque)
     int keepalive_ms = MAX(50, MIN((int)c->timeout_ms / 4, MFR_CONTROL_KEEPALIVE_MAX_MS));
     int tick_ms = MIN(keepalive_ms, MFR_CONTROL_TICK_MS);
     gint64 last_rx = g_get_monotonic_time();
+    gint64 echo_deadline = 0;
     uint32_t rx_seq = 0;
 
-    while (!atomic_load(&c->stop) && !mfr_failed(c->fail)) {
+    /* After a root failure the reader stops at the next tick. After an echo it reads on,
+     * for the peer's ERROR that will replace it, at most timeout_ms (both sides may be
+     * waiting for the other's account, with keepalives keeping either from timing out). */
+    while (!atomic_load(&c->stop) && !mfr_fail_settled(c->fail)) {
         gint64 now = g_get_monotonic_time();
+        if (mfr_failed(c->fail)) {
+            if (!echo_deadline) {
+                echo_deadline = now + c->timeout_ms * 1000LL;
+            } else if (now >= echo_deadline) {
+                break;
+            }
+        }
         if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
             !atomic_load(&c->done)) {
             g_mutex_lock(&c->send_lock);
@@ -157,7 +168,7 @@ static gpointer control_reader(gpointer opaque)
         }
         size_t len = 0;
         int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);
-        if (atomic_load(&c->stop) || mfr_failed(c->fail)) {
+        if (atomic_load(&c->stop) || mfr_fail_settled(c->fail)) {
             break;
         }
         if (r == -ETIMEDOUT) {
@@ -171,10 +182,13 @@ static gpointer control_reader(gpointer opaque)
             continue;
         }
         if (r < 0) {
-            if (!atomic_load(&c->done) && !mfr_failed(c->fail)) {
-                mfr_fail(c->fail, MFR_ERROR_TRANSPORT, "%s: control connection to %s lost: %s",
-                         c->side, xp_channel_peer(c->ch),
-                         r == -EPIPE ? "closed by peer" : g_strerror(-r));
+            if (!atomic_load(&c->done)) {
+                /* a peer that failed closes its end: its ERROR, if any, came before */
+                mfr_fail_echo(c->fail, g_error_new(MFR_ERROR, MFR_ERROR_TRANSPORT,
+                                                   "%s: control connection to %s lost: %s",
+                                                   c->side, xp_channel_peer(c->ch),
+                                                   r == -EPIPE ? "closed by peer"
+                                                               : g_strerror(-r)));
             }
             break;
         }
@@ -272,6 +286,13 @@ void mfr_control_wake(MfrControl *c)
 {
     if (c) {
         g_async_queue_push(c->queue, &wake_marker);
+    }
+}
+
+void mfr_control_settle(MfrControl *c)
+{
+    if (c && c->reader && mfr_failed(c->fail) && !mfr_fail_settled(c->fail)) {
+        g_thread_join(g_steal_pointer(&c->reader));
     }
 }
 

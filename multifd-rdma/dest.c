@@ -810,7 +810,7 @@ static gpointer dest_session_thread(gpointer opaque)
     GError *err = NULL;
     bool ok = dest_serve(d, &err);
     if (!ok) {
-        mfr_fail_set(&d->fail, err);
+        mfr_fail_set_result(&d->fail, err);
         d->state = MFR_STATE_FAILED;
     }
     dest_join_registration(d);
@@ -821,6 +821,8 @@ static gpointer dest_session_thread(gpointer opaque)
         g_thread_join(d->chan[i]->thread);
         d->chan[i]->thread = NULL;
     }
+    /* an echo as the session's error: the peer's own account may still be on its way */
+    mfr_control_settle(d->ctl);
     mfr_control_done(d->ctl);
     g_mutex_lock(&d->lock);
     MfrControl *ctl = g_steal_pointer(&d->ctl);
@@ -853,7 +855,7 @@ bool mfr_dest_start(MfrDest *d, GError **error)
     if (!d->session) {
         GError *e = g_error_new(MFR_ERROR, MFR_ERROR_FAILED, "destination: %s", terr->message);
         g_error_free(terr);
-        mfr_fail_set(&d->fail, e);
+        mfr_fail_set_result(&d->fail, e);
         mfr_fail_propagate(&d->fail, error);
         uint64_t one = 1;
         (void)!write(d->event_fd, &one, sizeof(one));
@@ -897,7 +899,8 @@ bool mfr_dest_run(MfrDest *d, GError **error)
 
 void mfr_dest_cancel(MfrDest *d)
 {
-    mfr_fail(&d->fail, MFR_ERROR_CANCELLED, "destination: migration cancelled");
+    mfr_fail_set_first(&d->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "destination: migration cancelled"));
 }
 
 void mfr_dest_inject_register_failure(MfrDest *d, unsigned block, uint32_t chunk)

@@ -579,7 +579,7 @@ static bool source_flush_batch(MfrSource *s)
     if (s->chunks_missing) {
         GError *err = NULL;
         if (!source_wait_chunk(s, block, source_batch_last_chunk(s, b), &err)) {
-            mfr_fail_set(&s->fail, err);
+            mfr_fail_set_result(&s->fail, err);
             return false;
         }
     }
@@ -814,7 +814,7 @@ static bool source_barrier(MfrSource *s, GError **error)
 static bool source_failed(MfrSource *s, GError *err, GError **error)
 {
     if (err) {
-        mfr_fail_set(&s->fail, err);
+        mfr_fail_set_result(&s->fail, err);
     }
     mfr_fail_propagate(&s->fail, error);
     return false;
@@ -1028,6 +1028,8 @@ static void source_finish(MfrSource *s, bool ok)
         g_thread_join(s->chan[i]->thread);
         s->chan[i]->thread = NULL;
     }
+    /* an echo as the session's error: the peer's own account may still be on its way */
+    mfr_control_settle(s->ctl);
     mfr_control_done(s->ctl);
     g_mutex_lock(&s->lock);
     MfrControl *ctl = g_steal_pointer(&s->ctl);
@@ -1059,7 +1061,7 @@ bool mfr_source_start(MfrSource *s, GError **error)
     s->cpu_s += mfr_thread_cpu_s() - cpu0;
     if (!ok) {
         if (err) {
-            mfr_fail_set(&s->fail, err);
+            mfr_fail_set_result(&s->fail, err);
         }
         source_finish(s, false);
         mfr_fail_propagate(&s->fail, error);
@@ -1082,7 +1084,7 @@ bool mfr_source_complete(MfrSource *s, GError **error)
     GError *err = NULL;
     bool ok = source_complete(s, &err);
     if (!ok) {
-        mfr_fail_set(&s->fail, err);
+        mfr_fail_set_result(&s->fail, err);
     }
     s->cpu_s += mfr_thread_cpu_s() - cpu0;
     source_finish(s, ok);
@@ -1094,7 +1096,8 @@ void mfr_source_abort(MfrSource *s)
     if (s->released) {
         return;
     }
-    mfr_fail(&s->fail, MFR_ERROR_CANCELLED, "source: migration aborted");
+    mfr_fail_set_first(&s->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "source: migration aborted"));
     source_finish(s, false);
 }
 
@@ -1242,7 +1245,7 @@ bool mfr_source_run(MfrSource *s, GError **error)
         s->cpu_s = mfr_thread_cpu_s() - cpu0;
         ok = mfr_source_complete(s, &err);
     } else {
-        mfr_fail_set(&s->fail, err);
+        mfr_fail_set_result(&s->fail, err);
         err = NULL;
         s->cpu_s = mfr_thread_cpu_s() - cpu0;
         source_finish(s, false);
@@ -1259,7 +1262,8 @@ bool mfr_source_run(MfrSource *s, GError **error)
 
 void mfr_source_cancel(MfrSource *s)
 {
-    mfr_fail(&s->fail, MFR_ERROR_CANCELLED, "source: migration cancelled");
+    mfr_fail_set_first(&s->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "source: migration cancelled"));
 }
 
 bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
