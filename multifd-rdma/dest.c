@@ -38,7 +38,8 @@ struct MfrDest {
     GMutex region_lock;      /* chunk_ready, chunk_sent: REGIONs leave in order per block */
     bool *chunk_ready;       /* chunks.total */
     uint32_t chunk_sent[MFR_MAX_BLOCKS];
-    bool inject_reg_fail;    /* test seams */
+    MfrRecvHold *hold;       /* test seams */
+    bool inject_reg_fail;
     unsigned inject_reg_delay_ms;
     unsigned inject_block;
     uint32_t inject_chunk;
@@ -368,6 +369,9 @@ static bool dest_negotiate(MfrDest *d, GError **error)
     }
     d->caps = c;
     d->nchan_expected = c.channels;
+    if (d->hold) {
+        d->hold->nchan = c.channels; /* before any channel thread reads it */
+    }
     d->ram.page_size = c.page_size;
     d->ram.max_pages = c.max_pages_per_packet;
     uint8_t body[MFR_CAPS_SIZE];
@@ -598,7 +602,7 @@ static bool dest_open_channels(MfrDest *d, GError **error)
             return false;
         }
         MfrRecvChannel *c = mfr_recv_channel_new(h.channel_index, ch, &d->ram, dest_sync, d,
-                                                 error);
+                                                 d->hold, error);
         if (!c) {
             return false;
         }
@@ -910,6 +914,24 @@ void mfr_dest_inject_register_failure(MfrDest *d, unsigned block, uint32_t chunk
     d->inject_chunk = chunk;
 }
 
+void mfr_dest_inject_hold(MfrDest *d, unsigned channel)
+{
+    d->hold = g_new0(MfrRecvHold, 1);
+    g_mutex_init(&d->hold->lock);
+    g_cond_init(&d->hold->cond);
+    d->hold->channel = channel;
+}
+
+void mfr_dest_hold_wait(MfrDest *d)
+{
+    MfrRecvHold *h = d->hold;
+    g_mutex_lock(&h->lock);
+    while (!h->holding) {
+        g_cond_wait(&h->cond, &h->lock);
+    }
+    g_mutex_unlock(&h->lock);
+}
+
 void mfr_dest_inject_register_delay(MfrDest *d, unsigned ms)
 {
     d->inject_reg_delay_ms = ms;
@@ -946,6 +968,11 @@ void mfr_dest_free(MfrDest *d)
     }
     g_free(d->regions);
     g_free(d->chunk_ready);
+    if (d->hold) {
+        g_mutex_clear(&d->hold->lock);
+        g_cond_clear(&d->hold->cond);
+        g_free(d->hold);
+    }
     for (unsigned i = 0; i < d->ram.nblocks; i++) {
         g_free(d->ram.received[i]);
     }

@@ -231,6 +231,15 @@ void mfr_dest_inject_register_failure(MfrDest *dst, unsigned block, uint32_t chu
  * destination still registers without migrating gigabytes. */
 void mfr_dest_inject_register_delay(MfrDest *dst, unsigned ms);
 
+/* Before start: destination channel `channel` holds the first data packet it receives,
+ * before landing it, until every other channel has finished a packet after it (landed data
+ * or delivered a SYNC): the slow channel of an ordering race, made deterministic. Over rdma
+ * the data of a packet lands before its header arrives, so this delays only stream
+ * transports. */
+void mfr_dest_inject_hold(MfrDest *dst, unsigned channel);
+/* Waits until the held channel holds its packet (after mfr_dest_inject_hold()). */
+void mfr_dest_hold_wait(MfrDest *dst);
+
 /* ---------- helpers ---------- */
 
 static inline double mfr_now_s(void)
