@@ -140,6 +140,13 @@ static void test_loop(gconstpointer data)
     }
     g_assert_true(mfr_source_barrier(s, &err));
     g_assert_no_error(err);
+    /* the snapshot published by the barrier: one round, the channels, no end yet */
+    MfrStats mid;
+    mfr_source_get_stats(s, &mid);
+    g_assert_cmpuint(mid.rounds, ==, 1);
+    g_assert_cmpuint(mid.channels, ==, 3);
+    g_assert_cmpfloat(mid.transfer_ms, >, 0);
+    g_assert_cmpfloat(mid.total_ms, ==, 0);
     /* round 2: the same pages again, with new contents, on whatever channels */
     tstep_redirty(g, 0, 3, 0xa5);
     tstep_redirty(g, 1, 5, 0x5a);
