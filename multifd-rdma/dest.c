@@ -665,13 +665,14 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
 }
 
 /* Received bytes so far, as the channel threads count them (an estimate while they run). */
-static void dest_progress(MfrDest *d, MfrPhase phase)
+static void dest_progress(MfrDest *d)
 {
     if (!d->cfg.progress) {
         return;
     }
     double now = mfr_now_s();
-    MfrProgress p = { .phase = phase, .ram_bytes = d->stats.ram_bytes,
+    /* the destination cannot tell precopy from the switchover: both read as precopy */
+    MfrProgress p = { .phase = mfr_state_phase(d->state, true), .ram_bytes = d->stats.ram_bytes,
                       .elapsed_s = d->t_start ? now - d->t_start : 0 };
     g_mutex_lock(&d->sync_lock);
     p.round = d->sync_round;
@@ -728,7 +729,7 @@ static bool dest_serve(MfrDest *d, GError **error)
         g_autofree MfrCtrlMsg *m = mfr_control_recv(d->ctl, d->cfg.progress ? 100 : -1, &rerr);
         if (!m && !mfr_failed(&d->fail) && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
             g_clear_error(&rerr);
-            dest_progress(d, MFR_PHASE_PRECOPY);
+            dest_progress(d);
             continue;
         }
         if (!m) {
@@ -835,7 +836,7 @@ static gpointer dest_session_thread(gpointer opaque)
     d->ctl = NULL;
     dest_collect_stats(d, mfr_thread_cpu_s() - cpu0);
     dest_publish_stats(d);
-    dest_progress(d, ok ? MFR_PHASE_DONE : MFR_PHASE_FAILED);
+    dest_progress(d);
     dest_release(d);
     d->ok = ok;
     uint64_t one = 1;

@@ -295,6 +295,10 @@ void ttoken(uint8_t token[16], uint8_t fill)
     }
 }
 
+/* Threads of this process that are not on their way out. pthread_join() returns when the
+ * kernel clears the thread's tid, a moment before the thread leaves /proc/self/task; right
+ * after that the kernel drops the thread's memory map, and a status without VmSize says so,
+ * so a joined thread is not counted but for a window of a few instructions. */
 static unsigned tthread_count_once(void)
 {
     unsigned n = 0;
@@ -302,7 +306,12 @@ static unsigned tthread_count_once(void)
     g_assert_nonnull(d);
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] != '.') {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        g_autofree char *path = g_strdup_printf("/proc/self/task/%s/status", e->d_name);
+        g_autofree char *status = NULL;
+        if (g_file_get_contents(path, &status, NULL, NULL) && strstr(status, "\nVmSize:")) {
             n++;
         }
     }
@@ -312,15 +321,18 @@ static unsigned tthread_count_once(void)
 
 unsigned tthread_count(void)
 {
-    /* pthread_join() returns when the kernel clears the thread's tid, a moment before the
-     * thread leaves /proc/self/task: a thread joined just now may still be listed. Wait until
-     * three readings 5 ms apart agree (at most about a second). */
-    unsigned n = tthread_count_once(), same = 1;
-    for (unsigned i = 0; i < 200 && same < 3; i++) {
-        g_usleep(5000);
-        unsigned m = tthread_count_once();
-        same = m == n ? same + 1 : 1;
-        n = m;
+    return tthread_count_once();
+}
+
+unsigned tthread_wait_count(unsigned expect)
+{
+    /* the window above, under load: wait for the condition itself (bounded, so a leaked
+     * thread fails the test instead of hanging it) */
+    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    unsigned n = tthread_count_once();
+    while (n != expect && g_get_monotonic_time() < deadline) {
+        g_usleep(1000);
+        n = tthread_count_once();
     }
     return n;
 }

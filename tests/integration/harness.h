@@ -76,8 +76,11 @@ void tdest_free(TDest *t);
 void tcompare_ram(TGuest *g, MfrDest *dst);
 
 void ttoken(uint8_t token[16], uint8_t fill);
-/* Threads of this process once the count is stable (joined threads take a moment to go). */
+/* Threads of this process, leaving out those already joined that the kernel still lists. */
 unsigned tthread_count(void);
+/* The count once it equals expect (a joined thread can be listed for a few instructions
+ * more), or after 10 s whatever it is then: for g_assert_cmpuint(..., ==, expect). */
+unsigned tthread_wait_count(unsigned expect);
 /* Bytes this process has pinned (VmPin: ibv_reg_mr's pages); 0 over tcp. */
 uint64_t tpinned_bytes(void);
 /* Address for RDMA tests, or NULL (then the test is skipped). */

@@ -277,7 +277,7 @@ static void run_source_fault(const TCase *tc, FaultKind kind, unsigned timeout_m
     if (t) {
         return; /* caller checks and frees */
     }
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 static void test_dest_killed(gconstpointer data)
@@ -335,7 +335,7 @@ static void test_cancel(gconstpointer data)
     g_assert_nonnull(strstr(t->error->message, "cancelled by peer"));
     g_error_free(err);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* A transport failure on one channel (for rdma the seam stands for an error completion)
@@ -357,7 +357,7 @@ static void test_injected_fault(gconstpointer data)
     g_assert_nonnull(strstr(t->error->message, "reported: channel 1 to "));
     g_error_free(err);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* rdma: a real error completion (the destination's device refuses a WRITE with a corrupted
@@ -377,7 +377,7 @@ static void test_completion_error(gconstpointer data)
     g_assert_false(t->ok);
     g_error_free(err);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* Soft-RoCE VM only: the link under the RDMA device goes down mid-migration. Run alone by
@@ -500,7 +500,7 @@ static void test_bad_register_chunk(gconstpointer data)
     g_assert_cmpfloat(elapsed, <, BOUND_S);
     tdest_free(t);
     tguest_free(g);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* A chunk that does not come: the source's wait for it is bounded by its timeout, whatever
@@ -540,7 +540,7 @@ static void test_bad_region_timeout(gconstpointer data)
     g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PEER);
     tdest_free(t);
     tguest_free(g);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 static void test_source_killed(gconstpointer data)
@@ -563,7 +563,7 @@ static void test_source_killed(gconstpointer data)
                   (t->error->code == MFR_ERROR_TRANSPORT || t->error->code == MFR_ERROR_TIMEOUT));
     g_assert_cmpfloat(elapsed, <, BOUND_S);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* ---------- hostile source ---------- */
@@ -757,7 +757,7 @@ static void test_bad_packet(gconstpointer data)
     hostile_free(&h);
     tdest_free(t);
     munmap(gb.map, gb.map_len);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 static void test_bad_session(gconstpointer data)

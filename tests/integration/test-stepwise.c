@@ -536,7 +536,7 @@ static void tabort_at(const TCase *tc, TAbortPoint at)
                                                           : "cancelled by peer"));
     g_clear_error(&err);
     /* both sides ended (the source object still exists): no thread, no pinned page left */
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
     g_assert_cmpuint(tpinned_bytes(), ==, pinned0);
     mfr_source_free(s);
     tstep_dest_free(d);
