@@ -30,6 +30,11 @@ static char wake_marker;
 
 #define MFR_CONTROL_TICK_MS 50
 #define MFR_CONTROL_KEEPALIVE_MAX_MS 250
+/* How long a reader whose session failed with an echo reads on for the peer's account. It
+ * ends as soon as that ERROR, or the peer's close, arrives: within a round trip after the
+ * peer's own failure. A peer silent for this long (link down, hung) cannot explain, and the
+ * echo stands. */
+#define MFR_CONTROL_ECHO_WAIT_MS 500
 
 const char *mfr_ctrl_type_str(MfrCtrlType t)
 {
@@ -149,19 +154,19 @@ static gpointer control_reader(gpointer opaque)
     uint32_t rx_seq = 0;
 
     /* After a root failure the reader stops at the next tick. After an echo it reads on,
-     * for the peer's ERROR that will replace it, at most timeout_ms (both sides may be
-     * waiting for the other's account, with keepalives keeping either from timing out). */
+     * for the peer's ERROR that will replace it, for a bounded time, and sends no more
+     * keepalives (a send could wait for credits a dead link never gives). */
     while (!atomic_load(&c->stop) && !mfr_fail_settled(c->fail)) {
         gint64 now = g_get_monotonic_time();
         if (mfr_failed(c->fail)) {
             if (!echo_deadline) {
-                echo_deadline = now + c->timeout_ms * 1000LL;
+                echo_deadline = now + MIN(c->timeout_ms, MFR_CONTROL_ECHO_WAIT_MS) * 1000LL;
             } else if (now >= echo_deadline) {
                 break;
             }
         }
         if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
-            !atomic_load(&c->done)) {
+            !atomic_load(&c->done) && !mfr_failed(c->fail)) {
             g_mutex_lock(&c->send_lock);
             control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, NULL);
             g_mutex_unlock(&c->send_lock);

@@ -192,7 +192,8 @@ void mfr_control_track_state(MfrControl *c, const MfrState *state);
 void mfr_control_free(MfrControl *c);
 /* At the end of a failed session, before mfr_control_done()/free(): when its error is only
  * an echo, joins the reader, which reads on until the peer's own account (ERROR/CANCEL)
- * replaces it, the connection ends, or timeout_ms passed since the failure. */
+ * replaces it, the connection ends, or MFR_CONTROL_ECHO_WAIT_MS (0.5 s, at most timeout_ms)
+ * passed since the failure. */
 void mfr_control_settle(MfrControl *c);
 /* From now on the connection closing is expected (migration finished). */
 void mfr_control_done(MfrControl *c);
