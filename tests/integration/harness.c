@@ -8,6 +8,7 @@
 #include "harness.h"
 
 #include "engine.h"
+#include "xp.h"
 
 #include <dirent.h>
 #include <string.h>
@@ -344,6 +345,24 @@ uint64_t tpinned_bytes(void)
     const char *p = strstr(status, "VmPin:");
     g_assert_nonnull(p);
     return g_ascii_strtoull(p + strlen("VmPin:"), NULL, 10) * 1024;
+}
+
+bool ttest_init(int *argc, char ***argv, bool *tcp, char **rdma_uri)
+{
+    bool rdma_only = *argc > 1 && strcmp((*argv)[*argc - 1], "--rdma-only") == 0;
+    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
+    if (rdma_only) {
+        (*argv)[--*argc] = NULL;
+        if (!addr) {
+            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
+            return false; /* TAP: the plan line above says skip */
+        }
+    }
+    g_test_init(argc, argv, NULL);
+    *tcp = !rdma_only;
+    *rdma_uri = addr ? g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0", addr)
+                     : NULL;
+    return true;
 }
 
 const char *trdma_addr(void)

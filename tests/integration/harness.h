@@ -83,5 +83,11 @@ unsigned tthread_count(void);
 unsigned tthread_wait_count(unsigned expect);
 /* Bytes this process has pinned (VmPin: ibv_reg_mr's pages); 0 over tcp. */
 uint64_t tpinned_bytes(void);
+/* main() of a test program registered per transport: consumes a trailing --rdma-only (the
+ * soft-RoCE run, tcp cases off) and runs g_test_init(). False when that run finds no RDMA to
+ * test: the TAP skip plan is printed, main() returns 0. *tcp: whether the tcp cases run;
+ * *rdma_uri: the rdma listen URI (port 0) when MFR_TEST_RDMA_ADDR names a device, else
+ * NULL (owned by the caller). */
+bool ttest_init(int *argc, char ***argv, bool *tcp, char **rdma_uri);
 /* Address for RDMA tests, or NULL (then the test is skipped). */
 const char *trdma_addr(void);

@@ -824,27 +824,17 @@ int main(int argc, char **argv)
         return child_source(argv[2], g_ascii_strtoull(argv[3], NULL, 10));
     }
     self_exe = g_file_read_link("/proc/self/exe", NULL);
-    /* --rdma-only: the soft-RoCE run; without an RDMA address there is nothing to test */
-    bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
-    if (rdma_only) {
-        argv[--argc] = NULL;
-        if (!trdma_addr() || !xp_ops_lookup("rdma")) {
-            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
-            return 0; /* TAP: the plan line above says skip */
-        }
+    bool tcp_cases;
+    g_autofree char *rdma_uri = NULL;
+    if (!ttest_init(&argc, &argv, &tcp_cases, &rdma_uri)) {
+        return 0;
     }
-    g_test_init(&argc, &argv, NULL);
     /* the destination logs refusals; they are expected here */
     g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
     static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 16 << 20 };
     static TCase rdma = { "rdma", NULL, 4 << 20 };
-    TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
-    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
-    if (addr) {
-        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
-                                          addr);
-        cases[1] = &rdma;
-    }
+    rdma.listen_uri = rdma_uri;
+    TCase *cases[2] = { tcp_cases ? &tcp : NULL, rdma_uri ? &rdma : NULL };
     static const struct {
         const char *name;
         BadKind kind;

@@ -477,25 +477,15 @@ static void test_bad_token(gconstpointer data)
 
 int main(int argc, char **argv)
 {
-    /* --rdma-only: the soft-RoCE run; without an RDMA address there is nothing to test */
-    bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
-    if (rdma_only) {
-        argv[--argc] = NULL;
-        if (!trdma_addr() || !xp_ops_lookup("rdma")) {
-            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
-            return 0; /* TAP: the plan line above says skip */
-        }
+    bool tcp_cases;
+    g_autofree char *rdma_uri = NULL;
+    if (!ttest_init(&argc, &argv, &tcp_cases, &rdma_uri)) {
+        return 0;
     }
-    g_test_init(&argc, &argv, NULL);
     static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 32 << 20 };
     static TCase rdma = { "rdma", NULL, 8 << 20 };
-    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
-    TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
-    if (addr) {
-        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
-                                          addr);
-        cases[1] = &rdma;
-    }
+    rdma.listen_uri = rdma_uri;
+    TCase *cases[2] = { tcp_cases ? &tcp : NULL, rdma_uri ? &rdma : NULL };
     for (unsigned i = 0; i < 2; i++) {
         TCase *tc = cases[i];
         if (!tc) {
@@ -526,17 +516,17 @@ int main(int argc, char **argv)
         }
 #undef ADD
     }
-    if (!rdma_only) {
+    if (tcp_cases) {
         g_test_add_func("/migrate/bad_config", test_bad_config);
     }
     const char *addr6 = xp_ops_lookup("rdma") ? g_getenv("MFR_TEST_RDMA_ADDR6") : NULL;
-    if (addr && addr6 && *addr6) {
+    if (rdma_uri && addr6 && *addr6) {
         /* RDMA over IPv6 (RoCE v2 GID of the IPv6 address) */
         static TCase rdma6 = { "rdma", NULL, 4 << 20 };
         rdma6.listen_uri = g_strdup_printf("rdma:[%s]:0", addr6);
         g_test_add_data_func("/migrate/rdma6/idle", &rdma6, test_idle);
     }
-    if (!rdma_only) {
+    if (tcp_cases) {
         /* IPv6 loopback: the same engine over an AF_INET6 listener and connections */
         static TCase tcp6 = { "tcp", "tcp:[::1]:0", 8 << 20 };
         g_test_add_data_func("/migrate/tcp6/idle", &tcp6, test_idle);

@@ -94,6 +94,38 @@ static MfrSource *tstep_source_new(TGuest *g, MfrDest *dst, const uint8_t *token
     return s;
 }
 
+/* One session's pieces: a guest, a started destination, a source (started if asked), all on
+ * the token made from seed. */
+typedef struct {
+    TGuest *g;
+    TStepDest *d;
+    MfrSource *s;
+} TStep;
+
+static void tstep_open(TStep *t, const TCase *tc, unsigned nblocks, uint64_t size,
+                       uint8_t seed, unsigned channels, bool start)
+{
+    uint8_t token[16];
+    ttoken(token, seed);
+    t->g = tguest_new(nblocks, size, seed);
+    t->d = tstep_dest_new(tc, token);
+    GError *err = NULL;
+    g_assert_true(mfr_dest_start(t->d->dst, &err));
+    g_assert_no_error(err);
+    t->s = tstep_source_new(t->g, t->d->dst, token, channels);
+    if (start) {
+        g_assert_true(mfr_source_start(t->s, &err));
+        g_assert_no_error(err);
+    }
+}
+
+static void tstep_close(TStep *t)
+{
+    mfr_source_free(t->s);
+    tstep_dest_free(t->d);
+    tguest_free(t->g);
+}
+
 /* Overwrites every step-th page of a block with new bytes (the guest dirtying it). */
 static void tstep_redirty(TGuest *g, unsigned b, unsigned step, uint8_t fill)
 {
@@ -114,19 +146,13 @@ static void tstep_queue_redirtied(MfrSource *s, TGuest *g, unsigned b, unsigned 
 /* The client-driven loop: everything, barrier, re-dirty, barrier, stop, the rest, complete. */
 static void test_loop(gconstpointer data)
 {
-    const TCase *tc = data;
-    uint8_t token[16];
-    ttoken(token, 21);
-    TGuest *g = tguest_new(2, tc->size, 31);
-    TStepDest *d = tstep_dest_new(tc, token);
+    TStep t;
+    tstep_open(&t, data, 2, ((const TCase *)data)->size, 31, 3, true);
+    TGuest *g = t.g;
+    TStepDest *d = t.d;
+    MfrSource *s = t.s;
     GError *err = NULL;
-    g_assert_true(mfr_dest_start(d->dst, &err));
-    g_assert_no_error(err);
     g_assert_false(tstep_ended(d->dst, 0));
-
-    MfrSource *s = tstep_source_new(g, d->dst, token, 3);
-    g_assert_true(mfr_source_start(s, &err));
-    g_assert_no_error(err);
     int b1 = mfr_source_block_index(s, "ram1");
     g_assert_cmpint(b1, ==, 1);
     g_assert_cmpint(mfr_source_block_index(s, "nope"), ==, -1);
@@ -181,9 +207,7 @@ static void test_loop(gconstpointer data)
     g_assert_true(dst.verified);
     g_assert_cmpuint(dst.rounds, ==, 3);
     tcompare_ram(g, d->dst);
-    mfr_source_free(s);
-    tstep_dest_free(d);
-    tguest_free(g);
+    tstep_close(&t);
 }
 
 /* The round barrier orders two copies of a page sent on different channels. The seam holds
@@ -403,14 +427,11 @@ static void test_bad_page(gconstpointer data)
         { 0, 4096, UINT64_MAX / 2, "are not whole" },
     };
     for (unsigned i = 0; i < G_N_ELEMENTS(bad); i++) {
-        uint8_t token[16];
-        ttoken(token, 25);
-        TGuest *g = tguest_new(1, len, 36);
-        TStepDest *d = tstep_dest_new(tc, token);
+        TStep t;
+        tstep_open(&t, tc, 1, len, 36, 2, true);
+        TStepDest *d = t.d;
+        MfrSource *s = t.s;
         GError *err = NULL;
-        g_assert_true(mfr_dest_start(d->dst, &err));
-        MfrSource *s = tstep_source_new(g, d->dst, token, 2);
-        g_assert_true(mfr_source_start(s, &err));
         g_assert_cmpint(mfr_source_queue_pages(s, 0, 0, 3), ==, 0);
         int r = bad[i].npages == 1 ? mfr_source_queue_page(s, bad[i].block, bad[i].offset)
                                    : mfr_source_queue_pages(s, bad[i].block, bad[i].offset,
@@ -428,9 +449,7 @@ static void test_bad_page(gconstpointer data)
         g_assert_false(mfr_dest_wait(d->dst, &err));
         g_assert_error(err, MFR_ERROR, MFR_ERROR_PEER);
         g_clear_error(&err);
-        mfr_source_free(s);
-        tstep_dest_free(d);
-        tguest_free(g);
+        tstep_close(&t);
     }
 }
 
@@ -438,14 +457,11 @@ static void test_bad_page(gconstpointer data)
 static void test_bad_barrier_after_failure(gconstpointer data)
 {
     const TCase *tc = data;
-    uint8_t token[16];
-    ttoken(token, 26);
-    TGuest *g = tguest_new(1, tc->size / 4, 37);
-    TStepDest *d = tstep_dest_new(tc, token);
+    TStep t;
+    tstep_open(&t, tc, 1, tc->size / 4, 37, 2, true);
+    TStepDest *d = t.d;
+    MfrSource *s = t.s;
     GError *err = NULL;
-    g_assert_true(mfr_dest_start(d->dst, &err));
-    MfrSource *s = tstep_source_new(g, d->dst, token, 2);
-    g_assert_true(mfr_source_start(s, &err));
     g_assert_cmpint(mfr_source_queue_pages(s, 0, 0, 5), ==, 0);
     g_assert_true(mfr_source_barrier(s, &err));
     mfr_source_cancel(s);
@@ -459,9 +475,7 @@ static void test_bad_barrier_after_failure(gconstpointer data)
     g_assert_error(err, MFR_ERROR, MFR_ERROR_CANCELLED);
     g_clear_error(&err);
     mfr_source_abort(s);
-    mfr_source_free(s);
-    tstep_dest_free(d);
-    tguest_free(g);
+    tstep_close(&t);
 }
 
 /* The destination's eventfd fires when it fails too (here: the source dies unannounced,
@@ -495,19 +509,14 @@ typedef enum {
  * destination ends with the peer's cancel. */
 static void tabort_at(const TCase *tc, TAbortPoint at)
 {
-    uint8_t token[16];
-    ttoken(token, 28);
-    TGuest *g = tguest_new(2, tc->size / 2, 38);
     unsigned threads0 = tthread_count();
     uint64_t pinned0 = tpinned_bytes();
-    TStepDest *d = tstep_dest_new(tc, token);
+    TStep t;
+    tstep_open(&t, tc, 2, tc->size / 2, 38, 4, at >= ABORT_STARTED);
+    TGuest *g = t.g;
+    TStepDest *d = t.d;
+    MfrSource *s = t.s;
     GError *err = NULL;
-    g_assert_true(mfr_dest_start(d->dst, &err));
-    MfrSource *s = tstep_source_new(g, d->dst, token, 4);
-    if (at >= ABORT_STARTED) {
-        g_assert_true(mfr_source_start(s, &err));
-        g_assert_no_error(err);
-    }
     if (at >= ABORT_QUEUED) {
         g_assert_cmpint(mfr_source_queue_pages(s, 1, 4096, g->block[1].length / 4096 - 1),
                         ==, 0);
@@ -538,9 +547,7 @@ static void tabort_at(const TCase *tc, TAbortPoint at)
     /* both sides ended (the source object still exists): no thread, no pinned page left */
     g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
     g_assert_cmpuint(tpinned_bytes(), ==, pinned0);
-    mfr_source_free(s);
-    tstep_dest_free(d);
-    tguest_free(g);
+    tstep_close(&t);
 }
 
 static void test_abort(gconstpointer data)
@@ -590,14 +597,12 @@ static unsigned tlibrary_threads_blocking(void)
 static void test_signals_blocked(gconstpointer data)
 {
     const TCase *tc = data;
-    uint8_t token[16];
-    ttoken(token, 29);
-    TGuest *g = tguest_new(1, tc->size / 4, 39);
-    TStepDest *d = tstep_dest_new(tc, token);
+    TStep t;
+    tstep_open(&t, tc, 1, tc->size / 4, 39, 3, true);
+    TGuest *g = t.g;
+    TStepDest *d = t.d;
+    MfrSource *s = t.s;
     GError *err = NULL;
-    g_assert_true(mfr_dest_start(d->dst, &err));
-    MfrSource *s = tstep_source_new(g, d->dst, token, 3);
-    g_assert_true(mfr_source_start(s, &err));
     g_assert_cmpint(mfr_source_queue_pages(s, 0, 0, g->block[0].length / 4096), ==, 0);
     g_assert_true(mfr_source_barrier(s, &err));
     /* source: 3 senders + control reader; destination: session + 3 receivers + control
@@ -606,32 +611,20 @@ static void test_signals_blocked(gconstpointer data)
     g_assert_true(mfr_source_complete(s, &err));
     g_assert_true(mfr_dest_wait(d->dst, &err));
     g_assert_no_error(err);
-    mfr_source_free(s);
-    tstep_dest_free(d);
-    tguest_free(g);
+    tstep_close(&t);
 }
 
 int main(int argc, char **argv)
 {
-    /* --rdma-only: the soft-RoCE run; without an RDMA address there is nothing to test */
-    bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
-    if (rdma_only) {
-        argv[--argc] = NULL;
-        if (!trdma_addr() || !xp_ops_lookup("rdma")) {
-            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
-            return 0;
-        }
+    bool tcp_cases;
+    g_autofree char *rdma_uri = NULL;
+    if (!ttest_init(&argc, &argv, &tcp_cases, &rdma_uri)) {
+        return 0;
     }
-    g_test_init(&argc, &argv, NULL);
     static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 8 << 20 };
     static TCase rdma = { "rdma", NULL, 4 << 20 };
-    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
-    TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
-    if (addr) {
-        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
-                                          addr);
-        cases[1] = &rdma;
-    }
+    rdma.listen_uri = rdma_uri;
+    TCase *cases[2] = { tcp_cases ? &tcp : NULL, rdma_uri ? &rdma : NULL };
     for (unsigned i = 0; i < 2; i++) {
         TCase *tc = cases[i];
         if (!tc) {
