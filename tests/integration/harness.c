@@ -347,8 +347,10 @@ uint64_t tpinned_bytes(void)
     return g_ascii_strtoull(p + strlen("VmPin:"), NULL, 10) * 1024;
 }
 
-bool ttest_init(int *argc, char ***argv, bool *tcp, char **rdma_uri)
+bool ttest_init(int *argc, char ***argv, uint64_t tcp_size, uint64_t rdma_size,
+                TCase *cases[2])
 {
+    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 0 }, rdma = { "rdma", NULL, 0 };
     bool rdma_only = *argc > 1 && strcmp((*argv)[*argc - 1], "--rdma-only") == 0;
     const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
     if (rdma_only) {
@@ -359,10 +361,22 @@ bool ttest_init(int *argc, char ***argv, bool *tcp, char **rdma_uri)
         }
     }
     g_test_init(argc, argv, NULL);
-    *tcp = !rdma_only;
-    *rdma_uri = addr ? g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0", addr)
-                     : NULL;
+    tcp.size = tcp_size;
+    rdma.size = rdma_size;
+    if (addr) {
+        /* lives as long as the process: the tests hold it */
+        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
+                                          addr);
+    }
+    cases[0] = rdma_only ? NULL : &tcp;
+    cases[1] = addr ? &rdma : NULL;
     return true;
+}
+
+void ttest_add(const char *prefix, const TCase *tc, const char *name, GTestDataFunc fn)
+{
+    g_autofree char *path = g_strdup_printf("/%s/%s/%s", prefix, tc->transport, name);
+    g_test_add_data_func(path, tc, fn);
 }
 
 const char *trdma_addr(void)

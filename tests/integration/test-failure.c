@@ -23,12 +23,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct {
-    const char *transport;
-    const char *listen_uri;
-    uint64_t size;
-} TCase;
-
 #define BOUND_S 6.5 /* default 5 s error bound plus scheduling slack on a loaded 2-core box */
 
 static char *self_exe;
@@ -824,17 +818,12 @@ int main(int argc, char **argv)
         return child_source(argv[2], g_ascii_strtoull(argv[3], NULL, 10));
     }
     self_exe = g_file_read_link("/proc/self/exe", NULL);
-    bool tcp_cases;
-    g_autofree char *rdma_uri = NULL;
-    if (!ttest_init(&argc, &argv, &tcp_cases, &rdma_uri)) {
+    TCase *cases[2];
+    if (!ttest_init(&argc, &argv, 16 << 20, 4 << 20, cases)) {
         return 0;
     }
     /* the destination logs refusals; they are expected here */
     g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
-    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 16 << 20 };
-    static TCase rdma = { "rdma", NULL, 4 << 20 };
-    rdma.listen_uri = rdma_uri;
-    TCase *cases[2] = { tcp_cases ? &tcp : NULL, rdma_uri ? &rdma : NULL };
     static const struct {
         const char *name;
         BadKind kind;
@@ -861,7 +850,7 @@ int main(int argc, char **argv)
         ADD("bad_dest_stopped", test_bad_dest_stopped, tc);
         ADD("source_killed", test_source_killed, tc);
         ADD("injected_fault", test_injected_fault, tc);
-        if (tc == &rdma) {
+        if (tc == cases[1]) {
             ADD("completion_error", test_completion_error, tc);
             ADD("bad_memlock", test_bad_memlock, tc);
             ADD("bad_register_chunk", test_bad_register_chunk, tc);
@@ -876,7 +865,7 @@ int main(int argc, char **argv)
             bc->expect = bad[k].expect;
             ADD(bad[k].name, test_bad_packet, bc);
         }
-        if (tc == &rdma) {
+        if (tc == cases[1]) {
             ADD("link_down", test_link_down, tc);
         }
 #undef ADD

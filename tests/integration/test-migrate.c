@@ -10,12 +10,6 @@
 #include <string.h>
 #include <sys/mman.h>
 
-typedef struct {
-    const char *transport;  /* "tcp" or "rdma" */
-    const char *listen_uri; /* with port 0 */
-    uint64_t size;          /* bytes per block: small on rxe */
-} TCase;
-
 static void tsource_config(MfrSourceConfig *cfg, const char *uri, const uint8_t token[16],
                            unsigned channels)
 {
@@ -477,27 +471,18 @@ static void test_bad_token(gconstpointer data)
 
 int main(int argc, char **argv)
 {
-    bool tcp_cases;
-    g_autofree char *rdma_uri = NULL;
-    if (!ttest_init(&argc, &argv, &tcp_cases, &rdma_uri)) {
+    TCase *cases[2];
+    if (!ttest_init(&argc, &argv, 32 << 20, 8 << 20, cases)) {
         return 0;
     }
-    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 32 << 20 };
-    static TCase rdma = { "rdma", NULL, 8 << 20 };
-    rdma.listen_uri = rdma_uri;
-    TCase *cases[2] = { tcp_cases ? &tcp : NULL, rdma_uri ? &rdma : NULL };
     for (unsigned i = 0; i < 2; i++) {
         TCase *tc = cases[i];
         if (!tc) {
             continue;
         }
-#define ADD(name, fn)                                                                      \
-    do {                                                                                   \
-        g_autofree char *path = g_strdup_printf("/migrate/%s/" name, tc->transport);       \
-        g_test_add_data_func(path, tc, fn);                                                \
-    } while (0)
+#define ADD(name, fn) ttest_add("migrate", tc, name, fn)
         ADD("idle", test_idle);
-        if (tc != &rdma) {
+        if (tc != cases[1]) {
             /* keepalive timing is the control reader's, the same on every transport; the
              * 1 s timeout would be at the mercy of the VM's scheduling over rdma */
             ADD("timeouts_differ", test_timeouts_differ);
@@ -511,22 +496,22 @@ int main(int argc, char **argv)
         ADD("bad_verify_unmarked_write", test_bad_verify_unmarked_write);
         ADD("bad_block_mismatch", test_bad_block_mismatch);
         ADD("bad_token", test_bad_token);
-        if (tc == &rdma) {
+        if (tc == cases[1]) {
             ADD("pipelined", test_pipelined);
         }
 #undef ADD
     }
-    if (tcp_cases) {
+    if (cases[0]) {
         g_test_add_func("/migrate/bad_config", test_bad_config);
     }
     const char *addr6 = xp_ops_lookup("rdma") ? g_getenv("MFR_TEST_RDMA_ADDR6") : NULL;
-    if (rdma_uri && addr6 && *addr6) {
+    if (cases[1] && addr6 && *addr6) {
         /* RDMA over IPv6 (RoCE v2 GID of the IPv6 address) */
         static TCase rdma6 = { "rdma", NULL, 4 << 20 };
         rdma6.listen_uri = g_strdup_printf("rdma:[%s]:0", addr6);
         g_test_add_data_func("/migrate/rdma6/idle", &rdma6, test_idle);
     }
-    if (tcp_cases) {
+    if (cases[0]) {
         /* IPv6 loopback: the same engine over an AF_INET6 listener and connections */
         static TCase tcp6 = { "tcp", "tcp:[::1]:0", 8 << 20 };
         g_test_add_data_func("/migrate/tcp6/idle", &tcp6, test_idle);

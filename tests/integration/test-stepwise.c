@@ -15,12 +15,6 @@
 #include <string.h>
 #include <sys/mman.h>
 
-typedef struct {
-    const char *transport;
-    const char *listen_uri;
-    uint64_t size; /* bytes per block */
-} TCase;
-
 /* A destination served by mfr_dest_start(), allocating fresh zeroed blocks on announce. */
 typedef struct {
     MfrDest *dst;
@@ -616,29 +610,20 @@ static void test_signals_blocked(gconstpointer data)
 
 int main(int argc, char **argv)
 {
-    bool tcp_cases;
-    g_autofree char *rdma_uri = NULL;
-    if (!ttest_init(&argc, &argv, &tcp_cases, &rdma_uri)) {
+    TCase *cases[2];
+    if (!ttest_init(&argc, &argv, 8 << 20, 4 << 20, cases)) {
         return 0;
     }
-    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 8 << 20 };
-    static TCase rdma = { "rdma", NULL, 4 << 20 };
-    rdma.listen_uri = rdma_uri;
-    TCase *cases[2] = { tcp_cases ? &tcp : NULL, rdma_uri ? &rdma : NULL };
     for (unsigned i = 0; i < 2; i++) {
         TCase *tc = cases[i];
         if (!tc) {
             continue;
         }
-#define ADD(name, fn)                                                                      \
-    do {                                                                                   \
-        g_autofree char *path = g_strdup_printf("/stepwise/%s/" name, tc->transport);      \
-        g_test_add_data_func(path, tc, fn);                                                \
-    } while (0)
+#define ADD(name, fn) ttest_add("stepwise", tc, name, fn)
         ADD("loop", test_loop);
         ADD("abort", test_abort);
         ADD("signals_blocked", test_signals_blocked);
-        if (tc == &tcp) {
+        if (tc == cases[0]) {
             /* transport-independent API checks: once is enough */
             ADD("run_composed", test_run_composed);
             /* the seam delays landing, which rdma does before the header arrives */
