@@ -88,6 +88,16 @@ static MfrSource *tstep_source_new(TGuest *g, MfrDest *dst, const uint8_t *token
     return s;
 }
 
+/* err is MFR_ERROR code (with text in its message, if given); cleared for the next call. */
+static void tassert_err(GError **err, int code, const char *text)
+{
+    g_assert_error(*err, MFR_ERROR, code);
+    if (text) {
+        g_assert_nonnull(strstr((*err)->message, text));
+    }
+    g_clear_error(err);
+}
+
 /* One session's pieces: a guest, a started destination, a source (started if asked), all on
  * the token made from seed. */
 typedef struct {
@@ -270,8 +280,7 @@ static void test_run_composed(gconstpointer data)
     g_assert_no_error(err);
     /* run() started the session: the stepwise calls see it ended */
     g_assert_false(mfr_source_start(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
     g_assert_true(mfr_dest_wait(d->dst, &err));
     g_assert_no_error(err);
     tcompare_ram(g, d->dst);
@@ -294,9 +303,7 @@ static void test_token_late(gconstpointer data)
 
     MfrSource *bad = tstep_source_new(g, d->dst, old, 1);
     g_assert_false(mfr_source_start(bad, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_REJECTED);
-    g_assert_nonnull(strstr(err->message, "bad token"));
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_REJECTED, "bad token");
     mfr_source_free(bad);
     g_assert_false(tstep_ended(d->dst, 0));
 
@@ -318,11 +325,7 @@ static void tassert_source_error(MfrSource *s, int code, const char *text)
 {
     GError *err = NULL;
     g_assert_true(mfr_source_error(s, &err));
-    g_assert_error(err, MFR_ERROR, code);
-    if (text) {
-        g_assert_nonnull(strstr(err->message, text));
-    }
-    g_error_free(err);
+    tassert_err(&err, code, text);
 }
 
 /* Control-path calls in the wrong order: MFR_ERROR_USAGE, the session untouched. */
@@ -335,31 +338,23 @@ static void test_bad_order(gconstpointer data)
     TStepDest *d = tstep_dest_new(tc, token);
     GError *err = NULL;
     g_assert_false(mfr_dest_wait(d->dst, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
     g_assert_true(mfr_dest_start(d->dst, &err));
     g_assert_false(mfr_dest_start(d->dst, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
 
     MfrSource *s = tstep_source_new(g, d->dst, token, 2);
     g_assert_false(mfr_source_barrier(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_assert_nonnull(strstr(err->message, "before mfr_source_start()"));
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, "before mfr_source_start()");
     g_assert_false(mfr_source_complete(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
     g_assert_false(mfr_source_run(s, &err)); /* no dirty tracking */
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
     g_assert_false(mfr_source_error(s, &err));
     g_assert_true(mfr_source_start(s, &err));
     g_assert_no_error(err);
     g_assert_false(mfr_source_start(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_assert_nonnull(strstr(err->message, "called twice"));
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, "called twice");
     /* none of that hurt the session */
     g_assert_cmpint(mfr_source_queue_pages(s, 0, 0, g->block[0].length / 4096), ==, 0);
     g_assert_true(mfr_source_complete(s, &err));
@@ -369,12 +364,9 @@ static void test_bad_order(gconstpointer data)
 
     /* after the end: the control path refuses, the hot path fails the (ended) session */
     g_assert_false(mfr_source_barrier(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_assert_nonnull(strstr(err->message, "after the session ended"));
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, "after the session ended");
     g_assert_false(mfr_source_complete(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
     g_assert_cmpint(mfr_source_queue_page(s, 0, 0), ==, -EINVAL);
     tassert_source_error(s, MFR_ERROR_USAGE, "after the session ended");
     mfr_source_abort(s); /* nothing left to end */
@@ -394,8 +386,7 @@ static void test_bad_queue_before_start(gconstpointer data)
     tassert_source_error(s, MFR_ERROR_USAGE, "before mfr_source_start()");
     GError *err = NULL;
     g_assert_false(mfr_source_start(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
     mfr_source_free(s);
     tstep_dest_free(d);
     tguest_free(g);
@@ -434,15 +425,12 @@ static void test_bad_page(gconstpointer data)
         tassert_source_error(s, MFR_ERROR_USAGE, bad[i].text);
         g_assert_cmpint(mfr_source_queue_page(s, 0, 0), ==, -EINVAL);
         g_assert_false(mfr_source_barrier(s, &err));
-        g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-        g_clear_error(&err);
+        tassert_err(&err, MFR_ERROR_USAGE, NULL);
         g_assert_false(mfr_source_complete(s, &err));
-        g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-        g_clear_error(&err);
+        tassert_err(&err, MFR_ERROR_USAGE, NULL);
         g_assert_true(tstep_ended(d->dst, 10000));
         g_assert_false(mfr_dest_wait(d->dst, &err));
-        g_assert_error(err, MFR_ERROR, MFR_ERROR_PEER);
-        g_clear_error(&err);
+        tassert_err(&err, MFR_ERROR_PEER, NULL);
         tstep_close(&t);
     }
 }
@@ -461,13 +449,11 @@ static void test_bad_barrier_after_failure(gconstpointer data)
     mfr_source_cancel(s);
     g_assert_cmpint(mfr_source_queue_page(s, 0, 4096), ==, -ECANCELED);
     g_assert_false(mfr_source_barrier(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_CANCELLED);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_CANCELLED, NULL);
     tassert_source_error(s, MFR_ERROR_CANCELLED, NULL);
     g_assert_true(tstep_ended(d->dst, 10000));
     g_assert_false(mfr_dest_wait(d->dst, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_CANCELLED);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_CANCELLED, NULL);
     mfr_source_abort(s);
     tstep_close(&t);
 }
@@ -486,8 +472,7 @@ static void test_event_fd_failure(gconstpointer data)
     mfr_dest_cancel(d->dst);
     g_assert_true(tstep_ended(d->dst, 10000));
     g_assert_false(mfr_dest_wait(d->dst, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_CANCELLED);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_CANCELLED, NULL);
     tstep_dest_free(d);
 }
 
@@ -528,16 +513,13 @@ static void tabort_at(const TCase *tc, TAbortPoint at)
     tassert_source_error(s, MFR_ERROR_CANCELLED, "aborted");
     g_assert_cmpint(mfr_source_queue_page(s, 0, 0), ==, -ECANCELED);
     g_assert_false(mfr_source_complete(s, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_USAGE, NULL);
     if (at == ABORT_NEW) {
         mfr_dest_cancel(d->dst); /* nobody will come */
     }
     g_assert_false(mfr_dest_wait(d->dst, &err));
-    g_assert_error(err, MFR_ERROR, MFR_ERROR_CANCELLED);
-    g_assert_nonnull(strstr(err->message, at == ABORT_NEW ? "destination: migration cancelled"
-                                                          : "cancelled by peer"));
-    g_clear_error(&err);
+    tassert_err(&err, MFR_ERROR_CANCELLED, at == ABORT_NEW ? "destination: migration cancelled"
+                                                          : "cancelled by peer");
     /* both sides ended (the source object still exists): no thread, no pinned page left */
     g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
     g_assert_cmpuint(tpinned_bytes(), ==, pinned0);
