@@ -69,7 +69,6 @@ struct MfrDest {
     int event_fd;
     MfrState state;          /* session thread only */
     double t_start;
-    double cpu_s;            /* session thread's CPU */
     /* written by the session thread; published to stats_pub under stats_lock after setup
      * and at the end, so get_stats() from any thread reads one consistent snapshot */
     MfrStats stats;

@@ -1127,7 +1127,7 @@ void mfr_source_mark_stopped(MfrSource *s)
     }
     /* precopy ends here; any other state keeps what it is (a failed session stays failed) */
     if (s->state == MFR_STATE_PRECOPY) {
-        s->state = MFR_STATE_SWITCHOVER;
+        mfr_state_move(&s->state, MFR_STATE_SWITCHOVER, NULL);
     }
 }
 
