@@ -790,11 +790,26 @@ static bool source_sync_round(MfrSource *s, uint64_t round, GError **error)
     return true;
 }
 
+/* Before SYNC(1) the source has taken every REGION (docs/protocol.md 4.8): round 1 of run()
+ * needs them all anyway; a stepwise caller may not have queued a page of every chunk. */
+static bool source_wait_all_chunks(MfrSource *s, GError **error)
+{
+    for (unsigned b = 0; s->chunks_missing && b < s->nblocks; b++) {
+        if (!source_wait_chunk(s, b, s->chunks.layout[b].chunks - 1, error)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The partial batch, SYNC everywhere, the ack: the round is in destination memory. */
 static bool source_barrier(MfrSource *s, GError **error)
 {
     if (!source_flush_batch(s)) {
         mfr_fail_propagate(&s->fail, error);
+        return false;
+    }
+    if (s->chunks_missing && !source_wait_all_chunks(s, error)) {
         return false;
     }
     if (!source_sync_round(s, s->round, error)) {
