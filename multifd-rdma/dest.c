@@ -78,19 +78,21 @@ struct MfrDest {
 
 /* ---------- failure ---------- */
 
-static void dest_on_fail(void *opaque, const GError *err)
+static void dest_on_fail(void *opaque, const GError *err, bool quiet)
 {
     MfrDest *d = opaque;
     g_mutex_lock(&d->lock);
     if (d->ctl) {
-        mfr_control_send_error(d->ctl, err);
+        if (!quiet) {
+            mfr_control_send_error(d->ctl, err);
+        }
         /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(d->ctl);
     }
-    for (unsigned i = 0; i < d->nchan; i++) {
+    for (unsigned i = 0; !quiet && i < d->nchan; i++) {
         xp_channel_shutdown(d->chan[i]->xp);
     }
-    if (d->listener && d->ops->listener_shutdown) {
+    if (!quiet && d->listener && d->ops->listener_shutdown) {
         d->ops->listener_shutdown(d->listener);
         atomic_store(&d->listener_down, true);
     }
@@ -817,6 +819,9 @@ static gpointer dest_session_thread(gpointer opaque)
         mfr_fail_set_result(&d->fail, err);
         d->state = MFR_STATE_FAILED;
     }
+    /* an echo as the session's error: the peer's own account may still be on its way */
+    mfr_control_settle(d->ctl);
+    mfr_fail_finalize(&d->fail);
     dest_join_registration(d);
     /* stop channel threads before reading their counters; no error is reported after this */
     for (unsigned i = 0; i < d->nchan; i++) {
@@ -825,8 +830,6 @@ static gpointer dest_session_thread(gpointer opaque)
         g_thread_join(d->chan[i]->thread);
         d->chan[i]->thread = NULL;
     }
-    /* an echo as the session's error: the peer's own account may still be on its way */
-    mfr_control_settle(d->ctl);
     mfr_control_done(d->ctl);
     g_mutex_lock(&d->lock);
     MfrControl *ctl = g_steal_pointer(&d->ctl);

@@ -19,11 +19,14 @@ G_BEGIN_DECLS
 
 /* ---------- first error wins ---------- */
 
-/* The first error wins, with one exception decided explicitly, never by waiting: an error
- * recorded as an *echo* (a symptom of the peer's failure: a connection it closed, a send
- * that found it gone) stops the session like any other, but a root cause that arrives later
- * (typically the peer's ERROR message, read by the control reader, which keeps reading for
- * it: mfr_control_settle()) replaces it. */
+/* The first error wins, with one exception decided explicitly, never by a blind wait: an
+ * error recorded as an *echo* (a symptom of the peer's failure: a connection it closed, a
+ * send that found it gone) ends the session too, but a root cause that arrives later
+ * (typically the peer's ERROR message, which the control reader keeps reading for:
+ * mfr_control_settle()) replaces it. Until then the echo is kept quiet: it wakes the
+ * session's threads but neither reports to the peer nor shuts the channels down, since that
+ * would race the peer's own account (its channels would see ours close and call it an echo
+ * in turn). */
 typedef struct MfrFail MfrFail;
 struct MfrFail {
     GMutex lock;
@@ -31,14 +34,17 @@ struct MfrFail {
     bool echo;          /* first is only an echo; under lock */
     GError *replaced;   /* the echo a root cause replaced: kept until clear, since on_fail
                          * may still be reading it */
+    bool loud;          /* on_fail ran for a root cause, or for the echo at finalize */
     atomic_bool failed; /* set once, never cleared */
-    /* Called once, outside the lock, after the first error: shut everything down so that no
-     * thread stays blocked (the session's channels, queues and semaphores). */
-    void (*on_fail)(void *opaque, const GError *err);
+    /* Called outside the lock. quiet (an echo, first error): wake every thread waiting on
+     * the session (queues, semaphores) so it sees the failure. Otherwise: report err to the
+     * peer and shut everything down, so that no thread stays blocked; that happens once,
+     * for the first root cause or for an echo finalized by mfr_fail_finalize(). */
+    void (*on_fail)(void *opaque, const GError *err, bool quiet);
     void *opaque;
 };
 
-void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *), void *opaque);
+void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *, bool), void *opaque);
 void mfr_fail_clear(MfrFail *f);
 /* Takes ownership of err, a root cause. Returns true when err became the first error (or
  * replaced an echo). */
@@ -66,6 +72,9 @@ bool mfr_fail_set_result(MfrFail *f, GError *err);
 /* Whether the session failed with a root cause (or an echo a root cause replaced): its
  * error is final. */
 bool mfr_fail_settled(MfrFail *f);
+/* At teardown, after mfr_control_settle(): an echo that stayed the verdict gets the loud
+ * on_fail now (the peer hears of it, the channels shut down). No-op otherwise. */
+void mfr_fail_finalize(MfrFail *f);
 
 /* A transport error on a data channel. The peer closing the connection (-EPIPE, the
  * transports' code for it) is an echo: the peer's ERROR on the control connection usually

@@ -11,11 +11,12 @@
 
 G_DEFINE_QUARK(mfr-error-quark, mfr_error)
 
-void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *), void *opaque)
+void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *, bool), void *opaque)
 {
     g_mutex_init(&f->lock);
     f->first = NULL;
     f->echo = false;
+    f->loud = false;
     f->replaced = NULL;
     atomic_init(&f->failed, false);
     f->on_fail = on_fail;
@@ -52,23 +53,29 @@ static bool fail_record(MfrFail *f, GError *err, FailKind kind)
         return false;
     }
     if (f->first) {
-        /* the session stopped already (on_fail ran for the echo): only the verdict changes */
+        /* the threads know already (quiet on_fail): now the peer and the channels do */
         g_debug("echo replaced by its cause: %s", f->first->message);
         f->replaced = f->first;
         f->first = err;
         f->echo = false;
+        bool loud = !f->loud;
+        f->loud = true;
         g_mutex_unlock(&f->lock);
+        if (loud && f->on_fail) {
+            f->on_fail(f->opaque, err, false);
+        }
         return true;
     }
     f->first = err;
     f->echo = echo;
+    f->loud = !echo;
     /* pairs with the acquire in mfr_failed() */
     atomic_store_explicit(&f->failed, true, memory_order_release);
     g_mutex_unlock(&f->lock);
     /* an error passed to on_fail is freed only by mfr_fail_clear(), so reading it unlocked
      * is safe */
     if (f->on_fail) {
-        f->on_fail(f->opaque, err);
+        f->on_fail(f->opaque, err, echo);
     }
     return true;
 }
@@ -91,6 +98,17 @@ bool mfr_fail_set_first(MfrFail *f, GError *err)
 bool mfr_fail_set_result(MfrFail *f, GError *err)
 {
     return fail_record(f, err, FAIL_RESULT);
+}
+
+void mfr_fail_finalize(MfrFail *f)
+{
+    g_mutex_lock(&f->lock);
+    GError *err = f->first && !f->loud ? f->first : NULL;
+    f->loud = f->first != NULL;
+    g_mutex_unlock(&f->lock);
+    if (err && f->on_fail) {
+        f->on_fail(f->opaque, err, false);
+    }
 }
 
 bool mfr_fail_settled(MfrFail *f)

@@ -77,16 +77,18 @@ struct MfrSource {
 
 /* ---------- failure ---------- */
 
-static void source_on_fail(void *opaque, const GError *err)
+static void source_on_fail(void *opaque, const GError *err, bool quiet)
 {
     MfrSource *s = opaque;
     g_mutex_lock(&s->lock);
     if (s->ctl) {
-        mfr_control_send_error(s->ctl, err);
+        if (!quiet) {
+            mfr_control_send_error(s->ctl, err);
+        }
         /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(s->ctl);
     }
-    for (unsigned i = 0; i < s->nchan; i++) {
+    for (unsigned i = 0; !quiet && i < s->nchan; i++) {
         if (s->chan[i]) {
             xp_channel_shutdown(s->chan[i]->xp);
         }
@@ -1036,6 +1038,10 @@ static void source_finish(MfrSource *s, bool ok)
     if (!ok) {
         s->state = MFR_STATE_FAILED;
     }
+    /* an echo as the session's error: the peer's own account may still be on its way;
+     * what stays the verdict then shuts the channels down (blocked senders wake) */
+    mfr_control_settle(s->ctl);
+    mfr_fail_finalize(&s->fail);
     /* stop channel threads before reading their counters */
     for (unsigned i = 0; i < s->nchan; i++) {
         atomic_store(&s->chan[i]->quit, true);
@@ -1043,8 +1049,6 @@ static void source_finish(MfrSource *s, bool ok)
         g_thread_join(s->chan[i]->thread);
         s->chan[i]->thread = NULL;
     }
-    /* an echo as the session's error: the peer's own account may still be on its way */
-    mfr_control_settle(s->ctl);
     mfr_control_done(s->ctl);
     g_mutex_lock(&s->lock);
     MfrControl *ctl = g_steal_pointer(&s->ctl);
