@@ -137,6 +137,46 @@ static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
              e.text);
 }
 
+/* One message the reader received: validated, then a keepalive is dropped, the peer's
+ * ERROR/CANCEL fails the session and anything else is queued for the session's thread.
+ * False when the reader must stop. */
+static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t *rx_seq)
+{
+    MfrCtrlHdr h;
+    g_autoptr(GError) err = NULL;
+    if (!mfr_wire_unpack_ctrl_hdr(buf, len, &h, &err)) {
+        mfr_fail(c->fail, MFR_ERROR_PROTOCOL, "%s: control message from %s: %s", c->side,
+                 xp_channel_peer(c->ch), err->message);
+        return false;
+    }
+    if (h.seq != *rx_seq + 1) {
+        mfr_fail(c->fail, MFR_ERROR_PROTOCOL,
+                 "%s: control message from %s: sequence %u, expected %u", c->side,
+                 xp_channel_peer(c->ch), h.seq, *rx_seq + 1);
+        return false;
+    }
+    *rx_seq = h.seq;
+    if (h.type == MFR_CTRL_KEEPALIVE) {
+        return true;
+    }
+    MfrCtrlMsg *m = g_malloc(sizeof(*m) + h.length);
+    m->hdr = h;
+    m->len = h.length;
+    memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, h.length);
+    if (h.type == MFR_CTRL_ERROR || h.type == MFR_CTRL_CANCEL) {
+        control_fail_peer(c, m);
+        g_free(m);
+        return false;
+    }
+    if (h.type == MFR_CTRL_COMPLETE_REPLY) {
+        /* the session is over for the peer, which may close before our main thread
+         * dequeues this: its close must not read as a lost connection */
+        atomic_store(&c->done, true);
+    }
+    g_async_queue_push(c->queue, m);
+    return true;
+}
+
 static gpointer control_reader(gpointer opaque)
 {
     MfrControl *c = opaque;
@@ -204,38 +244,9 @@ static gpointer control_reader(gpointer opaque)
             break;
         }
         last_rx = g_get_monotonic_time();
-        MfrCtrlHdr h;
-        g_autoptr(GError) err = NULL;
-        if (!mfr_wire_unpack_ctrl_hdr(buf, len, &h, &err)) {
-            mfr_fail(c->fail, MFR_ERROR_PROTOCOL, "%s: control message from %s: %s", c->side,
-                     xp_channel_peer(c->ch), err->message);
+        if (!control_take(c, buf, len, &rx_seq)) {
             break;
         }
-        if (h.seq != rx_seq + 1) {
-            mfr_fail(c->fail, MFR_ERROR_PROTOCOL,
-                     "%s: control message from %s: sequence %u, expected %u", c->side,
-                     xp_channel_peer(c->ch), h.seq, rx_seq + 1);
-            break;
-        }
-        rx_seq = h.seq;
-        if (h.type == MFR_CTRL_KEEPALIVE) {
-            continue;
-        }
-        MfrCtrlMsg *m = g_malloc(sizeof(*m) + h.length);
-        m->hdr = h;
-        m->len = h.length;
-        memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, h.length);
-        if (h.type == MFR_CTRL_ERROR || h.type == MFR_CTRL_CANCEL) {
-            control_fail_peer(c, m);
-            g_free(m);
-            break;
-        }
-        if (h.type == MFR_CTRL_COMPLETE_REPLY) {
-            /* the session is over for the peer, which may close before our main thread
-             * dequeues this: its close must not read as a lost connection */
-            atomic_store(&c->done, true);
-        }
-        g_async_queue_push(c->queue, m);
     }
     g_free(buf);
     c->reader_cpu_s = mfr_thread_cpu_s();
