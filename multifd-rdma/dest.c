@@ -86,26 +86,13 @@ static void dest_on_fail(void *opaque, const GError *err)
 
 /* ---------- setup ---------- */
 
-static void dest_xp_options(MfrDest *d, XpOptions *o)
-{
-    xp_options_init(o);
-    o->timeout_ms = d->cfg.timeout_ms;
-    o->rdma_dev = d->cfg.rdma_dev;
-    o->rdma_port = d->cfg.rdma_port;
-    o->gid_index = d->cfg.gid_index;
-    o->odp = d->cfg.odp;
-    o->rc_retry = d->cfg.rc_retry;
-    o->rc_timeout = d->cfg.rc_timeout;
-}
-
 MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
 {
     if (!cfg->uri) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
         return NULL;
     }
-    if (!mfr_rdma_knobs_check("destination", cfg->registration_threads, cfg->rc_retry,
-                              cfg->rc_timeout, error)) {
+    if (!mfr_transport_check("destination", &cfg->transport, error)) {
         return NULL;
     }
     g_autofree char *host = NULL, *port = NULL;
@@ -135,7 +122,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     g_strlcpy(d->stats.transport, ops->name, sizeof(d->stats.transport));
 
     XpOptions o;
-    dest_xp_options(d, &o);
+    mfr_transport_xp_options(&d->cfg.transport, d->cfg.timeout_ms, false, &o);
     d->dom = ops->domain_new(&o, &xerr);
     if (!d->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
@@ -160,13 +147,8 @@ const char *mfr_dest_uri(MfrDest *d)
 
 bool mfr_dest_add_block(MfrDest *d, const MfrRamBlock *b, GError **error)
 {
-    if (!b->name || !mfr_block_name_valid(b->name) || !b->host || b->length == 0 ||
-        b->page_size < 4096 || (b->page_size & (b->page_size - 1)) ||
-        b->length % b->page_size) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "destination: block '%s' needs a name, host memory, a power-of-two page "
-                    "size >= 4096 and a non-zero length multiple of it",
-                    b->name ? b->name : "(null)");
+    if (!mfr_ram_block_check(b, true, error)) {
+        g_prefix_error(error, "destination: block %u ", d->blocks->len);
         return false;
     }
     for (guint i = 0; i < d->blocks->len; i++) {
@@ -357,8 +339,13 @@ static bool dest_match_blocks(MfrDest *d, const MfrBlockInfo *info, uint32_t cou
                 g_prefix_error(error, "destination: block '%s': ", info[i].name);
                 return false;
             }
-            MfrRamBlock b = { .name = g_strdup(info[i].name), .host = host,
+            MfrRamBlock b = { .name = info[i].name, .host = host,
                               .length = info[i].length, .page_size = info[i].page_size };
+            if (!mfr_ram_block_check(&b, true, error)) {
+                g_prefix_error(error, "destination: alloc_block() gave block %u ", i);
+                return false;
+            }
+            b.name = g_strdup(info[i].name);
             g_array_append_val(d->blocks, b);
         }
         return true;
@@ -486,8 +473,8 @@ static bool dest_blocks(MfrDest *d, GError **error)
     /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
     MfrRegisterJob job = {
         .ops = d->ops, .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
-        .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.odp,
-        .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
+        .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.transport.odp,
+        .threads = d->cfg.transport.registration_threads, .channels = d->nchan_expected,
         .side = "destination",
     };
     if (d->ops->caps & XP_CAP_REGIONS) {
@@ -496,7 +483,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
             return false;
         }
         mfr_chunk_map_init(&d->chunks, d->ram.blocks, n, d->cfg.registration_chunk,
-                           mfr_register_chunk_threads(d->cfg.registration_threads));
+                           mfr_register_chunk_threads(d->cfg.transport.registration_threads));
         d->regions = g_new0(XpRegion *, d->chunks.total);
         d->chunk_ready = g_new0(bool, d->chunks.total);
         reply.flags = MFR_REPLY_REGIONS;

@@ -53,10 +53,15 @@ bool mfr_fail_echo(MfrFail *f, GError *err);
  * local cause, it is reported at once. */
 void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail);
 
-/* Range checks of the rdma knobs both configs share (MFR_ERROR_USAGE naming side and value);
- * the transport would otherwise clamp them silently. */
-bool mfr_rdma_knobs_check(const char *side, unsigned registration_threads, unsigned rc_retry,
-                          unsigned rc_timeout, GError **error);
+/* ---------- configuration (config.c) ---------- */
+
+/* Range checks of the transport knobs both configs share (MFR_ERROR_USAGE naming side and
+ * value); the transport would otherwise clamp them silently. */
+bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError **error);
+/* The one place a side's transport config becomes the transport's options (domain, listener
+ * and every connection): control marks the control connection (never zerocopy). */
+void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, bool control,
+                              XpOptions *o);
 
 /* ---------- registration (register.c) ---------- */
 
@@ -215,7 +220,5 @@ static inline double mfr_now_s(void)
 double mfr_thread_cpu_s(void);
 /* Transport errors (XP_ERROR) become MFR_ERROR_TRANSPORT/REJECTED with the same text. */
 GError *mfr_error_from_xp(GError *xp_err, const char *prefix);
-/* Role of a block name check etc. */
-bool mfr_block_name_valid(const char *name);
 
 G_END_DECLS

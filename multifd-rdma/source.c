@@ -104,8 +104,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
                     "source: dirty tracking needs harvest() and stop()");
         return NULL;
     }
-    if (!mfr_rdma_knobs_check("source", cfg->registration_threads, cfg->rc_retry,
-                              cfg->rc_timeout, error)) {
+    if (!mfr_transport_check("source", &cfg->transport, error)) {
         return NULL;
     }
     unsigned ppp = cfg->pages_per_packet ? cfg->pages_per_packet : 128;
@@ -117,19 +116,8 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     uint32_t page_size = UINT32_MAX;
     for (unsigned i = 0; i < nblocks; i++) {
         const MfrRamBlock *b = &blocks[i];
-        if (!b->name || !mfr_block_name_valid(b->name)) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                        "source: block %u: name must be 1..%u printable characters", i,
-                        MFR_BLOCK_NAME_MAX - 1);
-            return NULL;
-        }
-        if (b->page_size < 4096 || (b->page_size & (b->page_size - 1)) ||
-            b->length == 0 || b->length % b->page_size || !b->host ||
-            ((uintptr_t)b->host % 4096)) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                        "source: block '%s': needs a page-aligned host address, a power-of-two "
-                        "page size >= 4096 and a non-zero length multiple of it (got length %"
-                        G_GUINT64_FORMAT ", page size %u)", b->name, b->length, b->page_size);
+        if (!mfr_ram_block_check(b, true, error)) {
+            g_prefix_error(error, "source: block %u ", i);
             return NULL;
         }
         for (unsigned j = 0; j < i; j++) {
@@ -212,26 +200,13 @@ static void source_hello(MfrSource *s, MfrRole role, unsigned index, unsigned co
     mfr_wire_pack_hello(&h, out);
 }
 
-static void source_xp_options(MfrSource *s, XpOptions *o, bool control)
-{
-    xp_options_init(o);
-    o->timeout_ms = s->cfg.timeout_ms;
-    o->rdma_dev = s->cfg.rdma_dev;
-    o->rdma_port = s->cfg.rdma_port;
-    o->gid_index = s->cfg.gid_index;
-    o->odp = s->cfg.odp;
-    o->rc_retry = s->cfg.rc_retry;
-    o->rc_timeout = s->cfg.rc_timeout;
-    o->zerocopy = s->cfg.zerocopy && !control;
-    o->control = control;
-}
-
 static XpChannel *source_connect(MfrSource *s, MfrRole role, unsigned index, unsigned count,
                                  GError **error)
 {
     uint8_t hello[MFR_HELLO_SIZE];
     XpOptions o;
-    source_xp_options(s, &o, role == MFR_ROLE_CONTROL);
+    mfr_transport_xp_options(&s->cfg.transport, s->cfg.timeout_ms, role == MFR_ROLE_CONTROL,
+                             &o);
     source_hello(s, role, index, count, hello);
     GError *xerr = NULL;
     XpChannel *ch = s->ops->connect(s->dom, s->host, s->port, hello, sizeof(hello), &o, &xerr);
@@ -309,7 +284,7 @@ static bool source_announce(MfrSource *s, GError **error)
         MfrRegisterJob job = {
             .ops = s->ops, .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
-            .threads = s->cfg.registration_threads, .channels = s->caps.channels,
+            .threads = s->cfg.transport.registration_threads, .channels = s->caps.channels,
             .side = "source",
         };
         MfrRegisterResult res = { 0 };
@@ -719,7 +694,7 @@ static bool source_migrate(MfrSource *s, GError **error)
 {
     GError *xerr = NULL;
     XpOptions o;
-    source_xp_options(s, &o, true);
+    mfr_transport_xp_options(&s->cfg.transport, s->cfg.timeout_ms, true, &o);
     s->dom = s->ops->domain_new(&o, &xerr);
     if (!s->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "source"));

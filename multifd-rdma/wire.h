@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mfrdma.h"
+
 G_BEGIN_DECLS
 
 #define MFR_WIRE_VERSION 1u
@@ -212,6 +214,14 @@ size_t mfr_wire_pack_blocks(const MfrBlockInfo *b, uint32_t count, uint8_t *buf,
  * page size (power of two) and length (non-zero multiple of page size). */
 bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
                             uint32_t *count, GError **error);
+
+/* The one rule for a RAM block (mfrdma.h, MfrRamBlock), for mfr_source_new(),
+ * mfr_dest_add_block(), alloc_block() and the wire's BLOCKS: name 1..63 printable ASCII
+ * bytes, page size a power of two in 4096..2^30, length a non-zero multiple of the page size
+ * and, with_host (memory of this process, not an announce), host non-NULL and 4096-byte
+ * aligned. MFR_ERROR_USAGE; the message starts with "name ..." or "'NAME' ..." for the
+ * caller to prefix with the side and the block's index. */
+bool mfr_ram_block_check(const MfrRamBlock *b, bool with_host, GError **error);
 
 /* Body: u32 count, u32 flags, then count * 16-byte entries: region descriptors (flags 0) or
  * chunk layouts (u64 chunk_size, u32 chunks, u32 reserved; MFR_REPLY_REGIONS). */
