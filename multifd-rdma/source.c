@@ -27,11 +27,9 @@ struct MfrSource {
     char *host, *port;
     MfrRamView ram;
     MfrCaps caps;       /* negotiated */
-    /* pipelined registration (migration thread only): the destination's chunk layout, how
-     * many chunks of each block have arrived (in order), how many are still missing */
-    MfrChunkMap chunks;
-    uint32_t chunks_received[MFR_MAX_BLOCKS];
-    uint32_t chunks_missing;
+    /* pipelined registration: some chunk of ram.remote may still be missing (migration
+     * thread only; once false, batches need no wait) */
+    bool chunks_pending;
     uint8_t session_id[MFR_SESSION_ID_LEN];
 
     MfrFail fail;
@@ -61,6 +59,8 @@ static void source_on_fail(void *opaque, const GError *err)
 {
     MfrSource *s = opaque;
     g_mutex_lock(&s->lock);
+    /* release a producer waiting for a chunk */
+    mfr_region_table_wake(s->ram.remote);
     if (s->ctl) {
         mfr_control_send_error(s->ctl, err);
         /* the reader stops within a tick by itself; see mfr_control_free() */
@@ -262,6 +262,9 @@ static bool source_negotiate(MfrSource *s, GError **error)
     return true;
 }
 
+static bool source_expect_chunks(MfrSource *s, const MfrChunkLayout *layout, GError **error);
+static bool source_region(void *opaque, const MfrCtrlMsg *m, GError **error);
+
 static bool source_announce(MfrSource *s, GError **error)
 {
     MfrBlockInfo info[MFR_MAX_BLOCKS];
@@ -279,16 +282,18 @@ static bool source_announce(MfrSource *s, GError **error)
     }
     /* Our registration overlaps the destination's: both only depend on the block list. */
     if (s->ops->caps & XP_CAP_REGIONS) {
-        s->ram.regions = g_new0(XpRegion *, s->nblocks);
-        s->ram.remotes = g_new0(XpRemote *, s->nblocks);
+        MfrChunkMap whole;
+        mfr_chunk_map_whole(&whole, s->blocks, s->nblocks);
+        s->ram.local = mfr_region_table_new(s->ops, MFR_REGIONS_LOCAL, s->blocks, &whole,
+                                            "the source");
         MfrRegisterJob job = {
             .ops = s->ops, .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
             .threads = s->cfg.transport.registration_threads, .channels = s->caps.channels,
             .side = "source",
         };
-        MfrRegisterResult res = { 0 };
-        bool ok = mfr_register_blocks(&job, s->ram.regions, &res, error);
+        MfrRegisterResult res;
+        bool ok = mfr_register_blocks(&job, s->ram.local, &res, error);
         s->stats.registration_ms = res.ms;
         s->stats.registration_cpu_s = res.cpu_s;
         s->stats.registration_threads = res.threads;
@@ -307,44 +312,47 @@ static bool source_announce(MfrSource *s, GError **error)
         g_prefix_error(error, "source: BLOCKS_REPLY from %s: ", s->uri);
         return false;
     }
-    if (reply.flags & MFR_REPLY_REGIONS) {
-        if (!s->ram.remotes) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                        "source: BLOCKS_REPLY from %s announces registration chunks, but %s "
-                        "has no regions", s->uri, s->ops->name);
-            return false;
-        }
-        /* the chunks follow as REGION messages; source_wait_chunk() takes them */
-        mfr_chunk_map_from_layout(&s->chunks, reply.layout, s->nblocks);
-        g_free(s->ram.remotes);
-        s->ram.remotes = g_new0(XpRemote *, s->chunks.total);
-        s->ram.chunks = &s->chunks;
-        s->chunks_missing = s->chunks.total;
-        s->stats.region_chunks = s->chunks.total;
-        return true;
+    bool regions = s->ops->caps & XP_CAP_REGIONS;
+    if (!(reply.flags & MFR_REPLY_REGIONS) != !regions) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "source: BLOCKS_REPLY from %s %s registration chunks, but %s %s regions",
+                    s->uri, regions ? "lacks" : "announces", s->ops->name,
+                    regions ? "needs" : "has no");
+        return false;
     }
-    /* a destination that registered every block before replying: one region per block */
-    for (unsigned i = 0; s->ram.remotes && i < s->nblocks; i++) {
-        GError *xerr = NULL;
-        if (!s->ops->remote_import(s->dom, reply.desc[i], s->blocks[i].length,
-                                   &s->ram.remotes[i], &xerr)) {
-            g_autofree char *what = g_strdup_printf("source: block '%s'", s->blocks[i].name);
-            g_propagate_error(error, mfr_error_from_xp(xerr, what));
-            return false;
-        }
-    }
-    s->stats.region_chunks = s->ram.remotes ? s->nblocks : 0;
-    return true;
+    return !regions || source_expect_chunks(s, reply.layout, error);
 }
 
-/* One REGION: import the chunk's remote, in order within its block. */
-static bool source_region(MfrSource *s, const MfrCtrlMsg *m, GError **error)
+/* The destination's chunk layout: its REGIONs are imported by the control reader from now
+ * on (source_region()), the producer waits for the chunks it needs (source_wait_chunk()). */
+static bool source_expect_chunks(MfrSource *s, const MfrChunkLayout *layout, GError **error)
 {
+    MfrChunkMap map;
+    mfr_chunk_map_from_layout(&map, layout, s->nblocks);
+    g_autofree char *registrar = g_strdup_printf("the destination %s", s->uri);
+    MfrRegionTable *remote = mfr_region_table_new(s->ops, MFR_REGIONS_REMOTE, s->blocks, &map,
+                                                  registrar);
+    g_mutex_lock(&s->lock);
+    s->ram.remote = remote;
+    g_mutex_unlock(&s->lock);
+    s->stats.region_chunks = map.total;
+    s->chunks_pending = true;
+    return mfr_control_set_handler(s->ctl, MFR_CTRL_REGION, source_region, s, error);
+}
+
+/* Control reader thread: one REGION, imported into ram.remote (in order within its block:
+ * the wire check refuses anything else). */
+static bool source_region(void *opaque, const MfrCtrlMsg *m, GError **error)
+{
+    MfrSource *s = opaque;
+    MfrRegionTable *t = s->ram.remote;
+    uint32_t received[MFR_MAX_BLOCKS];
+    mfr_region_table_in_order(t, received);
     MfrRegionLimits lim = {
         .nblocks = s->nblocks,
         .block_len = s->ram.block_len,
-        .layout = s->chunks.layout,
-        .received = s->chunks_received,
+        .layout = mfr_region_table_map(t)->layout,
+        .received = received,
     };
     MfrRegionMsg r;
     if (!mfr_wire_unpack_region(m->body, m->len, &lim, &r, error)) {
@@ -352,70 +360,37 @@ static bool source_region(MfrSource *s, const MfrCtrlMsg *m, GError **error)
         return false;
     }
     GError *xerr = NULL;
-    uint32_t flat = s->chunks.first[r.block] + r.chunk;
-    if (!s->ops->remote_import(s->dom, r.desc, r.length, &s->ram.remotes[flat], &xerr)) {
+    XpRemote *remote = NULL;
+    if (!s->ops->remote_import(s->dom, r.desc, r.length, &remote, &xerr)) {
         g_autofree char *what = g_strdup_printf("source: block '%s' chunk %u",
                                                 s->blocks[r.block].name, r.chunk);
         g_propagate_error(error, mfr_error_from_xp(xerr, what));
         return false;
     }
-    s->chunks_received[r.block]++;
-    if (--s->chunks_missing == 0) {
-        s->stats.bytes_before_last_region = s->prog.sent_bytes;
-    }
-    return true;
+    mfr_region_table_set_remote(t, r.block, r.chunk, remote);
+    return mfr_region_table_ready(t, r.block, r.chunk, NULL, NULL, error);
 }
 
-/* Before a batch of block b up to chunk `chunk` is handed out: take the REGIONs that have
- * arrived, and wait for more while the chunk is missing. Each wait is bounded by the
- * session's timeout (the destination registers and sends chunks in order, so a chunk that
- * takes longer means it is stuck) and by the failure latch. */
-static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk, GError **error)
+/* Before a batch of block b up to chunk `chunk` is handed out: wait until the destination's
+ * chunk is imported, bounded by the session's timeout without progress (the destination
+ * registers and sends chunks in order, so a chunk that takes longer means it is stuck) and
+ * by the failure latch. */
+static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk)
 {
     double t0 = mfr_now_s();
-    for (;;) {
-        GError *perr = NULL;
-        MfrCtrlMsg *m = mfr_control_poll(s->ctl, &perr);
-        if (perr) {
-            g_propagate_error(error, perr);
-            return false;
+    GError *err = NULL;
+    if (!mfr_region_table_wait(s->ram.remote, b, chunk, s->cfg.timeout_ms, &s->fail, &err)) {
+        if (!mfr_failed(&s->fail)) {
+            g_prefix_error(&err, "source: ");
         }
-        if (!m) {
-            if (s->chunks_received[b] > chunk) {
-                break;
-            }
-            GError *rerr = NULL;
-            m = mfr_control_recv(s->ctl, (int)s->cfg.timeout_ms, &rerr);
-            if (!m && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
-                g_clear_error(&rerr);
-                g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT,
-                            "source: chunk %u of block '%s' not registered by the destination "
-                            "%s within %u ms", chunk, s->blocks[b].name, s->uri,
-                            s->cfg.timeout_ms);
-                return false;
-            }
-            if (!m) {
-                g_propagate_error(error, rerr); /* the session's failure */
-                return false;
-            }
-        }
-        if (m->hdr.type != MFR_CTRL_REGION) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                        "source: expected REGION from %s, got %s", s->uri,
-                        mfr_ctrl_type_str(m->hdr.type));
-            g_free(m);
-            return false;
-        }
-        bool ok = source_region(s, m, error);
-        g_free(m);
-        if (!ok) {
-            return false;
-        }
-        if (s->chunks_missing == 0) {
-            break;
-        }
+        mfr_fail_set(&s->fail, err);
+        return false;
     }
     s->stats.region_wait_ms += (mfr_now_s() - t0) * 1000;
+    if (mfr_region_table_missing(s->ram.remote) == 0) {
+        s->chunks_pending = false;
+        s->stats.bytes_before_last_region = s->prog.sent_bytes;
+    }
     return true;
 }
 
@@ -501,14 +476,12 @@ static bool source_flush_batch(MfrSource *s)
         return true;
     }
     uint64_t bytes = (uint64_t)s->batch->npages * s->ram.page_size;
-    if (s->chunks_missing) {
-        /* offsets ascend within a batch: its last page lies in its last chunk */
+    if (s->chunks_pending) {
+        /* offsets ascend within a batch: its last page lies in its last chunk, and chunks
+         * arrive in order, so the earlier ones are in too */
         unsigned b = s->batch->block;
-        uint32_t last = (uint32_t)(s->batch->offsets[s->batch->npages - 1] /
-                                   s->chunks.layout[b].chunk_size);
-        GError *err = NULL;
-        if (!source_wait_chunk(s, b, last, &err)) {
-            mfr_fail_set(&s->fail, err);
+        uint64_t cs = mfr_region_table_map(s->ram.remote)->layout[b].chunk_size;
+        if (!source_wait_chunk(s, b, (uint32_t)(s->batch->offsets[s->batch->npages - 1] / cs))) {
             return false;
         }
     }
@@ -821,12 +794,6 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }
 
-/* Entries of ram.remotes: one per chunk once the destination announced chunks. */
-static unsigned source_nremotes(const MfrSource *s)
-{
-    return s->ram.chunks ? s->chunks.total : s->nblocks;
-}
-
 /* Nothing of the session outlives run(): channels (QPs) first, then the registrations
  * they used, so no rkey stays valid and no guest page stays pinned. */
 static void source_release(MfrSource *s)
@@ -840,16 +807,12 @@ static void source_release(MfrSource *s)
         mfr_send_channel_free(chan[i]);
     }
     g_free(chan);
-    for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
-        if (s->ram.remotes[i]) {
-            s->ops->remote_free(g_steal_pointer(&s->ram.remotes[i]));
-        }
-    }
-    for (unsigned i = 0; i < s->nblocks; i++) {
-        if (s->ram.regions && s->ram.regions[i]) {
-            s->ops->region_deregister(g_steal_pointer(&s->ram.regions[i]));
-        }
-    }
+    /* the control reader, which fills ram.remote, has stopped (run() freed it) */
+    g_mutex_lock(&s->lock);
+    MfrRegionTable *remote = g_steal_pointer(&s->ram.remote);
+    g_mutex_unlock(&s->lock);
+    mfr_region_table_free(remote);
+    mfr_region_table_free(g_steal_pointer(&s->ram.local));
 }
 
 bool mfr_source_run(MfrSource *s, GError **error)
@@ -945,20 +908,12 @@ void mfr_source_free(MfrSource *s)
     }
     g_free(s->chan);
     mfr_control_free(s->ctl);
-    for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
-        if (s->ram.remotes[i]) {
-            s->ops->remote_free(s->ram.remotes[i]);
-        }
-    }
+    mfr_region_table_free(s->ram.remote);
+    mfr_region_table_free(s->ram.local);
     for (unsigned i = 0; i < s->nblocks; i++) {
-        if (s->ram.regions && s->ram.regions[i]) {
-            s->ops->region_deregister(s->ram.regions[i]);
-        }
         g_free((char *)s->blocks[i].name);
         g_free(s->bitmap[i]);
     }
-    g_free(s->ram.remotes);
-    g_free(s->ram.regions);
     xp_domain_free(s->dom);
     g_free(s->ram.block_len);
     g_free(s->blocks);

@@ -607,7 +607,7 @@ size_t mfr_wire_pack_blocks_reply(const MfrBlocksReply *r, uint8_t *buf, size_t 
             put_u32(e + LAYOUT_CHUNKS, r->layout[i].chunks);
             put_u32(e + LAYOUT_RESERVED, 0);
         } else {
-            memcpy(e, r->desc[i], MFR_BLOCK_REPLY_SIZE);
+            memset(e, 0, MFR_BLOCK_REPLY_SIZE);
         }
     }
     return need;
@@ -626,6 +626,17 @@ bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, const MfrBlock
     if (n != count) {
         return fail(error, "blocks reply: block count %u, but %u blocks were announced", n,
                     count);
+    }
+    for (uint32_t i = 0; !(flags & MFR_REPLY_REGIONS) && i < n; i++) {
+        const uint8_t *e = buf + LIST_ENTRIES + (size_t)i * MFR_BLOCK_REPLY_SIZE;
+
+        /* whole-block region descriptors were never sent since pipelined registration */
+        for (unsigned k = 0; k < MFR_BLOCK_REPLY_SIZE; k++) {
+            if (e[k] != 0) {
+                return fail(error, "blocks reply: block %u entry byte %u is 0x%02x, must be 0 "
+                            "without flag REGIONS", i, k, e[k]);
+            }
+        }
     }
     for (uint32_t i = 0; (flags & MFR_REPLY_REGIONS) && i < n; i++) {
         const uint8_t *e = buf + LIST_ENTRIES + (size_t)i * MFR_BLOCK_REPLY_SIZE;
@@ -660,9 +671,6 @@ bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, const MfrBlock
     r->count = n;
     if (flags & MFR_REPLY_REGIONS) {
         memcpy(r->layout, layout, (size_t)n * sizeof(layout[0]));
-    } else {
-        /* The descriptors are opaque here: the transport that made them validates them. */
-        memcpy(r->desc, buf + LIST_ENTRIES, (size_t)n * MFR_BLOCK_REPLY_SIZE);
     }
     return true;
 }
