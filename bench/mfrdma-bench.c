@@ -114,7 +114,8 @@ typedef struct {
     char spec[128];
     char transport[8];     /* as in the spec: tcp, tcpzc, rdma */
     const char *scheme;    /* the engine's URI scheme: tcp or rdma */
-    bool zerocopy;         /* tcpzc: MfrSourceConfig.transport.zerocopy, raw streams with MSG_ZEROCOPY */
+    bool zerocopy;         /* tcpzc: MfrSourceConfig.transport.zerocopy, raw streams with
+                            * MSG_ZEROCOPY */
     unsigned channels;
     uint64_t size;
     char mix[32];
