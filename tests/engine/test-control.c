@@ -152,46 +152,65 @@ static void no_on_fail(void *opaque, const GError *err)
 {
 }
 
-static void fake_init(FakeCh *f)
+/* A control connection on a fake channel, and a sink for its handler. */
+typedef struct {
+    FakeCh f;
+    MfrFail fail;
+    MfrControl *c;
+    Sink k;
+} Fixture;
+
+static void fixture_init(Fixture *x, uint64_t fail_tag)
 {
-    memset(f, 0, sizeof(*f));
-    f->base.ops = &fake_ops;
-    g_mutex_init(&f->lock);
-    g_cond_init(&f->cond);
+    memset(x, 0, sizeof(*x));
+    x->f.base.ops = &fake_ops;
+    g_mutex_init(&x->f.lock);
+    g_cond_init(&x->f.cond);
+    g_mutex_init(&x->k.lock);
+    g_cond_init(&x->k.cond);
+    x->k.fail_tag = fail_tag;
+    mfr_fail_init(&x->fail, no_on_fail, NULL);
+    x->c = mfr_control_new(&x->f.base, 60000, &x->fail, MFR_SIDE_SOURCE);
+}
+
+static void fixture_clear(Fixture *x)
+{
+    mfr_control_free(x->c);
+    mfr_fail_clear(&x->fail);
+    g_mutex_clear(&x->f.lock);
+    g_cond_clear(&x->f.cond);
+    g_mutex_clear(&x->k.lock);
+    g_cond_clear(&x->k.cond);
 }
 
 static void test_handler_order(void)
 {
-    FakeCh f;
-    fake_init(&f);
-    MfrFail fail;
-    mfr_fail_init(&fail, no_on_fail, NULL);
-    MfrControl *c = mfr_control_new(&f.base, 60000, &fail, MFR_SIDE_SOURCE);
+    Fixture x;
+    fixture_init(&x, 0);
+    FakeCh *f = &x.f;
+    Sink *k = &x.k;
     /* queued before the handler exists: REGION 1, 2, SYNC_ACK 100, REGION 3 */
-    fake_add(&f, MFR_CTRL_REGION, 1, false);
-    fake_add(&f, MFR_CTRL_REGION, 2, false);
-    fake_add(&f, MFR_CTRL_SYNC_ACK, 100, false);
-    fake_add(&f, MFR_CTRL_REGION, 3, false);
-    fake_deliver(&f);
-    Sink k = { 0 };
-    g_mutex_init(&k.lock);
-    g_cond_init(&k.cond);
+    fake_add(f, MFR_CTRL_REGION, 1, false);
+    fake_add(f, MFR_CTRL_REGION, 2, false);
+    fake_add(f, MFR_CTRL_SYNC_ACK, 100, false);
+    fake_add(f, MFR_CTRL_REGION, 3, false);
+    fake_deliver(f);
     g_autoptr(GError) err = NULL;
-    g_assert_true(mfr_control_set_handler(c, MFR_CTRL_REGION, sink_handle, &k, &err));
+    g_assert_true(mfr_control_set_handler(x.c, MFR_CTRL_REGION, sink_handle, k, &err));
     g_assert_no_error(err);
-    g_assert_cmpuint(k.n, ==, 3); /* handled in the caller, before it returned */
+    g_assert_cmpuint(k->n, ==, 3); /* handled in the caller, before it returned */
     /* later ones on the reader thread, after the queued ones */
-    fake_add(&f, MFR_CTRL_REGION, 4, false);
-    fake_add(&f, MFR_CTRL_SYNC_ACK, 101, false);
-    fake_add(&f, MFR_CTRL_REGION, 5, false);
-    fake_deliver(&f);
-    sink_wait(&k, 5);
+    fake_add(f, MFR_CTRL_REGION, 4, false);
+    fake_add(f, MFR_CTRL_SYNC_ACK, 101, false);
+    fake_add(f, MFR_CTRL_REGION, 5, false);
+    fake_deliver(f);
+    sink_wait(k, 5);
     for (unsigned i = 0; i < 5; i++) {
-        g_assert_cmpuint(k.tags[i], ==, i + 1);
+        g_assert_cmpuint(k->tags[i], ==, i + 1);
     }
     /* the other type stayed queued, in its order */
     for (uint64_t want = 100; want <= 101; want++) {
-        g_autofree MfrCtrlMsg *m = mfr_control_recv(c, 60000, &err);
+        g_autofree MfrCtrlMsg *m = mfr_control_recv(x.c, 60000, &err);
         g_assert_no_error(err);
         g_assert_nonnull(m);
         g_assert_cmpuint(m->hdr.type, ==, MFR_CTRL_SYNC_ACK);
@@ -199,45 +218,25 @@ static void test_handler_order(void)
         g_assert_true(mfr_wire_unpack_u64(m->body, m->len, &tag, NULL));
         g_assert_cmpuint(tag, ==, want);
     }
-    g_assert_false(mfr_failed(&fail));
-    mfr_control_free(c);
-    mfr_fail_clear(&fail);
-    g_mutex_clear(&f.lock);
-    g_cond_clear(&f.cond);
-    g_mutex_clear(&k.lock);
-    g_cond_clear(&k.cond);
+    g_assert_false(mfr_failed(&x.fail));
+    fixture_clear(&x);
 }
 
 /* A handler that refuses a message fails the session with its error. */
 static void test_bad_handler(void)
 {
-    FakeCh f;
-    fake_init(&f);
-    MfrFail fail;
-    mfr_fail_init(&fail, no_on_fail, NULL);
-    MfrControl *c = mfr_control_new(&f.base, 60000, &fail, MFR_SIDE_SOURCE);
-    Sink k = { .fail_tag = 2 };
-    g_mutex_init(&k.lock);
-    g_cond_init(&k.cond);
-    g_assert_true(mfr_control_set_handler(c, MFR_CTRL_REGION, sink_handle, &k, NULL));
-    fake_add(&f, MFR_CTRL_REGION, 1, false);
-    fake_add(&f, MFR_CTRL_REGION, 2, false);
-    g_mutex_lock(&f.lock);
-    f.released = f.count;
-    g_cond_broadcast(&f.cond);
-    g_mutex_unlock(&f.lock);
+    Fixture x;
+    fixture_init(&x, 2);
+    g_assert_true(mfr_control_set_handler(x.c, MFR_CTRL_REGION, sink_handle, &x.k, NULL));
+    fake_add(&x.f, MFR_CTRL_REGION, 1, false);
+    fake_add(&x.f, MFR_CTRL_REGION, 2, true);
     /* the reader stops after the failure: wait for the failure through the queue */
     g_autoptr(GError) err = NULL;
-    g_assert_null(mfr_control_recv(c, -1, &err));
+    g_assert_null(mfr_control_recv(x.c, -1, &err));
     g_assert_error(err, MFR_ERROR, MFR_ERROR_PROTOCOL);
     g_assert_cmpstr(err->message, ==, "handler refused tag 2");
-    g_assert_cmpuint(k.n, ==, 1);
-    mfr_control_free(c);
-    mfr_fail_clear(&fail);
-    g_mutex_clear(&f.lock);
-    g_cond_clear(&f.cond);
-    g_mutex_clear(&k.lock);
-    g_cond_clear(&k.cond);
+    g_assert_cmpuint(x.k.n, ==, 1);
+    fixture_clear(&x);
 }
 
 int main(int argc, char **argv)
