@@ -2,7 +2,8 @@
 /*
  * The control connection of a session, identical on both sides: a reader thread validates
  * every control message, keeps the peer alive (KEEPALIVE when idle, failure after silence),
- * turns the peer's ERROR/CANCEL into a session failure and queues the rest for the session.
+ * turns the peer's ERROR/CANCEL into a session failure, hands the messages a session wants
+ * handled at once to its handler (the source's REGIONs) and queues the rest.
  */
 #include "engine.h"
 
@@ -18,6 +19,12 @@ struct MfrControl {
     unsigned timeout_ms;
     GThread *reader;
     GAsyncQueue *queue;  /* MfrCtrlMsg*, or &wake_marker */
+    /* Messages of handler_type go to handler on the reader thread instead of the queue.
+     * handler_lock orders the reader's dispatch against mfr_control_set_handler(). */
+    GMutex handler_lock;
+    MfrCtrlType handler_type;
+    MfrCtrlHandler handler;
+    void *handler_opaque;
     GMutex send_lock;    /* senders: session thread, channel threads (SYNC_ACK), reader */
     uint32_t tx_seq;     /* under send_lock */
     atomic_llong last_tx_us;
@@ -137,8 +144,28 @@ static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
              e.text);
 }
 
+/* Hands m to the handler of its type, or queues it. False when the handler failed (the
+ * session's failure now). */
+static bool control_dispatch(MfrControl *c, MfrCtrlMsg *m)
+{
+    g_mutex_lock(&c->handler_lock);
+    if (!c->handler || m->hdr.type != c->handler_type) {
+        g_async_queue_push(c->queue, m);
+        g_mutex_unlock(&c->handler_lock);
+        return true;
+    }
+    GError *err = NULL;
+    bool ok = c->handler(c->handler_opaque, m, &err);
+    g_mutex_unlock(&c->handler_lock);
+    g_free(m);
+    if (!ok) {
+        mfr_fail_set(c->fail, err);
+    }
+    return ok;
+}
+
 /* One message the reader received: validated, then a keepalive is dropped, the peer's
- * ERROR/CANCEL fails the session and anything else is queued for the session's thread.
+ * ERROR/CANCEL fails the session and anything else goes to its handler or the queue.
  * False when the reader must stop. */
 static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t *rx_seq)
 {
@@ -173,8 +200,7 @@ static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t
          * dequeues this: its close must not read as a lost connection */
         atomic_store(&c->done, true);
     }
-    g_async_queue_push(c->queue, m);
-    return true;
+    return control_dispatch(c, m);
 }
 
 static gpointer control_reader(gpointer opaque)
@@ -263,6 +289,7 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
     c->side = side == MFR_SIDE_SOURCE ? "source" : "destination";
     c->timeout_ms = timeout_ms ? timeout_ms : 5000;
     c->queue = g_async_queue_new();
+    g_mutex_init(&c->handler_lock);
     g_mutex_init(&c->send_lock);
     atomic_init(&c->last_tx_us, g_get_monotonic_time());
     GError *terr = NULL;
@@ -274,6 +301,34 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
         return NULL;
     }
     return c;
+}
+
+bool mfr_control_set_handler(MfrControl *c, MfrCtrlType type, MfrCtrlHandler handler,
+                             void *opaque, GError **error)
+{
+    g_mutex_lock(&c->handler_lock);
+    c->handler_type = type;
+    c->handler = handler;
+    c->handler_opaque = opaque;
+    /* What the reader queued before is handled first, in arrival order; the rest goes back
+     * to the queue's head in its order. The reader waits on handler_lock meanwhile. */
+    GQueue keep = G_QUEUE_INIT;
+    bool ok = true;
+    gpointer p;
+    while ((p = g_async_queue_try_pop(c->queue))) {
+        MfrCtrlMsg *m = p;
+        if (p == &wake_marker || m->hdr.type != type || !ok) {
+            g_queue_push_tail(&keep, p);
+            continue;
+        }
+        ok = handler(opaque, m, error);
+        g_free(m);
+    }
+    while ((p = g_queue_pop_tail(&keep))) {
+        g_async_queue_push_front(c->queue, p);
+    }
+    g_mutex_unlock(&c->handler_lock);
+    return ok;
 }
 
 void mfr_control_track_state(MfrControl *c, const MfrState *state)
@@ -332,6 +387,7 @@ void mfr_control_free(MfrControl *c)
         }
     }
     g_async_queue_unref(c->queue);
+    g_mutex_clear(&c->handler_lock);
     g_mutex_clear(&c->send_lock);
     g_free(c);
 }
@@ -347,28 +403,6 @@ static bool control_check_state(MfrControl *c, MfrCtrlMsg *m, GError **error)
         return false;
     }
     return true;
-}
-
-MfrCtrlMsg *mfr_control_poll(MfrControl *c, GError **error)
-{
-    for (;;) {
-        if (mfr_failed(c->fail)) {
-            mfr_fail_propagate(c->fail, error);
-            return NULL;
-        }
-        MfrCtrlMsg *m = g_async_queue_try_pop(c->queue);
-        if (!m) {
-            return NULL;
-        }
-        if (m == (void *)&wake_marker) {
-            continue;
-        }
-        if (!control_check_state(c, m, error)) {
-            g_free(m);
-            return NULL;
-        }
-        return m;
-    }
 }
 
 MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error)

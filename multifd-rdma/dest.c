@@ -29,15 +29,10 @@ struct MfrDest {
     unsigned nchan_expected;
     double reg_helper_cpu_s; /* registration threads' CPU, beside the main thread's */
 
-    /* Pipelined registration (XP_CAP_REGIONS): the blocks' chunks, registered by reg's
-     * threads after BLOCKS_REPLY while this thread accepts channels and serves. */
-    MfrChunkMap chunks;
-    XpRegion **regions;      /* chunks.total; set by the registration threads, freed after
-                              * they are joined */
+    /* Pipelined registration (XP_CAP_REGIONS): reg's threads register the chunks of
+     * ram.local after BLOCKS_REPLY while this thread accepts channels and serves; the table
+     * is freed only after they are joined. */
     MfrRegisterBg *reg;      /* run() thread only */
-    GMutex region_lock;      /* chunk_ready, chunk_sent: REGIONs leave in order per block */
-    bool *chunk_ready;       /* chunks.total */
-    uint32_t chunk_sent[MFR_MAX_BLOCKS];
     MfrRecvHold *hold;       /* test seams */
     bool inject_reg_fail;
     unsigned inject_reg_delay_ms;
@@ -108,26 +103,13 @@ static void dest_publish_stats(MfrDest *d)
 
 /* ---------- setup ---------- */
 
-static void dest_xp_options(MfrDest *d, XpOptions *o)
-{
-    xp_options_init(o);
-    o->timeout_ms = d->cfg.timeout_ms;
-    o->rdma_dev = d->cfg.rdma_dev;
-    o->rdma_port = d->cfg.rdma_port;
-    o->gid_index = d->cfg.gid_index;
-    o->odp = d->cfg.odp;
-    o->rc_retry = d->cfg.rc_retry;
-    o->rc_timeout = d->cfg.rc_timeout;
-}
-
 MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
 {
     if (!cfg->uri) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
         return NULL;
     }
-    if (!mfr_rdma_knobs_check("destination", cfg->registration_threads, cfg->rc_retry,
-                              cfg->rc_timeout, error)) {
+    if (!mfr_transport_check("destination", &cfg->transport, error)) {
         return NULL;
     }
     g_autofree char *host = NULL, *port = NULL;
@@ -149,7 +131,6 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     d->ops = ops;
     d->blocks = g_array_new(FALSE, TRUE, sizeof(MfrRamBlock));
     g_mutex_init(&d->lock);
-    g_mutex_init(&d->region_lock);
     g_mutex_init(&d->sync_lock);
     g_mutex_init(&d->stats_lock);
     mfr_fail_init(&d->fail, dest_on_fail, d);
@@ -166,7 +147,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     }
 
     XpOptions o;
-    dest_xp_options(d, &o);
+    mfr_transport_xp_options(&d->cfg.transport, d->cfg.timeout_ms, false, &o);
     d->dom = ops->domain_new(&o, &xerr);
     if (!d->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
@@ -191,13 +172,8 @@ const char *mfr_dest_uri(MfrDest *d)
 
 bool mfr_dest_add_block(MfrDest *d, const MfrRamBlock *b, GError **error)
 {
-    if (!b->name || !mfr_block_name_valid(b->name) || !b->host || b->length == 0 ||
-        b->page_size < 4096 || (b->page_size & (b->page_size - 1)) ||
-        b->length % b->page_size) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "destination: block '%s' needs a name, host memory, a power-of-two page "
-                    "size >= 4096 and a non-zero length multiple of it",
-                    b->name ? b->name : "(null)");
+    if (!mfr_ram_block_check(b, true, error)) {
+        g_prefix_error(error, "destination: block %u ", d->blocks->len);
         return false;
     }
     for (guint i = 0; i < d->blocks->len; i++) {
@@ -391,8 +367,13 @@ static bool dest_match_blocks(MfrDest *d, const MfrBlockInfo *info, uint32_t cou
                 g_prefix_error(error, "destination: block '%s': ", info[i].name);
                 return false;
             }
-            MfrRamBlock b = { .name = g_strdup(info[i].name), .host = host,
+            MfrRamBlock b = { .name = info[i].name, .host = host,
                               .length = info[i].length, .page_size = info[i].page_size };
+            if (!mfr_ram_block_check(&b, true, error)) {
+                g_prefix_error(error, "destination: alloc_block() gave block %u ", i);
+                return false;
+            }
+            b.name = g_strdup(info[i].name);
             g_array_append_val(d->blocks, b);
         }
         return true;
@@ -448,35 +429,20 @@ static bool dest_match_blocks(MfrDest *d, const MfrBlockInfo *info, uint32_t cou
     return true;
 }
 
-/* Registration threads: chunk `chunk` of `block` is registered. REGIONs leave in order
- * within a block, so the thread that completes the next chunk in line sends it and every
- * later one that is already registered. */
-static void dest_chunk_ready(void *opaque, unsigned block, uint32_t chunk)
+/* Registration threads, under ram.local's lock, in chunk order per block (the table sees to
+ * that): chunk `chunk` of `block` is registered, tell the source (REGION). */
+static bool dest_publish_region(void *opaque, unsigned block, uint32_t chunk, GError **error)
 {
     MfrDest *d = opaque;
-    const MfrChunkLayout *l = &d->chunks.layout[block];
-    g_mutex_lock(&d->region_lock);
-    d->chunk_ready[d->chunks.first[block] + chunk] = true;
-    while (!mfr_failed(&d->fail) && d->chunk_sent[block] < l->chunks &&
-           d->chunk_ready[d->chunks.first[block] + d->chunk_sent[block]]) {
-        uint32_t c = d->chunk_sent[block];
-        MfrRegionMsg r = {
-            .block = block,
-            .chunk = c,
-            .offset = (uint64_t)c * l->chunk_size,
-        };
-        r.length = MIN(l->chunk_size, d->ram.blocks[block].length - r.offset);
-        d->ops->region_export(d->regions[d->chunks.first[block] + c], r.desc);
-        uint8_t body[MFR_REGION_SIZE];
-        mfr_wire_pack_region(&r, body);
-        GError *err = NULL;
-        if (!mfr_control_send(d->ctl, MFR_CTRL_REGION, body, sizeof(body), &err)) {
-            mfr_fail_echo(&d->fail, err);
-            break;
-        }
-        d->chunk_sent[block]++;
+    if (mfr_failed(&d->fail)) {
+        return false; /* nothing to tell any more; the session has its error */
     }
-    g_mutex_unlock(&d->region_lock);
+    MfrRegionMsg r = { .block = block, .chunk = chunk };
+    mfr_region_table_chunk_range(d->ram.local, block, chunk, &r.offset, &r.length);
+    d->ops->region_export(mfr_region_table_local(d->ram.local, block, chunk), r.desc);
+    uint8_t body[MFR_REGION_SIZE];
+    mfr_wire_pack_region(&r, body);
+    return mfr_control_send(d->ctl, MFR_CTRL_REGION, body, sizeof(body), error);
 }
 
 static bool dest_blocks(MfrDest *d, GError **error)
@@ -520,8 +486,8 @@ static bool dest_blocks(MfrDest *d, GError **error)
     /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
     MfrRegisterJob job = {
         .ops = d->ops, .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
-        .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.odp,
-        .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
+        .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.transport.odp,
+        .threads = d->cfg.transport.registration_threads, .channels = d->nchan_expected,
         .side = "destination",
     };
     if (d->ops->caps & XP_CAP_REGIONS) {
@@ -529,13 +495,15 @@ static bool dest_blocks(MfrDest *d, GError **error)
         if (!mfr_register_budget(&job, error)) {
             return false;
         }
-        mfr_chunk_map_init(&d->chunks, d->ram.blocks, n, d->cfg.registration_chunk,
-                           mfr_register_chunk_threads(d->cfg.registration_threads));
-        d->regions = g_new0(XpRegion *, d->chunks.total);
-        d->chunk_ready = g_new0(bool, d->chunks.total);
+        MfrChunkMap map;
+        mfr_chunk_map_init(&map, d->ram.blocks, n, d->cfg.registration_chunk,
+                           mfr_register_threads(d->cfg.transport.registration_threads,
+                                                UINT32_MAX));
+        d->ram.local = mfr_region_table_new(d->ops, MFR_REGIONS_LOCAL, d->ram.blocks, &map,
+                                            "the destination");
         reply.flags = MFR_REPLY_REGIONS;
-        memcpy(reply.layout, d->chunks.layout, n * sizeof(reply.layout[0]));
-        d->stats.region_chunks = d->chunks.total;
+        memcpy(reply.layout, map.layout, n * sizeof(reply.layout[0]));
+        d->stats.region_chunks = map.total;
     }
     uint8_t body[XP_MSG_MAX];
     size_t len = mfr_wire_pack_blocks_reply(&reply, body, sizeof(body) - MFR_CTRL_HDR_SIZE);
@@ -546,13 +514,14 @@ static bool dest_blocks(MfrDest *d, GError **error)
     if (d->ops->caps & XP_CAP_REGIONS) {
         /* every REGION follows the reply: the threads start only now */
         MfrRegisterChunksJob cj = {
-            .base = job, .map = &d->chunks, .regions = d->regions, .fail = &d->fail,
-            .ready = dest_chunk_ready, .ready_opaque = d, .inject_fail = -1,
+            .base = job, .table = d->ram.local, .fail = &d->fail,
+            .publish = dest_publish_region, .publish_opaque = d, .inject_fail = -1,
             .delay_ms = d->inject_reg_delay_ms,
         };
+        const MfrChunkMap *map = mfr_region_table_map(d->ram.local);
         if (d->inject_reg_fail && d->inject_block < n &&
-            d->inject_chunk < d->chunks.layout[d->inject_block].chunks) {
-            cj.inject_fail = d->chunks.first[d->inject_block] + d->inject_chunk;
+            d->inject_chunk < map->layout[d->inject_block].chunks) {
+            cj.inject_fail = map->first[d->inject_block] + d->inject_chunk;
         }
         d->reg = mfr_register_chunks_start(&cj, error);
         if (!d->reg) {
@@ -785,11 +754,8 @@ static void dest_release(MfrDest *d)
         mfr_recv_channel_free(chan[i]);
     }
     g_free(chan);
-    for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
-        if (d->regions[i]) {
-            d->ops->region_deregister(g_steal_pointer(&d->regions[i]));
-        }
-    }
+    /* the registration threads are joined (dest_join_registration()) */
+    mfr_region_table_free(g_steal_pointer(&d->ram.local));
 }
 
 /* The registration threads end before run() does, on success (every chunk was needed for
@@ -964,13 +930,7 @@ void mfr_dest_free(MfrDest *d)
     }
     g_free(d->chan);
     mfr_control_free(d->ctl);
-    for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
-        if (d->regions[i]) {
-            d->ops->region_deregister(d->regions[i]);
-        }
-    }
-    g_free(d->regions);
-    g_free(d->chunk_ready);
+    mfr_region_table_free(d->ram.local);
     if (d->hold) {
         g_mutex_clear(&d->hold->lock);
         g_cond_clear(&d->hold->cond);
@@ -991,7 +951,6 @@ void mfr_dest_free(MfrDest *d)
     g_free(d->uri_cfg);
     mfr_fail_clear(&d->fail);
     g_mutex_clear(&d->lock);
-    g_mutex_clear(&d->region_lock);
     g_mutex_clear(&d->sync_lock);
     g_mutex_clear(&d->stats_lock);
     g_free(d);

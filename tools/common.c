@@ -187,19 +187,10 @@ bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **
 
 bool tool_parse_token(const char *text, uint8_t token[16], GError **error)
 {
-    bool ok = strlen(text) == 32;
-    for (unsigned i = 0; ok && i < 16; i++) {
-        int hi = g_ascii_xdigit_value(text[2 * i]);
-        int lo = g_ascii_xdigit_value(text[2 * i + 1]);
-        ok = hi >= 0 && lo >= 0;
-        if (ok) {
-            token[i] = (uint8_t)(hi << 4 | lo);
-        }
-    }
-    if (!ok) {
+    g_autoptr(GError) err = NULL;
+    if (!mfr_token_parse(text, token, &err)) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "--token: '%s' is not 32 hex digits (use the token printed by "
-                    "'mfrdma listen')", text);
+                    "--token: %s (use the token printed by 'mfrdma listen')", err->message);
         return false;
     }
     return true;
@@ -222,15 +213,6 @@ void tool_random_token(uint8_t token[16])
         }
         got += (size_t)n;
     }
-}
-
-char *tool_token_hex(const uint8_t token[16])
-{
-    GString *s = g_string_sized_new(33);
-    for (unsigned i = 0; i < 16; i++) {
-        g_string_append_printf(s, "%02x", token[i]);
-    }
-    return g_string_free(s, FALSE);
 }
 
 int tool_exit_code(const GError *error)
@@ -261,10 +243,10 @@ void tool_source_args_init(ToolSourceArgs *a)
         .downtime_ms = (gint)cfg.downtime_ms,
         .max_rounds = (gint)cfg.max_rounds,
         .timeout_ms = (gint)cfg.timeout_ms,
-        .gid_index = cfg.gid_index,
         .writers = (gint)go.writers,
         .seed = (gint64)go.seed,
     };
+    tool_rdma_args_init(&a->rdma);
 }
 
 void tool_source_args_clear(ToolSourceArgs *a)
@@ -274,9 +256,8 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->mix);
     g_free(a->transport);
     g_free(a->address);
-    g_free(a->rdma_dev);
     g_free(a->token);
-    g_free(a->registration_chunk);
+    tool_rdma_args_clear(&a->rdma);
 }
 
 void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_transport)
@@ -313,22 +294,6 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Skip the per-block digests (and, in demo, the memcmp)", NULL },
         { "timeout", 't', 0, G_OPTION_ARG_INT, &a->timeout_ms,
           "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
-        { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &a->rdma_dev,
-          "RDMA device to use instead of the one owning the address", "DEV" },
-        { "rdma-port", 0, 0, G_OPTION_ARG_INT, &a->rdma_port,
-          "With --rdma-dev: port to connect from; else a check of the route", "N" },
-        { "gid-index", 0, 0, G_OPTION_ARG_INT, &a->gid_index,
-          "With --rdma-dev: GID to connect from; else a check of the route", "N" },
-        { "odp", 0, 0, G_OPTION_ARG_NONE, &a->odp,
-          "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
-        { "zerocopy", 0, 0, G_OPTION_ARG_NONE, &a->zerocopy,
-          "tcp: send pages with MSG_ZEROCOPY (pays off on real NICs, not on loopback)", NULL },
-        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a->registration_threads,
-          "rdma: threads that register the blocks (default: one per CPU)", "N" },
-        { "rc-retry", 0, 0, G_OPTION_ARG_INT, &a->rc_retry,
-          "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
-        { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &a->rc_timeout,
-          "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
         G_OPTION_ENTRY_NULL,
@@ -339,17 +304,104 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
         { "address", 'a', 0, G_OPTION_ARG_STRING, &a->address,
           "Local address for rdma (default $MFR_RDMA_ADDR, else the device's IPv4 address)",
           "ADDR" },
-        { "registration-chunk", 0, 0, G_OPTION_ARG_STRING, &a->registration_chunk,
-          "rdma: destination registers (and announces) its RAM in chunks of SIZE while the "
-          "source sends (default: up to 64M, ~8 per registration thread)", "SIZE" },
         G_OPTION_ENTRY_NULL,
     };
     /* All in the main group: --help must show --size and friends without --help-all. */
     g_option_context_add_main_entries(ctx, guest, NULL);
     g_option_context_add_main_entries(ctx, mig, NULL);
+    tool_add_rdma_options(ctx, &a->rdma,
+                          with_transport ? TOOL_SIDE_SOURCE | TOOL_SIDE_DEST : TOOL_SIDE_SOURCE);
     if (with_transport) {
         g_option_context_add_main_entries(ctx, xport, NULL);
     }
+}
+
+/* ---- transport options (demo, listen, migrate) ------------------------------------------- */
+
+void tool_rdma_args_init(ToolRdmaArgs *a)
+{
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    *a = (ToolRdmaArgs){ .gid_index = cfg.transport.gid_index };
+}
+
+void tool_rdma_args_clear(ToolRdmaArgs *a)
+{
+    g_free(a->rdma_dev);
+    g_free(a->registration_chunk);
+}
+
+void tool_add_rdma_options(GOptionContext *ctx, ToolRdmaArgs *a, unsigned sides)
+{
+    const GOptionEntry rdma[] = {
+        { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &a->rdma_dev,
+          "RDMA device to use instead of the one owning the address", "DEV" },
+        { "rdma-port", 0, 0, G_OPTION_ARG_INT, &a->rdma_port,
+          "RDMA port: with --rdma-dev (source) the one to use, else a check of the route "
+          "(default: any)", "N" },
+        { "gid-index", 0, 0, G_OPTION_ARG_INT, &a->gid_index,
+          "GID table index: with --rdma-dev (source) the one to use, else a check of the route "
+          "(default: any)", "N" },
+        { "odp", 0, 0, G_OPTION_ARG_NONE, &a->odp,
+          "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
+        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a->registration_threads,
+          "rdma: threads that register (destination: populate and register) the blocks "
+          "(default: one per CPU)", "N" },
+        { "rc-retry", 0, 0, G_OPTION_ARG_INT, &a->rc_retry,
+          "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
+        { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &a->rc_timeout,
+          "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
+        G_OPTION_ENTRY_NULL,
+    };
+    const GOptionEntry source[] = {
+        { "zerocopy", 0, 0, G_OPTION_ARG_NONE, &a->zerocopy,
+          "tcp: send pages with MSG_ZEROCOPY (pays off on real NICs, not on loopback)", NULL },
+        G_OPTION_ENTRY_NULL,
+    };
+    const GOptionEntry dest[] = {
+        { "registration-chunk", 0, 0, G_OPTION_ARG_STRING, &a->registration_chunk,
+          "rdma: the destination registers (and announces) its RAM in chunks of SIZE while "
+          "the source sends (default: up to 64M, ~8 per registration thread)", "SIZE" },
+        G_OPTION_ENTRY_NULL,
+    };
+    g_option_context_add_main_entries(ctx, rdma, NULL);
+    if (sides & TOOL_SIDE_SOURCE) {
+        g_option_context_add_main_entries(ctx, source, NULL);
+    }
+    if (sides & TOOL_SIDE_DEST) {
+        g_option_context_add_main_entries(ctx, dest, NULL);
+    }
+}
+
+bool tool_rdma_args_apply(const ToolRdmaArgs *a, MfrTransportConfig *t,
+                          uint64_t *registration_chunk, GError **error)
+{
+    if (!tool_check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
+        !tool_check_range("--gid-index", a->gid_index, -1, 65535, error) ||
+        !tool_check_range("--registration-threads", a->registration_threads, 0, 16, error) ||
+        !tool_check_range("--rc-retry", a->rc_retry, 0, 7, error) ||
+        !tool_check_range("--rc-timeout", a->rc_timeout, 0, 31, error)) {
+        return false;
+    }
+    if (registration_chunk) {
+        *registration_chunk = 0;
+        if (a->registration_chunk &&
+            !tool_parse_size("--registration-chunk", a->registration_chunk,
+                             registration_chunk, error)) {
+            return false;
+        }
+    }
+    *t = (MfrTransportConfig){
+        .rdma_dev = a->rdma_dev,
+        .rdma_port = a->rdma_port,
+        .gid_index = a->gid_index,
+        .odp = a->odp,
+        .zerocopy = a->zerocopy,
+        .registration_threads = (unsigned)a->registration_threads,
+        .rc_retry = (unsigned)a->rc_retry,
+        .rc_timeout = (unsigned)a->rc_timeout,
+    };
+    return true;
 }
 
 bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
@@ -363,7 +415,7 @@ bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
 }
 
 bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
-                            GError **error)
+                            uint64_t *registration_chunk, GError **error)
 {
     mfr_guest_options_init(go);
     mfr_source_config_init(cfg);
@@ -391,11 +443,7 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
         !tool_check_range("--downtime", a->downtime_ms, 1, 3600 * 1000, error) ||
         !tool_check_range("--max-rounds", a->max_rounds, 1, 1000000, error) ||
         !tool_check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error) ||
-        !tool_check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
-        !tool_check_range("--gid-index", a->gid_index, -1, 65535, error) ||
-        !tool_check_range("--registration-threads", a->registration_threads, 0, 16, error) ||
-        !tool_check_range("--rc-retry", a->rc_retry, 0, 7, error) ||
-        !tool_check_range("--rc-timeout", a->rc_timeout, 0, 31, error)) {
+        !tool_rdma_args_apply(&a->rdma, &cfg->transport, registration_chunk, error)) {
         return false;
     }
     uint64_t page = a->hugetlb ? (2u << 20) : 4096u;
@@ -423,14 +471,6 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     cfg->force_switchover = a->force_switchover;
     cfg->verify = !a->no_verify;
     cfg->timeout_ms = (unsigned)a->timeout_ms;
-    cfg->rdma_dev = a->rdma_dev;
-    cfg->rdma_port = a->rdma_port;
-    cfg->gid_index = a->gid_index;
-    cfg->odp = a->odp;
-    cfg->zerocopy = a->zerocopy;
-    cfg->registration_threads = (unsigned)a->registration_threads;
-    cfg->rc_retry = (unsigned)a->rc_retry;
-    cfg->rc_timeout = (unsigned)a->rc_timeout;
     return true;
 }
 

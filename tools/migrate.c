@@ -102,7 +102,7 @@ int tool_migrate(ToolCtx *ctx, int argc, char **argv)
         code = tool_usage_error("migrate", "unexpected argument '%s'", argv[2]);
         goto usage_out;
     }
-    if (!tool_source_args_apply(&a, &go, &cfg, &error) ||
+    if (!tool_source_args_apply(&a, &go, &cfg, NULL, &error) ||
         !tool_check_memory("", go.size, 1, &error)) {
         code = tool_usage_error("migrate", "%s", error->message);
         goto usage_out;
