@@ -227,8 +227,8 @@ def start_migration(src, dst, mode, host, max_bandwidth=0):
     dst.qmp.cmd("migrate-incoming", uri=uri)
     mode.setup(src)
     # 0 = QEMU's default (128 MiB/s); the tests want the link's own speed
-    src.qmp.cmd("migrate-set-parameters", downtime_limit=300,
-                max_bandwidth=max_bandwidth or 100 * 1024 ** 3)
+    src.qmp.cmd("migrate-set-parameters", **{
+        "downtime-limit": 300, "max-bandwidth": max_bandwidth or 100 * 1024 ** 3})
     cpu0 = (src.cpu_s(), dst.cpu_s())
     src.qmp.cmd("migrate", uri=uri)
     return uri, cpu0
@@ -247,7 +247,7 @@ def finish_migration(src, dst, cpu0, timeout, raise_after_syncs=3):
             return info
         syncs = info.get("ram", {}).get("dirty-sync-count", 0)
         if not raised and syncs >= raise_after_syncs:
-            src.qmp.cmd("migrate-set-parameters", downtime_limit=60000)
+            src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": 60000})
             raised = True
         return None
 
