@@ -71,7 +71,9 @@ def bootblock(qemu_src, path):
     """Writes the A-B boot sector (its bytes from QEMU's a-b-bootblock.h) to a disk image."""
     header = os.path.join(qemu_src, "tests/qtest/migration/i386/a-b-bootblock.h")
     with open(header) as f:
-        data = bytes(int(x, 16) for x in re.findall(r"0x([0-9a-fA-F]{2})", f.read()))
+        array = re.search(r"x86_bootsect\[\] = \{(.*?)\};", f.read(), re.S)
+    data = bytes(int(x, 16) for x in re.findall(r"0x([0-9a-fA-F]{2})", array.group(1))) \
+        if array else b""
     if len(data) != 512 or data[510:] != b"\x55\xaa":
         raise RuntimeError(f"{header}: not a 512-byte boot sector")
     with open(path, "wb") as f:
