@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Side by side, with the same patched QEMU binary and QEMU's A-B test guest, in one run:
-  --where host  rdma+multifd: (libmfrdma over tcp) vs QEMU's own multifd over tcp
-  --where vm    rdma+multifd: (rdma on rxe0) vs legacy rdma: vs multifd over tcp
+  --where host  rdma+multifd: (libmfrdma over tcp; with and without libmfrdma's digest check,
+                which runs within the downtime) vs QEMU's own multifd over tcp
+  --where vm    rdma+multifd: (rdma on rxe0, with and without digests) vs legacy rdma: vs
+                multifd over tcp
                 (run it inside the soft-RoCE VM: bench/qemu-bench.sh does)
 For each mode, --repeats migrations of a fresh guest; prints a markdown table (median of the
 repeats: total time, downtime, setup, bytes, source and destination CPU from /proc/PID/stat)
@@ -74,13 +76,15 @@ def main():
     if args.where == "host":
         host = "127.0.0.1"
         modes = [migtest.mode_mfrdma("tcp", args.channels),
+                 migtest.mode_mfrdma("tcp", args.channels, verify=False),
                  migtest.mode_multifd_tcp(args.channels)]
     else:
         host = os.environ.get("MFR_TEST_RDMA_ADDR")
         if not host:
             sys.exit("--where vm runs inside the soft-RoCE VM (MFR_TEST_RDMA_ADDR unset)")
-        modes = [migtest.mode_mfrdma("rdma", args.channels), migtest.mode_legacy_rdma(),
-                 migtest.mode_multifd_tcp(args.channels)]
+        modes = [migtest.mode_mfrdma("rdma", args.channels),
+                 migtest.mode_mfrdma("rdma", args.channels, verify=False),
+                 migtest.mode_legacy_rdma(), migtest.mode_multifd_tcp(args.channels)]
     results = [(m.name, []) for m in modes]
     with migtest.workdir("mfrdma-qemu-bench-") as wd:
         boot = os.path.join(wd, "boot.img")

@@ -208,9 +208,10 @@ class Mode:
             vm.qmp.cmd("migrate-set-parameters", **self.params)
 
 
-def mode_mfrdma(transport, channels):
-    return Mode(f"rdma+multifd ({transport}, {channels} ch)", "rdma+multifd",
-                params={"mfrdma-transport": transport, "multifd-channels": channels})
+def mode_mfrdma(transport, channels, verify=True):
+    return Mode(f"rdma+multifd ({transport}, {channels} ch{'' if verify else ', no verify'})",
+                "rdma+multifd", params={"mfrdma-transport": transport,
+                                        "multifd-channels": channels, "mfrdma-verify": verify})
 
 
 def mode_multifd_tcp(channels):
