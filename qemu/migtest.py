@@ -94,7 +94,9 @@ class Vm:
         for p in (self.ram, self.serial, self.stats, qmp_path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
-        args = [qemu, "-name", name, "-M", "pc", "-accel", "tcg", "-m", f"{mem_mb}M",
+        # debug-threads: named threads, so cpu_s() can tell the vCPUs apart
+        args = [qemu, "-name", f"{name},debug-threads=on", "-M", "pc", "-accel", "tcg",
+                "-m", f"{mem_mb}M",
                 "-object", f"memory-backend-file,id=mem0,size={mem_mb}M,mem-path={self.ram},"
                 "share=on", "-machine", "memory-backend=mem0",
                 "-L", "/usr/share/seabios", "-nodefaults", "-display", "none",
@@ -133,10 +135,24 @@ class Vm:
         return self.qmp.cmd("query-status")["status"]
 
     def cpu_s(self):
-        """CPU seconds (user + system) this QEMU used so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system) this QEMU used so far, minus its vCPU threads' (the
+        guest's own work is no migration cost). The process total also counts threads that
+        exited, such as libmfrdma's when its session ended."""
+        def ticks(path):
+            with open(path) as f:
+                head, rest = f.read().rsplit(")", 1)
+            fields = rest.split()
+            return head.split("(", 1)[1], int(fields[11]) + int(fields[12])
+        pid = self.proc.pid
+        total = ticks(f"/proc/{pid}/stat")[1]
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
+            except FileNotFoundError:
+                continue
+            if re.match(r"CPU \d+/", comm):
+                total -= t
+        return total / os.sysconf("SC_CLK_TCK")
 
     def mfrdma_stats(self):
         with open(self.stats) as f:
