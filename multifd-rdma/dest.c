@@ -38,7 +38,8 @@ struct MfrDest {
     GMutex region_lock;      /* chunk_ready, chunk_sent: REGIONs leave in order per block */
     bool *chunk_ready;       /* chunks.total */
     uint32_t chunk_sent[MFR_MAX_BLOCKS];
-    bool inject_reg_fail;    /* test seams */
+    MfrRecvHold *hold;       /* test seams */
+    bool inject_reg_fail;
     unsigned inject_reg_delay_ms;
     unsigned inject_block;
     uint32_t inject_chunk;
@@ -68,7 +69,6 @@ struct MfrDest {
     int event_fd;
     MfrState state;          /* session thread only */
     double t_start;
-    double cpu_s;            /* session thread's CPU */
     /* written by the session thread; published to stats_pub under stats_lock after setup
      * and at the end, so get_stats() from any thread reads one consistent snapshot */
     MfrStats stats;
@@ -78,19 +78,21 @@ struct MfrDest {
 
 /* ---------- failure ---------- */
 
-static void dest_on_fail(void *opaque, const GError *err)
+static void dest_on_fail(void *opaque, const GError *err, bool quiet)
 {
     MfrDest *d = opaque;
     g_mutex_lock(&d->lock);
     if (d->ctl) {
-        mfr_control_send_error(d->ctl, err);
+        if (!quiet) {
+            mfr_control_send_error(d->ctl, err);
+        }
         /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(d->ctl);
     }
-    for (unsigned i = 0; i < d->nchan; i++) {
+    for (unsigned i = 0; !quiet && i < d->nchan; i++) {
         xp_channel_shutdown(d->chan[i]->xp);
     }
-    if (d->listener && d->ops->listener_shutdown) {
+    if (!quiet && d->listener && d->ops->listener_shutdown) {
         d->ops->listener_shutdown(d->listener);
         atomic_store(&d->listener_down, true);
     }
@@ -368,6 +370,9 @@ static bool dest_negotiate(MfrDest *d, GError **error)
     }
     d->caps = c;
     d->nchan_expected = c.channels;
+    if (d->hold) {
+        d->hold->nchan = c.channels; /* before any channel thread reads it */
+    }
     d->ram.page_size = c.page_size;
     d->ram.max_pages = c.max_pages_per_packet;
     uint8_t body[MFR_CAPS_SIZE];
@@ -598,7 +603,7 @@ static bool dest_open_channels(MfrDest *d, GError **error)
             return false;
         }
         MfrRecvChannel *c = mfr_recv_channel_new(h.channel_index, ch, &d->ram, dest_sync, d,
-                                                 error);
+                                                 d->hold, error);
         if (!c) {
             return false;
         }
@@ -661,13 +666,14 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
 }
 
 /* Received bytes so far, as the channel threads count them (an estimate while they run). */
-static void dest_progress(MfrDest *d, MfrPhase phase)
+static void dest_progress(MfrDest *d)
 {
     if (!d->cfg.progress) {
         return;
     }
     double now = mfr_now_s();
-    MfrProgress p = { .phase = phase, .ram_bytes = d->stats.ram_bytes,
+    /* the destination cannot tell precopy from the switchover: both read as precopy */
+    MfrProgress p = { .phase = mfr_state_phase(d->state, true), .ram_bytes = d->stats.ram_bytes,
                       .elapsed_s = d->t_start ? now - d->t_start : 0 };
     g_mutex_lock(&d->sync_lock);
     p.round = d->sync_round;
@@ -724,7 +730,7 @@ static bool dest_serve(MfrDest *d, GError **error)
         g_autofree MfrCtrlMsg *m = mfr_control_recv(d->ctl, d->cfg.progress ? 100 : -1, &rerr);
         if (!m && !mfr_failed(&d->fail) && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
             g_clear_error(&rerr);
-            dest_progress(d, MFR_PHASE_PRECOPY);
+            dest_progress(d);
             continue;
         }
         if (!m) {
@@ -810,9 +816,12 @@ static gpointer dest_session_thread(gpointer opaque)
     GError *err = NULL;
     bool ok = dest_serve(d, &err);
     if (!ok) {
-        mfr_fail_set(&d->fail, err);
+        mfr_fail_set_result(&d->fail, err);
         d->state = MFR_STATE_FAILED;
     }
+    /* an echo as the session's error: the peer's own account may still be on its way */
+    mfr_control_settle(d->ctl);
+    mfr_fail_finalize(&d->fail);
     dest_join_registration(d);
     /* stop channel threads before reading their counters; no error is reported after this */
     for (unsigned i = 0; i < d->nchan; i++) {
@@ -829,7 +838,7 @@ static gpointer dest_session_thread(gpointer opaque)
     d->ctl = NULL;
     dest_collect_stats(d, mfr_thread_cpu_s() - cpu0);
     dest_publish_stats(d);
-    dest_progress(d, ok ? MFR_PHASE_DONE : MFR_PHASE_FAILED);
+    dest_progress(d);
     dest_release(d);
     d->ok = ok;
     uint64_t one = 1;
@@ -853,7 +862,7 @@ bool mfr_dest_start(MfrDest *d, GError **error)
     if (!d->session) {
         GError *e = g_error_new(MFR_ERROR, MFR_ERROR_FAILED, "destination: %s", terr->message);
         g_error_free(terr);
-        mfr_fail_set(&d->fail, e);
+        mfr_fail_set_result(&d->fail, e);
         mfr_fail_propagate(&d->fail, error);
         uint64_t one = 1;
         (void)!write(d->event_fd, &one, sizeof(one));
@@ -897,7 +906,8 @@ bool mfr_dest_run(MfrDest *d, GError **error)
 
 void mfr_dest_cancel(MfrDest *d)
 {
-    mfr_fail(&d->fail, MFR_ERROR_CANCELLED, "destination: migration cancelled");
+    mfr_fail_set_first(&d->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "destination: migration cancelled"));
 }
 
 void mfr_dest_inject_register_failure(MfrDest *d, unsigned block, uint32_t chunk)
@@ -905,6 +915,24 @@ void mfr_dest_inject_register_failure(MfrDest *d, unsigned block, uint32_t chunk
     d->inject_reg_fail = true;
     d->inject_block = block;
     d->inject_chunk = chunk;
+}
+
+void mfr_dest_inject_hold(MfrDest *d, unsigned channel)
+{
+    d->hold = g_new0(MfrRecvHold, 1);
+    g_mutex_init(&d->hold->lock);
+    g_cond_init(&d->hold->cond);
+    d->hold->channel = channel;
+}
+
+void mfr_dest_hold_wait(MfrDest *d)
+{
+    MfrRecvHold *h = d->hold;
+    g_mutex_lock(&h->lock);
+    while (!h->holding) {
+        g_cond_wait(&h->cond, &h->lock);
+    }
+    g_mutex_unlock(&h->lock);
 }
 
 void mfr_dest_inject_register_delay(MfrDest *d, unsigned ms)
@@ -943,6 +971,11 @@ void mfr_dest_free(MfrDest *d)
     }
     g_free(d->regions);
     g_free(d->chunk_ready);
+    if (d->hold) {
+        g_mutex_clear(&d->hold->lock);
+        g_cond_clear(&d->hold->cond);
+        g_free(d->hold);
+    }
     for (unsigned i = 0; i < d->ram.nblocks; i++) {
         g_free(d->ram.received[i]);
     }

@@ -85,6 +85,11 @@ typedef struct {
     double throughput_bps;
 } MfrChannelStats;
 
+/* Filled by value by mfr_source_get_stats()/mfr_dest_get_stats(), so its layout (size and
+ * every offset) is part of those two functions' ABI: a release that changes it in any way,
+ * appending included, gives them a new symbol version in libmfrdma.map (the old version
+ * keeps filling the old layout) or bumps the soname. stats.c pins the size so a change
+ * cannot slip in unnoticed. Snapshots are consistent: see the get_stats functions. */
 typedef struct {
     double total_ms, setup_ms, downtime_ms, registration_ms, verify_ms;
     double transfer_ms;      /* end of setup to the last round's barrier */
@@ -101,7 +106,6 @@ typedef struct {
     unsigned channels;
     unsigned registration_threads; /* used for registration_ms (0 on tcp) */
     MfrChannelStats channel[64];
-    /* Appended after the fields above so their offsets stay put. */
     double registration_cpu_s; /* CPU of the registering thread during registration_ms; it is
                                 * part of cpu_s (first touch of fresh memory when pinning) */
     uint64_t zerocopy_sends;   /* source, tcp with zerocopy: sendmsg(MSG_ZEROCOPY) calls */
@@ -242,6 +246,8 @@ void mfr_source_mark_stopped(MfrSource *src);
 void mfr_source_cancel(MfrSource *src);
 /* Thread-safe; the next round boundary switches over whatever remains. */
 void mfr_source_force_switchover(MfrSource *src);
+/* Thread-safe, any time: a consistent snapshot, taken at the end of start(), of every
+ * barrier and of the session (final after run()/complete()/abort()). */
 void mfr_source_get_stats(MfrSource *src, MfrStats *out);
 void mfr_source_free(MfrSource *src);
 
@@ -272,6 +278,8 @@ bool mfr_dest_wait(MfrDest *dst, GError **error);
  * mfr_dest_run(), so a token that arrives late (on a hypervisor's own stream) can be used. */
 void mfr_dest_set_token(MfrDest *dst, const uint8_t token[16]);
 void mfr_dest_cancel(MfrDest *dst);
+/* Thread-safe, any time: a consistent snapshot, taken after setup and at the session's end
+ * (final once mfr_dest_wait() returned or the eventfd fired). */
 void mfr_dest_get_stats(MfrDest *dst, MfrStats *out);
 /* Blocks as received (valid after run); n set to the count. */
 const MfrRamBlock *mfr_dest_blocks(MfrDest *dst, unsigned *n);

@@ -77,16 +77,18 @@ struct MfrSource {
 
 /* ---------- failure ---------- */
 
-static void source_on_fail(void *opaque, const GError *err)
+static void source_on_fail(void *opaque, const GError *err, bool quiet)
 {
     MfrSource *s = opaque;
     g_mutex_lock(&s->lock);
     if (s->ctl) {
-        mfr_control_send_error(s->ctl, err);
+        if (!quiet) {
+            mfr_control_send_error(s->ctl, err);
+        }
         /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(s->ctl);
     }
-    for (unsigned i = 0; i < s->nchan; i++) {
+    for (unsigned i = 0; !quiet && i < s->nchan; i++) {
         if (s->chan[i]) {
             xp_channel_shutdown(s->chan[i]->xp);
         }
@@ -579,7 +581,7 @@ static bool source_flush_batch(MfrSource *s)
     if (s->chunks_missing) {
         GError *err = NULL;
         if (!source_wait_chunk(s, block, source_batch_last_chunk(s, b), &err)) {
-            mfr_fail_set(&s->fail, err);
+            mfr_fail_set_result(&s->fail, err);
             return false;
         }
     }
@@ -635,7 +637,7 @@ static int source_misuse(MfrSource *s, const char *fmt, ...)
 static int source_queue_check(MfrSource *s, unsigned block, uint64_t offset, uint64_t npages)
 {
     if (s->state != MFR_STATE_PRECOPY && s->state != MFR_STATE_SWITCHOVER) {
-        if (mfr_failed(&s->fail) && s->started) {
+        if (mfr_failed(&s->fail)) {
             return source_errno(s);
         }
         return source_misuse(s, "page queued %s",
@@ -790,11 +792,26 @@ static bool source_sync_round(MfrSource *s, uint64_t round, GError **error)
     return true;
 }
 
+/* Before SYNC(1) the source has taken every REGION (docs/protocol.md 4.8): round 1 of run()
+ * needs them all anyway; a stepwise caller may not have queued a page of every chunk. */
+static bool source_wait_all_chunks(MfrSource *s, GError **error)
+{
+    for (unsigned b = 0; s->chunks_missing && b < s->nblocks; b++) {
+        if (!source_wait_chunk(s, b, s->chunks.layout[b].chunks - 1, error)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The partial batch, SYNC everywhere, the ack: the round is in destination memory. */
 static bool source_barrier(MfrSource *s, GError **error)
 {
     if (!source_flush_batch(s)) {
         mfr_fail_propagate(&s->fail, error);
+        return false;
+    }
+    if (s->chunks_missing && !source_wait_all_chunks(s, error)) {
         return false;
     }
     if (!source_sync_round(s, s->round, error)) {
@@ -814,7 +831,7 @@ static bool source_barrier(MfrSource *s, GError **error)
 static bool source_failed(MfrSource *s, GError *err, GError **error)
 {
     if (err) {
-        mfr_fail_set(&s->fail, err);
+        mfr_fail_set_result(&s->fail, err);
     }
     mfr_fail_propagate(&s->fail, error);
     return false;
@@ -1021,6 +1038,10 @@ static void source_finish(MfrSource *s, bool ok)
     if (!ok) {
         s->state = MFR_STATE_FAILED;
     }
+    /* an echo as the session's error: the peer's own account may still be on its way;
+     * what stays the verdict then shuts the channels down (blocked senders wake) */
+    mfr_control_settle(s->ctl);
+    mfr_fail_finalize(&s->fail);
     /* stop channel threads before reading their counters */
     for (unsigned i = 0; i < s->nchan; i++) {
         atomic_store(&s->chan[i]->quit, true);
@@ -1059,7 +1080,7 @@ bool mfr_source_start(MfrSource *s, GError **error)
     s->cpu_s += mfr_thread_cpu_s() - cpu0;
     if (!ok) {
         if (err) {
-            mfr_fail_set(&s->fail, err);
+            mfr_fail_set_result(&s->fail, err);
         }
         source_finish(s, false);
         mfr_fail_propagate(&s->fail, error);
@@ -1082,7 +1103,7 @@ bool mfr_source_complete(MfrSource *s, GError **error)
     GError *err = NULL;
     bool ok = source_complete(s, &err);
     if (!ok) {
-        mfr_fail_set(&s->fail, err);
+        mfr_fail_set_result(&s->fail, err);
     }
     s->cpu_s += mfr_thread_cpu_s() - cpu0;
     source_finish(s, ok);
@@ -1094,7 +1115,8 @@ void mfr_source_abort(MfrSource *s)
     if (s->released) {
         return;
     }
-    mfr_fail(&s->fail, MFR_ERROR_CANCELLED, "source: migration aborted");
+    mfr_fail_set_first(&s->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "source: migration aborted"));
     source_finish(s, false);
 }
 
@@ -1124,7 +1146,7 @@ void mfr_source_mark_stopped(MfrSource *s)
     }
     /* precopy ends here; any other state keeps what it is (a failed session stays failed) */
     if (s->state == MFR_STATE_PRECOPY) {
-        s->state = MFR_STATE_SWITCHOVER;
+        mfr_state_move(&s->state, MFR_STATE_SWITCHOVER, NULL);
     }
 }
 
@@ -1242,7 +1264,7 @@ bool mfr_source_run(MfrSource *s, GError **error)
         s->cpu_s = mfr_thread_cpu_s() - cpu0;
         ok = mfr_source_complete(s, &err);
     } else {
-        mfr_fail_set(&s->fail, err);
+        mfr_fail_set_result(&s->fail, err);
         err = NULL;
         s->cpu_s = mfr_thread_cpu_s() - cpu0;
         source_finish(s, false);
@@ -1259,7 +1281,8 @@ bool mfr_source_run(MfrSource *s, GError **error)
 
 void mfr_source_cancel(MfrSource *s)
 {
-    mfr_fail(&s->fail, MFR_ERROR_CANCELLED, "source: migration cancelled");
+    mfr_fail_set_first(&s->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "source: migration cancelled"));
 }
 
 bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
