@@ -8,6 +8,7 @@ import contextlib
 import filecmp
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -187,20 +188,26 @@ def wait_until(what, cond, timeout, poll=0.05):
 
 
 def free_port_pair(host):
-    """A port P with P+1 free as well (rdma+multifd uses both)."""
+    """A port P with P+1 free as well (rdma+multifd uses both). Chosen below the kernel's
+    ephemeral range: there, connections of other programs (thousands in TIME_WAIT on a busy
+    machine) leave few pairs of neighbours free."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(100):
-        with socket.socket(fam) as a:
-            a.bind((host, 0))
-            p = a.getsockname()[1]
-            if p >= 65534:
-                continue
-            with socket.socket(fam) as b:
-                try:
-                    b.bind((host, p + 1))
-                except OSError:
-                    continue
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError):
+        low = 32768
+    low = max(low, 2048)
+    for _ in range(200):
+        p = random.randrange(1024, low - 1)
+        try:
+            for port in (p, p + 1):
+                with socket.socket(fam) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((host, port))
             return p
+        except OSError:
+            continue
     raise RuntimeError("no two consecutive free ports")
 
 
