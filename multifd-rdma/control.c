@@ -65,6 +65,12 @@ static bool control_send_locked(MfrControl *c, MfrCtrlType type, const void *bod
         memcpy(buf + MFR_CTRL_HDR_SIZE, body, len);
     }
     int r = xp_send_msg(c->ch, buf, MFR_CTRL_HDR_SIZE + len, NULL, 0);
+    if (r == -ETIMEDOUT) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT, "%s: control connection to %s: "
+                    "sending %s failed: the peer read nothing for %u ms", c->side,
+                    xp_channel_peer(c->ch), mfr_ctrl_type_str(type), c->timeout_ms);
+        return false;
+    }
     if (r < 0) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_TRANSPORT, "%s: control connection to %s: "
                     "sending %s failed: %s", c->side, xp_channel_peer(c->ch),
@@ -149,11 +155,22 @@ static gpointer control_reader(gpointer opaque)
 
     while (!atomic_load(&c->stop) && !mfr_failed(c->fail)) {
         gint64 now = g_get_monotonic_time();
+        /* trylock: a sender holding the lock may be blocked by the peer (it gives up at
+         * the send deadline), and the silence check below must run meanwhile; a keepalive
+         * then is pointless anyway. A keepalive that itself meets a full send queue fails
+         * the session after the same deadline, with the reason; other send errors are left
+         * to the receive below, which may still read the peer's ERROR first. */
         if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
-            !atomic_load(&c->done)) {
-            g_mutex_lock(&c->send_lock);
-            control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, NULL);
+            !atomic_load(&c->done) && g_mutex_trylock(&c->send_lock)) {
+            GError *kerr = NULL;
+            bool sent = control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, &kerr);
             g_mutex_unlock(&c->send_lock);
+            if (!sent && g_error_matches(kerr, MFR_ERROR, MFR_ERROR_TIMEOUT) &&
+                !atomic_load(&c->done)) {
+                mfr_fail_set(c->fail, g_steal_pointer(&kerr));
+                break;
+            }
+            g_clear_error(&kerr);
         }
         size_t len = 0;
         int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);
@@ -234,6 +251,9 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
     c->queue = g_async_queue_new();
     g_mutex_init(&c->send_lock);
     atomic_init(&c->last_tx_us, g_get_monotonic_time());
+    /* every send has a deadline: a peer that stops reading fails the send, not the session's
+     * threads forever (their sends hold send_lock) */
+    xp_channel_set_send_timeout(ch, (int)c->timeout_ms);
     c->reader = g_thread_new("mfr-control", control_reader, c);
     return c;
 }

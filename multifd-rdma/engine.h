@@ -58,6 +58,22 @@ void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detai
 bool mfr_rdma_knobs_check(const char *side, unsigned registration_threads, unsigned rc_retry,
                           unsigned rc_timeout, GError **error);
 
+/* ---------- digest in pieces (digest.c) ---------- */
+
+/* mfr_digest() fed piece by piece: the destination verifies in slices between which it
+ * checks for failure, and feeds never-received pages of fresh memory from a zero page
+ * instead of reading (and faulting in) them. Same value as mfr_digest() of the whole. */
+typedef struct {
+    uint64_t s[4]; /* the four lanes */
+    uint64_t len;  /* bytes consumed so far */
+} MfrDigestState;
+
+void mfr_digest_init(MfrDigestState *st);
+/* len must be a multiple of 32 (whole stripes); the rest goes to mfr_digest_final(). */
+void mfr_digest_update(MfrDigestState *st, const void *data, uint64_t len);
+/* The last piece (any length) and the digest of everything fed. */
+uint64_t mfr_digest_final(MfrDigestState *st, const void *tail, uint64_t tail_len);
+
 /* ---------- registration (register.c) ---------- */
 
 #define MFR_REGISTER_MAX_THREADS 16u

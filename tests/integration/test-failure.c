@@ -12,11 +12,14 @@
 #include "wire.h"
 #include "xp.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -815,6 +818,279 @@ static void test_bad_channel_first(gconstpointer data)
     tdest_free(t);
 }
 
+
+/* ---------- hostile peers without the token, or holding it (issue 9) ---------- */
+
+/* A 16 MiB migration with the right token: true when it succeeded (err says why not). */
+static bool run_source_ok(const char *uri, const uint8_t token[16], GError **err)
+{
+    TGuest *g = tguest_new(1, 16 << 20, 21);
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = uri;
+    memcpy(cfg.token, token, 16);
+    cfg.channels = 2;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, err);
+    bool ok = s && mfr_source_run(s, err);
+    mfr_source_free(s);
+    tguest_free(g);
+    return ok;
+}
+
+static void count_log(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer n)
+{
+    atomic_fetch_add((atomic_uint *)n, 1);
+}
+
+/* D1: 200 connections that never say hello and one with a wrong token neither delay nor fail
+ * a migration presenting the right token; the listener logs the dropped ones rate-limited. */
+static void test_bad_idle_connections(gconstpointer data)
+{
+    const TCase *tc = data;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(tc->listen_uri, token, 5000);
+    atomic_uint logged = 0;
+    guint hid = g_log_set_handler("mfrdma-xp-tcp", G_LOG_LEVEL_MESSAGE, count_log, &logged);
+    double t0 = g_get_monotonic_time() / 1e6;
+    Hostile h = { 0 };
+    GError *err = NULL;
+    h.ops = xp_uri_parse(mfr_dest_uri(t->dst), &h.host, &h.port, &err);
+    g_assert_no_error(err);
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)atoi(h.port)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    enum { IDLE = 200 };
+    int idle[IDLE];
+    for (unsigned i = 0; i < IDLE; i++) {
+        idle[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(connect(idle[i], (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    }
+    XpOptions o;
+    xp_options_init(&o);
+    h.dom = h.ops->domain_new(&o, &err);
+    ttoken(h.token, 6);
+    XpChannel *bad = hostile_connect(&h, MFR_ROLE_CONTROL, 0, &err);
+    g_assert_null(bad);
+    g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
+    g_assert_nonnull(strstr(err->message, "bad token"));
+    g_clear_error(&err);
+
+    double t1 = g_get_monotonic_time() / 1e6;
+    bool ok = run_source_ok(mfr_dest_uri(t->dst), token, &err);
+    double took = g_get_monotonic_time() / 1e6 - t1;
+    g_assert_no_error(err);
+    g_assert_true(ok);
+    tdest_join(t);
+    g_assert_no_error(t->error);
+    g_assert_true(t->ok);
+    double total = g_get_monotonic_time() / 1e6 - t0;
+    g_test_message("migration with %u idle connections took %.3f s; %u log lines in %.3f s",
+                   IDLE, took, atomic_load(&logged), total);
+    /* one idle connection used to cost a whole timeout (5 s) */
+    g_assert_cmpfloat(took, <, 4.0);
+    g_assert_cmpuint(atomic_load(&logged), <=, XP_LOG_BURST * ((unsigned)total + 2));
+    g_log_remove_handler("mfrdma-xp-tcp", hid);
+    for (unsigned i = 0; i < IDLE; i++) {
+        close(idle[i]);
+    }
+    hostile_free(&h);
+    tdest_free(t);
+}
+
+/* Sends packet `num` of a channel: SYNC ending round `round`. */
+static int hostile_sync(XpChannel *ch, uint64_t num, uint64_t round)
+{
+    MfrPacketHdr p = { .magic = MFR_PACKET_MAGIC, .version = MFR_WIRE_VERSION,
+                       .flags = MFR_PACKET_SYNC, .packet_num = num, .round = round };
+    uint8_t msg[XP_MSG_MAX];
+    size_t len = mfr_wire_pack_packet(&p, NULL, msg, sizeof(msg));
+    return xp_send_msg(ch, msg, len, NULL, 0);
+}
+
+/* H2: a source holding the token ends rounds as fast as it can but never reads its control
+ * connection, then goes silent with every connection open. The destination's SYNC_ACKs fill
+ * the control path until its sender blocks (holding the send lock); the send deadline and a
+ * silence check no send can block end the session within its timeout. */
+static void test_bad_stalled_reader(gconstpointer data)
+{
+    const TCase *tc = data;
+    const uint64_t len = 16 * 4096;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDestOpts dopts = { .timeout_ms = 1000 };
+    TDest *t = tdest_start_opts(tc->listen_uri, token, &dopts);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_no_error(err);
+    /* our own sends give up once the destination stops taking them */
+    xp_channel_set_send_timeout(ch, 300);
+    xp_channel_set_send_timeout(h.ctl, 300);
+    uint64_t round = 0;
+    gint64 last_ka = g_get_monotonic_time();
+    int r = 0;
+    while (r == 0 && round < 4000000) {
+        r = hostile_sync(ch, round + 1, round + 1);
+        round += r == 0;
+        if (g_get_monotonic_time() - last_ka > 100000) {
+            /* we never read, but must not look silent while flooding */
+            hostile_send(&h, MFR_CTRL_KEEPALIVE, NULL, 0);
+            last_ka = g_get_monotonic_time();
+        }
+    }
+    g_assert_cmpint(r, ==, -ETIMEDOUT);
+    double t_silent = g_get_monotonic_time() / 1e6;
+    tdest_join(t);
+    double took = t->t_end - t_silent;
+    g_test_message("%" G_GUINT64_FORMAT " rounds, then the destination failed %.3f s after we "
+                   "went silent: %s", round, took, t->error->message);
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_TIMEOUT);
+    g_assert_cmpfloat(took, <, BOUND_S);
+    xp_channel_close(ch);
+    hostile_free(&h);
+    tdest_free(t);
+}
+
+/* Reads control messages until one of type `type` (keepalives skipped): its body, or NULL
+ * when the connection ended first. */
+static MfrCtrlMsg *hostile_wait(Hostile *h, MfrCtrlType type)
+{
+    uint8_t buf[XP_MSG_MAX];
+    for (;;) {
+        size_t len = 0;
+        if (xp_recv_msg(h->ctl, buf, sizeof(buf), &len, 5000) != 0) {
+            return NULL;
+        }
+        MfrCtrlHdr hdr;
+        g_assert_true(mfr_wire_unpack_ctrl_hdr(buf, len, &hdr, NULL));
+        if (hdr.type == type) {
+            MfrCtrlMsg *m = g_malloc(sizeof(*m) + hdr.length);
+            m->hdr = hdr;
+            m->len = hdr.length;
+            memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, hdr.length);
+            return m;
+        }
+    }
+}
+
+/* The ERROR the destination sent, which must be there before the connection ends. */
+static void hostile_assert_error(Hostile *h, const char *expect)
+{
+    g_autofree MfrCtrlMsg *m = hostile_wait(h, MFR_CTRL_ERROR);
+    g_assert_nonnull(m);
+    MfrCtrlError e;
+    g_assert_true(mfr_wire_unpack_error(m->body, m->len, &e, NULL));
+    g_test_message("ERROR from the destination: %s", e.text);
+    g_assert_nonnull(strstr(e.text, expect));
+}
+
+/* W1: COMPLETE before any round was synchronised (no data, verification off) is refused with
+ * the reason, on the destination and in the ERROR the source gets. */
+static void test_bad_complete_early(gconstpointer data)
+{
+    const TCase *tc = data;
+    const uint64_t len = 16 * 4096;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(tc->listen_uri, token, 0);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_no_error(err);
+    uint8_t body[64];
+    size_t blen = mfr_wire_pack_complete(0, NULL, 0, body, sizeof(body));
+    hostile_send(&h, MFR_CTRL_COMPLETE, body, blen);
+    const char *expect = "COMPLETE (round 0) from ";
+    hostile_assert_error(&h, expect);
+    tdest_join(t);
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PROTOCOL);
+    g_assert_nonnull(strstr(t->error->message, expect));
+    g_assert_nonnull(strstr(t->error->message, "before any round was synchronised"));
+    xp_channel_close(ch);
+    hostile_free(&h);
+    tdest_free(t);
+}
+
+static uint64_t self_rss_kib(void)
+{
+    g_autofree char *status = NULL;
+    g_assert_true(g_file_get_contents("/proc/self/status", &status, NULL, NULL));
+    const char *p = strstr(status, "VmRSS:");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + 6, NULL, 10);
+}
+
+/* H1: a source announces 16 GiB, sends nothing but an empty round, asks for verification
+ * and vanishes. Never-received pages are known zero (not read, so not allocated), and the
+ * digest, done in slices, stops within one of the source's disappearance. */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    bool verifying;
+} TVerifyWatch;
+
+static void verify_progress(const MfrProgress *p, void *opaque)
+{
+    TVerifyWatch *w = opaque;
+    if (p->phase == MFR_PHASE_VERIFY) {
+        g_mutex_lock(&w->lock);
+        w->verifying = true;
+        g_cond_signal(&w->cond);
+        g_mutex_unlock(&w->lock);
+    }
+}
+
+static void test_bad_complete_vanish(gconstpointer data)
+{
+    const TCase *tc = data;
+    const uint64_t len = 16ull << 30;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TVerifyWatch w = { 0 };
+    g_mutex_init(&w.lock);
+    g_cond_init(&w.cond);
+    TDestOpts dopts = { .progress = verify_progress, .progress_opaque = &w };
+    TDest *t = tdest_start_opts(tc->listen_uri, token, &dopts);
+    uint64_t rss0 = self_rss_kib();
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(hostile_sync(ch, 1, 1), ==, 0);
+    g_free(hostile_wait(&h, MFR_CTRL_SYNC_ACK));
+    uint8_t body[64];
+    uint64_t digest = 0x1234; /* whatever: we are gone before the answer */
+    size_t blen = mfr_wire_pack_complete(1, &digest, 1, body, sizeof(body));
+    hostile_send(&h, MFR_CTRL_COMPLETE, body, blen);
+    g_mutex_lock(&w.lock);
+    while (!w.verifying) {
+        g_cond_wait(&w.cond, &w.lock);
+    }
+    g_mutex_unlock(&w.lock);
+    xp_channel_close(ch);
+    xp_channel_close(g_steal_pointer(&h.ctl));
+    double t_gone = g_get_monotonic_time() / 1e6;
+    tdest_join(t);
+    double took = t->t_end - t_gone;
+    uint64_t grew = self_rss_kib() - MIN(self_rss_kib(), rss0);
+    g_test_message("destination ended %.3f s after the source vanished, RSS +%" G_GUINT64_FORMAT
+                   " KiB: %s", took, grew, t->error ? t->error->message : "ok");
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_TRANSPORT);
+    g_assert_cmpfloat(took, <, 1.0); /* hashing 16 GiB of zeros alone takes seconds */
+    g_assert_cmpuint(grew, <, 64 * 1024);
+    hostile_free(&h);
+    tdest_free(t);
+    g_mutex_clear(&w.lock);
+    g_cond_clear(&w.cond);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child-dest") == 0) {
@@ -878,6 +1154,13 @@ int main(int argc, char **argv)
             ADD("bad_region_timeout", test_bad_region_timeout, tc);
         }
         ADD("bad_session", test_bad_session, tc);
+        ADD("bad_stalled_reader", test_bad_stalled_reader, tc);
+        ADD("bad_complete_early", test_bad_complete_early, tc);
+        if (tc == &tcp) {
+            ADD("bad_idle_connections", test_bad_idle_connections, tc);
+            /* 16 GiB cannot be registered in the VM; the slices are the engine's anyway */
+            ADD("bad_complete_vanish", test_bad_complete_vanish, tc);
+        }
         ADD("bad_channel_first", test_bad_channel_first, tc);
         for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
             BadCase *bc = g_new0(BadCase, 1);
