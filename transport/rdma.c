@@ -128,6 +128,7 @@ struct RdmaChannel {
     /* send side */
     int send_timeout_ms;   /* <0: a send waits for credits as long as the peer gives none */
     gint64 send_deadline;  /* of the send_msg() in progress (monotonic us, -1: none) */
+    bool send_timed_out;   /* a send met its deadline: later ones fail at once, as tcp's */
     unsigned credits;      /* peer RECVs we may still consume */
     uint8_t *send_buf;
     VbMr *send_mr;
@@ -799,7 +800,7 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
     g_mutex_lock(&ch->lock);
     ch->send_deadline = ch->send_timeout_ms < 0
                             ? -1 : g_get_monotonic_time() + (gint64)ch->send_timeout_ms * 1000;
-    int ret = rdma_send_check(ch);
+    int ret = ch->send_timed_out ? -ETIMEDOUT : rdma_send_check(ch);
     for (unsigned i = 0; ret == 0 && i < nsegs; i++) {
         const RdmaRemote *r = (const RdmaRemote *)segs[i].remote;
         uint32_t lkey = vb_mr_lkey(((const RdmaRegion *)segs[i].region)->mr);
@@ -843,6 +844,7 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
     if (ret != 0) {
         ch->nwr = ch->nsge = 0; /* WRITEs of a failed message are dropped with it */
     }
+    ch->send_timed_out |= ret == -ETIMEDOUT;
     g_mutex_unlock(&ch->lock);
     return ret;
 }

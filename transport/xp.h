@@ -171,9 +171,10 @@ struct XpOps {
      * total it needs (rdma: RLIMIT_MEMLOCK) instead of halfway through its blocks. */
     bool (*region_budget)(XpDomain *dom, uint64_t bytes, unsigned channels, GError **error);
     /* From now on a send_msg() on ch that has not completed within timeout_ms fails with
-     * -ETIMEDOUT (ch is then unusable), instead of blocking while the peer does not read
-     * (tcp: socket buffer full; rdma: no credits). <0: no limit, the default. Control
-     * connections use it so that a stalled peer cannot hold a sender forever. */
+     * -ETIMEDOUT, instead of blocking while the peer does not read (tcp: socket buffer
+     * full; rdma: no credits); every later send then fails with -ETIMEDOUT at once, while
+     * receiving goes on. <0: no limit, the default. Control connections use it so that a
+     * stalled peer cannot hold a sender forever. */
     void (*set_send_timeout)(XpChannel *ch, int timeout_ms);
 };
 
