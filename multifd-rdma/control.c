@@ -101,15 +101,17 @@ void mfr_control_send_error(MfrControl *c, const GError *err)
     uint8_t body[MFR_CTRL_ERROR_SIZE];
     mfr_wire_pack_error(&e, body);
     bool cancel = err->domain == MFR_ERROR && err->code == MFR_ERROR_CANCELLED;
-    /* a peer that stopped reading must not make us hang here: trylock, and skip on contention */
-    if (g_mutex_trylock(&c->send_lock)) {
-        if (cancel) {
-            control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
-        } else {
-            control_send_locked(c, MFR_CTRL_ERROR, body, sizeof(body), NULL);
-        }
-        g_mutex_unlock(&c->send_lock);
+    /* Waits for a sender in progress: skipping would lose the reason whenever the failure
+     * comes right after one of our messages (the peer answers it at once). A peer that stopped
+     * reading holds that sender at most until its send deadline, and then this send fails at
+     * once (a timed-out channel takes no more). */
+    g_mutex_lock(&c->send_lock);
+    if (cancel) {
+        control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
+    } else {
+        control_send_locked(c, MFR_CTRL_ERROR, body, sizeof(body), NULL);
     }
+    g_mutex_unlock(&c->send_lock);
 }
 
 static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)

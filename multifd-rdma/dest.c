@@ -843,6 +843,7 @@ bool mfr_dest_run(MfrDest *d, GError **error)
         g_thread_join(d->chan[i]->thread);
         d->chan[i]->thread = NULL;
     }
+    mfr_fail_settle(&d->fail);
     mfr_control_done(d->ctl);
     g_mutex_lock(&d->lock);
     MfrControl *ctl = g_steal_pointer(&d->ctl);

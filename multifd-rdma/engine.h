@@ -27,6 +27,8 @@ struct MfrFail {
      * thread stays blocked (the session's channels, queues and semaphores). */
     void (*on_fail)(void *opaque, const GError *err);
     void *opaque;
+    GCond handled_cond; /* signalled once on_fail returned */
+    bool handled;       /* under lock */
 };
 
 void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *), void *opaque);
@@ -39,6 +41,10 @@ static inline bool mfr_failed(MfrFail *f)
 {
     return atomic_load_explicit(&f->failed, memory_order_acquire);
 }
+/* Waits until on_fail of the first error has returned (at once without an error). A session
+ * calls it before it takes down what on_fail uses: a failure found on another thread (the
+ * control reader) must still get its ERROR to the peer, not find the connection gone. */
+void mfr_fail_settle(MfrFail *f);
 /* Copy of the first error (or a generic one) for run() to return. */
 void mfr_fail_propagate(MfrFail *f, GError **error);
 
@@ -189,7 +195,8 @@ void mfr_control_done(MfrControl *c);
 XpChannel *mfr_control_channel(MfrControl *c);
 bool mfr_control_send(MfrControl *c, MfrCtrlType type, const void *body, size_t len,
                       GError **error);
-/* Best effort, for reporting our own failure to the peer. */
+/* Reports our own failure to the peer (ERROR, or CANCEL): waits for a send in progress, so
+ * at most the send deadline (timeout_ms); errors are ignored. */
 void mfr_control_send_error(MfrControl *c, const GError *err);
 /* Next message; NULL with the session's error when it failed, or MFR_ERROR_TIMEOUT after
  * timeout_ms (<0: wait until a message or a failure). */

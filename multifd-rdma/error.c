@@ -18,11 +18,14 @@ void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *), void *op
     atomic_init(&f->failed, false);
     f->on_fail = on_fail;
     f->opaque = opaque;
+    g_cond_init(&f->handled_cond);
+    f->handled = false;
 }
 
 void mfr_fail_clear(MfrFail *f)
 {
     g_clear_error(&f->first);
+    g_cond_clear(&f->handled_cond);
     g_mutex_clear(&f->lock);
 }
 
@@ -43,7 +46,20 @@ bool mfr_fail_set(MfrFail *f, GError *err)
     if (f->on_fail) {
         f->on_fail(f->opaque, err);
     }
+    g_mutex_lock(&f->lock);
+    f->handled = true;
+    g_cond_broadcast(&f->handled_cond); /* pairs with the wait in mfr_fail_settle() */
+    g_mutex_unlock(&f->lock);
     return true;
+}
+
+void mfr_fail_settle(MfrFail *f)
+{
+    g_mutex_lock(&f->lock);
+    while (f->first && !f->handled) {
+        g_cond_wait(&f->handled_cond, &f->lock);
+    }
+    g_mutex_unlock(&f->lock);
 }
 
 bool mfr_fail(MfrFail *f, MfrErrorCode code, const char *fmt, ...)

@@ -901,6 +901,7 @@ bool mfr_source_run(MfrSource *s, GError **error)
         g_thread_join(s->chan[i]->thread);
         s->chan[i]->thread = NULL;
     }
+    mfr_fail_settle(&s->fail);
     mfr_control_done(s->ctl);
     g_mutex_lock(&s->lock);
     MfrControl *ctl = g_steal_pointer(&s->ctl);

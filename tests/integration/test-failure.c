@@ -1117,6 +1117,48 @@ static void test_bad_complete_vanish(gconstpointer data)
     g_cond_clear(&w.cond);
 }
 
+/* The ERROR that explains a refusal reaches the peer before the connection closes, every
+ * time: a second CAPS where BLOCKS belongs, 40 sessions in a row. */
+static void test_bad_unexpected_caps(gconstpointer data)
+{
+    const TCase *tc = data;
+    for (unsigned run = 0; run < 40; run++) {
+        uint8_t token[16];
+        ttoken(token, 5);
+        TDest *t = tdest_start(tc->listen_uri, token, 0);
+        Hostile h = { 0 };
+        GError *err = NULL;
+        h.ops = xp_uri_parse(mfr_dest_uri(t->dst), &h.host, &h.port, &err);
+        g_assert_no_error(err);
+        XpOptions o;
+        xp_options_init(&o);
+        h.dom = h.ops->domain_new(&o, &err);
+        ttoken(h.token, 5);
+        h.ctl = hostile_connect(&h, MFR_ROLE_CONTROL, 0, &err);
+        g_assert_no_error(err);
+        MfrCaps caps = { .page_size = 4096, .zero_modes = MFR_ZERO_DETECT,
+                         .compression = MFR_COMP_NONE, .channels = 1, .max_channels = 1,
+                         .max_pages_per_packet = 128 };
+        uint8_t body[MFR_CAPS_SIZE];
+        mfr_wire_pack_caps(&caps, body);
+        hostile_send(&h, MFR_CTRL_CAPS, body, sizeof(body));
+        hostile_expect(&h, MFR_CTRL_CAPS);
+        if (run % 2) {
+            hostile_send(&h, MFR_CTRL_CAPS, body, sizeof(body));
+            hostile_assert_error(&h, "CAPS from ");
+        } else {
+            /* found by the control reader thread, not by the session's thread */
+            h.seq += 5;
+            hostile_send(&h, MFR_CTRL_CAPS, body, sizeof(body));
+            hostile_assert_error(&h, "sequence 7, expected 2");
+        }
+        tdest_join(t);
+        g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PROTOCOL);
+        hostile_free(&h);
+        tdest_free(t);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child-dest") == 0) {
@@ -1182,6 +1224,7 @@ int main(int argc, char **argv)
         ADD("bad_session", test_bad_session, tc);
         ADD("bad_stalled_reader", test_bad_stalled_reader, tc);
         ADD("bad_complete_early", test_bad_complete_early, tc);
+        ADD("bad_unexpected_caps", test_bad_unexpected_caps, tc);
         if (tc == &tcp) {
             ADD("bad_idle_connections", test_bad_idle_connections, tc);
             /* 16 GiB cannot be registered in the VM; the slices are the engine's anyway */
