@@ -146,8 +146,8 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     }
     d->listener = ops->listen(d->dom, host, port, &xerr);
     if (!d->listener) {
-        g_autofree char *what = g_strdup_printf("destination: cannot listen on %s", cfg->uri);
-        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        /* the transport's message says "cannot listen on URI: cause" */
+        g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
         mfr_dest_free(d);
         return NULL;
     }
