@@ -25,6 +25,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     g_autofree char *token = NULL;
     g_autofree char *rdma_dev = NULL;
     g_autofree char *reg_chunk = NULL;
+    g_autofree char *max_ram_arg = NULL;
     gboolean json = FALSE, thp = FALSE, odp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
@@ -52,6 +53,9 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
           "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
         { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &rc_timeout,
           "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
+        { "max-ram", 0, 0, G_OPTION_ARG_STRING, &max_ram_arg,
+          "Refuse a source whose blocks together exceed SIZE (default: this host's RAM + "
+          "swap)", "SIZE" },
         { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
           "madvise(MADV_HUGEPAGE) the received blocks", NULL },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
@@ -77,19 +81,20 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     if (!token) {
         tool_random_token(cfg.token);
     }
-    uint64_t chunk = 0;
+    uint64_t chunk = 0, max_ram = 0;
     if (!tool_check_range("--timeout", timeout_ms, 1, G_MAXINT, &error) ||
         !tool_check_range("--rdma-port", rdma_port, 0, 255, &error) ||
         !tool_check_range("--gid-index", gid_index, -1, 65535, &error) ||
         !tool_check_range("--registration-threads", reg_threads, 0, 16, &error) ||
         !tool_check_range("--rc-retry", rc_retry, 0, 7, &error) ||
         !tool_check_range("--rc-timeout", rc_timeout, 0, 31, &error) ||
-        (reg_chunk && !tool_parse_size("--registration-chunk", reg_chunk, &chunk, &error))) {
+        (reg_chunk && !tool_parse_size("--registration-chunk", reg_chunk, &chunk, &error)) ||
+        (max_ram_arg && !tool_parse_size("--max-ram", max_ram_arg, &max_ram, &error))) {
         return tool_usage_error("listen", "%s", error->message);
     }
 
     FILE *info = json ? stderr : stdout;
-    ToolDestMem *mem = tool_dest_mem_new(thp);
+    ToolDestMem *mem = tool_dest_mem_new(thp, max_ram);
     ToolProgress progress;
     tool_progress_init(&progress, info, "destination");
     cfg.uri = argv[1];
@@ -112,8 +117,13 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     g_autofree char *hex = tool_token_hex(cfg.token);
     g_autoptr(MfrDest) dest = mfr_dest_new(&cfg, &error);
     if (!dest) {
-        fprintf(stderr, "mfrdma listen: %s: %s\n", argv[1], error->message);
+        /* the message names the URI already */
         code = tool_exit_code(error);
+        if (code == TOOL_EXIT_USAGE) {
+            tool_usage_error("listen", "%s", error->message);
+        } else {
+            fprintf(stderr, "mfrdma listen: %s\n", error->message);
+        }
         goto out;
     }
     /* Scripts read these two lines to start the source; flush before blocking. */
@@ -125,7 +135,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_dest_get_stats(dest, &st);
-    tool_print_summary(info, NULL, &st);
+    tool_print_summary(info, NULL, &st, ok);
     unsigned n = 0;
     const MfrRamBlock *blocks = ok ? mfr_dest_blocks(dest, &n) : NULL;
     for (unsigned i = 0; i < n; i++) {
