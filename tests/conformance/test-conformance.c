@@ -1260,6 +1260,27 @@ static void count_dropped(const gchar *domain, GLogLevelFlags level, const gchar
     g_ptr_array_add(lines, g_strdup(msg));
 }
 
+/* The tcp listener's log lines (dropped connections) from now until droplog_end(). */
+typedef struct {
+    GPtrArray *lines;
+    guint hid;
+} DropLog;
+
+static void droplog_begin(DropLog *d)
+{
+    d->lines = g_ptr_array_new_with_free_func(g_free);
+    d->hid = g_log_set_handler("mfrdma-xp-tcp", G_LOG_LEVEL_MESSAGE, count_dropped, d->lines);
+}
+
+/* Asserts exactly one line came, containing want. */
+static void droplog_end_one(DropLog *d, const char *want)
+{
+    g_log_remove_handler("mfrdma-xp-tcp", d->hid);
+    g_assert_cmpuint(d->lines->len, ==, 1);
+    g_assert_nonnull(strstr(g_ptr_array_index(d->lines, 0), want));
+    g_ptr_array_unref(d->lines);
+}
+
 /* A hello longer than XP_HELLO_MAX is dropped by the listener, logged with the reason, and
  * accept() goes on waiting for a real one. */
 static void test_accept_bad_hello_too_long(gconstpointer data)
@@ -1272,8 +1293,8 @@ static void test_accept_bad_hello_too_long(gconstpointer data)
     g_autoptr(GError) err = NULL;
     g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
     g_assert_no_error(err);
-    g_autoptr(GPtrArray) lines = g_ptr_array_new_with_free_func(g_free);
-    guint hid = g_log_set_handler("mfrdma-xp-tcp", G_LOG_LEVEL_MESSAGE, count_dropped, lines);
+    DropLog log;
+    droplog_begin(&log);
     int fd = raw_connect(be, l);
     const uint8_t hdr[4] = { XP_HELLO_MAX + 1, 0, 0, 0 };
     raw_write(fd, hdr, sizeof(hdr));
@@ -1282,11 +1303,34 @@ static void test_accept_bad_hello_too_long(gconstpointer data)
     g_assert_null(be->ops->accept(l, 300, got, &got_len, &err));
     g_assert_error(err, XP_ERROR, XP_ERROR_TIMEOUT);
     raw_expect_eof(fd);
-    g_log_remove_handler("mfrdma-xp-tcp", hid);
-    g_assert_cmpuint(lines->len, ==, 1);
     g_autofree char *want = g_strdup_printf("hello longer than %u bytes", XP_HELLO_MAX);
-    g_assert_nonnull(strstr(g_ptr_array_index(lines, 0), want));
+    droplog_end_one(&log, want);
     close(fd);
+}
+
+/* A peer that closes before its hello is dropped quietly: one log line saying so, no
+ * error out of accept() (it used to be "reading hello from X: Broken pipe"). */
+static void test_accept_bad_closed_before_hello(gconstpointer data)
+{
+    const Backend *be = data;
+    if (tcp_only(be)) {
+        return;
+    }
+    g_autoptr(XpDomain) dom = domain_new(be);
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpListener) l = be->ops->listen(dom, be->host, "0", &err);
+    g_assert_no_error(err);
+    DropLog log;
+    droplog_begin(&log);
+    int fd = raw_connect(be, l);
+    const uint8_t part[] = { 5, 0, 0 }; /* not even the length word */
+    raw_write(fd, part, sizeof(part));
+    close(fd);
+    uint8_t got[XP_HELLO_MAX];
+    size_t got_len = 0;
+    g_assert_null(be->ops->accept(l, 500, got, &got_len, &err));
+    g_assert_error(err, XP_ERROR, XP_ERROR_TIMEOUT);
+    droplog_end_one(&log, ": closed before its hello");
 }
 
 /* A connected peer that never says hello is dropped after the domain's timeout (or
@@ -1490,6 +1534,7 @@ static const Case tcp_cases[] = {
     { "accept_bad_hello_too_long", test_accept_bad_hello_too_long },
     { "accept_bad_silent_peer", test_accept_bad_silent_peer },
     { "accept_idle_peers", test_accept_idle_peers },
+    { "accept_bad_closed_before_hello", test_accept_bad_closed_before_hello },
     { "recv_bad_frame_over_max", test_recv_bad_frame_over_max },
 };
 
