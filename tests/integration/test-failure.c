@@ -626,8 +626,8 @@ static void hostile_expect(Hostile *h, MfrCtrlType type)
     }
 }
 
-/* Control connection, CAPS and BLOCKS done by hand, like a real source would. */
-static void hostile_setup(Hostile *h, const char *uri, uint64_t block_len)
+/* Transport and domain for uri; the right token (ttoken 5) and session 0x42... */
+static void hostile_open(Hostile *h, const char *uri)
 {
     GError *err = NULL;
     h->ops = xp_uri_parse(uri, &h->host, &h->port, &err);
@@ -638,6 +638,13 @@ static void hostile_setup(Hostile *h, const char *uri, uint64_t block_len)
     g_assert_no_error(err);
     ttoken(h->token, 5);
     memset(h->session, 0x42, 16);
+}
+
+/* Control connection, CAPS and BLOCKS done by hand, like a real source would. */
+static void hostile_setup(Hostile *h, const char *uri, uint64_t block_len)
+{
+    GError *err = NULL;
+    hostile_open(h, uri);
     h->ctl = hostile_connect(h, MFR_ROLE_CONTROL, 0, &err);
     g_assert_no_error(err);
     MfrCaps caps = { .page_size = 4096, .zero_modes = MFR_ZERO_DETECT,
@@ -805,11 +812,7 @@ static void test_bad_channel_first(gconstpointer data)
     TDest *t = tdest_start(tc->listen_uri, token, 0);
     Hostile h = { 0 };
     GError *err = NULL;
-    h.ops = xp_uri_parse(mfr_dest_uri(t->dst), &h.host, &h.port, &err);
-    XpOptions o;
-    xp_options_init(&o);
-    h.dom = h.ops->domain_new(&o, &err);
-    ttoken(h.token, 5);
+    hostile_open(&h, mfr_dest_uri(t->dst));
     XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
     g_assert_null(ch);
     g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
@@ -856,8 +859,7 @@ static void test_bad_idle_connections(gconstpointer data)
     double t0 = g_get_monotonic_time() / 1e6;
     Hostile h = { 0 };
     GError *err = NULL;
-    h.ops = xp_uri_parse(mfr_dest_uri(t->dst), &h.host, &h.port, &err);
-    g_assert_no_error(err);
+    hostile_open(&h, mfr_dest_uri(t->dst));
     struct sockaddr_in sa = { .sin_family = AF_INET,
                               .sin_port = htons((uint16_t)atoi(h.port)),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -867,10 +869,7 @@ static void test_bad_idle_connections(gconstpointer data)
         idle[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         g_assert_cmpint(connect(idle[i], (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
     }
-    XpOptions o;
-    xp_options_init(&o);
-    h.dom = h.ops->domain_new(&o, &err);
-    ttoken(h.token, 6);
+    h.token[0] ^= 1;
     XpChannel *bad = hostile_connect(&h, MFR_ROLE_CONTROL, 0, &err);
     g_assert_null(bad);
     g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
@@ -1118,22 +1117,19 @@ static void test_bad_complete_vanish(gconstpointer data)
 }
 
 /* The ERROR that explains a refusal reaches the peer before the connection closes, every
- * time: a second CAPS where BLOCKS belongs, 40 sessions in a row. */
+ * time: a second CAPS where BLOCKS belongs, or a message out of sequence found by the
+ * control reader, in many sessions in a row (fewer under emulation). */
 static void test_bad_unexpected_caps(gconstpointer data)
 {
     const TCase *tc = data;
-    for (unsigned run = 0; run < 40; run++) {
+    unsigned runs = strcmp(tc->transport, "tcp") == 0 ? 40 : 8;
+    for (unsigned run = 0; run < runs; run++) {
         uint8_t token[16];
         ttoken(token, 5);
         TDest *t = tdest_start(tc->listen_uri, token, 0);
         Hostile h = { 0 };
         GError *err = NULL;
-        h.ops = xp_uri_parse(mfr_dest_uri(t->dst), &h.host, &h.port, &err);
-        g_assert_no_error(err);
-        XpOptions o;
-        xp_options_init(&o);
-        h.dom = h.ops->domain_new(&o, &err);
-        ttoken(h.token, 5);
+        hostile_open(&h, mfr_dest_uri(t->dst));
         h.ctl = hostile_connect(&h, MFR_ROLE_CONTROL, 0, &err);
         g_assert_no_error(err);
         MfrCaps caps = { .page_size = 4096, .zero_modes = MFR_ZERO_DETECT,
