@@ -1061,7 +1061,7 @@ static uint64_t self_rss_kib(void)
 }
 
 /* H1: a source announces 16 GiB, sends nothing but an empty round, asks for verification
- * and vanishes. Never-received pages are known zero (not read, so not allocated), and the
+ * and vanishes (or the destination is cancelled meanwhile). Never-received pages are known zero (not read, so not allocated), and the
  * digest, done in slices, stops within one of the source's disappearance. */
 typedef struct {
     GMutex lock;
@@ -1080,9 +1080,8 @@ static void verify_progress(const MfrProgress *p, void *opaque)
     }
 }
 
-static void test_bad_complete_vanish(gconstpointer data)
+static void run_complete_abandoned(const TCase *tc, bool cancel)
 {
-    const TCase *tc = data;
     const uint64_t len = 16ull << 30;
     uint8_t token[16];
     ttoken(token, 5);
@@ -1108,22 +1107,40 @@ static void test_bad_complete_vanish(gconstpointer data)
         g_cond_wait(&w.cond, &w.lock);
     }
     g_mutex_unlock(&w.lock);
-    xp_channel_close(ch);
-    xp_channel_close(g_steal_pointer(&h.ctl));
     double t_gone = g_get_monotonic_time() / 1e6;
+    if (cancel) {
+        mfr_dest_cancel(t->dst); /* Ctrl-C on the listener */
+    } else {
+        xp_channel_close(g_steal_pointer(&ch));
+        xp_channel_close(g_steal_pointer(&h.ctl));
+    }
     tdest_join(t);
     double took = t->t_end - t_gone;
     uint64_t grew = self_rss_kib() - MIN(self_rss_kib(), rss0);
-    g_test_message("destination ended %.3f s after the source vanished, RSS +%" G_GUINT64_FORMAT
-                   " KiB: %s", took, grew, t->error ? t->error->message : "ok");
+    g_test_message("destination ended %.3f s after %s, RSS +%" G_GUINT64_FORMAT " KiB: %s",
+                   took, cancel ? "its cancel" : "the source vanished", grew,
+                   t->error ? t->error->message : "ok");
     g_assert_false(t->ok);
-    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_TRANSPORT);
+    int want = cancel ? MFR_ERROR_CANCELLED : MFR_ERROR_TRANSPORT;
+    g_assert_error(t->error, MFR_ERROR, want);
     g_assert_cmpfloat(took, <, 1.0); /* hashing 16 GiB of zeros alone takes seconds */
     g_assert_cmpuint(grew, <, 64 * 1024);
+    xp_channel_close(ch);
     hostile_free(&h);
     tdest_free(t);
     g_mutex_clear(&w.lock);
     g_cond_clear(&w.cond);
+}
+
+static void test_bad_complete_vanish(gconstpointer data)
+{
+    run_complete_abandoned(data, false);
+}
+
+/* H1: the same verification ends at once on the first cancel (Ctrl-C). */
+static void test_bad_complete_cancel(gconstpointer data)
+{
+    run_complete_abandoned(data, true);
 }
 
 /* The ERROR that explains a refusal reaches the peer before the connection closes, every
@@ -1235,6 +1252,7 @@ int main(int argc, char **argv)
         if (tc == &tcp) {
             /* 16 GiB cannot be registered in the VM; the slices are the engine's anyway */
             ADD("bad_complete_vanish", test_bad_complete_vanish, tc);
+            ADD("bad_complete_cancel", test_bad_complete_cancel, tc);
         }
         ADD("bad_channel_first", test_bad_channel_first, tc);
         for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
