@@ -102,8 +102,12 @@ bad_uri)
   usage "mfrdma migrate: source: bad URI 'foo:1:2': unknown transport 'foo' (known: tcp, rdma)" migrate foo:1:2 --token $tok --size 64G
   usage "mfrdma migrate: source: bad URI 'tcp:127.0.0.1:0': port 0 (give the port the destination printed)" migrate tcp:127.0.0.1:0 --token $tok --size 64G
   usage "mfrdma migrate: source: bad URI 'tcp:127.0.0.1': missing :PORT" migrate tcp:127.0.0.1 --token $tok
+  has err "Try 'mfrdma migrate --help'."
   [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 2000 ] || fail "bad URIs took seconds: a guest was built"
   usage "mfrdma listen: destination: bad URI 'foo:1:2': unknown transport 'foo' (known: tcp, rdma)" listen foo:1:2
+  has err "Try 'mfrdma listen --help'."
+  usage "mfrdma demo: --transport: 'ib' is not a transport (tcp, rdma or auto)" demo --transport ib --size 64M
+  has err "Try 'mfrdma demo --help'."
   # a listen failure names the URI once
   run 1 listen tcp:192.0.2.1:4444
   [ "$(cat "$work/err")" = "mfrdma listen: destination: cannot listen on tcp:192.0.2.1:4444: Cannot assign requested address" ] || fail "listen error: $(cat "$work/err")"
