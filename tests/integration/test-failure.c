@@ -515,9 +515,11 @@ static void test_bad_region_timeout(gconstpointer data)
     TGuest *g = tguest_new(1, 2u << 20, 15);
     uint8_t token[16];
     ttoken(token, 5);
-    /* the same timeout on both sides: the destination's keepalives (every timeout / 4)
-     * must keep the source's liveness check quiet, so that the chunk wait is what ends it */
-    TDestOpts o = { .timeout_ms = 1000, .registration_chunk = 1u << 20,
+    /* The destination's keepalives (every min(timeout / 4, 250 ms)) must keep the source's
+     * liveness check (1000 ms) quiet, so that the chunk wait is what ends it. The
+     * destination's own timeout is longer: with 1000 ms its wait for the channels raced the
+     * source's chunk wait when the channels connect slowly (emulated rdma under ASan). */
+    TDestOpts o = { .timeout_ms = 3000, .registration_chunk = 1u << 20,
                     .registration_threads = 1, .register_delay_ms = 2500 };
     TDest *t = tdest_start_opts(tc->listen_uri, token, &o);
     MfrSourceConfig cfg;
