@@ -30,6 +30,8 @@ static char wake_marker;
 
 #define MFR_CONTROL_TICK_MS 50
 #define MFR_CONTROL_KEEPALIVE_MAX_MS 250
+/* How long reporting our failure waits for another sender to finish (see send_error). */
+#define MFR_CONTROL_ERROR_WAIT_MS 100
 
 const char *mfr_ctrl_type_str(MfrCtrlType t)
 {
@@ -101,11 +103,17 @@ void mfr_control_send_error(MfrControl *c, const GError *err)
     uint8_t body[MFR_CTRL_ERROR_SIZE];
     mfr_wire_pack_error(&e, body);
     bool cancel = err->domain == MFR_ERROR && err->code == MFR_ERROR_CANCELLED;
-    /* Waits for a sender in progress: skipping would lose the reason whenever the failure
-     * comes right after one of our messages (the peer answers it at once). A peer that stopped
-     * reading holds that sender at most until its send deadline, and then this send fails at
-     * once (a timed-out channel takes no more). */
-    g_mutex_lock(&c->send_lock);
+    /* Waits a little for a sender in progress: skipping at once would lose the reason
+     * whenever the failure comes right after one of our messages (the peer answers it at
+     * once, while our sender still holds the lock). A sender held longer is blocked by a
+     * peer that does not read or a dead link: then no ERROR would get through anyway, and
+     * waiting for its send deadline would only delay the failure. */
+    for (int i = 0; !g_mutex_trylock(&c->send_lock); i++) {
+        if (i == MFR_CONTROL_ERROR_WAIT_MS) {
+            return;
+        }
+        g_usleep(1000);
+    }
     if (cancel) {
         control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
     } else {

@@ -195,8 +195,8 @@ void mfr_control_done(MfrControl *c);
 XpChannel *mfr_control_channel(MfrControl *c);
 bool mfr_control_send(MfrControl *c, MfrCtrlType type, const void *body, size_t len,
                       GError **error);
-/* Reports our own failure to the peer (ERROR, or CANCEL): waits for a send in progress, so
- * at most the send deadline (timeout_ms); errors are ignored. */
+/* Reports our own failure to the peer (ERROR, or CANCEL), best effort: waits up to 100 ms
+ * for a send in progress, then gives up; errors are ignored. */
 void mfr_control_send_error(MfrControl *c, const GError *err);
 /* Next message; NULL with the session's error when it failed, or MFR_ERROR_TIMEOUT after
  * timeout_ms (<0: wait until a message or a failure). */
