@@ -3,6 +3,8 @@
 # Layering and licensing rules that a compiler cannot check:
 #  - only verbs/ includes libibverbs/librdmacm headers;
 #  - transport/ never includes engine headers, verbs/ never includes transport or engine ones;
+#  - the library creates threads only through xp_thread_new() (transport/thread.c), which
+#    blocks every signal in them;
 #  - every source file carries the SPDX line.
 set -u
 top=${1:-$(dirname "$0")/..}
@@ -14,6 +16,9 @@ bad=$(grep -lE '#include *"(mfrdma|wire|engine|channel)\.h"' transport/*.[ch] ve
 if [ -n "$bad" ]; then echo "layering: engine headers included below the engine: $bad"; rc=1; fi
 bad=$(grep -lE '#include *"xp\.h"' verbs/*.[ch] 2>/dev/null || true)
 if [ -n "$bad" ]; then echo "layering: transport header included in verbs/: $bad"; rc=1; fi
+bad=$(grep -rlE --include='*.[ch]' '\b(g_thread_new|g_thread_try_new|pthread_create) *\(' \
+  multifd-rdma transport verbs 2>/dev/null | grep -v '^transport/thread\.[ch]$' || true)
+if [ -n "$bad" ]; then echo "threads: created without xp_thread_new() (signals unblocked): $bad"; rc=1; fi
 for f in $(git ls-files '*.c' '*.h' '*.sh' 'meson.build' '*/meson.build' 2>/dev/null); do
   head -3 "$f" | grep -q 'SPDX-License-Identifier: LGPL-2.1-or-later' || { echo "license: no SPDX line in $f"; rc=1; }
 done
