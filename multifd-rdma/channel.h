@@ -27,6 +27,8 @@ typedef struct {
      * hand-off publishes them to the channel (NULL without XP_CAP_REGIONS) */
     MfrRegionTable *remote;
     uint64_t **received;     /* destination only: pages that received data (atomic bits) */
+    uint64_t **zero_seen;    /* destination only: pages sent as zero pages (atomic bits);
+                              * a page in neither map was never sent at all */
     bool zero_detect;        /* source: send zero pages as offsets */
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
     unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */

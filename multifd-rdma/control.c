@@ -37,6 +37,8 @@ static char wake_marker;
 
 #define MFR_CONTROL_TICK_MS 50
 #define MFR_CONTROL_KEEPALIVE_MAX_MS 250
+/* How long reporting our failure waits for another sender to finish (see send_error). */
+#define MFR_CONTROL_ERROR_WAIT_MS 100
 /* How long a reader whose session failed with an echo reads on for the peer's account. It
  * ends as soon as that ERROR, or the peer's close, arrives: within a round trip after the
  * peer's own failure. A peer silent for this long (link down, hung) cannot explain, and the
@@ -77,6 +79,12 @@ static bool control_send_locked(MfrControl *c, MfrCtrlType type, const void *bod
         memcpy(buf + MFR_CTRL_HDR_SIZE, body, len);
     }
     int r = xp_send_msg(c->ch, buf, MFR_CTRL_HDR_SIZE + len, NULL, 0);
+    if (r == -ETIMEDOUT) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT, "%s: control connection to %s: "
+                    "sending %s failed: the peer read nothing for %u ms", c->side,
+                    xp_channel_peer(c->ch), mfr_ctrl_type_str(type), c->timeout_ms);
+        return false;
+    }
     if (r < 0) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_TRANSPORT, "%s: control connection to %s: "
                     "sending %s failed: %s", c->side, xp_channel_peer(c->ch),
@@ -107,15 +115,23 @@ void mfr_control_send_error(MfrControl *c, const GError *err)
     uint8_t body[MFR_CTRL_ERROR_SIZE];
     mfr_wire_pack_error(&e, body);
     bool cancel = err->domain == MFR_ERROR && err->code == MFR_ERROR_CANCELLED;
-    /* a peer that stopped reading must not make us hang here: trylock, and skip on contention */
-    if (g_mutex_trylock(&c->send_lock)) {
-        if (cancel) {
-            control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
-        } else {
-            control_send_locked(c, MFR_CTRL_ERROR, body, sizeof(body), NULL);
+    /* Waits a little for a sender in progress: skipping at once would lose the reason
+     * whenever the failure comes right after one of our messages (the peer answers it at
+     * once, while our sender still holds the lock). A sender held longer is blocked by a
+     * peer that does not read or a dead link: then no ERROR would get through anyway, and
+     * waiting for its send deadline would only delay the failure. */
+    for (int i = 0; !g_mutex_trylock(&c->send_lock); i++) {
+        if (i == MFR_CONTROL_ERROR_WAIT_MS) {
+            return;
         }
-        g_mutex_unlock(&c->send_lock);
+        g_usleep(1000);
     }
+    if (cancel) {
+        control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
+    } else {
+        control_send_locked(c, MFR_CTRL_ERROR, body, sizeof(body), NULL);
+    }
+    g_mutex_unlock(&c->send_lock);
 }
 
 static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
@@ -231,11 +247,22 @@ static gpointer control_reader(gpointer opaque)
                 break;
             }
         }
+        /* trylock: a sender holding the lock may be blocked by the peer (it gives up at
+         * the send deadline), and the silence check below must run meanwhile; a keepalive
+         * then is pointless anyway. A keepalive that itself meets a full send queue fails
+         * the session after the same deadline, with the reason; other send errors are left
+         * to the receive below, which may still read the peer's ERROR first. */
         if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
-            !atomic_load(&c->done) && !mfr_failed(c->fail)) {
-            g_mutex_lock(&c->send_lock);
-            control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, NULL);
+            !atomic_load(&c->done) && !mfr_failed(c->fail) && g_mutex_trylock(&c->send_lock)) {
+            GError *kerr = NULL;
+            bool sent = control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, &kerr);
             g_mutex_unlock(&c->send_lock);
+            if (!sent && g_error_matches(kerr, MFR_ERROR, MFR_ERROR_TIMEOUT) &&
+                !atomic_load(&c->done)) {
+                mfr_fail_set(c->fail, g_steal_pointer(&kerr));
+                break;
+            }
+            g_clear_error(&kerr);
         }
         size_t len = 0;
         int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);
@@ -292,6 +319,9 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
     g_mutex_init(&c->handler_lock);
     g_mutex_init(&c->send_lock);
     atomic_init(&c->last_tx_us, g_get_monotonic_time());
+    /* every send has a deadline: a peer that stops reading fails the send, not the session's
+     * threads forever (their sends hold send_lock) */
+    xp_channel_set_send_timeout(ch, (int)c->timeout_ms);
     GError *terr = NULL;
     c->reader = xp_thread_new("mfr-control", control_reader, c, &terr);
     if (!c->reader) {

@@ -43,6 +43,8 @@ struct MfrDest {
     uint64_t prog_bytes_mark;
     MfrCaps caps;
 
+    XpLogLimit refuse_log;   /* refused connections: anyone can cause them (run() thread) */
+
     MfrFail fail;
     GMutex lock;             /* guards ctl/chan publication against on_fail */
     MfrControl *ctl;
@@ -156,8 +158,8 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     }
     d->listener = ops->listen(d->dom, host, port, &xerr);
     if (!d->listener) {
-        g_autofree char *what = g_strdup_printf("destination: cannot listen on %s", cfg->uri);
-        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        /* the transport's message says "cannot listen on URI: cause" */
+        g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
         mfr_dest_free(d);
         return NULL;
     }
@@ -247,7 +249,8 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
                 return NULL;
             }
             /* one broken connection attempt must not end the service */
-            g_warning("destination: %s: %s", d->uri, xerr->message);
+            xp_log_limited(&d->refuse_log, G_LOG_DOMAIN, "destination: %s: %s", d->uri,
+                           xerr->message);
             g_error_free(xerr);
             continue;
         }
@@ -263,15 +266,17 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
             reason = check(d, &h);
         }
         if (reason) {
-            g_message("destination: refused connection from %s: %s",
-                      xp_channel_peer(ch), reason);
+            xp_log_limited(&d->refuse_log, G_LOG_DOMAIN,
+                           "destination: refused connection from %s: %s",
+                           xp_channel_peer(ch), reason);
             d->ops->answer(ch, 1, reason, NULL);
             xp_channel_close(ch);
             continue;
         }
         if (!d->ops->answer(ch, 0, NULL, &xerr)) {
-            g_warning("destination: accepting %s failed: %s", xp_channel_peer(ch),
-                      xerr->message);
+            xp_log_limited(&d->refuse_log, G_LOG_DOMAIN,
+                           "destination: accepting %s failed: %s", xp_channel_peer(ch),
+                           xerr->message);
             g_error_free(xerr);
             xp_channel_close(ch);
             continue;
@@ -475,12 +480,14 @@ static bool dest_blocks(MfrDest *d, GError **error)
     d->ram.blocks = (const MfrRamBlock *)(void *)d->blocks->data;
     d->ram.block_len = g_new0(uint64_t, n);
     d->ram.received = g_new0(uint64_t *, n);
+    d->ram.zero_seen = g_new0(uint64_t *, n);
     d->ram.memory_zeroed = d->cfg.memory_zeroed;
     MfrBlocksReply reply = { .count = n };
     for (unsigned i = 0; i < n; i++) {
         d->ram.block_len[i] = d->ram.blocks[i].length;
         uint64_t npages = d->ram.blocks[i].length / d->ram.page_size;
         d->ram.received[i] = g_new0(uint64_t, (npages + 63) / 64);
+        d->ram.zero_seen[i] = g_new0(uint64_t, (npages + 63) / 64);
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
     /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
@@ -550,7 +557,12 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
         mfr_wire_pack_u64(round, body);
         GError *err = NULL;
         if (!mfr_control_send(d->ctl, MFR_CTRL_SYNC_ACK, body, sizeof(body), &err)) {
-            mfr_fail_echo(&d->fail, err);
+            /* a send deadline is our own finding (the peer stopped reading), not an echo */
+            if (g_error_matches(err, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
+                mfr_fail_set(&d->fail, err);
+            } else {
+                mfr_fail_echo(&d->fail, err);
+            }
             ok = false;
         }
         d->sync_count = 0;
@@ -587,53 +599,6 @@ static bool dest_open_channels(MfrDest *d, GError **error)
     return true;
 }
 
-static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
-{
-    uint64_t round;
-    uint64_t digest[MFR_MAX_BLOCKS];
-    uint32_t count = m->len == 16 ? 0 : d->ram.nblocks;
-    if (!mfr_wire_unpack_complete(m->body, m->len, count, &round, digest, error)) {
-        g_prefix_error(error, "destination: COMPLETE: ");
-        return false;
-    }
-    g_mutex_lock(&d->sync_lock);
-    uint64_t synced = d->sync_round - 1;
-    g_mutex_unlock(&d->sync_lock);
-    if (round != synced) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                    "destination: COMPLETE names round %" G_GUINT64_FORMAT
-                    " but round %" G_GUINT64_FORMAT " was the last synchronised", round, synced);
-        return false;
-    }
-    MfrCompleteReply r = { 0 };
-    double t0 = mfr_now_s();
-    for (uint32_t i = 0; i < count; i++) {
-        if (mfr_digest(d->ram.blocks[i].host, d->ram.blocks[i].length) != digest[i]) {
-            r.status = 1;
-            r.block = i;
-            break;
-        }
-    }
-    d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
-    uint8_t body[8];
-    mfr_wire_pack_complete_reply(&r, body);
-    /* done first: once the source has the reply it may close at once, and that must not
-     * race our reader into reporting a lost connection */
-    mfr_control_done(d->ctl);
-    if (!mfr_control_send(d->ctl, MFR_CTRL_COMPLETE_REPLY, body, sizeof(body), error)) {
-        return false;
-    }
-    if (r.status) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
-                    "verification failed: block '%s' differs from the source",
-                    d->ram.blocks[r.block].name);
-        return false;
-    }
-    d->stats.verified = count > 0;
-    d->stats.converged = true;
-    return true;
-}
-
 /* Received bytes so far, as the channel threads count them (an estimate while they run). */
 static void dest_progress(MfrDest *d)
 {
@@ -662,6 +627,105 @@ static void dest_progress(MfrDest *d)
     }
     p.throughput_bps = d->prog_bps;
     d->cfg.progress(&p, d->cfg.progress_opaque);
+}
+
+/* Bytes verified between two checks for a failed or cancelled session (~10-30 ms). */
+#define DEST_VERIFY_SLICE (64ull << 20)
+
+/* Block i's digest as the source computes it, in slices: a session that fails or is
+ * cancelled meanwhile (the source gone, Ctrl-C) stops it within one slice. Pages of fresh
+ * memory the source never sent (neither data nor a zero page) are known to be zero: hashed
+ * from a zero page, not read (reading would allocate them, a whole block's memory for a
+ * source that sent nothing). Pages it sent are read, so whatever changed them is caught. */
+static bool dest_block_digest(MfrDest *d, unsigned i, uint64_t *out, GError **error)
+{
+    static const uint8_t zero[4096];
+    const uint8_t *host = d->ram.blocks[i].host;
+    const uint64_t *received = d->ram.received[i];
+    const uint64_t *zero_seen = d->ram.zero_seen[i];
+    uint32_t ps = d->ram.page_size;
+    uint64_t npages = d->ram.block_len[i] / ps;
+    MfrDigestState st;
+    mfr_digest_init(&st);
+    for (uint64_t p = 0; p < npages; p++) {
+        if (p % (DEST_VERIFY_SLICE / ps) == 0 && mfr_failed(&d->fail)) {
+            mfr_fail_propagate(&d->fail, error);
+            return false;
+        }
+        uint64_t sent = (received[p / 64] | zero_seen[p / 64]) & (1ull << (p % 64));
+        if (d->ram.memory_zeroed && !sent) {
+            for (uint32_t off = 0; off < ps; off += sizeof(zero)) {
+                mfr_digest_update(&st, zero, sizeof(zero));
+            }
+        } else {
+            mfr_digest_update(&st, host + p * ps, ps);
+        }
+    }
+    *out = mfr_digest_final(&st, NULL, 0);
+    return true;
+}
+
+static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
+{
+    uint64_t round;
+    uint64_t digest[MFR_MAX_BLOCKS];
+    uint32_t count = m->len == 16 ? 0 : d->ram.nblocks;
+    if (!mfr_wire_unpack_complete(m->body, m->len, count, &round, digest, error)) {
+        g_prefix_error(error, "destination: COMPLETE: ");
+        return false;
+    }
+    g_mutex_lock(&d->sync_lock);
+    uint64_t synced = d->sync_round - 1;
+    g_mutex_unlock(&d->sync_lock);
+    /* COMPLETE names the final round whose SYNC_ACK we sent; a source always runs at least
+     * one round (all of RAM), so before any there is nothing to complete */
+    if (synced == 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "destination: COMPLETE (round %" G_GUINT64_FORMAT ") from %s before any "
+                    "round was synchronised", round,
+                    xp_channel_peer(mfr_control_channel(d->ctl)));
+        return false;
+    }
+    if (round != synced) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "destination: COMPLETE names round %" G_GUINT64_FORMAT
+                    " but round %" G_GUINT64_FORMAT " was the last synchronised", round, synced);
+        return false;
+    }
+    MfrCompleteReply r = { 0 };
+    double t0 = mfr_now_s();
+    if (count) {
+        dest_progress(d); /* COMPLETING: the verify phase */
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t got;
+        if (!dest_block_digest(d, i, &got, error)) {
+            return false;
+        }
+        if (got != digest[i]) {
+            r.status = 1;
+            r.block = i;
+            break;
+        }
+    }
+    d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
+    uint8_t body[8];
+    mfr_wire_pack_complete_reply(&r, body);
+    /* done first: once the source has the reply it may close at once, and that must not
+     * race our reader into reporting a lost connection */
+    mfr_control_done(d->ctl);
+    if (!mfr_control_send(d->ctl, MFR_CTRL_COMPLETE_REPLY, body, sizeof(body), error)) {
+        return false;
+    }
+    if (r.status) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
+                    "verification failed: block '%s' differs from the source",
+                    d->ram.blocks[r.block].name);
+        return false;
+    }
+    d->stats.verified = count > 0;
+    d->stats.converged = true;
+    return true;
 }
 
 static bool dest_serve(MfrDest *d, GError **error)
@@ -938,8 +1002,10 @@ void mfr_dest_free(MfrDest *d)
     }
     for (unsigned i = 0; i < d->ram.nblocks; i++) {
         g_free(d->ram.received[i]);
+        g_free(d->ram.zero_seen[i]);
     }
     g_free(d->ram.received);
+    g_free(d->ram.zero_seen);
     g_free(d->ram.block_len);
     for (guint i = 0; i < d->blocks->len; i++) {
         g_free((char *)g_array_index(d->blocks, MfrRamBlock, i).name);

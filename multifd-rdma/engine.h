@@ -94,6 +94,22 @@ bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError *
 void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, bool control,
                               XpOptions *o);
 
+/* ---------- digest in pieces (digest.c) ---------- */
+
+/* mfr_digest() fed piece by piece: the destination verifies in slices between which it
+ * checks for failure, and feeds never-received pages of fresh memory from a zero page
+ * instead of reading (and faulting in) them. Same value as mfr_digest() of the whole. */
+typedef struct {
+    uint64_t s[4]; /* the four lanes */
+    uint64_t len;  /* bytes consumed so far */
+} MfrDigestState;
+
+void mfr_digest_init(MfrDigestState *st);
+/* len must be a multiple of 32 (whole stripes); the rest goes to mfr_digest_final(). */
+void mfr_digest_update(MfrDigestState *st, const void *data, uint64_t len);
+/* The last piece (any length) and the digest of everything fed. */
+uint64_t mfr_digest_final(MfrDigestState *st, const void *tail, uint64_t tail_len);
+
 /* ---------- registration (register.c) ---------- */
 
 #define MFR_REGISTER_MAX_THREADS 16u
@@ -191,7 +207,8 @@ void mfr_control_done(MfrControl *c);
 XpChannel *mfr_control_channel(MfrControl *c);
 bool mfr_control_send(MfrControl *c, MfrCtrlType type, const void *body, size_t len,
                       GError **error);
-/* Best effort, for reporting our own failure to the peer. */
+/* Reports our own failure to the peer (ERROR, or CANCEL), best effort: waits up to 100 ms
+ * for a send in progress, then gives up; errors are ignored. */
 void mfr_control_send_error(MfrControl *c, const GError *err);
 /* Next message; NULL with the session's error when it failed, or MFR_ERROR_TIMEOUT after
  * timeout_ms (<0: wait until a message or a failure). */

@@ -189,6 +189,10 @@ void mfr_dest_config_init(MfrDestConfig *cfg);
 typedef struct MfrSource MfrSource;
 typedef struct MfrDest MfrDest;
 
+/* Checks a destination URI as mfr_source_new() does (scheme, host, a port other than 0)
+ * without connecting, so a client can refuse a typo before it prepares its guest.
+ * MFR_ERROR_USAGE naming the URI. */
+bool mfr_source_check_uri(const char *uri, GError **error);
 /* Blocks and dirty ops must outlive the source. dirty may be NULL for a source driven
  * step by step (below); mfr_source_run() then refuses with MFR_ERROR_USAGE. */
 MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,

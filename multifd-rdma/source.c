@@ -102,6 +102,24 @@ static void source_on_fail(void *opaque, const GError *err, bool quiet)
 
 /* ---------- setup ---------- */
 
+bool mfr_source_check_uri(const char *uri, GError **error)
+{
+    g_autofree char *host = NULL, *port = NULL;
+    g_autoptr(GError) xerr = NULL;
+    if (!xp_uri_parse(uri, &host, &port, &xerr)) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %s", xerr->message);
+        return false;
+    }
+    /* listening on port 0 picks a free one; connecting to it means nothing */
+    if (g_ascii_strtoull(port, NULL, 10) == 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: bad URI '%s': port 0 (give the port the destination printed)",
+                    uri);
+        return false;
+    }
+    return true;
+}
+
 MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
                           unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
                           GError **error)
@@ -151,13 +169,11 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
         }
         page_size = MIN(page_size, b->page_size);
     }
-    g_autofree char *host = NULL, *port = NULL;
-    g_autoptr(GError) xerr = NULL;
-    const XpOps *ops = xp_uri_parse(cfg->uri, &host, &port, &xerr);
-    if (!ops) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %s", xerr->message);
+    if (!mfr_source_check_uri(cfg->uri, error)) {
         return NULL;
     }
+    g_autofree char *host = NULL, *port = NULL;
+    const XpOps *ops = xp_uri_parse(cfg->uri, &host, &port, NULL); /* checked above */
 
     MfrSource *s = g_new0(MfrSource, 1);
     s->cfg = *cfg;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 /* ---- signals ---------------------------------------------------------------------------- */
@@ -474,6 +475,25 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     return true;
 }
 
+static double mib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0);
+}
+
+/* "1.5 GiB": ASCII only, as it may travel in an ERROR message. */
+static char *size_str(uint64_t b)
+{
+    static const char *const unit[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double v = (double)b;
+    unsigned u = 0;
+    while (v >= 1024 && u + 1 < G_N_ELEMENTS(unit)) {
+        v /= 1024;
+        u++;
+    }
+    return u ? g_strdup_printf("%.1f %s", v, unit[u]) : g_strdup_printf("%" G_GUINT64_FORMAT
+                                                                         " bytes", b);
+}
+
 /* ---- destination memory ----------------------------------------------------------------- */
 
 typedef struct {
@@ -485,14 +505,26 @@ struct ToolDestMem {
     GMutex lock; /* alloc_block runs on the destination's thread */
     GArray *maps;
     bool thp;
+    uint64_t limit;   /* bytes all blocks together may take */
+    bool limit_given; /* --max-ram, not RAM + swap */
+    uint64_t mapped;  /* bytes of the blocks mapped so far; under lock */
 };
 
-ToolDestMem *tool_dest_mem_new(bool thp)
+ToolDestMem *tool_dest_mem_new(bool thp, uint64_t max_ram)
 {
     ToolDestMem *m = g_new0(ToolDestMem, 1);
     g_mutex_init(&m->lock);
     m->maps = g_array_new(FALSE, FALSE, sizeof(ToolMapping));
     m->thp = thp;
+    m->limit = max_ram;
+    m->limit_given = max_ram > 0;
+    struct sysinfo si;
+    if (!m->limit_given && sysinfo(&si) == 0) {
+        m->limit = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+    }
+    if (!m->limit) {
+        m->limit = UINT64_MAX; /* unknown: let mmap decide */
+    }
     return m;
 }
 
@@ -514,15 +546,39 @@ bool tool_dest_alloc_block(void *opaque, const char *name, uint64_t length, uint
                            void **host, GError **error)
 {
     ToolDestMem *m = opaque;
+    /* The source announces the sizes: without this, a block of any size is mapped (lazily,
+     * so it looks fine) and the host runs out of memory only as pages arrive. */
+    g_mutex_lock(&m->lock);
+    uint64_t before = m->mapped;
+    bool fits = length <= m->limit - MIN(before, m->limit);
+    if (fits) {
+        m->mapped += length;
+    }
+    g_mutex_unlock(&m->lock);
+    if (!fits) {
+        g_autofree char *len_s = size_str(length);
+        g_autofree char *before_s = size_str(before);
+        g_autofree char *limit_s = size_str(m->limit);
+        g_autofree char *after = before ? g_strdup_printf(" (after %s of other blocks)",
+                                                          before_s) : g_strdup("");
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "%s%s exceed the %s %s", len_s, after,
+                    limit_s, m->limit_given ? "of --max-ram" : "this host can allocate (RAM + "
+                                                               "swap; see --max-ram)");
+        return false;
+    }
     /* Huge pages reserved at mmap time (no MAP_NORESERVE): a shortage is an error here, not
      * a SIGBUS when the first page arrives. */
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | (page_size > 4096 ? MAP_HUGETLB : MAP_NORESERVE);
     void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (p == MAP_FAILED) {
         int err = errno;
+        g_mutex_lock(&m->lock);
+        m->mapped -= length;
+        g_mutex_unlock(&m->lock);
+        /* the engine prefixes "destination: block 'NAME': " */
         g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED,
-                    "destination: cannot allocate block %s (%" G_GUINT64_FORMAT " MiB, %u-byte "
-                    "pages): mmap: %s", name, length >> 20, page_size, g_strerror(err));
+                    "cannot allocate %" G_GUINT64_FORMAT " MiB in %u-byte pages: mmap: %s",
+                    length >> 20, page_size, g_strerror(err));
         return false;
     }
     if (m->thp && page_size == 4096) {
@@ -547,11 +603,6 @@ void tool_progress_init(ToolProgress *p, FILE *out, const char *side)
 void tool_progress_clear(ToolProgress *p)
 {
     g_mutex_clear(&p->lock);
-}
-
-static double mib(uint64_t b)
-{
-    return (double)b / (1024.0 * 1024.0);
 }
 
 void tool_progress_cb(const MfrProgress *pr, void *opaque)
@@ -652,7 +703,7 @@ static void row_values(FILE *out, const char *label, const MfrStats *src, const 
     fputc('\n', out);
 }
 
-void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst)
+void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, bool ok)
 {
     static const MfrStats none;
     const MfrStats *s = src ? src : &none;
@@ -684,7 +735,9 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst)
                d->dirty_rate_bps / 1e6, 1);
     row_values(out, "CPU s", src, dst, s->cpu_s, d->cpu_s, 2);
     if (src) {
-        fprintf(out, "  %-22s %14s\n", "converged", s->converged ? "yes" : "no (forced)");
+        /* a run that did not converge succeeds only by a forced switchover */
+        fprintf(out, "  %-22s %14s\n", "converged",
+                s->converged ? "yes" : ok ? "no (forced)" : "no");
     }
     unsigned nch = MIN(64u, MAX(s->channels, d->channels));
     for (unsigned c = 0; c < nch; c++) {

@@ -141,7 +141,11 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     listen_uri = pick_uri(&a, info, &error);
     if (!listen_uri) {
         code = tool_exit_code(error);
-        fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        if (code == TOOL_EXIT_USAGE) {
+            tool_usage_error("demo", "%s", error->message);
+        } else {
+            fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        }
         goto out;
     }
 
@@ -157,7 +161,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
         goto out;
     }
 
-    mem = tool_dest_mem_new(a.thp);
+    mem = tool_dest_mem_new(a.thp, 0);
     mfr_dest_config_init(&dcfg);
     dcfg.uri = listen_uri;
     tool_random_token(dcfg.token);
@@ -206,7 +210,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
 
     mfr_source_get_stats(src, &ss);
     mfr_dest_get_stats(dest, &ds);
-    tool_print_summary(info, &ss, &ds);
+    tool_print_summary(info, &ss, &ds, ok && !dest_error);
     tool_print_guest_writes(info, guest);
 
     if (!ok) {

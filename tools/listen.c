@@ -22,7 +22,8 @@ static const char listen_description[] =
 
 /* The parsed command line into cfg; TOOL_EXIT_OK or the usage error's code (printed). */
 static int listen_config(int argc, char **argv, const char *token, gint timeout_ms,
-                         const ToolRdmaArgs *rdma, MfrDestConfig *cfg)
+                         const char *max_ram_arg, const ToolRdmaArgs *rdma, MfrDestConfig *cfg,
+                         uint64_t *max_ram)
 {
     if (argc < 2) {
         return tool_usage_error("listen", "missing URI (example: tcp:0.0.0.0:4444)");
@@ -38,7 +39,8 @@ static int listen_config(int argc, char **argv, const char *token, gint timeout_
         tool_random_token(cfg->token);
     }
     if (!tool_check_range("--timeout", timeout_ms, 1, G_MAXINT, &error) ||
-        !tool_rdma_args_apply(rdma, &cfg->transport, &cfg->registration_chunk, &error)) {
+        !tool_rdma_args_apply(rdma, &cfg->transport, &cfg->registration_chunk, &error) ||
+        (max_ram_arg && !tool_parse_size("--max-ram", max_ram_arg, max_ram, &error))) {
         return tool_usage_error("listen", "%s", error->message);
     }
     cfg->timeout_ms = (unsigned)timeout_ms;
@@ -46,10 +48,11 @@ static int listen_config(int argc, char **argv, const char *token, gint timeout_
 }
 
 /* Serves one migration with cfg (token and transport set); the exit code. */
-static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, MfrDestConfig *cfg)
+static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint64_t max_ram,
+                        MfrDestConfig *cfg)
 {
     FILE *info = json ? stderr : stdout;
-    ToolDestMem *mem = tool_dest_mem_new(thp);
+    ToolDestMem *mem = tool_dest_mem_new(thp, max_ram);
     ToolProgress progress;
     tool_progress_init(&progress, info, "destination");
     cfg->uri = uri;
@@ -65,8 +68,13 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, MfrD
     g_autoptr(GError) error = NULL;
     g_autoptr(MfrDest) dest = mfr_dest_new(cfg, &error);
     if (!dest) {
-        fprintf(stderr, "mfrdma listen: %s: %s\n", uri, error->message);
+        /* the message names the URI already */
         code = tool_exit_code(error);
+        if (code == TOOL_EXIT_USAGE) {
+            tool_usage_error("listen", "%s", error->message);
+        } else {
+            fprintf(stderr, "mfrdma listen: %s\n", error->message);
+        }
         goto out;
     }
     /* Scripts read these two lines to start the source; flush before blocking. */
@@ -78,7 +86,7 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, MfrD
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_dest_get_stats(dest, &st);
-    tool_print_summary(info, NULL, &st);
+    tool_print_summary(info, NULL, &st, ok);
     unsigned n = 0;
     const MfrRamBlock *blocks = ok ? mfr_dest_blocks(dest, &n) : NULL;
     for (unsigned i = 0; i < n; i++) {
@@ -112,6 +120,7 @@ out:
 int tool_listen(ToolCtx *ctx, int argc, char **argv)
 {
     g_autofree char *token = NULL;
+    g_autofree char *max_ram_arg = NULL;
     gboolean json = FALSE, thp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
@@ -123,6 +132,9 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
           "Token (32 hex digits) sources must present; default: a random one, printed", "HEX" },
         { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout_ms,
           "Fail when the source is silent this long, in ms (default 5000)", "MS" },
+        { "max-ram", 0, 0, G_OPTION_ARG_STRING, &max_ram_arg,
+          "Refuse a source whose blocks together exceed SIZE (default: this host's RAM + "
+          "swap)", "SIZE" },
         { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
           "madvise(MADV_HUGEPAGE) the received blocks", NULL },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
@@ -134,11 +146,12 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     g_option_context_add_main_entries(oc, entries, NULL);
     tool_add_rdma_options(oc, &rdma, TOOL_SIDE_DEST);
     int code = TOOL_EXIT_USAGE;
+    uint64_t max_ram = 0;
     if (tool_parse(oc, "listen", &argc, &argv)) {
-        code = listen_config(argc, argv, token, timeout_ms, &rdma, &cfg);
+        code = listen_config(argc, argv, token, timeout_ms, max_ram_arg, &rdma, &cfg, &max_ram);
     }
     if (code == TOOL_EXIT_OK) {
-        code = listen_serve(ctx, argv[1], json, thp, &cfg);
+        code = listen_serve(ctx, argv[1], json, thp, max_ram, &cfg);
     }
     tool_rdma_args_clear(&rdma);
     return code;

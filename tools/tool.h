@@ -104,9 +104,10 @@ void tool_random_token(uint8_t token[16]);
 /* 0, 1 or 3 for a migration result (error NULL = success). */
 int tool_exit_code(const GError *error);
 
-/* Destination memory: mmap per announced block, unmapped by tool_dest_mem_free(). */
+/* Destination memory: mmap per announced block, unmapped by tool_dest_mem_free(). Blocks
+ * beyond max_ram bytes in total (0: this host's RAM + swap) are refused before mapping. */
 typedef struct ToolDestMem ToolDestMem;
-ToolDestMem *tool_dest_mem_new(bool thp);
+ToolDestMem *tool_dest_mem_new(bool thp, uint64_t max_ram);
 void tool_dest_mem_free(ToolDestMem *m);
 bool tool_dest_alloc_block(void *opaque, const char *name, uint64_t length, uint32_t page_size,
                            void **host, GError **error);
@@ -128,8 +129,8 @@ void tool_progress_cb(const MfrProgress *p, void *opaque);
 void tool_progress_finish(ToolProgress *p);
 void tool_progress_clear(ToolProgress *p);
 
-/* Summary table; either side may be NULL. */
-void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst);
+/* Summary table; either side may be NULL. ok: the migration succeeded. */
+void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, bool ok);
 /* {"source":...,"destination":...,...} on out; either side may be NULL. */
 void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
                      const GError *error, const char *memcmp_result);

@@ -126,6 +126,9 @@ struct RdmaChannel {
     unsigned credits_owed; /* RECVs re-posted since we last told the peer */
 
     /* send side */
+    int send_timeout_ms;   /* <0: a send waits for credits as long as the peer gives none */
+    gint64 send_deadline;  /* of the send_msg() in progress (monotonic us, -1: none) */
+    bool send_timed_out;   /* a send met its deadline: later ones fail at once, as tcp's */
     unsigned credits;      /* peer RECVs we may still consume */
     uint8_t *send_buf;
     VbMr *send_mr;
@@ -655,7 +658,8 @@ static int rdma_send_check(RdmaChannel *ch)
     return 0;
 }
 
-/* Wait for `slots` free send-queue entries (and, if want_send, a credit and a buffer). */
+/* Wait for `slots` free send-queue entries (and, if want_send, a credit and a buffer), until
+ * the send's deadline: -ETIMEDOUT when a peer that stopped reading holds back its credits. */
 static int rdma_wait_send_room(RdmaChannel *ch, unsigned slots, bool want_send, bool want_buf)
 {
     for (;;) {
@@ -670,7 +674,11 @@ static int rdma_wait_send_room(RdmaChannel *ch, unsigned slots, bool want_send, 
         if (ok) {
             return 0;
         }
-        rdma_progress(ch, -1);
+        rdma_progress(ch, ch->send_deadline);
+        /* checked here, not by progress's result: the peer's keepalives are progress too */
+        if (ch->send_deadline >= 0 && g_get_monotonic_time() >= ch->send_deadline) {
+            return -ETIMEDOUT;
+        }
     }
 }
 
@@ -790,7 +798,9 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
     /* test seam: a wrong rkey makes the peer's device refuse the WRITE (remote access error) */
     uint32_t rkey_xor = nsegs && rdma_take_bad_rkey(ch) ? 0x5a5a5a5au : 0;
     g_mutex_lock(&ch->lock);
-    int ret = rdma_send_check(ch);
+    ch->send_deadline = ch->send_timeout_ms < 0
+                            ? -1 : g_get_monotonic_time() + (gint64)ch->send_timeout_ms * 1000;
+    int ret = ch->send_timed_out ? -ETIMEDOUT : rdma_send_check(ch);
     for (unsigned i = 0; ret == 0 && i < nsegs; i++) {
         const RdmaRemote *r = (const RdmaRemote *)segs[i].remote;
         uint32_t lkey = vb_mr_lkey(((const RdmaRegion *)segs[i].region)->mr);
@@ -834,6 +844,7 @@ static int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg
     if (ret != 0) {
         ch->nwr = ch->nsge = 0; /* WRITEs of a failed message are dropped with it */
     }
+    ch->send_timed_out |= ret == -ETIMEDOUT;
     g_mutex_unlock(&ch->lock);
     return ret;
 }
@@ -935,6 +946,8 @@ static RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions 
     ch->id = id;
     ch->wake_fd = -1;
     ch->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
+    ch->send_timeout_ms = -1;
+    ch->send_deadline = -1;
     g_mutex_init(&ch->lock);
     g_cond_init(&ch->cond);
     ch->peer = rdma_uri_of(vb_cm_peer_str(id));
@@ -1113,6 +1126,14 @@ static void rdma_counters(XpChannel *xc, XpCounters *out)
     g_mutex_unlock(&ch->lock);
 }
 
+static void rdma_set_send_timeout(XpChannel *xc, int timeout_ms)
+{
+    RdmaChannel *ch = (RdmaChannel *)xc;
+    g_mutex_lock(&ch->lock);
+    ch->send_timeout_ms = timeout_ms;
+    g_mutex_unlock(&ch->lock);
+}
+
 static void rdma_inject_fault(XpChannel *xc, int err)
 {
     atomic_store(&((RdmaChannel *)xc)->inject, err);
@@ -1211,6 +1232,7 @@ typedef struct {
     VbCmId *id;
     int wake_fd;
     char *uri;
+    XpLogLimit refuse_log; /* malformed hellos, refused without a channel */
 } RdmaListener;
 
 static void rdma_listener_close(XpListener *xl)
@@ -1338,7 +1360,9 @@ static XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_
         if (!ok) {
             g_autofree char *why = g_strdup_printf(
                 "malformed hello (%zu bytes of private data, mark %u)", ev.private_len, mark);
-            g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), why);
+            /* anyone can send these: logged rate-limited */
+            xp_log_limited(&l->refuse_log, G_LOG_DOMAIN, "%s: refusing %s: %s", l->uri,
+                           vb_cm_peer_str(id), why);
             rdma_reject_reason(id, 1, why, NULL);
             continue;
         }
@@ -1408,4 +1432,5 @@ const XpOps xp_rdma_ops = {
     .inject_completion_error = rdma_inject_completion_error,
     .error_detail = rdma_error_detail,
     .region_budget = rdma_region_budget,
+    .set_send_timeout = rdma_set_send_timeout,
 };

@@ -69,14 +69,6 @@ typedef struct {
     int rcvbuf;      /* SO_RCVBUF likewise */
 } TcpDomain;
 
-typedef struct {
-    XpListener base;
-    TcpDomain *dom;    /* not owned; outlives the listener */
-    int fd;
-    int wake_fd;       /* eventfd; listener_shutdown() makes it readable for good */
-    char *uri;
-} TcpListener;
-
 /* One connection. Owned by whoever got it from accept()/connect(); the send side fields are
  * used by one sending thread, the receive side fields by one receiving thread. */
 typedef struct {
@@ -89,6 +81,8 @@ typedef struct {
     XpCounters ctr;
 
     /* send side */
+    int send_timeout_ms;      /* <0: a send waits as long as the peer does not read */
+    bool send_broken;         /* a send gave up mid-frame: no later one may follow it */
     uint32_t zc_sent;         /* zerocopy sendmsg() calls issued (the kernel numbers them) */
     /* Completions are reaped by the sender, and by a receiver whose poll() reports them as
      * POLLERR; the lock keeps the two apart (zerocopy channels only, never contended). */
@@ -103,6 +97,24 @@ typedef struct {
     struct iovec riov[IOV_MAX];
     uint8_t rbuf[TCP_RBUF_SIZE];
 } TcpChannel;
+
+/* An accepted connection whose hello has not fully arrived yet (see tcp_accept()). */
+typedef struct {
+    TcpChannel *ch;
+    int64_t deadline; /* monotonic us: dropped when its hello is not complete by then */
+} TcpPending;
+
+typedef struct {
+    XpListener base;
+    TcpDomain *dom;    /* not owned; outlives the listener */
+    int fd;
+    int wake_fd;       /* eventfd; listener_shutdown() makes it readable for good */
+    char *uri;
+    /* Oldest first; owned. Only the thread calling accept() touches them. */
+    TcpPending pending[XP_PENDING_MAX];
+    unsigned npending;
+    XpLogLimit drop_log; /* dropped connections are logged rate-limited */
+} TcpListener;
 
 static inline TcpChannel *tcp_ch(XpChannel *c)
 {
@@ -274,6 +286,7 @@ static TcpChannel *tcp_channel_new(int fd, const XpOptions *opts)
     ch->fd = fd;
     atomic_init(&ch->down, false);
     atomic_init(&ch->fault, 0);
+    ch->send_timeout_ms = -1;
     g_mutex_init(&ch->zc_lock);
     tcp_set_conn_opts(fd);
 
@@ -585,7 +598,7 @@ static inline void tcp_send_elem(TcpChannel *ch, const void *msg, size_t len, co
 /* sendmsg() of elements [first, last) from byte off of the first one, until all are gone.
  * sendmsg rather than writev: MSG_NOSIGNAL turns a dead peer into EPIPE instead of SIGPIPE. */
 static int tcp_send_elems(TcpChannel *ch, const void *msg, size_t len, const XpSeg *segs,
-                          unsigned first, unsigned last, int flags)
+                          unsigned first, unsigned last, int flags, int64_t deadline)
 {
     unsigned i = first;
     size_t off = 0;
@@ -615,7 +628,7 @@ static int tcp_send_elems(TcpChannel *ch, const void *msg, size_t len, const XpS
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                int rc = tcp_wait(ch, POLLOUT, -1, -1);
+                int rc = tcp_wait(ch, POLLOUT, deadline, -1);
                 if (rc < 0) {
                     return rc;
                 }
@@ -664,14 +677,18 @@ static int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *
     if (len > XP_MSG_MAX) {
         return -EMSGSIZE;
     }
+    if (ch->send_broken) {
+        return -ETIMEDOUT;
+    }
     tcp_put_le32(ch->sendhdr, (uint32_t)len);
+    int64_t deadline = tcp_deadline(ch->send_timeout_ms);
     if (ch->zerocopy && nsegs > 0 &&
         atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed) < TCP_ZC_GIVE_UP) {
         /* The message must be free for reuse on return, so only the segments (stable until
          * close by contract) go zero copy; MSG_MORE keeps the two parts in one segment. */
-        rc = tcp_send_elems(ch, msg, len, segs, 0, 2, MSG_MORE);
+        rc = tcp_send_elems(ch, msg, len, segs, 0, 2, MSG_MORE, deadline);
         if (rc == 0) {
-            rc = tcp_send_elems(ch, msg, len, segs, 2, nsegs + 2, MSG_ZEROCOPY);
+            rc = tcp_send_elems(ch, msg, len, segs, 2, nsegs + 2, MSG_ZEROCOPY, deadline);
         }
         /* Each pending completion holds socket option memory: do not let them pile up. */
         if (ch->zc_sent - atomic_load_explicit(&ch->zc_done, memory_order_relaxed) >=
@@ -679,7 +696,12 @@ static int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *
             tcp_zc_reap(ch);
         }
     } else {
-        rc = tcp_send_elems(ch, msg, len, segs, 0, nsegs + 2, 0);
+        rc = tcp_send_elems(ch, msg, len, segs, 0, nsegs + 2, 0, deadline);
+    }
+    if (rc == -ETIMEDOUT) {
+        /* Part of the frame may be in the stream, so nothing may follow it; receiving goes
+         * on, since the peer may still say why it stopped reading (its ERROR). */
+        ch->send_broken = true;
     }
     if (rc == 0) {
         /* Message and payload bytes, not our framing, so backends compare. */
@@ -732,6 +754,11 @@ static void tcp_counters(XpChannel *c, XpCounters *out)
     g_mutex_unlock(&ch->zc_lock);
 }
 
+static void tcp_set_send_timeout(XpChannel *c, int timeout_ms)
+{
+    tcp_ch(c)->send_timeout_ms = timeout_ms;
+}
+
 static void tcp_inject_fault(XpChannel *c, int err)
 {
     atomic_store(&tcp_ch(c)->fault, err);
@@ -742,6 +769,9 @@ static void tcp_inject_fault(XpChannel *c, int err)
 static void tcp_listener_close(XpListener *lb)
 {
     TcpListener *l = (TcpListener *)lb;
+    for (unsigned i = 0; i < l->npending; i++) {
+        tcp_close(&l->pending[i].ch->base);
+    }
     if (l->fd >= 0) {
         close(l->fd);
     }
@@ -854,19 +884,106 @@ static void tcp_listener_shutdown(XpListener *lb)
     }
 }
 
-/* The hello buffer must hold XP_HELLO_MAX bytes; *hello_len is set to the hello's length. */
+/* Pending connection i leaves the table (order kept: oldest first); the caller owns it. */
+static TcpChannel *tcp_pending_take(TcpListener *l, unsigned i)
+{
+    TcpChannel *ch = l->pending[i].ch;
+    memmove(&l->pending[i], &l->pending[i + 1], (l->npending - i - 1) * sizeof(l->pending[0]));
+    l->npending--;
+    return ch;
+}
+
+static void tcp_pending_drop(TcpListener *l, unsigned i, const char *why)
+{
+    TcpChannel *ch = tcp_pending_take(l, i);
+    xp_log_limited(&l->drop_log, G_LOG_DOMAIN, "%s: dropped connection from %s: %s", l->uri,
+                   ch->peer, why);
+    tcp_close(&ch->base);
+}
+
+/* Takes every connection the kernel has queued into the pending table. False with error
+ * only when accepting itself fails (not a peer's doing). */
+static bool tcp_pending_accept(TcpListener *l, GError **error)
+{
+    int hello_ms = MIN(tcp_timeout_ms(&l->dom->opts), XP_HELLO_TIMEOUT_MS);
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED) {
+                return true;
+            }
+            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "accept on %s: %s", l->uri,
+                        g_strerror(errno));
+            return false;
+        }
+        if (l->npending == XP_PENDING_MAX) {
+            /* the oldest has had the longest to send its hello: a real source sends it at
+             * once, so this only ever drops an idle peer */
+            g_autofree char *why = g_strdup_printf("%u connections wait for a hello already",
+                                                   XP_PENDING_MAX);
+            tcp_pending_drop(l, 0, why);
+        }
+        l->pending[l->npending++] = (TcpPending){
+            .ch = tcp_channel_new(fd, &l->dom->opts), .deadline = tcp_deadline(hello_ms),
+        };
+    }
+}
+
+/* Reads what pending connection i sent, without waiting. Its channel once the hello is
+ * complete (taken out of the table, hello copied out); NULL while incomplete or dropped. */
+static TcpChannel *tcp_pending_read(TcpListener *l, unsigned i, void *hello, size_t *hello_len)
+{
+    size_t n = 0;
+    int rc = tcp_recv_frame(l->pending[i].ch, hello, XP_HELLO_MAX, &n, tcp_deadline(0), -1);
+    switch (rc) {
+    case 0:
+        *hello_len = n;
+        return tcp_pending_take(l, i);
+    case -ETIMEDOUT:
+        return NULL;
+    case -EMSGSIZE: {
+        g_autofree char *why = g_strdup_printf("hello longer than %u bytes", XP_HELLO_MAX);
+        tcp_pending_drop(l, i, why);
+        return NULL;
+    }
+    case -EPIPE:
+        tcp_pending_drop(l, i, "closed before its hello");
+        return NULL;
+    default:
+        tcp_pending_drop(l, i, g_strerror(-rc));
+        return NULL;
+    }
+}
+
+/* Waits for the next connection whose hello is complete: every pending connection is read
+ * as its bytes arrive, so idle or slow peers delay nobody (admission rules: XP_PENDING_MAX).
+ * The hello buffer must hold XP_HELLO_MAX bytes; *hello_len is set to the hello's length. */
 static XpChannel *tcp_accept(XpListener *lb, int timeout_ms, void *hello, size_t *hello_len,
                              GError **error)
 {
     TcpListener *l = (TcpListener *)lb;
     int64_t deadline = tcp_deadline(timeout_ms);
-    int fd = -1;
-    while (fd < 0) {
-        struct pollfd pfd[2] = {
+    for (;;) {
+        struct pollfd pfd[2 + XP_PENDING_MAX] = {
             { .fd = l->fd, .events = POLLIN },
             { .fd = l->wake_fd, .events = POLLIN },
         };
-        int rc = poll(pfd, 2, tcp_remaining_ms(deadline));
+        int64_t now = g_get_monotonic_time();
+        int64_t wake_at = deadline;
+        for (unsigned i = l->npending; i-- > 0;) {
+            if (l->pending[i].deadline <= now) {
+                tcp_pending_drop(l, i, "no hello within its deadline");
+            }
+        }
+        for (unsigned i = 0; i < l->npending; i++) {
+            pfd[2 + i] = (struct pollfd){ .fd = l->pending[i].ch->fd, .events = POLLIN };
+            if (wake_at < 0 || l->pending[i].deadline < wake_at) {
+                wake_at = l->pending[i].deadline;
+            }
+        }
+        unsigned npoll = l->npending;
+        int rc = poll(pfd, 2 + npoll, tcp_remaining_ms(wake_at));
         if (rc < 0 && errno != EINTR) {
             g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "accept on %s: poll: %s", l->uri,
                         g_strerror(errno));
@@ -876,51 +993,24 @@ static XpChannel *tcp_accept(XpListener *lb, int timeout_ms, void *hello, size_t
             g_set_error(error, XP_ERROR, XP_ERROR_CLOSED, "listener %s was shut down", l->uri);
             return NULL;
         }
-        if (rc == 0) {
+        /* backwards: taking entry i out moves only the ones after it */
+        for (unsigned i = npoll; rc > 0 && i-- > 0;) {
+            TcpChannel *ch = pfd[2 + i].revents ? tcp_pending_read(l, i, hello, hello_len)
+                                                : NULL;
+            if (ch) {
+                g_debug("%s: connection from %s", l->uri, ch->peer);
+                return &ch->base;
+            }
+        }
+        if (rc > 0 && (pfd[0].revents & POLLIN) && !tcp_pending_accept(l, error)) {
+            return NULL;
+        }
+        if (deadline >= 0 && g_get_monotonic_time() >= deadline) {
             g_set_error(error, XP_ERROR, XP_ERROR_TIMEOUT, "no connection on %s within %d ms",
                         l->uri, timeout_ms);
             return NULL;
         }
-        if (rc < 0 || !(pfd[0].revents & POLLIN)) {
-            continue;
-        }
-        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-            errno != ECONNABORTED) {
-            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "accept on %s: %s", l->uri,
-                        g_strerror(errno));
-            return NULL;
-        }
     }
-
-    TcpChannel *ch = tcp_channel_new(fd, &l->dom->opts);
-    g_autoptr(XpChannel) cb = &ch->base;
-    /* A connected peer that never says hello must not hold the listener forever. */
-    int hello_ms = tcp_timeout_ms(&l->dom->opts);
-    size_t n = 0;
-    int rc = tcp_recv_frame(ch, hello, XP_HELLO_MAX, &n, tcp_deadline(hello_ms), l->wake_fd);
-    switch (rc) {
-    case 0:
-        break;
-    case -ECANCELED:
-        g_set_error(error, XP_ERROR, XP_ERROR_CLOSED, "listener %s was shut down", l->uri);
-        return NULL;
-    case -ETIMEDOUT:
-        g_set_error(error, XP_ERROR, XP_ERROR_TIMEOUT, "%s sent no hello within %d ms",
-                    ch->peer, hello_ms);
-        return NULL;
-    case -EMSGSIZE:
-        g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "hello from %s is longer than %u bytes",
-                    ch->peer, XP_HELLO_MAX);
-        return NULL;
-    default:
-        g_set_error(error, XP_ERROR, XP_ERROR_CONNECT, "reading hello from %s: %s", ch->peer,
-                    g_strerror(-rc));
-        return NULL;
-    }
-    *hello_len = n;
-    g_debug("%s: connection from %s", l->uri, ch->peer);
-    return g_steal_pointer(&cb);
 }
 
 static bool tcp_answer(XpChannel *c, uint32_t status, const char *reason, GError **error)
@@ -1083,4 +1173,5 @@ const XpOps xp_tcp_ops = {
     .recv_payload = tcp_recv_payload,
     .counters = tcp_counters,
     .inject_fault = tcp_inject_fault,
+    .set_send_timeout = tcp_set_send_timeout,
 };

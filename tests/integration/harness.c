@@ -224,6 +224,8 @@ TDest *tdest_start_opts(const char *uri, const uint8_t token[16], const TDestOpt
     }
     cfg.registration_chunk = o->registration_chunk;
     cfg.transport.registration_threads = o->registration_threads;
+    cfg.progress = o->progress;
+    cfg.progress_opaque = o->progress_opaque;
     return tdest_start_cfg(t, &cfg, NULL, 0, o);
 }
 
