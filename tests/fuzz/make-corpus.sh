@@ -48,6 +48,7 @@ MFR_FUZZ_DEST_SEED="$raw/dest-session/one-round" "$build/tests/fuzz/fuzz-dest-se
 
 for h in hello ctrl packet regions tcp-stream dest-session; do
   out=tests/fuzz/corpus/$h
+  rm -rf "$out"
   mkdir -p "$out"
   "$build/tests/fuzz/fuzz-$h" -merge=1 "$out" "$raw/$h" 2>/dev/null
   echo "corpus/$h: $(ls "$out" | wc -l) inputs"
