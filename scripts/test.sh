@@ -4,7 +4,12 @@
 #   1. a -Werror build and every suite (unit, conformance, integration, cli, and the RDMA
 #      suite inside the soft-RoCE VM),
 #   2. an ASan+UBSan build and every suite again, the RDMA one inside the VM included (leaks
-#      and memory errors on the RDMA paths show only there).
+#      and memory errors on the RDMA paths show only there),
+#   3. a ThreadSanitizer build and the host suites (the RDMA provider's threads are not
+#      covered: they live in the VM's uninstrumented libibverbs),
+#   4. the clang fuzz build: every libFuzzer harness replays its corpus and past crashes and
+#      fuzzes for MFR_FUZZ_SECONDS (default 20) each (tests/fuzz/),
+#   5. a short soak and a short fault matrix over tcp (tests/soak, tests/faults).
 # Usage: scripts/test.sh [extra meson test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +28,22 @@ scripts/setup.sh build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lun
 echo "== tests: ASan+UBSan build (incl. soft-RoCE VM) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs "$@"
+scripts/setup.sh build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false
+echo "== tests: ThreadSanitizer build (host suites) =="
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan/glib.supp" \
+  meson test -C build-tsan --print-errorlogs --timeout-multiplier 3 \
+  --suite unit --suite conformance --suite integration --suite cli "$@"
+
+tests/fuzz/build.sh >/dev/null
+echo "== tests: libFuzzer harnesses (clang, ASan+UBSan) =="
+meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz
+
 echo "== all tests passed =="
 # One closing line for both builds (meson's own summaries are per build). The rdma-inside tests
 # count once per build where they really ran: inside the VM, read from 'softroce's output; their
 # host copies only skip.
-python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'EOF'
+python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
+  build-tsan/meson-logs/testlog.json build-fuzz/meson-logs/testlog.json <<'EOF'
 import json, re, sys
 n = {"passed": 0, "failed": 0, "skipped": 0}
 def count(r):

@@ -8,8 +8,9 @@
  *                                      so the records drive negotiation as well
  *   record  = [u8 target][u16 len][len bytes]   target % 3: control, channel 0, channel 1;
  *                                      bit 7: bytes go raw (payload), else as one frame;
- *                                      bit 6: first wait (100 ms at most) for the next
- *                                      control message, as a source awaits SYNC_ACK
+ *                                      bit 6: first wait (20 ms at most, 4 times per
+ *                                      input) for the next control message, as a source
+ *                                      awaits SYNC_ACK
  * Then every connection is closed. The destination must end (success or a named error) within
  * its timeout, and any write outside the blocks hits a fence. MFR_FUZZ_DEST_SEED=FILE writes
  * a valid migration in this format (the seed of tests/fuzz/corpus/dest-session) and exits.
@@ -21,6 +22,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -160,7 +162,11 @@ static int peer_connect(uint16_t port)
     struct timeval tv = { .tv_sec = 3 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    /* closed with a reset, not into TIME_WAIT: long campaigns would use up the ports */
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        g_printerr("fuzz-dest-session: connect: %s\n", g_strerror(errno));
         abort();
     }
     return fd;
@@ -249,20 +255,25 @@ static bool peer_setup(uint16_t port, bool full, int fds[1 + NCHAN])
 
 /* Waits for one control message from the destination, briefly: most fuzzed sessions send
  * none, and a long wait would only slow the campaign. */
-static void peer_await(int fd)
+static void peer_await(int fd, unsigned *budget)
 {
     struct pollfd p = { .fd = fd, .events = POLLIN };
-    if (poll(&p, 1, 100) == 1) {
+    if (*budget == 0) {
+        return;
+    }
+    --*budget;
+    if (poll(&p, 1, 20) == 1) {
         peer_read_frame(fd);
     }
 }
 
 static void peer_play(const uint8_t *data, size_t size, const int fds[1 + NCHAN])
 {
+    unsigned awaits = 4;
     while (size >= 3) {
         uint8_t target = data[0];
         if (target & 0x40) {
-            peer_await(fds[0]);
+            peer_await(fds[0], &awaits);
         }
         size_t len = MIN((size_t)(data[1] | data[2] << 8), size - 3);
         int fd = fds[(target & 0x3f) % (1 + NCHAN)];
