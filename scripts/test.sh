@@ -27,7 +27,7 @@ meson test -C build --print-errorlogs "$@"
 scripts/setup.sh build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 echo "== tests: ASan+UBSan build (incl. soft-RoCE VM) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  meson test -C build-asan --print-errorlogs "$@"
+  meson test -C build-asan --print-errorlogs --no-suite reliability "$@"
 scripts/setup.sh build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false
 echo "== tests: ThreadSanitizer build (host suites) =="
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan/glib.supp" \
