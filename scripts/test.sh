@@ -19,27 +19,36 @@ if [[ ${CI:-} == true ]]; then
   export MFR_VM_REQUIRED=1
 fi
 
+# How long each part took (set-up and build included), printed at the end.
+timings=()
+t_part=$SECONDS
+part_done() { timings+=("$1: $((SECONDS - t_part)) s"); t_part=$SECONDS; }
+
 scripts/setup.sh build -Dwerror=true
 meson configure build -Dwerror=true >/dev/null
 echo "== tests: -Werror build (incl. soft-RoCE VM) =="
 meson test -C build --print-errorlogs "$@"
+part_done "-Werror build"
 
 scripts/setup.sh build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 echo "== tests: ASan+UBSan build (incl. soft-RoCE VM) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs --no-suite reliability "$@"
+part_done "ASan+UBSan build"
 scripts/setup.sh build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false
 echo "== tests: ThreadSanitizer build (host suites) =="
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan/glib.supp" \
   meson test -C build-tsan --print-errorlogs --timeout-multiplier 3 \
   --suite unit --suite conformance --suite integration --suite cli "$@"
+part_done "ThreadSanitizer build"
 
 tests/fuzz/build.sh >/dev/null
 echo "== tests: libFuzzer harnesses (clang, ASan+UBSan) =="
 meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz
+part_done "fuzz build"
 
-echo "== all tests passed =="
-# One closing line for both builds (meson's own summaries are per build). The rdma-inside tests
+echo "== all tests passed ($(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')) =="
+# One closing line for every build (meson's own summaries are per build). The rdma-inside tests
 # count once per build where they really ran: inside the VM, read from 'softroce's output; their
 # host copies only skip.
 python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \

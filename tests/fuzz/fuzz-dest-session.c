@@ -17,19 +17,16 @@
  */
 #include "fuzz.h"
 #include "mfrdma.h"
+#include "peer.h"
 #include "wire.h"
 #include "xp.h"
 
-#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #define PS 4096u
@@ -75,15 +72,6 @@ static void script_record(Script *s, uint8_t target, const void *bytes, size_t l
     g_byte_array_append(s->out, bytes, (guint)len);
 }
 
-static size_t ctrl_msg(uint32_t seq, uint16_t type, const void *body, size_t len, uint8_t *buf)
-{
-    MfrCtrlHdr h = { .magic = MFR_CTRL_MAGIC, .version = MFR_WIRE_VERSION, .type = type,
-                     .length = (uint32_t)len, .seq = seq };
-    mfr_wire_pack_ctrl_hdr(&h, buf);
-    memcpy(buf + MFR_CTRL_HDR_SIZE, body, len);
-    return MFR_CTRL_HDR_SIZE + len;
-}
-
 static size_t caps_msg(uint32_t seq, uint8_t *buf)
 {
     MfrCaps c = { .page_size = PS, .zero_modes = MFR_ZERO_DETECT | MFR_ZERO_NONE,
@@ -91,7 +79,7 @@ static size_t caps_msg(uint32_t seq, uint8_t *buf)
                   .max_pages_per_packet = 8 };
     uint8_t body[MFR_CAPS_SIZE];
     mfr_wire_pack_caps(&c, body);
-    return ctrl_msg(seq, MFR_CTRL_CAPS, body, sizeof(body), buf);
+    return peer_ctrl_msg(seq, MFR_CTRL_CAPS, body, sizeof(body), buf);
 }
 
 static size_t blocks_msg(uint32_t seq, uint8_t *buf)
@@ -104,7 +92,7 @@ static size_t blocks_msg(uint32_t seq, uint8_t *buf)
     }
     uint8_t body[8 + NBLOCKS * MFR_BLOCK_ANNOUNCE_SIZE];
     size_t n = mfr_wire_pack_blocks(info, NBLOCKS, body, sizeof(body));
-    return ctrl_msg(seq, MFR_CTRL_BLOCKS, body, n, buf);
+    return peer_ctrl_msg(seq, MFR_CTRL_BLOCKS, body, n, buf);
 }
 
 static void script_packet(Script *s, unsigned chan, uint64_t round, uint32_t block,
@@ -139,7 +127,7 @@ static void write_seed(const char *path)
     uint8_t body[16], msg[64];
     size_t n = mfr_wire_pack_complete(1, NULL, 0, body, sizeof(body));
     /* after the round's SYNC_ACK, as a source does; then await the COMPLETE_REPLY */
-    script_record(&s, 0x40, msg, ctrl_msg(++s.ctl_seq, MFR_CTRL_COMPLETE, body, n, msg));
+    script_record(&s, 0x40, msg, peer_ctrl_msg(++s.ctl_seq, MFR_CTRL_COMPLETE, body, n, msg));
     script_record(&s, 0x40 | 0x80, NULL, 0);
     GError *err = NULL;
     if (!g_file_set_contents(path, (const char *)s.out->data, s.out->len, &err)) {
@@ -152,80 +140,23 @@ static void write_seed(const char *path)
 
 /* ---------- the source's side of the sockets ---------- */
 
-static int peer_connect(uint16_t port)
+static int must_connect(uint16_t port)
 {
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct timeval tv = { .tv_sec = 3 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    /* closed with a reset, not into TIME_WAIT: long campaigns would use up the ports */
-    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    int fd = peer_connect(port);
+    if (fd < 0) {
         g_printerr("fuzz-dest-session: connect: %s\n", g_strerror(errno));
         abort();
     }
     return fd;
 }
 
-/* Best effort: the destination may have closed already, which is its right. */
-static bool peer_write(int fd, const void *p, size_t len)
-{
-    for (size_t off = 0; off < len;) {
-        ssize_t w = send(fd, (const uint8_t *)p + off, len - off, MSG_NOSIGNAL);
-        if (w <= 0) {
-            return false;
-        }
-        off += (size_t)w;
-    }
-    return true;
-}
-
-/* Length word and body in one send: two would meet Nagle and a delayed ACK (40 ms). */
-static bool peer_frame(int fd, const void *p, size_t len)
-{
-    uint8_t buf[4 + 0xffff];
-    buf[0] = (uint8_t)len;
-    buf[1] = (uint8_t)(len >> 8);
-    buf[2] = buf[3] = 0;
-    memcpy(buf + 4, p, len);
-    return peer_write(fd, buf, 4 + len);
-}
-
-/* Reads one frame and returns its first u32 (the answer's status), or -1. */
-static int64_t peer_read_frame(int fd)
-{
-    uint8_t buf[4 + XP_MSG_MAX];
-    size_t need = 4, have = 0;
-    while (have < need) {
-        ssize_t r = recv(fd, buf + have, need - have, 0);
-        if (r <= 0) {
-            return -1;
-        }
-        have += (size_t)r;
-        if (have == 4 && need == 4) {
-            need = 4 + (buf[0] | buf[1] << 8 | (size_t)buf[2] << 16);
-            if (need > sizeof(buf) || need < 8) {
-                return -1;
-            }
-        }
-    }
-    return buf[4] | buf[5] << 8 | buf[6] << 16 | (uint32_t)buf[7] << 24;
-}
-
-static bool peer_hello(int fd, uint8_t role, uint16_t index, const uint8_t *session)
+static bool hello(int fd, uint8_t role, uint16_t index, const uint8_t *session)
 {
     MfrHello h = { .magic = MFR_HELLO_MAGIC, .version = MFR_WIRE_VERSION, .role = role,
                    .channel_index = index, .channel_count = NCHAN };
     memcpy(h.session_id, session, MFR_SESSION_ID_LEN);
     memcpy(h.token, token, sizeof(token));
-    uint8_t buf[MFR_HELLO_SIZE];
-    mfr_wire_pack_hello(&h, buf);
-    return peer_frame(fd, buf, sizeof(buf)) && peer_read_frame(fd) == 0;
+    return peer_hello(fd, &h);
 }
 
 /* Control hello, CAPS, BLOCKS and the channels; false if the destination refused any. */
@@ -233,8 +164,8 @@ static bool peer_setup(uint16_t port, bool full, int fds[1 + NCHAN])
 {
     static const uint8_t session[MFR_SESSION_ID_LEN] = "fuzz-session-id";
     uint8_t msg[512];
-    fds[0] = peer_connect(port);
-    if (!peer_hello(fds[0], MFR_ROLE_CONTROL, 0, session)) {
+    fds[0] = must_connect(port);
+    if (!hello(fds[0], MFR_ROLE_CONTROL, 0, session)) {
         return false;
     }
     if (!full) {
@@ -245,8 +176,8 @@ static bool peer_setup(uint16_t port, bool full, int fds[1 + NCHAN])
         return false;
     }
     for (unsigned i = 0; i < NCHAN; i++) {
-        fds[1 + i] = peer_connect(port);
-        if (!peer_hello(fds[1 + i], MFR_ROLE_CHANNEL, (uint16_t)i, session)) {
+        fds[1 + i] = must_connect(port);
+        if (!hello(fds[1 + i], MFR_ROLE_CHANNEL, (uint16_t)i, session)) {
             return false;
         }
     }
