@@ -5,6 +5,7 @@
 #include "peer.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -27,7 +28,11 @@ int peer_connect(uint16_t port)
     /* closed with a reset, not into TIME_WAIT: long fuzzing campaigns would use up the ports */
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    int rc;
+    do { /* a test's timer signals (libFuzzer's) may interrupt it: it goes on in the kernel */
+        rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+    } while (rc != 0 && (errno == EINTR || errno == EALREADY));
+    if (rc != 0 && errno != EISCONN) {
         close(fd);
         return -1;
     }
@@ -38,6 +43,9 @@ bool peer_write(int fd, const void *p, size_t len)
 {
     for (size_t off = 0; off < len;) {
         ssize_t w = send(fd, (const uint8_t *)p + off, len - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
         if (w <= 0) {
             return false;
         }
@@ -66,6 +74,9 @@ int64_t peer_read_frame(int fd)
     size_t need = 4, have = 0;
     while (have < need) {
         ssize_t r = recv(fd, buf + have, need - have, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
         if (r <= 0) {
             return -1;
         }

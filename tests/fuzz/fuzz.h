@@ -6,10 +6,14 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <glib.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -41,4 +45,24 @@ static inline uint64_t fuzz_le64(const uint8_t *p)
         v = (v << 8) | p[i];
     }
     return v;
+}
+
+/* connect() that survives libFuzzer's timer signals (-timeout, -max_total_time): an
+ * interrupted connect goes on in the kernel, so wait for it instead of starting over. */
+static inline bool fuzz_connect(int fd, const struct sockaddr *a, socklen_t len)
+{
+    if (connect(fd, a, len) == 0) {
+        return true;
+    }
+    while (errno == EINTR || errno == EALREADY || errno == EINPROGRESS) {
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        if (poll(&p, 1, 1000) == 1) {
+            int err = 0;
+            socklen_t n = sizeof(err);
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &n);
+            errno = err;
+            return err == 0;
+        }
+    }
+    return errno == EISCONN;
 }
