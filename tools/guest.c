@@ -354,9 +354,9 @@ static void write_one(MfrGuest *g, uint64_t *rng, uint64_t counter)
     uint64_t page = gp - g->first_page[b];
     uint64_t slot = rng_next(rng) % (g->page_size / 16);
     uint64_t *p = (uint64_t *)((uint8_t *)g->blocks[b].host + page * g->page_size) + slot * 2;
+    uint64_t v = rng_next(rng) | 1;
     /* Relaxed atomic stores: channel threads read this page concurrently, as they would a
      * running VM's; the bitmap mark below (atomic) orders after the write. */
-    uint64_t v = rng_next(rng) | 1;
     GUEST_WRITES_BEGIN();
     __atomic_store_n(&p[0], counter, __ATOMIC_RELAXED);
     __atomic_store_n(&p[1], v, __ATOMIC_RELAXED);
