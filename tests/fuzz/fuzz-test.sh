@@ -32,7 +32,9 @@ keep_crash() {
 replay=("$src/corpus/$name")
 [ -d "$src/regressions/$name" ] && replay+=("$src/regressions/$name")
 echo "fuzz: $name: replaying ${replay[*]}"
-"$exe" "${opts[@]}" -runs=0 "${replay[@]}" 2>&1 | tail -2 || keep_crash
+"$exe" "${opts[@]}" -runs=0 "${replay[@]}" >"$scratch/replay" 2>&1 ||
+  { tail -60 "$scratch/replay"; keep_crash; }
+tail -1 "$scratch/replay"
 work=$scratch/corpus
 [ -n "${MFR_FUZZ_WORKDIR:-}" ] && work=$MFR_FUZZ_WORKDIR/$name
 mkdir -p "$work"
