@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Fault-injection matrix over real processes: `mfrdma listen` and `mfrdma migrate` on
-loopback tcp, one of them hit by a fault when the source's progress shows a given point
+loopback tcp (or rdma with --transport rdma --address, e.g. in the soft-RoCE VM), one of them hit by a fault when the source's progress shows a given point
 (setup, precopy, switchover, verify):
   kill9   SIGKILL (a peer that dies),
   stop    SIGSTOP (a peer that hangs; killed afterwards),
@@ -13,6 +13,7 @@ as 'missed'; a listener whose source was lost before its session was accepted go
 listening (documented) and must then answer SIGINT: 'listening'. Prints one table (fault x side x point x channels: runs, clean ends, missed,
 worst time to error) and exits 1 on any unclean end.
 Usage: tests/faults/matrix.py [--tool build/tools/mfrdma] [--runs N] [--sample K] [--seed S]
+       [--transport tcp|rdma --address ADDR]
 """
 import argparse
 import itertools
@@ -106,9 +107,9 @@ class Proc:
         self.p.wait()
 
 
-def one_run(tool, fault, side, point, channels, size, rnd):
+def one_run(tool, fault, side, point, channels, size, rnd, listen_uri):
     """Returns (result, seconds from fault to the survivor's exit, detail)."""
-    dest = Proc([tool, "listen", "tcp:127.0.0.1:0", "--token", TOKEN,
+    dest = Proc([tool, "listen", listen_uri, "--token", TOKEN,
                  "--timeout", str(TIMEOUT_MS)])
     src = None
     try:
@@ -176,20 +177,24 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--size", default="128M")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--transport", default="tcp", choices=["tcp", "rdma"])
+    ap.add_argument("--address", default="127.0.0.1",
+                    help="listen address (rdma: the device's, e.g. $MFR_TEST_RDMA_ADDR in the VM)")
     a = ap.parse_args()
+    listen_uri = "%s:%s:0" % (a.transport, a.address)
     rnd = random.Random(a.seed)
     cells = list(itertools.product(FAULTS, ["source", "destination"], POINTS, [1, 8]))
     if a.sample:
         cells = rnd.sample(cells, a.sample)
-    print("fault matrix: tcp, %d cells x %d runs, seed %d, timeout %d ms" % (
-        len(cells), a.runs, a.seed, TIMEOUT_MS))
+    print("fault matrix: %s, %d cells x %d runs, seed %d, timeout %d ms" % (
+        a.transport, len(cells), a.runs, a.seed, TIMEOUT_MS))
     t0 = time.monotonic()
     rows, bad = [], 0
     for fault, side, point, ch in cells:
         n = clean = missed = listening = 0
         worst = 0.0
         for _ in range(a.runs):
-            res, took, detail = one_run(a.tool, fault, side, point, ch, a.size, rnd)
+            res, took, detail = one_run(a.tool, fault, side, point, ch, a.size, rnd, listen_uri)
             n += 1
             if res == "clean":
                 clean += 1
