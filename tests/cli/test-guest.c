@@ -184,20 +184,29 @@ static void test_guest_writers(void)
     g_assert_cmpuint(mfr_guest_pages_dirtied(g), ==, dirtied);
 }
 
+/* Waits (5 s at most) until the writers have dirtied more than `than` pages: on a busy host
+ * a writer thread may not run for a while, so a fixed sleep is no measure of it. */
+static void guest_wait_dirtied(MfrGuest *g, uint64_t than)
+{
+    for (int i = 0; i < 5000 && mfr_guest_pages_dirtied(g) <= than; i++) {
+        g_usleep(1000);
+    }
+}
+
 /* The engine's stop/resume: resume restarts writers that the owner started. */
 static void test_guest_ops_stop_resume(void)
 {
     g_autoptr(MfrGuest) g = make_guest(4u << 20, 1, 8, 5);
     const MfrDirtyOps *ops = mfr_guest_dirty_ops();
     g_assert_true(mfr_guest_start(g, NULL));
-    g_usleep(50 * 1000);
+    guest_wait_dirtied(g, 0);
     ops->stop(g);
     uint64_t stopped = mfr_guest_pages_dirtied(g);
     g_assert_cmpuint(stopped, >, 0);
     g_usleep(30 * 1000);
     g_assert_cmpuint(mfr_guest_pages_dirtied(g), ==, stopped);
     ops->resume(g);
-    g_usleep(50 * 1000);
+    guest_wait_dirtied(g, stopped);
     g_assert_cmpuint(mfr_guest_pages_dirtied(g), >, stopped);
     mfr_guest_stop(g);
     uint64_t final = mfr_guest_pages_dirtied(g);
