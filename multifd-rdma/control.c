@@ -30,7 +30,7 @@ struct MfrControl {
     atomic_llong last_tx_us;
     atomic_bool done;    /* closing is expected from now on */
     atomic_bool stop;
-    double reader_cpu_s;
+    _Atomic double reader_cpu_s; /* set by the reader as it ends, read before the join */
 };
 
 static char wake_marker;
@@ -302,7 +302,7 @@ static gpointer control_reader(gpointer opaque)
         }
     }
     g_free(buf);
-    c->reader_cpu_s = mfr_thread_cpu_s();
+    atomic_store(&c->reader_cpu_s, mfr_thread_cpu_s());
     return NULL;
 }
 
@@ -380,7 +380,7 @@ XpChannel *mfr_control_channel(MfrControl *c)
 
 double mfr_control_cpu_s(MfrControl *c)
 {
-    return c ? c->reader_cpu_s : 0;
+    return c ? atomic_load(&c->reader_cpu_s) : 0;
 }
 
 void mfr_control_wake(MfrControl *c)

@@ -614,7 +614,8 @@ static void dest_progress(MfrDest *d)
     g_mutex_unlock(&d->sync_lock);
     for (unsigned i = 0; i < d->nchan; i++) {
         const MfrChannelStats *c = &d->chan[i]->stats;
-        p.sent_bytes += (c->pages + c->zero_pages) * (uint64_t)d->ram.page_size;
+        p.sent_bytes += (mfr_counter_read(&c->pages) + mfr_counter_read(&c->zero_pages)) *
+                        (uint64_t)d->ram.page_size;
     }
     /* the destination cannot know a round's size: show how much of RAM has arrived */
     p.round_bytes = p.ram_bytes;
@@ -755,7 +756,10 @@ static bool dest_serve(MfrDest *d, GError **error)
         !mfr_state_move(&d->state, MFR_STATE_PRECOPY, error)) {
         return false;
     }
+    /* the channel threads are running and read it in dest_sync(): under their lock */
+    g_mutex_lock(&d->sync_lock);
     d->stats.setup_ms = (mfr_now_s() - d->t_start) * 1000;
+    g_mutex_unlock(&d->sync_lock);
     dest_publish_stats(d);
     for (;;) {
         /* with a progress callback, wake ~10 times a second to call it */

@@ -252,6 +252,17 @@ static inline double mfr_now_s(void)
 {
     return (double)g_get_monotonic_time() / 1e6;
 }
+/* A counter one thread adds to while another reads it as it goes (progress): relaxed
+ * atomics, plain loads and stores on x86, and no torn or undefined reads. */
+static inline void mfr_counter_add(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t mfr_counter_read(const uint64_t *c)
+{
+    return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
 /* CPU seconds (user + system) of the calling thread. */
 double mfr_thread_cpu_s(void);
 /* Transport errors (XP_ERROR) become MFR_ERROR_TRANSPORT/REJECTED with the same text. */

@@ -109,8 +109,9 @@ static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
             memset(host + off, 0, ps);
         }
     }
-    c->stats.pages += h->normal_pages;
-    c->stats.zero_pages += h->zero_pages;
+    /* read by dest_progress() while this thread runs */
+    mfr_counter_add(&c->stats.pages, h->normal_pages);
+    mfr_counter_add(&c->stats.zero_pages, h->zero_pages);
     c->stats.bytes += h->payload_len;
     return 0;
 }

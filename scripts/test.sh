@@ -5,7 +5,12 @@
 #      inside the soft-RoCE VM, and qemu: real-guest migrations with the patched QEMU that
 #      qemu/fetch-build.sh builds first),
 #   2. an ASan+UBSan build and every suite again, the RDMA one inside the VM included (leaks
-#      and memory errors on the RDMA paths show only there).
+#      and memory errors on the RDMA paths show only there),
+#   3. a ThreadSanitizer build and the host suites (the RDMA provider's threads are not
+#      covered: they live in the VM's uninstrumented libibverbs),
+#   4. the clang fuzz build: every libFuzzer harness replays its corpus and past crashes and
+#      fuzzes for MFR_FUZZ_SECONDS (default 20) each (tests/fuzz/),
+#   5. a short soak and a short fault matrix over tcp (tests/soak, tests/faults).
 # Usage: scripts/test.sh [extra meson test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +19,11 @@ cd "$(dirname "$0")/.."
 if [[ ${CI:-} == true ]]; then
   export MFR_VM_REQUIRED=1
 fi
+
+# How long each part took (set-up and build included), printed at the end.
+timings=()
+t_part=$SECONDS
+part_done() { timings+=("$1: $((SECONDS - t_part)) s"); t_part=$SECONDS; }
 
 scripts/setup.sh build -Dwerror=true
 meson configure build -Dwerror=true >/dev/null
@@ -32,16 +42,31 @@ else
 fi
 echo "== tests: -Werror build (incl. soft-RoCE VM) =="
 meson test -C build --print-errorlogs "$@"
+part_done "-Werror build"
 
 scripts/setup.sh build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 echo "== tests: ASan+UBSan build (incl. soft-RoCE VM) =="
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  meson test -C build-asan --print-errorlogs "$@"
-echo "== all tests passed =="
-# One closing line for both builds (meson's own summaries are per build). The rdma-inside tests
+  meson test -C build-asan --print-errorlogs --no-suite reliability "$@"
+part_done "ASan+UBSan build"
+scripts/setup.sh build-tsan -Dwerror=true -Db_sanitize=thread -Db_lundef=false
+echo "== tests: ThreadSanitizer build (host suites) =="
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan/glib.supp" \
+  meson test -C build-tsan --print-errorlogs --timeout-multiplier 3 \
+  --suite unit --suite conformance --suite integration --suite cli "$@"
+part_done "ThreadSanitizer build"
+
+tests/fuzz/build.sh >/dev/null
+echo "== tests: libFuzzer harnesses (clang, ASan+UBSan) =="
+meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz
+part_done "fuzz build"
+
+echo "== all tests passed ($(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')) =="
+# One closing line for every build (meson's own summaries are per build). The rdma-inside tests
 # count once per build where they really ran: inside the VM, read from 'softroce's output; their
 # host copies only skip.
-python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'EOF'
+python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
+  build-tsan/meson-logs/testlog.json build-fuzz/meson-logs/testlog.json <<'EOF'
 import json, re, sys
 n = {"passed": 0, "failed": 0, "skipped": 0}
 def count(r):

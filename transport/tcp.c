@@ -467,6 +467,9 @@ static int tcp_recv_frame(TcpChannel *ch, void *buf, size_t cap, size_t *len, in
             }
             if (avail >= TCP_HDR_LEN + n) {
                 memcpy(buf, ch->rbuf + ch->rpos + TCP_HDR_LEN, n);
+#ifdef MFR_FUZZ_RECORDER
+                xp_record_msg(buf, n);
+#endif
                 ch->rpos += TCP_HDR_LEN + n;
                 if (ch->rpos == ch->rlen) {
                     ch->rpos = ch->rlen = 0;

@@ -200,6 +200,11 @@ bool xp_tcp_zerocopy_next(int fd, uint32_t *lo, uint32_t *hi, bool *copied);
 bool xp_rdma_channel_rc(XpChannel *ch, unsigned *retry, unsigned *rnr_retry,
                         unsigned *ack_timeout, GError **error);
 
+#ifdef MFR_FUZZ_RECORDER
+/* Fuzz build: writes a received message to $MFR_RECORD_DIR (transport/record.c). */
+void xp_record_msg(const void *msg, size_t len);
+#endif
+
 extern const XpOps xp_tcp_ops;
 extern const XpOps xp_rdma_ops;
 

@@ -235,6 +235,7 @@ static void test_guest_ops_stop_resume(void)
     g_assert_cmpuint(writer_threads(), ==, 0);
     ops->resume(g);
     wait_dirtied_above(g, stopped);
+    g_assert_cmpuint(mfr_guest_pages_dirtied(g), >, stopped);
     mfr_guest_stop(g);
     uint64_t final = mfr_guest_pages_dirtied(g);
     /* After the owner's stop, resume() must not restart anything. */
