@@ -35,15 +35,16 @@ class Case:
     def __init__(self, args):
         self.args = args
         self.ci = os.environ.get("CI") == "true"
-        self.qemu, self.src_dir = migtest.qemu_binary(args.build, self.ci)
-        self.lib_dir = os.path.join(args.build, "multifd-rdma")
         self.host = "127.0.0.1"
         if args.transport == "rdma":
+            # before looking for QEMU: the host copy of this test must not build it to skip
             self.host = os.environ.get("MFR_TEST_RDMA_ADDR")
             if not self.host:
                 print("SKIP: no RDMA device here (MFR_TEST_RDMA_ADDR unset: runs in the "
                       "soft-RoCE VM)")
                 sys.exit(77)
+        self.qemu, self.src_dir = migtest.qemu_binary(args.build, self.ci)
+        self.lib_dir = os.path.join(args.build, "multifd-rdma")
         self.timeout = args.timeout
 
     def vm(self, wd, name, incoming=False, env=None):
