@@ -15,6 +15,7 @@
  */
 #include "bench.h"
 #include "xp.h"
+#include "xp-tcp.h"
 
 #include <errno.h>
 #include <linux/errqueue.h>

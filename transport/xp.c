@@ -4,6 +4,8 @@
  * wrappers. The registry is a constant table: no process-wide mutable state.
  */
 #include "xp.h"
+#include "xp-rdma.h"
+#include "xp-tcp.h"
 
 #include <string.h>
 

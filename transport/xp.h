@@ -178,19 +178,6 @@ const XpOps *xp_ops_lookup(const char *name);
 const XpOps *const *xp_ops_all(void);
 void xp_options_init(XpOptions *opts);
 
-/* tcp helper, shared with bench/'s raw baseline so both read completions alike: takes the
- * next MSG_ZEROCOPY completion off socket fd's error queue without blocking. True with the
- * inclusive range [*lo, *hi] of completed zerocopy sendmsg() calls and whether the kernel
- * copied them after all; false when the queue holds none. */
-bool xp_tcp_zerocopy_next(int fd, uint32_t *lo, uint32_t *hi, bool *copied);
-
-/* rdma helper for tests and diagnostics: the RC parameters channel ch's QP runs with. */
-bool xp_rdma_channel_rc(XpChannel *ch, unsigned *retry, unsigned *rnr_retry,
-                        unsigned *ack_timeout, GError **error);
-
-extern const XpOps xp_tcp_ops;
-extern const XpOps xp_rdma_ops;
-
 static inline int xp_send_msg(XpChannel *ch, const void *msg, size_t len, const XpSeg *segs,
                               unsigned nsegs)
 {

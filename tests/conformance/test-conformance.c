@@ -7,6 +7,8 @@
  * Stream backends get their payload back with recv_payload(); placed backends into a region.
  */
 #include "xp.h"
+#include "xp-rdma.h"
+#include "xp-tcp.h"
 
 #include <errno.h>
 #include <netdb.h>

@@ -8,6 +8,7 @@
  */
 #include "vb.h"
 #include "xp.h"
+#include "xp-rdma.h"
 
 #include <errno.h>
 #include <linux/capability.h>

@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * RDMA connection management: connect with the hello in the CM private data, the
+ * listener, accept (framing check, channel built before the answer) and answer
+ * (rdma_accept, or a reject carrying status and reason).
+ */
+#define G_LOG_DOMAIN "mfrdma-rdma"
+
+#include "rdma-priv.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* Hello framing in the 56-byte connect private data. The CM reports the full 56 bytes
+ * whatever was sent, so the length travels separately: the connector sets initiator_depth
+ * and responder_resources both to the framing mark (both, since the CM swaps them). */
+#define RDMA_HELLO_MARK_TRAILER 1u /* hello_len < 56, stored in byte 55 */
+#define RDMA_HELLO_MARK_FULL 2u    /* all 56 bytes are hello */
+#define RDMA_REJECT_HDR 4u          /* reject private data: u32 LE status, then reason */
+
+/* ------------------------------------------------------------------ connect */
+
+static void rdma_hello_pack(uint8_t pdata[XP_HELLO_MAX], const void *hello, size_t len,
+                            uint8_t *mark)
+{
+    memset(pdata, 0, XP_HELLO_MAX);
+    memcpy(pdata, hello, len);
+    if (len < XP_HELLO_MAX) {
+        pdata[XP_HELLO_MAX - 1] = (uint8_t)len;
+        *mark = RDMA_HELLO_MARK_TRAILER;
+    } else {
+        *mark = RDMA_HELLO_MARK_FULL;
+    }
+}
+
+XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
+                        const void *hello, size_t hello_len, const XpOptions *opts,
+                        GError **error)
+{
+    RdmaDomain *d = (RdmaDomain *)xd;
+    if (hello_len > XP_HELLO_MAX) {
+        g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "hello of %zu bytes exceeds %u",
+                    hello_len, XP_HELLO_MAX);
+        return NULL;
+    }
+    XpOptions o = opts ? *opts : d->opts;
+    int timeout = o.timeout_ms > 0 ? o.timeout_ms : 5000;
+    GError *local = NULL;
+    g_autoptr(VbCmId) id = vb_cm_id_new(&local);
+    /* --rdma-dev (with --rdma-port/--gid-index) chooses the source address; the checks in
+     * rdma_channel_new() then confirm rdma_cm routed through what was asked for */
+    if (!id || !vb_cm_resolve_from(id, host, port, o.rdma_dev, o.rdma_port, o.gid_index,
+                                   timeout, -1, &local)) {
+        rdma_propagate(error, local, "rdma: ");
+        return NULL;
+    }
+    RdmaChannel *ch = rdma_channel_new(d, id, &o, error);
+    if (!ch) {
+        return NULL;
+    }
+    g_steal_pointer(&id);
+    uint8_t pdata[XP_HELLO_MAX];
+    uint8_t mark;
+    rdma_hello_pack(pdata, hello, hello_len, &mark);
+    VbCmEvent rej;
+    memset(&rej, 0, sizeof(rej));
+    if (!vb_cm_connect(ch->id, pdata, sizeof(pdata), mark, timeout, -1, &rej, &local)) {
+        if (g_error_matches(local, VB_ERROR, VB_ERROR_REJECTED)) {
+            uint32_t status = 0;
+            char reason[XP_REASON_MAX + 1] = "";
+            if (rej.private_len >= RDMA_REJECT_HDR) {
+                memcpy(&status, rej.private_data, 4);
+                status = GUINT32_FROM_LE(status);
+                size_t rl = MIN(rej.private_len - RDMA_REJECT_HDR, (size_t)XP_REASON_MAX);
+                memcpy(reason, rej.private_data + RDMA_REJECT_HDR, rl);
+                reason[rl] = '\0';
+            }
+            g_set_error(error, XP_ERROR, XP_ERROR_REJECTED,
+                        "%s refused the connection: %s (status %u)", ch->peer,
+                        reason[0] ? reason : "no reason given", status);
+            g_error_free(local);
+        } else {
+            rdma_propagate(error, local, "rdma: ");
+        }
+        rdma_channel_destroy(ch);
+        return NULL;
+    }
+    ch->established = true;
+    return &ch->base;
+}
+
+/* ------------------------------------------------------------------ listen / accept */
+
+
+void rdma_listener_close(XpListener *xl)
+{
+    RdmaListener *l = (RdmaListener *)xl;
+    if (!l) {
+        return;
+    }
+    vb_cm_id_free(l->id);
+    if (l->wake_fd >= 0) {
+        close(l->wake_fd);
+    }
+    g_free(l->uri);
+    g_free(l);
+}
+
+XpListener *rdma_listen(XpDomain *xd, const char *host, const char *port,
+                        GError **error)
+{
+    RdmaDomain *d = (RdmaDomain *)xd;
+    RdmaListener *l = g_new0(RdmaListener, 1);
+    l->base.ops = &xp_rdma_ops;
+    l->dom = d;
+    l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    GError *local = NULL;
+    if (l->wake_fd < 0) {
+        g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "eventfd: %s", g_strerror(errno));
+        goto fail;
+    }
+    l->id = vb_cm_id_new(&local);
+    if (!l->id || !vb_cm_listen(l->id, host, port, 64, &local)) {
+        rdma_propagate(error, local, "rdma: ");
+        goto fail;
+    }
+    l->uri = rdma_uri_of(vb_cm_local_str(l->id));
+    if (d->opts.rdma_dev) {
+        /* A specific address is bound to a device now; a wildcard one is checked per
+         * connection (rdma_domain_bind). */
+        g_autoptr(VbDevice) dev = vb_device_from_cm_id(l->id, NULL);
+        if (dev && strcmp(vb_device_name(dev), d->opts.rdma_dev) != 0) {
+            g_set_error(error, XP_ERROR, XP_ERROR_NO_DEVICE,
+                        "rdma_dev=%s was requested, but %s is an address of device %s",
+                        d->opts.rdma_dev, l->uri, vb_device_name(dev));
+            goto fail;
+        }
+    }
+    return &l->base;
+fail:
+    rdma_listener_close(&l->base);
+    return NULL;
+}
+
+const char *rdma_listener_uri(XpListener *xl)
+{
+    return ((RdmaListener *)xl)->uri;
+}
+
+void rdma_listener_shutdown(XpListener *xl)
+{
+    RdmaListener *l = (RdmaListener *)xl;
+    uint64_t one = 1;
+    ssize_t r = write(l->wake_fd, &one, sizeof(one));
+    (void)r; /* cannot overflow with one write */
+}
+
+/* Refuse a connection request with status and reason in the reject private data. */
+static bool rdma_reject_reason(VbCmId *id, uint32_t status, const char *reason, GError **error)
+{
+    uint8_t pdata[RDMA_REJECT_HDR + XP_REASON_MAX];
+    uint32_t st = GUINT32_TO_LE(status);
+    memcpy(pdata, &st, 4);
+    size_t rl = reason ? MIN(strlen(reason), (size_t)XP_REASON_MAX) : 0;
+    memcpy(pdata + RDMA_REJECT_HDR, reason, rl);
+    GError *local = NULL;
+    if (!vb_cm_reject(id, pdata, RDMA_REJECT_HDR + rl, &local)) {
+        rdma_propagate(error, local, "rdma: ");
+        return false;
+    }
+    return true;
+}
+
+XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
+                       GError **error)
+{
+    RdmaListener *l = (RdmaListener *)xl;
+    gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    for (;;) {
+        int left = deadline < 0 ? -1
+                                : (int)MAX(0, (deadline - g_get_monotonic_time()) / 1000);
+        VbCmEvent ev;
+        GError *local = NULL;
+        if (!vb_cm_next_event(l->id, left, l->wake_fd, &ev, &local)) {
+            if (g_error_matches(local, VB_ERROR, VB_ERROR_TIMEOUT)) {
+                g_set_error(error, XP_ERROR, XP_ERROR_TIMEOUT,
+                            "%s: no connection within %d ms", l->uri, timeout_ms);
+                g_error_free(local);
+            } else if (g_error_matches(local, VB_ERROR, VB_ERROR_CLOSED)) {
+                g_set_error(error, XP_ERROR, XP_ERROR_CLOSED, "%s: listener shut down",
+                            l->uri);
+                g_error_free(local);
+            } else {
+                rdma_propagate(error, local, "rdma accept: ");
+            }
+            return NULL;
+        }
+        if (ev.step == VB_CM_DEVICE_REMOVAL) {
+            g_set_error(error, XP_ERROR, XP_ERROR_NO_DEVICE, "%s: DEVICE_REMOVAL", l->uri);
+            return NULL;
+        }
+        if (ev.step != VB_CM_CONNECT_REQUEST) {
+            g_debug("%s: ignoring CM event %s", l->uri, vb_cm_step_str(ev.step));
+            continue;
+        }
+        g_autoptr(VbCmId) id = g_steal_pointer(&ev.new_id);
+        /* Either value: both were set to the mark, and the CM swaps them for the acceptor. */
+        unsigned mark = ev.initiator_depth;
+        bool ok = ev.private_len >= XP_HELLO_MAX;
+        size_t len = XP_HELLO_MAX;
+        if (ok && mark == RDMA_HELLO_MARK_TRAILER) {
+            len = ev.private_data[XP_HELLO_MAX - 1];
+            ok = len < XP_HELLO_MAX;
+        } else {
+            ok = ok && mark == RDMA_HELLO_MARK_FULL;
+        }
+        if (!ok) {
+            g_autofree char *why = g_strdup_printf(
+                "malformed hello (%zu bytes of private data, mark %u)", ev.private_len, mark);
+            g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), why);
+            rdma_reject_reason(id, 1, why, NULL);
+            continue;
+        }
+        XpOptions o = l->dom->opts;
+        GError *cerr = NULL;
+        RdmaChannel *ch = rdma_channel_new(l->dom, id, &o, &cerr);
+        if (!ch) {
+            /* the connector learns why; for us it is one failed attempt (XP_ERROR_FAILED),
+             * not the listener's end (XP_ERROR_NO_DEVICE is kept for DEVICE_REMOVAL) */
+            rdma_reject_reason(id, 1, cerr->message, NULL);
+            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "%s: connection from %s: %s",
+                        l->uri, vb_cm_peer_str(id), cerr->message);
+            g_error_free(cerr);
+            return NULL;
+        }
+        g_steal_pointer(&id);
+        memcpy(hello, ev.private_data, len);
+        *hello_len = len;
+        return &ch->base;
+    }
+}
+
+bool rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GError **error)
+{
+    RdmaChannel *ch = (RdmaChannel *)xc;
+    GError *local = NULL;
+    if (status == 0) {
+        if (!vb_cm_accept(ch->id, NULL, 0, ch->timeout_ms, ch->wake_fd, &local)) {
+            rdma_propagate(error, local, "rdma: ");
+            return false;
+        }
+        g_mutex_lock(&ch->lock);
+        ch->established = true;
+        g_mutex_unlock(&ch->lock);
+        return true;
+    }
+    return rdma_reject_reason(ch->id, status, reason, error);
+}
