@@ -13,27 +13,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* Hello framing in the 56-byte connect private data. The CM reports the full 56 bytes
- * whatever was sent, so the length travels separately: the connector sets initiator_depth
- * and responder_resources both to the framing mark (both, since the CM swaps them). */
-#define RDMA_HELLO_MARK_TRAILER 1u /* hello_len < 56, stored in byte 55 */
-#define RDMA_HELLO_MARK_FULL 2u    /* all 56 bytes are hello */
-#define RDMA_REJECT_HDR 4u          /* reject private data: u32 LE status, then reason */
-
 /* ------------------------------------------------------------------ connect */
-
-static void rdma_hello_pack(uint8_t pdata[XP_HELLO_MAX], const void *hello, size_t len,
-                            uint8_t *mark)
-{
-    memset(pdata, 0, XP_HELLO_MAX);
-    memcpy(pdata, hello, len);
-    if (len < XP_HELLO_MAX) {
-        pdata[XP_HELLO_MAX - 1] = (uint8_t)len;
-        *mark = RDMA_HELLO_MARK_TRAILER;
-    } else {
-        *mark = RDMA_HELLO_MARK_FULL;
-    }
-}
 
 XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
                         const void *hello, size_t hello_len, const XpOptions *opts,
@@ -61,22 +41,16 @@ XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
         return NULL;
     }
     g_steal_pointer(&id);
-    uint8_t pdata[XP_HELLO_MAX];
+    uint8_t pdata[RDMA_WIRE_PDATA_SIZE];
     uint8_t mark;
-    rdma_hello_pack(pdata, hello, hello_len, &mark);
+    rdma_wire_pack_hello(hello, hello_len, pdata, &mark);
     VbCmEvent rej;
     memset(&rej, 0, sizeof(rej));
     if (!vb_cm_connect(ch->id, pdata, sizeof(pdata), mark, timeout, -1, &rej, &local)) {
         if (g_error_matches(local, VB_ERROR, VB_ERROR_REJECTED)) {
-            uint32_t status = 0;
-            char reason[XP_REASON_MAX + 1] = "";
-            if (rej.private_len >= RDMA_REJECT_HDR) {
-                memcpy(&status, rej.private_data, 4);
-                status = GUINT32_FROM_LE(status);
-                size_t rl = MIN(rej.private_len - RDMA_REJECT_HDR, (size_t)XP_REASON_MAX);
-                memcpy(reason, rej.private_data + RDMA_REJECT_HDR, rl);
-                reason[rl] = '\0';
-            }
+            uint32_t status;
+            char reason[XP_REASON_MAX + 1];
+            rdma_wire_unpack_reject(rej.private_data, rej.private_len, &status, reason);
             g_set_error(error, XP_ERROR, XP_ERROR_REJECTED,
                         "%s refused the connection: %s (status %u)", ch->peer,
                         reason[0] ? reason : "no reason given", status);
@@ -160,13 +134,10 @@ void rdma_listener_shutdown(XpListener *xl)
 /* Refuse a connection request with status and reason in the reject private data. */
 static bool rdma_reject_reason(VbCmId *id, uint32_t status, const char *reason, GError **error)
 {
-    uint8_t pdata[RDMA_REJECT_HDR + XP_REASON_MAX];
-    uint32_t st = GUINT32_TO_LE(status);
-    memcpy(pdata, &st, 4);
-    size_t rl = reason ? MIN(strlen(reason), (size_t)XP_REASON_MAX) : 0;
-    memcpy(pdata + RDMA_REJECT_HDR, reason, rl);
+    uint8_t pdata[RDMA_WIRE_REJECT_MAX];
+    size_t len = rdma_wire_pack_reject(status, reason, pdata);
     GError *local = NULL;
-    if (!vb_cm_reject(id, pdata, RDMA_REJECT_HDR + rl, &local)) {
+    if (!vb_cm_reject(id, pdata, len, &local)) {
         rdma_propagate(error, local, "rdma: ");
         return false;
     }
@@ -207,20 +178,13 @@ XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hell
         }
         g_autoptr(VbCmId) id = g_steal_pointer(&ev.new_id);
         /* Either value: both were set to the mark, and the CM swaps them for the acceptor. */
-        unsigned mark = ev.initiator_depth;
-        bool ok = ev.private_len >= XP_HELLO_MAX;
-        size_t len = XP_HELLO_MAX;
-        if (ok && mark == RDMA_HELLO_MARK_TRAILER) {
-            len = ev.private_data[XP_HELLO_MAX - 1];
-            ok = len < XP_HELLO_MAX;
-        } else {
-            ok = ok && mark == RDMA_HELLO_MARK_FULL;
-        }
-        if (!ok) {
-            g_autofree char *why = g_strdup_printf(
-                "malformed hello (%zu bytes of private data, mark %u)", ev.private_len, mark);
-            g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), why);
-            rdma_reject_reason(id, 1, why, NULL);
+        uint8_t h[RDMA_WIRE_PDATA_SIZE];
+        size_t len;
+        g_autoptr(GError) herr = NULL;
+        if (!rdma_wire_unpack_hello(ev.private_data, ev.private_len, ev.initiator_depth, h,
+                                    &len, &herr)) {
+            g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), herr->message);
+            rdma_reject_reason(id, 1, herr->message, NULL);
             continue;
         }
         XpOptions o = l->dom->opts;
@@ -236,7 +200,7 @@ XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hell
             return NULL;
         }
         g_steal_pointer(&id);
-        memcpy(hello, ev.private_data, len);
+        memcpy(hello, h, len);
         *hello_len = len;
         return &ch->base;
     }

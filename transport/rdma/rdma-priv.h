@@ -14,6 +14,7 @@
 #include "xp-rdma.h"
 
 #include "vb.h"
+#include "wire.h"
 
 #include <stdatomic.h>
 
@@ -35,10 +36,6 @@
 #define RDMA_POLL_BUDGET 32
 /* Bounded wait in close() for sends already posted to be acknowledged. */
 #define RDMA_CLOSE_DRAIN_MS 2000
-
-/* imm_data of a SEND: credits returned; the flag marks a credit-only (unreported) message. */
-#define RDMA_IMM_CREDIT_ONLY 0x80000000u
-#define RDMA_IMM_CREDITS_MASK 0x0000ffffu
 
 /* ------------------------------------------------------------------ domain.c, region.c */
 

@@ -46,7 +46,14 @@ void rdma_recv_done(VbCqe *cqe, const VbWc *wc)
         return;
     }
     if (wc->has_imm) {
-        unsigned got = wc->imm & RDMA_IMM_CREDITS_MASK;
+        unsigned got;
+        bool credit_only;
+        if (!rdma_wire_unpack_imm(wc->imm, &got, &credit_only)) {
+            g_autofree char *why = g_strdup_printf("immediate data 0x%08x has reserved bits "
+                                                   "set", wc->imm);
+            rdma_fail(ch, -EPROTO, "credit check", why);
+            return;
+        }
         if (ch->credits + got > RDMA_RECV_RING) {
             /* a peer returning RECVs it cannot have would make us overrun its ring */
             g_autofree char *why = g_strdup_printf("peer returned %u credits while we held %u "
@@ -56,7 +63,7 @@ void rdma_recv_done(VbCqe *cqe, const VbWc *wc)
             return;
         }
         ch->credits += got;
-        if (wc->imm & RDMA_IMM_CREDIT_ONLY) {
+        if (credit_only) {
             rdma_repost(ch, s->idx);
             return;
         }

@@ -74,37 +74,20 @@ void rdma_region_deregister(XpRegion *xr)
 void rdma_region_export(XpRegion *xr, uint8_t desc[XP_REGION_DESC_SIZE])
 {
     RdmaRegion *r = (RdmaRegion *)xr;
-    uint64_t addr = GUINT64_TO_LE((uint64_t)(uintptr_t)vb_mr_addr(r->mr));
-    uint32_t rkey = GUINT32_TO_LE(vb_mr_rkey(r->mr));
-    memset(desc, 0, XP_REGION_DESC_SIZE);
-    memcpy(desc, &addr, 8);
-    memcpy(desc + 8, &rkey, 4);
+    rdma_wire_pack_desc((uint64_t)(uintptr_t)vb_mr_addr(r->mr), vb_mr_rkey(r->mr), desc);
 }
 
-bool rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE],
-                        uint64_t len, XpRemote **out, GError **error)
+bool rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
+                        XpRemote **out, GError **error)
 {
     uint64_t addr;
-    uint32_t rkey, reserved;
-    memcpy(&addr, desc, 8);
-    memcpy(&rkey, desc + 8, 4);
-    memcpy(&reserved, desc + 12, 4);
-    if (reserved != 0) {
-        g_set_error(error, XP_ERROR, XP_ERROR_FAILED,
-                    "bad rdma region descriptor: reserved field is 0x%08x, must be 0",
-                    GUINT32_FROM_LE(reserved));
-        return false;
-    }
-    addr = GUINT64_FROM_LE(addr);
-    if (len > UINT64_MAX - addr) {
-        g_set_error(error, XP_ERROR, XP_ERROR_FAILED,
-                    "bad rdma region descriptor: addr 0x%" G_GINT64_MODIFIER "x + length %"
-                    G_GUINT64_FORMAT " wraps", addr, len);
+    uint32_t rkey;
+    if (!rdma_wire_unpack_desc(desc, len, &addr, &rkey, error)) {
         return false;
     }
     RdmaRemote *r = g_new0(RdmaRemote, 1);
     r->addr = addr;
-    r->rkey = GUINT32_FROM_LE(rkey);
+    r->rkey = rkey;
     r->len = len;
     *out = (XpRemote *)r;
     return true;

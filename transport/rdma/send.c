@@ -52,7 +52,7 @@ void rdma_maybe_return_credits(RdmaChannel *ch)
     }
     uint64_t seq = ch->sq_posted + 1;
     VbWr w = { .opcode = VB_WR_SEND, .has_imm = true,
-               .imm = RDMA_IMM_CREDIT_ONLY | ch->credits_owed, .signaled = true,
+               .imm = rdma_wire_pack_imm(ch->credits_owed, true), .signaled = true,
                .cqe = &rdma_mark(ch, seq, false)->cqe };
     int ret = vb_qp_post_list(ch->qp, &w, 1);
     if (ret != 0) {
@@ -224,7 +224,7 @@ int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
     if (ret == 0) {
         VbSge sge;
         VbWr send = { .opcode = VB_WR_SEND, .sge = &sge, .nsge = len > 0, .has_imm = true,
-                      .imm = ch->credits_owed, .inline_data = inl };
+                      .imm = rdma_wire_pack_imm(ch->credits_owed, false), .inline_data = inl };
         bool uses_buf = !inl && len > 0;
         if (inl) {
             sge = (VbSge){ .addr = (uintptr_t)msg, .length = (uint32_t)len };

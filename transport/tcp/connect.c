@@ -105,7 +105,7 @@ XpChannel *tcp_connect(XpDomain *d, const char *host, const char *port, const vo
                     g_strerror(-rc));
         return NULL;
     }
-    uint8_t ans[TCP_ANSWER_LEN];
+    uint8_t ans[TCP_WIRE_ANSWER_SIZE];
     size_t n = 0;
     rc = tcp_recv_frame(ch, ans, sizeof(ans), &n, deadline, -1);
     if (rc == -ETIMEDOUT) {
@@ -113,20 +113,23 @@ XpChannel *tcp_connect(XpDomain *d, const char *host, const char *port, const vo
                     "%s did not answer our hello within %d ms", ch->peer, timeout_ms);
         return NULL;
     }
-    if (rc == 0 && n != TCP_ANSWER_LEN) {
-        rc = -EPROTO;
-    }
     if (rc < 0) {
         g_set_error(error, XP_ERROR, rc == -EPIPE ? XP_ERROR_CONNECT : XP_ERROR_FAILED,
                     "waiting for the answer of %s: %s", ch->peer,
                     rc == -EPIPE ? "connection closed" : g_strerror(-rc));
         return NULL;
     }
-    uint32_t status = tcp_get_le32(ans);
+    uint32_t status;
+    char reason[XP_REASON_MAX + 1];
+    g_autoptr(GError) werr = NULL;
+    if (!tcp_wire_unpack_answer(ans, n, &status, reason, &werr)) {
+        g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "waiting for the answer of %s: %s",
+                    ch->peer, werr->message);
+        return NULL;
+    }
     if (status != 0) {
         g_set_error(error, XP_ERROR, XP_ERROR_REJECTED,
-                    "%s refused the connection: %.*s (status %u)", ch->peer,
-                    (int)strnlen((char *)ans + 4, XP_REASON_MAX), (char *)ans + 4, status);
+                    "%s refused the connection: %s (status %u)", ch->peer, reason, status);
         return NULL;
     }
     /* The handshake is not traffic the engine sent. */

@@ -204,11 +204,8 @@ XpChannel *tcp_accept(XpListener *lb, int timeout_ms, void *hello, size_t *hello
 bool tcp_answer(XpChannel *c, uint32_t status, const char *reason, GError **error)
 {
     TcpChannel *ch = tcp_ch(c);
-    uint8_t ans[TCP_ANSWER_LEN] = { 0 };
-    tcp_put_le32(ans, status);
-    if (reason) {
-        memcpy(ans + 4, reason, strnlen(reason, XP_REASON_MAX));
-    }
+    uint8_t ans[TCP_WIRE_ANSWER_SIZE];
+    tcp_wire_pack_answer(status, reason, ans);
     int rc = tcp_send_msg(c, ans, sizeof(ans), NULL, 0);
     if (rc < 0) {
         g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "answering %s: %s", ch->peer,

@@ -22,16 +22,18 @@ int tcp_recv_frame(TcpChannel *ch, void *buf, size_t cap, size_t *len, int64_t d
 {
     for (;;) {
         size_t avail = ch->rlen - ch->rpos;
-        size_t want = TCP_HDR_LEN; /* bytes of this frame (and the next length word) needed */
-        if (avail >= TCP_HDR_LEN) {
-            uint32_t n = tcp_get_le32(ch->rbuf + ch->rpos);
-            if (n > XP_MSG_MAX || n > cap) {
+        /* bytes of this frame (and the next length word) needed */
+        size_t want = TCP_WIRE_HDR_SIZE;
+        if (avail >= TCP_WIRE_HDR_SIZE) {
+            uint32_t n;
+            int rc = tcp_wire_unpack_hdr(ch->rbuf + ch->rpos, cap, &n);
+            if (rc < 0) {
                 tcp_break(ch);
-                return -EMSGSIZE;
+                return rc;
             }
-            if (avail >= TCP_HDR_LEN + n) {
-                memcpy(buf, ch->rbuf + ch->rpos + TCP_HDR_LEN, n);
-                ch->rpos += TCP_HDR_LEN + n;
+            if (avail >= TCP_WIRE_HDR_SIZE + n) {
+                memcpy(buf, ch->rbuf + ch->rpos + TCP_WIRE_HDR_SIZE, n);
+                ch->rpos += TCP_WIRE_HDR_SIZE + n;
                 if (ch->rpos == ch->rlen) {
                     ch->rpos = ch->rlen = 0;
                 }
@@ -40,7 +42,7 @@ int tcp_recv_frame(TcpChannel *ch, void *buf, size_t cap, size_t *len, int64_t d
                 ch->ctr.bytes_received += n;
                 return 0;
             }
-            want = TCP_HDR_LEN + n + TCP_HDR_LEN;
+            want = TCP_WIRE_HDR_SIZE + n + TCP_WIRE_HDR_SIZE;
         }
         if (ch->rpos > 0) {
             /* Less than one frame is left: moving it is cheaper than a second read. */
@@ -115,7 +117,7 @@ int tcp_recv_payload(XpChannel *c, const struct iovec *iov, unsigned iovcnt)
         bool ahead = j == iovcnt && k < IOV_MAX && ch->rlen == 0;
         if (ahead) {
             ch->riov[k].iov_base = ch->rbuf;
-            ch->riov[k].iov_len = TCP_HDR_LEN;
+            ch->riov[k].iov_len = TCP_WIRE_HDR_SIZE;
             k++;
         }
         ssize_t r = tcp_read_some(ch, ch->riov, k, -1, -1);

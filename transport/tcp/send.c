@@ -16,7 +16,7 @@ static inline void tcp_send_elem(TcpChannel *ch, const void *msg, size_t len, co
 {
     if (e == 0) {
         *p = ch->sendhdr;
-        *l = TCP_HDR_LEN;
+        *l = TCP_WIRE_HDR_SIZE;
     } else if (e == 1) {
         *p = msg;
         *l = len;
@@ -108,7 +108,7 @@ int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *segs,
     if (len > XP_MSG_MAX) {
         return -EMSGSIZE;
     }
-    tcp_put_le32(ch->sendhdr, (uint32_t)len);
+    tcp_wire_pack_hdr((uint32_t)len, ch->sendhdr);
     if (ch->zerocopy && nsegs > 0 &&
         atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed) < TCP_ZC_GIVE_UP) {
         /* The message must be free for reuse on return, so only the segments (stable until

@@ -11,6 +11,8 @@
 #include "xp.h"
 #include "xp-tcp.h"
 
+#include "wire.h"
+
 #include <limits.h>
 #include <netdb.h>
 #include <stdatomic.h>
@@ -27,10 +29,8 @@
 #define MSG_ZEROCOPY 0x4000000
 #endif
 
-#define TCP_HDR_LEN 4u
-#define TCP_ANSWER_LEN (4u + XP_REASON_MAX)
 /* One whole frame plus the length word of the next one (see tcp_recv_frame()). */
-#define TCP_RBUF_SIZE (TCP_HDR_LEN + XP_MSG_MAX + TCP_HDR_LEN)
+#define TCP_RBUF_SIZE (TCP_WIRE_HDR_SIZE + XP_MSG_MAX + TCP_WIRE_HDR_SIZE)
 /* Socket buffers for data channels: a 25G link with 100 us RTT needs ~300 KiB in flight;
  * 4 MiB leaves room for scheduling hiccups of the channel threads. */
 #define TCP_DATA_SOCKBUF (4 * 1024 * 1024)
@@ -79,7 +79,7 @@ typedef struct {
     GMutex zc_lock;
     atomic_uint zc_done;      /* calls below this number have completed; written under zc_lock */
     atomic_uint zc_copied_run; /* consecutive completions the kernel copied; under zc_lock */
-    uint8_t sendhdr[TCP_HDR_LEN];
+    uint8_t sendhdr[TCP_WIRE_HDR_SIZE];
     struct iovec siov[IOV_MAX];
 
     /* receive side: unread stream bytes are rbuf[rpos, rlen) */
@@ -96,8 +96,6 @@ static inline TcpChannel *tcp_ch(XpChannel *c)
 /* ------------------------------------------------------------------ shared functions */
 
 /* socket.c: set-up helpers and the domain */
-void tcp_put_le32(uint8_t *p, uint32_t v);
-uint32_t tcp_get_le32(const uint8_t *p);
 int64_t tcp_deadline(int timeout_ms);
 int tcp_remaining_ms(int64_t deadline);
 int tcp_timeout_ms(const XpOptions *opts);
