@@ -17,9 +17,20 @@
 
 /* ------------------------------------------------------------------ channel: completions */
 
+bool rdma_ch_move(RdmaChannel *ch, RdmaChState to)
+{
+    if (!rdma_ch_state_allowed(ch->state, to)) {
+        g_debug("rdma channel %s: %s, %s ignored", ch->peer, rdma_ch_state_str(ch->state),
+                rdma_ch_state_str(to));
+        return false;
+    }
+    ch->state = to;
+    return true;
+}
+
 void rdma_fail(RdmaChannel *ch, int err, const char *what, const char *detail)
 {
-    if (ch->err == 0) {
+    if (rdma_ch_move(ch, RDMA_CH_FAILED)) {
         ch->err = err;
         ch->err_detail = g_strdup_printf("%s failed: %s", what, detail);
         g_warning("rdma channel %s: %s", ch->peer, ch->err_detail);
@@ -70,12 +81,11 @@ static void rdma_handle_cm_events(RdmaChannel *ch)
         }
         switch (ev.step) {
         case VB_CM_DISCONNECTED:
-            ch->peer_gone = true;
+            rdma_ch_move(ch, RDMA_CH_PEER_GONE);
             /* Our QP to error too: posted RECVs flush after everything already received. */
             vb_cm_disconnect(ch->id);
             break;
         case VB_CM_DEVICE_REMOVAL:
-            ch->peer_gone = true;
             rdma_fail(ch, -ENODEV, "device", "DEVICE_REMOVAL");
             vb_cm_disconnect(ch->id);
             break;
@@ -111,14 +121,14 @@ int rdma_progress(RdmaChannel *ch, gint64 deadline)
     ch->polling = true;
     bool timed_out = false;
     int n = rdma_poll_cq(ch);
-    if (n == 0 && !atomic_load(&ch->shut)) {
+    if (n == 0 && !rdma_ch_stopped(ch)) {
         int ret = vb_cq_arm(ch->cq);
         if (ret < 0) {
             rdma_fail(ch, ret, "arm CQ", g_strerror(-ret));
         }
         n = rdma_poll_cq(ch); /* a completion may have slipped in before the arm */
     }
-    if (n == 0 && !ch->err && !atomic_load(&ch->shut)) {
+    if (n == 0 && !rdma_ch_stopped(ch)) { /* the arm may have failed it */
         int wait_ms = -1;
         if (deadline >= 0) {
             gint64 left = deadline - g_get_monotonic_time();
@@ -195,6 +205,7 @@ RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
     ch->dom = d;
     ch->id = id;
     ch->wake_fd = -1;
+    ch->state = RDMA_CH_CONNECTING;
     ch->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
     g_mutex_init(&ch->lock);
     g_cond_init(&ch->cond);
@@ -287,12 +298,11 @@ fail:
     return NULL;
 }
 
-/* With ch->lock held: progress until every posted WR completed, the channel failed or
- * deadline passed (-ETIMEDOUT). */
+/* With ch->lock held: progress until every posted WR completed, the channel left
+ * ESTABLISHED (failed, shut down, peer gone, flushed) or deadline passed (-ETIMEDOUT). */
 int rdma_wait_sq_done(RdmaChannel *ch, gint64 deadline)
 {
-    while (ch->sq_done < ch->sq_posted && !ch->err && !ch->peer_gone && !ch->flushed &&
-           !atomic_load(&ch->shut)) {
+    while (ch->sq_done < ch->sq_posted && ch->state == RDMA_CH_ESTABLISHED) {
         if (rdma_progress(ch, deadline) == -ETIMEDOUT && ch->sq_done < ch->sq_posted) {
             return -ETIMEDOUT;
         }
@@ -317,12 +327,14 @@ int rdma_drain(XpChannel *xc, int timeout_ms)
 void rdma_shutdown(XpChannel *xc)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
-    if (atomic_exchange(&ch->shut, true)) {
-        return;
-    }
+    g_mutex_lock(&ch->lock);
+    rdma_ch_move(ch, RDMA_CH_SHUT); /* a FAILED channel stays FAILED, and is woken too */
+    g_mutex_unlock(&ch->lock);
+    /* After the move: a poller that wakes from this sees the state. Both steps may repeat
+     * harmlessly (the eventfd only counts up; a second disconnect fails with EINVAL). */
     uint64_t one = 1;
     ssize_t r = write(ch->wake_fd, &one, sizeof(one));
-    (void)r; /* an eventfd write only fails on overflow, which one write cannot reach */
+    (void)r; /* an eventfd write only fails on overflow, which needs 2^64 - 1 writes */
     /* The peer sees DISCONNECTED; our posted work flushes. */
     vb_cm_disconnect(ch->id);
 }
@@ -334,13 +346,14 @@ void rdma_close(XpChannel *xc)
         return;
     }
     g_mutex_lock(&ch->lock);
-    if (ch->established && !ch->err && !ch->peer_gone && !atomic_load(&ch->shut)) {
+    if (ch->state == RDMA_CH_ESTABLISHED) {
         /* Like a socket close: messages already sent still get delivered (their SENDs are
          * acknowledged, i.e. in the peer's CQ) before we disconnect. Bounded. */
         rdma_wait_sq_done(ch, g_get_monotonic_time() + RDMA_CLOSE_DRAIN_MS * 1000);
     }
+    bool disconnect = rdma_ch_state_disconnects(ch->state);
     g_mutex_unlock(&ch->lock);
-    if (ch->established) {
+    if (disconnect) {
         vb_cm_disconnect(ch->id);
     }
     rdma_channel_destroy(ch);

@@ -61,7 +61,9 @@ XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
         rdma_channel_destroy(ch);
         return NULL;
     }
-    ch->established = true;
+    g_mutex_lock(&ch->lock);
+    rdma_ch_move(ch, RDMA_CH_ESTABLISHED);
+    g_mutex_unlock(&ch->lock);
     return &ch->base;
 }
 
@@ -216,7 +218,7 @@ bool rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GError **er
             return false;
         }
         g_mutex_lock(&ch->lock);
-        ch->established = true;
+        rdma_ch_move(ch, RDMA_CH_ESTABLISHED);
         g_mutex_unlock(&ch->lock);
         return true;
     }

@@ -13,6 +13,7 @@
 #include "xp.h"
 #include "xp-rdma.h"
 
+#include "state.h"
 #include "vb.h"
 #include "wire.h"
 
@@ -90,19 +91,16 @@ struct RdmaChannel {
     VbCmId *id;
     VbCq *cq;
     VbQp *qp;
-    int wake_fd;          /* eventfd: written once by shutdown, never drained */
-    atomic_bool shut;     /* pairs with the load in rdma_check() of any thread */
+    int wake_fd;          /* eventfd: written by shutdown, never drained */
     atomic_int inject;    /* pending injected fault (errno) */
     atomic_bool inject_bad_rkey; /* the next message with WRITEs corrupts their rkey */
 
     GMutex lock;
     GCond cond;           /* signalled when the poller finishes a round */
     bool polling;         /* one thread at a time sleeps on the fds for the others */
-    bool established;
-    int err;              /* first fatal error (negative errno) */
-    char *err_detail;     /* what failed, e.g. a completion status; set once with err */
-    bool peer_gone;       /* DISCONNECTED/DEVICE_REMOVAL seen */
-    bool flushed;         /* a RECV completed with a flush: nothing more will arrive */
+    RdmaChState state;    /* moved only by rdma_ch_move() */
+    int err;              /* FAILED: the first fatal error (negative errno) */
+    char *err_detail;     /* FAILED: what failed, e.g. a completion status */
 
     /* receive side */
     uint8_t *recv_buf;
@@ -169,6 +167,16 @@ void rdma_remote_free(XpRemote *r);
 RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
                               GError **error);
 void rdma_channel_destroy(RdmaChannel *ch);
+/* With ch->lock held: moves the channel to `to` when state.h's table allows it and says
+ * whether it did; an event the state already implies is dropped (logged at debug level). */
+bool rdma_ch_move(RdmaChannel *ch, RdmaChState to);
+/* With ch->lock held: shut down or failed, i.e. nothing is worth waiting for. */
+static inline bool rdma_ch_stopped(const RdmaChannel *ch)
+{
+    return ch->state == RDMA_CH_SHUT || ch->state == RDMA_CH_FAILED;
+}
+/* With ch->lock held: the first failure moves the channel to FAILED and records err/detail;
+ * later ones are dropped. */
 void rdma_fail(RdmaChannel *ch, int err, const char *what, const char *detail);
 bool rdma_wc_ok(RdmaChannel *ch, const VbWc *wc, const char *what);
 int rdma_progress(RdmaChannel *ch, gint64 deadline);

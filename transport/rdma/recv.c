@@ -27,10 +27,10 @@ static void rdma_repost(RdmaChannel *ch, unsigned idx)
     int ret = rdma_post_recv_slot(ch, idx);
     if (ret == 0) {
         ch->credits_owed++;
-    } else if (!ch->peer_gone && !atomic_load(&ch->shut)) {
+    } else if (ch->state == RDMA_CH_ESTABLISHED) {
         rdma_fail(ch, ret, "re-post RECV", g_strerror(-ret));
     } else {
-        ch->flushed = true; /* QP already in error: nothing more arrives */
+        rdma_ch_move(ch, RDMA_CH_FLUSHED); /* QP already in error: nothing more arrives */
     }
 }
 
@@ -41,7 +41,7 @@ void rdma_recv_done(VbCqe *cqe, const VbWc *wc)
     ch->recv_posted--;
     if (!rdma_wc_ok(ch, wc, "receive")) {
         if (wc->status == VB_WC_STATUS_FLUSH) {
-            ch->flushed = true;
+            rdma_ch_move(ch, RDMA_CH_FLUSHED);
         }
         return;
     }
@@ -89,11 +89,11 @@ int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout
     int ret;
     bool polled_once = false; /* timeout 0: poll the CQ once, never sleep */
     for (;;) {
-        if (ch->err) {
+        if (ch->state == RDMA_CH_FAILED) {
             ret = ch->err;
             break;
         }
-        if (atomic_load(&ch->shut) || !ch->established) {
+        if (ch->state == RDMA_CH_SHUT || ch->state == RDMA_CH_CONNECTING) {
             ret = -EPIPE;
             break;
         }
@@ -115,7 +115,8 @@ int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout
             ret = 0;
             break;
         }
-        if (ch->flushed || (ch->peer_gone && ch->recv_posted == 0)) {
+        if (ch->state == RDMA_CH_FLUSHED ||
+            (ch->state == RDMA_CH_PEER_GONE && ch->recv_posted == 0)) {
             ret = -EPIPE;
             break;
         }
@@ -124,8 +125,8 @@ int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout
             break;
         }
         polled_once = true;
-        if (rdma_progress(ch, deadline) == -ETIMEDOUT && ch->ready_count == 0 && !ch->err &&
-            !ch->flushed) {
+        if (rdma_progress(ch, deadline) == -ETIMEDOUT && ch->ready_count == 0 &&
+            ch->state != RDMA_CH_FAILED && ch->state != RDMA_CH_FLUSHED) {
             ret = -ETIMEDOUT;
             break;
         }

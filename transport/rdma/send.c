@@ -45,9 +45,8 @@ static RdmaSqMark *rdma_mark(RdmaChannel *ch, uint64_t seq, bool uses_buf)
  * it when there is no room: the next message carries them anyway. */
 void rdma_maybe_return_credits(RdmaChannel *ch)
 {
-    if (ch->credits_owed < RDMA_RECV_RING / 2 || ch->credits < 1 || ch->err ||
-        ch->peer_gone || !ch->established || atomic_load(&ch->shut) ||
-        rdma_sq_free(ch) < 1) {
+    if (ch->credits_owed < RDMA_RECV_RING / 2 || ch->credits < 1 ||
+        ch->state != RDMA_CH_ESTABLISHED || rdma_sq_free(ch) < 1) {
         return;
     }
     uint64_t seq = ch->sq_posted + 1;
@@ -71,10 +70,10 @@ void rdma_maybe_return_credits(RdmaChannel *ch)
 
 int rdma_send_check(RdmaChannel *ch)
 {
-    if (ch->err) {
+    if (ch->state == RDMA_CH_FAILED) {
         return ch->err;
     }
-    if (atomic_load(&ch->shut) || ch->peer_gone || ch->flushed || !ch->established) {
+    if (ch->state != RDMA_CH_ESTABLISHED) {
         return -EPIPE;
     }
     return 0;
