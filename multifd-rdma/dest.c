@@ -77,8 +77,8 @@ static void dest_on_fail(void *opaque, const GError *err)
     for (unsigned i = 0; i < d->nchan; i++) {
         xp_channel_shutdown(d->chan[i]->xp);
     }
-    if (d->listener && d->ops->listener_shutdown) {
-        d->ops->listener_shutdown(d->listener);
+    if (d->listener) {
+        xp_listener_shutdown(d->listener);
         atomic_store(&d->listener_down, true);
     }
     g_mutex_unlock(&d->lock);
@@ -132,24 +132,24 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     mfr_fail_init(&d->fail, dest_on_fail, d);
     d->ram.fail = &d->fail;
     d->sync_round = 1;
-    g_strlcpy(d->stats.transport, ops->name, sizeof(d->stats.transport));
+    g_strlcpy(d->stats.transport, xp_ops_name(ops), sizeof(d->stats.transport));
 
     XpOptions o;
     dest_xp_options(d, &o);
-    d->dom = ops->domain_new(&o, &xerr);
+    d->dom = xp_domain_new(ops, &o, &xerr);
     if (!d->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
         mfr_dest_free(d);
         return NULL;
     }
-    d->listener = ops->listen(d->dom, host, port, &xerr);
+    d->listener = xp_listen(d->dom, host, port, &xerr);
     if (!d->listener) {
         g_autofree char *what = g_strdup_printf("destination: cannot listen on %s", cfg->uri);
         g_propagate_error(error, mfr_error_from_xp(xerr, what));
         mfr_dest_free(d);
         return NULL;
     }
-    d->uri = g_strdup(ops->listener_uri(d->listener));
+    d->uri = g_strdup(xp_listener_uri(d->listener));
     return d;
 }
 
@@ -223,7 +223,7 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
         uint8_t hello[XP_HELLO_MAX];
         size_t hlen = sizeof(hello);
         GError *xerr = NULL;
-        XpChannel *ch = d->ops->accept(d->listener, tick, hello, &hlen, &xerr);
+        XpChannel *ch = xp_accept(d->listener, tick, hello, &hlen, &xerr);
         if (!ch) {
             if (g_error_matches(xerr, XP_ERROR, XP_ERROR_TIMEOUT)) {
                 g_error_free(xerr);
@@ -258,11 +258,11 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
         if (reason) {
             g_message("destination: refused connection from %s: %s",
                       xp_channel_peer(ch), reason);
-            d->ops->answer(ch, 1, reason, NULL);
+            xp_answer(ch, 1, reason, NULL);
             xp_channel_close(ch);
             continue;
         }
-        if (!d->ops->answer(ch, 0, NULL, &xerr)) {
+        if (!xp_answer(ch, 0, NULL, &xerr)) {
             g_warning("destination: accepting %s failed: %s", xp_channel_peer(ch),
                       xerr->message);
             g_error_free(xerr);
@@ -432,7 +432,7 @@ static void dest_chunk_ready(void *opaque, unsigned block, uint32_t chunk)
             .offset = (uint64_t)c * l->chunk_size,
         };
         r.length = MIN(l->chunk_size, d->ram.blocks[block].length - r.offset);
-        d->ops->region_export(d->regions[d->chunks.first[block] + c], r.desc);
+        xp_region_export(d->dom, d->regions[d->chunks.first[block] + c], r.desc);
         uint8_t body[MFR_REGION_SIZE];
         mfr_wire_pack_region(&r, body);
         GError *err = NULL;
@@ -485,12 +485,12 @@ static bool dest_blocks(MfrDest *d, GError **error)
     }
     /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
     MfrRegisterJob job = {
-        .ops = d->ops, .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
+        .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
         .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.odp,
         .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
         .side = "destination",
     };
-    if (d->ops->caps & XP_CAP_REGIONS) {
+    if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* the budget now, so a memlock failure comes before the reply and pins nothing */
         if (!mfr_register_budget(&job, error)) {
             return false;
@@ -509,7 +509,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
     if (!mfr_control_send(d->ctl, MFR_CTRL_BLOCKS_REPLY, body, len, error)) {
         return false;
     }
-    if (d->ops->caps & XP_CAP_REGIONS) {
+    if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* every REGION follows the reply: the threads start only now */
         MfrRegisterChunksJob cj = {
             .base = job, .map = &d->chunks, .regions = d->regions, .fail = &d->fail,
@@ -740,7 +740,7 @@ static void dest_release(MfrDest *d)
     g_free(chan);
     for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
         if (d->regions[i]) {
-            d->ops->region_deregister(g_steal_pointer(&d->regions[i]));
+            xp_region_deregister(d->dom, g_steal_pointer(&d->regions[i]));
         }
     }
 }
@@ -833,7 +833,7 @@ void mfr_dest_free(MfrDest *d)
     mfr_control_free(d->ctl);
     for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
         if (d->regions[i]) {
-            d->ops->region_deregister(d->regions[i]);
+            xp_region_deregister(d->dom, d->regions[i]);
         }
     }
     g_free(d->regions);

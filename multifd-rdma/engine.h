@@ -63,7 +63,6 @@ bool mfr_rdma_knobs_check(const char *side, unsigned registration_threads, unsig
 #define MFR_REGISTER_MAX_THREADS 16u
 
 typedef struct {
-    const XpOps *ops;
     XpDomain *dom;
     const MfrRamBlock *blocks;
     unsigned nblocks;

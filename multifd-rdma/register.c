@@ -47,8 +47,8 @@ static gpointer register_block_worker(gpointer opaque)
             break;
         }
         GError *xerr = NULL;
-        if (!job->ops->region_register(job->dom, job->blocks[b].host, job->blocks[b].length,
-                                       job->access, &run->regions[b], &xerr)) {
+        if (!xp_region_register(job->dom, job->blocks[b].host, job->blocks[b].length,
+                                job->access, &run->regions[b], &xerr)) {
             g_autofree char *what = g_strdup_printf("%s: block '%s'", job->side,
                                                     job->blocks[b].name);
             register_fail(run, mfr_error_from_xp(xerr, what));
@@ -118,15 +118,13 @@ bool mfr_register_budget(const MfrRegisterJob *job, GError **error)
     for (unsigned b = 0; b < job->nblocks; b++) {
         bytes += job->blocks[b].length;
     }
-    if (job->ops->region_budget) {
-        GError *xerr = NULL;
-        if (!job->ops->region_budget(job->dom, bytes, job->channels, &xerr)) {
-            g_autofree char *what = g_strdup_printf(
-                "%s: cannot pin %u block%s (%.1f MiB) and %u channels' buffers", job->side,
-                job->nblocks, job->nblocks == 1 ? "" : "s", bytes / 1048576.0, job->channels);
-            g_propagate_error(error, mfr_error_from_xp(xerr, what));
-            return false;
-        }
+    GError *xerr = NULL;
+    if (!xp_region_budget(job->dom, bytes, job->channels, &xerr)) {
+        g_autofree char *what = g_strdup_printf(
+            "%s: cannot pin %u block%s (%.1f MiB) and %u channels' buffers", job->side,
+            job->nblocks, job->nblocks == 1 ? "" : "s", bytes / 1048576.0, job->channels);
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
     }
     return true;
 }
@@ -265,8 +263,8 @@ static gpointer chunk_worker(gpointer opaque)
                                        "registration failed (injected by the test seam)");
             ok = false;
         } else {
-            ok = base->ops->region_register(base->dom, addr, len, base->access,
-                                            &job->regions[c], &xerr);
+            ok = xp_region_register(base->dom, addr, len, base->access, &job->regions[c],
+                                    &xerr);
         }
         if (!ok) {
             g_autofree char *what = g_strdup_printf(

@@ -193,7 +193,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     for (unsigned i = 0; i < nblocks; i++) {
         s->prog.ram_bytes += blocks[i].length;
     }
-    g_strlcpy(s->stats.transport, ops->name, sizeof(s->stats.transport));
+    g_strlcpy(s->stats.transport, xp_ops_name(ops), sizeof(s->stats.transport));
     return s;
 }
 
@@ -234,7 +234,7 @@ static XpChannel *source_connect(MfrSource *s, MfrRole role, unsigned index, uns
     source_xp_options(s, &o, role == MFR_ROLE_CONTROL);
     source_hello(s, role, index, count, hello);
     GError *xerr = NULL;
-    XpChannel *ch = s->ops->connect(s->dom, s->host, s->port, hello, sizeof(hello), &o, &xerr);
+    XpChannel *ch = xp_connect(s->dom, s->host, s->port, hello, sizeof(hello), &o, &xerr);
     if (!ch) {
         g_autofree char *what = role == MFR_ROLE_CONTROL
             ? g_strdup_printf("source: control connection to %s", s->uri)
@@ -303,11 +303,11 @@ static bool source_announce(MfrSource *s, GError **error)
         return false;
     }
     /* Our registration overlaps the destination's: both only depend on the block list. */
-    if (s->ops->caps & XP_CAP_REGIONS) {
+    if (xp_has_cap(s->ops, XP_CAP_REGIONS)) {
         s->ram.regions = g_new0(XpRegion *, s->nblocks);
         s->ram.remotes = g_new0(XpRemote *, s->nblocks);
         MfrRegisterJob job = {
-            .ops = s->ops, .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
+            .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
             .threads = s->cfg.registration_threads, .channels = s->caps.channels,
             .side = "source",
@@ -336,7 +336,7 @@ static bool source_announce(MfrSource *s, GError **error)
         if (!s->ram.remotes) {
             g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
                         "source: BLOCKS_REPLY from %s announces registration chunks, but %s "
-                        "has no regions", s->uri, s->ops->name);
+                        "has no regions", s->uri, xp_ops_name(s->ops));
             return false;
         }
         /* the chunks follow as REGION messages; source_wait_chunk() takes them */
@@ -351,7 +351,7 @@ static bool source_announce(MfrSource *s, GError **error)
     /* a destination that registered every block before replying: one region per block */
     for (unsigned i = 0; s->ram.remotes && i < s->nblocks; i++) {
         GError *xerr = NULL;
-        if (!s->ops->remote_import(s->dom, reply.desc[i], s->blocks[i].length,
+        if (!xp_remote_import(s->dom, reply.desc[i], s->blocks[i].length,
                                    &s->ram.remotes[i], &xerr)) {
             g_autofree char *what = g_strdup_printf("source: block '%s'", s->blocks[i].name);
             g_propagate_error(error, mfr_error_from_xp(xerr, what));
@@ -378,7 +378,7 @@ static bool source_region(MfrSource *s, const MfrCtrlMsg *m, GError **error)
     }
     GError *xerr = NULL;
     uint32_t flat = s->chunks.first[r.block] + r.chunk;
-    if (!s->ops->remote_import(s->dom, r.desc, r.length, &s->ram.remotes[flat], &xerr)) {
+    if (!xp_remote_import(s->dom, r.desc, r.length, &s->ram.remotes[flat], &xerr)) {
         g_autofree char *what = g_strdup_printf("source: block '%s' chunk %u",
                                                 s->blocks[r.block].name, r.chunk);
         g_propagate_error(error, mfr_error_from_xp(xerr, what));
@@ -720,7 +720,7 @@ static bool source_migrate(MfrSource *s, GError **error)
     GError *xerr = NULL;
     XpOptions o;
     source_xp_options(s, &o, true);
-    s->dom = s->ops->domain_new(&o, &xerr);
+    s->dom = xp_domain_new(s->ops, &o, &xerr);
     if (!s->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "source"));
         return false;
@@ -835,13 +835,10 @@ static void source_collect_stats(MfrSource *s, double cpu_main)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
-        const XpOps *ops = s->chan[i]->xp->ops;
-        if (ops->counters) {
-            XpCounters xc;
-            ops->counters(s->chan[i]->xp, &xc);
-            st->zerocopy_sends += xc.zerocopy_sends;
-            st->zerocopy_copied += xc.zerocopy_copied;
-        }
+        XpCounters xc;
+        xp_channel_counters(s->chan[i]->xp, &xc); /* zeros without counters */
+        st->zerocopy_sends += xc.zerocopy_sends;
+        st->zerocopy_copied += xc.zerocopy_copied;
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }
@@ -867,12 +864,12 @@ static void source_release(MfrSource *s)
     g_free(chan);
     for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
         if (s->ram.remotes[i]) {
-            s->ops->remote_free(g_steal_pointer(&s->ram.remotes[i]));
+            xp_remote_free(s->dom, g_steal_pointer(&s->ram.remotes[i]));
         }
     }
     for (unsigned i = 0; i < s->nblocks; i++) {
         if (s->ram.regions && s->ram.regions[i]) {
-            s->ops->region_deregister(g_steal_pointer(&s->ram.regions[i]));
+            xp_region_deregister(s->dom, g_steal_pointer(&s->ram.regions[i]));
         }
     }
 }
@@ -928,9 +925,8 @@ bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
 {
     bool ok = false;
     g_mutex_lock(&s->lock);
-    if (channel < s->nchan && s->chan[channel] && s->ops->inject_fault) {
-        s->ops->inject_fault(s->chan[channel]->xp, err);
-        ok = true;
+    if (channel < s->nchan && s->chan[channel]) {
+        ok = xp_inject_fault(s->chan[channel]->xp, err);
     }
     g_mutex_unlock(&s->lock);
     return ok;
@@ -940,9 +936,8 @@ bool mfr_source_inject_completion_error(MfrSource *s, unsigned channel)
 {
     bool ok = false;
     g_mutex_lock(&s->lock);
-    if (channel < s->nchan && s->chan[channel] && s->ops->inject_completion_error) {
-        s->ops->inject_completion_error(s->chan[channel]->xp);
-        ok = true;
+    if (channel < s->nchan && s->chan[channel]) {
+        ok = xp_inject_completion_error(s->chan[channel]->xp);
     }
     g_mutex_unlock(&s->lock);
     return ok;
@@ -972,12 +967,12 @@ void mfr_source_free(MfrSource *s)
     mfr_control_free(s->ctl);
     for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
         if (s->ram.remotes[i]) {
-            s->ops->remote_free(s->ram.remotes[i]);
+            xp_remote_free(s->dom, s->ram.remotes[i]);
         }
     }
     for (unsigned i = 0; i < s->nblocks; i++) {
         if (s->ram.regions && s->ram.regions[i]) {
-            s->ops->region_deregister(s->ram.regions[i]);
+            xp_region_deregister(s->dom, s->ram.regions[i]);
         }
         g_free((char *)s->blocks[i].name);
         g_free(s->bitmap[i]);

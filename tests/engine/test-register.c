@@ -137,7 +137,7 @@ static void fake_init(FakeDom *d, const Ram *r)
 
 static MfrRegisterJob job_for(FakeDom *d, const Ram *r, unsigned threads)
 {
-    return (MfrRegisterJob){ .ops = &fake_ops, .dom = &d->base, .blocks = r->blocks,
+    return (MfrRegisterJob){ .dom = &d->base, .blocks = r->blocks,
                              .nblocks = r->n, .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL,
                              .prefault = false, .threads = threads, .channels = 4,
                              .side = "destination" };
@@ -371,7 +371,7 @@ static bool run_chunks(Ram *r, unsigned threads, int64_t inject, MfrFail *fail, 
     k->map = map;
     k->ready = g_new0(uint8_t, map->total);
     MfrRegisterChunksJob job = {
-        .base = { .ops = &chunk_ops, .dom = &d->base, .blocks = r->blocks, .nblocks = r->n,
+        .base = { .dom = &d->base, .blocks = r->blocks, .nblocks = r->n,
                   .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = true,
                   .threads = threads, .channels = 4, .side = "destination" },
         .map = map, .regions = k->regions, .fail = fail, .ready = chunk_ready,
