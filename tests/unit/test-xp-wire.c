@@ -12,23 +12,7 @@
 
 #include "rdma/wire.h"
 #include "tcp/wire.h"
-
-/* Test-side LE helpers, written independently of the transports'. */
-static void le_set(uint8_t *p, unsigned size, uint64_t v)
-{
-    for (unsigned i = 0; i < size; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t le_get(const uint8_t *p, unsigned size)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < size; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
+#include "test-le.h"
 
 /* ---------- rdma: hello in the connect private data (14.2) ---------- */
 
@@ -41,7 +25,7 @@ static void test_rdma_hello_trailer(void)
     uint8_t pdata[RDMA_WIRE_PDATA_SIZE];
     memset(pdata, 0xee, sizeof(pdata));
     uint8_t mark = 0;
-    rdma_wire_pack_hello(hello, sizeof(hello), pdata, &mark);
+    xp_rdma_wire_pack_hello(hello, sizeof(hello), pdata, &mark);
     g_assert_cmpuint(RDMA_WIRE_PDATA_SIZE, ==, 56);
     g_assert_cmpuint(mark, ==, 1);
     g_assert_cmpmem(pdata, 48, hello, 48);
@@ -53,7 +37,7 @@ static void test_rdma_hello_trailer(void)
     uint8_t out[RDMA_WIRE_PDATA_SIZE];
     size_t len = 0;
     g_autoptr(GError) err = NULL;
-    g_assert_true(rdma_wire_unpack_hello(pdata, sizeof(pdata), mark, out, &len, &err));
+    g_assert_true(xp_rdma_wire_unpack_hello(pdata, sizeof(pdata), mark, out, &len, &err));
     g_assert_no_error(err);
     g_assert_cmpuint(len, ==, 48);
     g_assert_cmpmem(out, len, hello, sizeof(hello));
@@ -67,7 +51,7 @@ static void test_rdma_hello_full(void)
     }
     uint8_t pdata[RDMA_WIRE_PDATA_SIZE];
     uint8_t mark = 0;
-    rdma_wire_pack_hello(hello, sizeof(hello), pdata, &mark);
+    xp_rdma_wire_pack_hello(hello, sizeof(hello), pdata, &mark);
     g_assert_cmpuint(mark, ==, 2);
     g_assert_cmpmem(pdata, sizeof(pdata), hello, sizeof(hello));
     /* the CM may present more bytes than were sent: only the first 56 count */
@@ -76,7 +60,7 @@ static void test_rdma_hello_full(void)
     memset(longer + sizeof(pdata), 0x55, sizeof(longer) - sizeof(pdata));
     uint8_t out[RDMA_WIRE_PDATA_SIZE];
     size_t len = 0;
-    g_assert_true(rdma_wire_unpack_hello(longer, sizeof(longer), mark, out, &len, NULL));
+    g_assert_true(xp_rdma_wire_unpack_hello(longer, sizeof(longer), mark, out, &len, NULL));
     g_assert_cmpuint(len, ==, sizeof(hello));
     g_assert_cmpmem(out, len, hello, sizeof(hello));
 }
@@ -87,7 +71,7 @@ static void expect_bad_hello(const uint8_t *pdata, size_t plen, unsigned mark,
     uint8_t out[RDMA_WIRE_PDATA_SIZE];
     size_t len = 12345;
     g_autoptr(GError) err = NULL;
-    g_assert_false(rdma_wire_unpack_hello(pdata, plen, mark, out, &len, &err));
+    g_assert_false(xp_rdma_wire_unpack_hello(pdata, plen, mark, out, &len, &err));
     g_assert_error(err, XP_ERROR, XP_ERROR_FAILED);
     g_assert_cmpstr(err->message, ==, message);
     g_assert_cmpuint(len, ==, 12345); /* untouched */
@@ -126,7 +110,7 @@ static void test_rdma_hello_bad_trailer_len(void)
 static void test_rdma_reject_layout(void)
 {
     uint8_t pdata[RDMA_WIRE_REJECT_MAX];
-    size_t len = rdma_wire_pack_reject(0x01020304u, "bad token", pdata);
+    size_t len = xp_rdma_wire_pack_reject(0x01020304u, "bad token", pdata);
     g_assert_cmpuint(len, ==, 4 + 9);
     g_assert_cmpuint(le_get(pdata, 4), ==, 0x01020304u);
     g_assert_cmpmem(pdata + 4, 9, "bad token", 9);
@@ -136,12 +120,12 @@ static void test_rdma_reject_layout(void)
     /* the CM pads reject data with zeros: the text ends at the first NUL */
     uint8_t padded[148] = { 0 };
     memcpy(padded, pdata, len);
-    rdma_wire_unpack_reject(padded, sizeof(padded), &status, reason);
+    xp_rdma_wire_unpack_reject(padded, sizeof(padded), &status, reason);
     g_assert_cmpuint(status, ==, 0x01020304u);
     g_assert_cmpstr(reason, ==, "bad token");
 
-    g_assert_cmpuint(rdma_wire_pack_reject(7, NULL, pdata), ==, 4);
-    rdma_wire_unpack_reject(pdata, 4, &status, reason);
+    g_assert_cmpuint(xp_rdma_wire_pack_reject(7, NULL, pdata), ==, 4);
+    xp_rdma_wire_unpack_reject(pdata, 4, &status, reason);
     g_assert_cmpuint(status, ==, 7);
     g_assert_cmpstr(reason, ==, "");
 }
@@ -152,10 +136,10 @@ static void test_rdma_reject_long_reason_cut(void)
     memset(longr, 'r', sizeof(longr) - 1);
     longr[sizeof(longr) - 1] = '\0';
     uint8_t pdata[RDMA_WIRE_REJECT_MAX];
-    g_assert_cmpuint(rdma_wire_pack_reject(1, longr, pdata), ==, 4 + XP_REASON_MAX);
+    g_assert_cmpuint(xp_rdma_wire_pack_reject(1, longr, pdata), ==, 4 + XP_REASON_MAX);
     uint32_t status;
     char reason[XP_REASON_MAX + 1];
-    rdma_wire_unpack_reject(pdata, sizeof(pdata), &status, reason);
+    xp_rdma_wire_unpack_reject(pdata, sizeof(pdata), &status, reason);
     g_assert_cmpuint(strlen(reason), ==, XP_REASON_MAX);
     g_assert_cmpuint(status, ==, 1);
 }
@@ -166,7 +150,7 @@ static void test_rdma_reject_bad_short(void)
     const uint8_t three[3] = { 9, 9, 9 };
     uint32_t status = 77;
     char reason[XP_REASON_MAX + 1] = "stale";
-    rdma_wire_unpack_reject(three, sizeof(three), &status, reason);
+    xp_rdma_wire_unpack_reject(three, sizeof(three), &status, reason);
     g_assert_cmpuint(status, ==, 0);
     g_assert_cmpstr(reason, ==, "");
 }
@@ -175,15 +159,15 @@ static void test_rdma_reject_bad_short(void)
 
 static void test_rdma_imm(void)
 {
-    g_assert_cmphex(rdma_wire_pack_imm(5, false), ==, 5);
-    g_assert_cmphex(rdma_wire_pack_imm(16, true), ==, 0x80000010u);
-    g_assert_cmphex(rdma_wire_pack_imm(0xffff, false), ==, 0xffffu);
+    g_assert_cmphex(xp_rdma_wire_pack_imm(5, false), ==, 5);
+    g_assert_cmphex(xp_rdma_wire_pack_imm(16, true), ==, 0x80000010u);
+    g_assert_cmphex(xp_rdma_wire_pack_imm(0xffff, false), ==, 0xffffu);
     unsigned credits = 0;
     bool only = true;
-    g_assert_true(rdma_wire_unpack_imm(0x80000020u, &credits, &only));
+    g_assert_true(xp_rdma_wire_unpack_imm(0x80000020u, &credits, &only));
     g_assert_cmpuint(credits, ==, 32);
     g_assert_true(only);
-    g_assert_true(rdma_wire_unpack_imm(3, &credits, &only));
+    g_assert_true(xp_rdma_wire_unpack_imm(3, &credits, &only));
     g_assert_cmpuint(credits, ==, 3);
     g_assert_false(only);
 }
@@ -193,7 +177,7 @@ static void test_rdma_imm_bad_reserved(void)
     for (unsigned bit = 16; bit <= 30; bit++) {
         unsigned credits = 99;
         bool only = false;
-        g_assert_false(rdma_wire_unpack_imm(1u << bit | 1u, &credits, &only));
+        g_assert_false(xp_rdma_wire_unpack_imm(1u << bit | 1u, &credits, &only));
         g_assert_cmpuint(credits, ==, 99);
     }
 }
@@ -204,14 +188,14 @@ static void test_rdma_desc_layout(void)
 {
     uint8_t desc[RDMA_WIRE_DESC_SIZE];
     memset(desc, 0xee, sizeof(desc));
-    rdma_wire_pack_desc(0x1122334455667788ull, 0xa1b2c3d4u, desc);
+    xp_rdma_wire_pack_desc(0x1122334455667788ull, 0xa1b2c3d4u, desc);
     g_assert_cmphex(le_get(desc, 8), ==, 0x1122334455667788ull);
     g_assert_cmphex(le_get(desc + 8, 4), ==, 0xa1b2c3d4u);
     g_assert_cmphex(le_get(desc + 12, 4), ==, 0);
     uint64_t addr = 0;
     uint32_t rkey = 0;
     g_autoptr(GError) err = NULL;
-    g_assert_true(rdma_wire_unpack_desc(desc, 4096, &addr, &rkey, &err));
+    g_assert_true(xp_rdma_wire_unpack_desc(desc, 4096, &addr, &rkey, &err));
     g_assert_no_error(err);
     g_assert_cmphex(addr, ==, 0x1122334455667788ull);
     g_assert_cmphex(rkey, ==, 0xa1b2c3d4u);
@@ -220,12 +204,12 @@ static void test_rdma_desc_layout(void)
 static void test_rdma_desc_bad_reserved(void)
 {
     uint8_t desc[RDMA_WIRE_DESC_SIZE];
-    rdma_wire_pack_desc(0x1000, 7, desc);
+    xp_rdma_wire_pack_desc(0x1000, 7, desc);
     le_set(desc + 12, 4, 0xdeadbeefu);
     uint64_t addr = 1;
     uint32_t rkey = 1;
     g_autoptr(GError) err = NULL;
-    g_assert_false(rdma_wire_unpack_desc(desc, 4096, &addr, &rkey, &err));
+    g_assert_false(xp_rdma_wire_unpack_desc(desc, 4096, &addr, &rkey, &err));
     g_assert_error(err, XP_ERROR, XP_ERROR_FAILED);
     g_assert_cmpstr(err->message, ==,
                     "bad rdma region descriptor: reserved field is 0xdeadbeef, must be 0");
@@ -236,12 +220,12 @@ static void test_rdma_desc_bad_reserved(void)
 static void test_rdma_desc_bad_wrap(void)
 {
     uint8_t desc[RDMA_WIRE_DESC_SIZE];
-    rdma_wire_pack_desc(UINT64_MAX - 4095, 7, desc);
+    xp_rdma_wire_pack_desc(UINT64_MAX - 4095, 7, desc);
     uint64_t addr;
     uint32_t rkey;
-    g_assert_true(rdma_wire_unpack_desc(desc, 4095, &addr, &rkey, NULL)); /* ends at 2^64-1 */
+    g_assert_true(xp_rdma_wire_unpack_desc(desc, 4095, &addr, &rkey, NULL)); /* ends at 2^64-1 */
     g_autoptr(GError) err = NULL;
-    g_assert_false(rdma_wire_unpack_desc(desc, 4097, &addr, &rkey, &err));
+    g_assert_false(xp_rdma_wire_unpack_desc(desc, 4097, &addr, &rkey, &err));
     g_assert_error(err, XP_ERROR, XP_ERROR_FAILED);
     g_assert_cmpstr(err->message, ==,
                     "bad rdma region descriptor: addr 0xfffffffffffff000 + length 4097 wraps");

@@ -134,15 +134,15 @@ static void test_rdma_state_table(void)
     };
     for (int from = 0; from < RDMA_CH_COUNT; from++) {
         for (int to = 0; to < RDMA_CH_COUNT; to++) {
-            if (rdma_ch_state_allowed(from, to) != allowed[from][to]) {
-                g_error("%s -> %s: table says %d", rdma_ch_state_str(from),
-                        rdma_ch_state_str(to), allowed[from][to]);
+            if (xp_rdma_ch_state_allowed(from, to) != allowed[from][to]) {
+                g_error("%s -> %s: table says %d", xp_rdma_ch_state_str(from),
+                        xp_rdma_ch_state_str(to), allowed[from][to]);
             }
         }
     }
-    g_assert_false(rdma_ch_state_allowed(RDMA_CH_COUNT, RDMA_CH_ESTABLISHED));
-    g_assert_false(rdma_ch_state_allowed(RDMA_CH_ESTABLISHED, RDMA_CH_COUNT));
-    g_assert_false(rdma_ch_state_allowed((RdmaChState)-1, RDMA_CH_ESTABLISHED));
+    g_assert_false(xp_rdma_ch_state_allowed(RDMA_CH_COUNT, RDMA_CH_ESTABLISHED));
+    g_assert_false(xp_rdma_ch_state_allowed(RDMA_CH_ESTABLISHED, RDMA_CH_COUNT));
+    g_assert_false(xp_rdma_ch_state_allowed((RdmaChState)-1, RDMA_CH_ESTABLISHED));
 }
 
 static void test_rdma_state_names(void)
@@ -151,17 +151,17 @@ static void test_rdma_state_names(void)
                                          "SHUT", "FAILED" };
     G_STATIC_ASSERT(G_N_ELEMENTS(names) == RDMA_CH_COUNT);
     for (int s = 0; s < RDMA_CH_COUNT; s++) {
-        g_assert_cmpstr(rdma_ch_state_str(s), ==, names[s]);
+        g_assert_cmpstr(xp_rdma_ch_state_str(s), ==, names[s]);
     }
-    g_assert_cmpstr(rdma_ch_state_str(RDMA_CH_COUNT), ==, "INVALID");
-    g_assert_cmpstr(rdma_ch_state_str(-1), ==, "INVALID");
+    g_assert_cmpstr(xp_rdma_ch_state_str(RDMA_CH_COUNT), ==, "INVALID");
+    g_assert_cmpstr(xp_rdma_ch_state_str(-1), ==, "INVALID");
 }
 
 static void test_rdma_state_disconnects(void)
 {
-    g_assert_false(rdma_ch_state_disconnects(RDMA_CH_CONNECTING));
+    g_assert_false(xp_rdma_ch_state_disconnects(RDMA_CH_CONNECTING));
     for (int s = RDMA_CH_ESTABLISHED; s < RDMA_CH_COUNT; s++) {
-        g_assert_true(rdma_ch_state_disconnects(s));
+        g_assert_true(xp_rdma_ch_state_disconnects(s));
     }
 }
 

@@ -17,20 +17,20 @@
 
 /* ------------------------------------------------------------------ channel: completions */
 
-bool rdma_ch_move(RdmaChannel *ch, RdmaChState to)
+bool xp_rdma_ch_move(RdmaChannel *ch, RdmaChState to)
 {
-    if (!rdma_ch_state_allowed(ch->state, to)) {
-        g_debug("rdma channel %s: %s, %s ignored", ch->peer, rdma_ch_state_str(ch->state),
-                rdma_ch_state_str(to));
+    if (!xp_rdma_ch_state_allowed(ch->state, to)) {
+        g_debug("rdma channel %s: %s, %s ignored", ch->peer, xp_rdma_ch_state_str(ch->state),
+                xp_rdma_ch_state_str(to));
         return false;
     }
     ch->state = to;
     return true;
 }
 
-void rdma_fail(RdmaChannel *ch, int err, const char *what, const char *detail)
+void xp_rdma_fail(RdmaChannel *ch, int err, const char *what, const char *detail)
 {
-    if (rdma_ch_move(ch, RDMA_CH_FAILED)) {
+    if (xp_rdma_ch_move(ch, RDMA_CH_FAILED)) {
         ch->err = err;
         ch->err_detail = g_strdup_printf("%s failed: %s", what, detail);
         g_warning("rdma channel %s: %s", ch->peer, ch->err_detail);
@@ -38,7 +38,7 @@ void rdma_fail(RdmaChannel *ch, int err, const char *what, const char *detail)
 }
 
 /* Common to every completion: false if it failed (the channel is failed or at EOF). */
-bool rdma_wc_ok(RdmaChannel *ch, const VbWc *wc, const char *what)
+bool xp_rdma_wc_ok(RdmaChannel *ch, const VbWc *wc, const char *what)
 {
     ch->ctr.completions++;
     if (wc->status == VB_WC_STATUS_SUCCESS) {
@@ -50,43 +50,43 @@ bool rdma_wc_ok(RdmaChannel *ch, const VbWc *wc, const char *what)
     }
     g_autofree char *detail = g_strdup_printf("%s (status %d, vendor error 0x%x)",
                                               wc->status_str, wc->status, wc->vendor_err);
-    rdma_fail(ch, -EIO, what, detail);
+    xp_rdma_fail(ch, -EIO, what, detail);
     return false;
 }
 
-int rdma_poll_cq(RdmaChannel *ch)
+int xp_rdma_poll_cq(RdmaChannel *ch)
 {
     int n = vb_cq_poll(ch->cq, RDMA_POLL_BUDGET);
     ch->ctr.polls++;
     if (n == 0) {
         ch->ctr.idle_polls++;
     } else if (n < 0) {
-        rdma_fail(ch, n, "poll CQ", g_strerror(-n));
+        xp_rdma_fail(ch, n, "poll CQ", g_strerror(-n));
     }
     return n;
 }
 
 /* ------------------------------------------------------------------ channel: progress */
 
-static void rdma_handle_cm_events(RdmaChannel *ch)
+static void xp_rdma_handle_cm_events(RdmaChannel *ch)
 {
     for (;;) {
         VbCmEvent ev;
         g_autoptr(GError) err = NULL;
         if (!vb_cm_next_event(ch->id, 0, -1, &ev, &err)) {
             if (!g_error_matches(err, VB_ERROR, VB_ERROR_TIMEOUT)) {
-                rdma_fail(ch, -EIO, "read CM event", err->message);
+                xp_rdma_fail(ch, -EIO, "read CM event", err->message);
             }
             return;
         }
         switch (ev.step) {
         case VB_CM_DISCONNECTED:
-            rdma_ch_move(ch, RDMA_CH_PEER_GONE);
+            xp_rdma_ch_move(ch, RDMA_CH_PEER_GONE);
             /* Our QP to error too: posted RECVs flush after everything already received. */
             vb_cm_disconnect(ch->id);
             break;
         case VB_CM_DEVICE_REMOVAL:
-            rdma_fail(ch, -ENODEV, "device", "DEVICE_REMOVAL");
+            xp_rdma_fail(ch, -ENODEV, "device", "DEVICE_REMOVAL");
             vb_cm_disconnect(ch->id);
             break;
         case VB_CM_ADDR_CHANGE:
@@ -108,7 +108,7 @@ static void rdma_handle_cm_events(RdmaChannel *ch)
  * completion channel, the CM channel and the wake fd until deadline (monotonic us, -1 =
  * forever). Only one thread sleeps on the fds; others wait for its round on ch->cond.
  * Returns -ETIMEDOUT when the deadline passed without anything happening. */
-int rdma_progress(RdmaChannel *ch, gint64 deadline)
+int xp_rdma_progress(RdmaChannel *ch, gint64 deadline)
 {
     if (ch->polling) {
         if (deadline < 0) {
@@ -120,15 +120,15 @@ int rdma_progress(RdmaChannel *ch, gint64 deadline)
     }
     ch->polling = true;
     bool timed_out = false;
-    int n = rdma_poll_cq(ch);
-    if (n == 0 && !rdma_ch_stopped(ch)) {
+    int n = xp_rdma_poll_cq(ch);
+    if (n == 0 && !xp_rdma_ch_stopped(ch)) {
         int ret = vb_cq_arm(ch->cq);
         if (ret < 0) {
-            rdma_fail(ch, ret, "arm CQ", g_strerror(-ret));
+            xp_rdma_fail(ch, ret, "arm CQ", g_strerror(-ret));
         }
-        n = rdma_poll_cq(ch); /* a completion may have slipped in before the arm */
+        n = xp_rdma_poll_cq(ch); /* a completion may have slipped in before the arm */
     }
-    if (n == 0 && !rdma_ch_stopped(ch)) { /* the arm may have failed it */
+    if (n == 0 && !xp_rdma_ch_stopped(ch)) { /* the arm may have failed it */
         int wait_ms = -1;
         if (deadline >= 0) {
             gint64 left = deadline - g_get_monotonic_time();
@@ -149,19 +149,19 @@ int rdma_progress(RdmaChannel *ch, gint64 deadline)
             vb_cq_consume_event(ch->cq);
         }
         if (ret > 0 && (pfd[1].revents & POLLIN)) {
-            rdma_handle_cm_events(ch);
+            xp_rdma_handle_cm_events(ch);
         }
-        rdma_poll_cq(ch);
+        xp_rdma_poll_cq(ch);
     }
     ch->polling = false;
     g_cond_broadcast(&ch->cond);
-    rdma_maybe_return_credits(ch);
+    xp_rdma_maybe_return_credits(ch);
     return timed_out ? -ETIMEDOUT : 0;
 }
 
 /* Test seams, checked on every message: a plain load first, so the data path pays no
  * atomic read-modify-write (and no cache-line ownership) while no fault is pending. */
-int rdma_take_fault(RdmaChannel *ch)
+int xp_rdma_take_fault(RdmaChannel *ch)
 {
     if (atomic_load_explicit(&ch->inject, memory_order_relaxed) == 0) {
         return 0;
@@ -171,7 +171,7 @@ int rdma_take_fault(RdmaChannel *ch)
 
 /* ------------------------------------------------------------------ channel: lifetime */
 
-void rdma_channel_destroy(RdmaChannel *ch)
+void xp_rdma_channel_destroy(RdmaChannel *ch)
 {
     if (!ch) {
         return;
@@ -197,7 +197,7 @@ void rdma_channel_destroy(RdmaChannel *ch)
 
 /* Build the channel around a resolved (connector) or requested (acceptor) cm_id: CQ, QP on
  * the domain PD, buffers, and every RECV posted before the connection can carry a SEND. */
-RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
+RdmaChannel *xp_rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
                               GError **error)
 {
     RdmaChannel *ch = g_new0(RdmaChannel, 1);
@@ -209,7 +209,7 @@ RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
     ch->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
     g_mutex_init(&ch->lock);
     g_cond_init(&ch->cond);
-    ch->peer = rdma_uri_of(vb_cm_peer_str(id));
+    ch->peer = xp_rdma_uri_of(vb_cm_peer_str(id));
     GError *local = NULL;
     ch->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (ch->wake_fd < 0) {
@@ -217,7 +217,7 @@ RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
                     g_strerror(errno));
         goto fail;
     }
-    if (!rdma_domain_bind(d, id, error) || !rdma_check_overrides(opts, id, error)) {
+    if (!xp_rdma_domain_bind(d, id, error) || !xp_rdma_check_overrides(opts, id, error)) {
         goto fail;
     }
     if (!vb_cm_set_rc_params(id, opts->rc_retry ? (int)opts->rc_retry : -1,
@@ -253,10 +253,10 @@ RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
                     ch->caps.max_send_wr, ch->caps.max_recv_wr);
         goto fail;
     }
-    ch->unsignaled_cqe.done = rdma_unsignaled_done;
+    ch->unsignaled_cqe.done = xp_rdma_unsignaled_done;
     ch->marks = g_new0(RdmaSqMark, ch->caps.max_send_wr);
     for (unsigned i = 0; i < ch->caps.max_send_wr; i++) {
-        ch->marks[i].cqe.done = rdma_sq_done;
+        ch->marks[i].cqe.done = xp_rdma_sq_done;
         ch->marks[i].ch = ch;
     }
     ch->sges = g_new0(VbSge, (size_t)(RDMA_WR_BATCH + 1) * ch->caps.max_send_sge);
@@ -277,8 +277,8 @@ RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
         goto fail_vb;
     }
     for (unsigned i = 0; i < RDMA_RECV_RING; i++) {
-        ch->recv[i] = (RdmaRecvSlot){ .cqe.done = rdma_recv_done, .ch = ch, .idx = i };
-        int ret = rdma_post_recv_slot(ch, i);
+        ch->recv[i] = (RdmaRecvSlot){ .cqe.done = xp_rdma_recv_done, .ch = ch, .idx = i };
+        int ret = xp_rdma_post_recv_slot(ch, i);
         if (ret != 0) {
             g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "post RECV for %s: %s", ch->peer,
                         g_strerror(-ret));
@@ -289,46 +289,46 @@ RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
     return ch;
 
 fail_vb:
-    rdma_propagate(error, local, NULL);
+    xp_rdma_propagate(error, local, NULL);
 fail:
     ch->id = NULL; /* the caller still owns id on failure */
     vb_qp_free(ch->qp);
     ch->qp = NULL;
-    rdma_channel_destroy(ch);
+    xp_rdma_channel_destroy(ch);
     return NULL;
 }
 
 /* With ch->lock held: progress until every posted WR completed, the channel left
  * ESTABLISHED (failed, shut down, peer gone, flushed) or deadline passed (-ETIMEDOUT). */
-int rdma_wait_sq_done(RdmaChannel *ch, gint64 deadline)
+int xp_rdma_wait_sq_done(RdmaChannel *ch, gint64 deadline)
 {
     while (ch->sq_done < ch->sq_posted && ch->state == RDMA_CH_ESTABLISHED) {
-        if (rdma_progress(ch, deadline) == -ETIMEDOUT && ch->sq_done < ch->sq_posted) {
+        if (xp_rdma_progress(ch, deadline) == -ETIMEDOUT && ch->sq_done < ch->sq_posted) {
             return -ETIMEDOUT;
         }
     }
     return 0;
 }
 
-int rdma_drain(XpChannel *xc, int timeout_ms)
+int xp_rdma_drain(XpChannel *xc, int timeout_ms)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
     gint64 deadline = timeout_ms < 0 ? -1
                                      : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     g_mutex_lock(&ch->lock);
-    int ret = rdma_wait_sq_done(ch, deadline);
+    int ret = xp_rdma_wait_sq_done(ch, deadline);
     if (ret == 0) {
-        ret = rdma_send_check(ch);
+        ret = xp_rdma_send_check(ch);
     }
     g_mutex_unlock(&ch->lock);
     return ret;
 }
 
-void rdma_shutdown(XpChannel *xc)
+void xp_rdma_shutdown(XpChannel *xc)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
     g_mutex_lock(&ch->lock);
-    rdma_ch_move(ch, RDMA_CH_SHUT); /* a FAILED channel stays FAILED, and is woken too */
+    xp_rdma_ch_move(ch, RDMA_CH_SHUT); /* a FAILED channel stays FAILED, and is woken too */
     g_mutex_unlock(&ch->lock);
     /* After the move: a poller that wakes from this sees the state. Both steps may repeat
      * harmlessly (the eventfd only counts up; a second disconnect fails with EINVAL). */
@@ -339,7 +339,7 @@ void rdma_shutdown(XpChannel *xc)
     vb_cm_disconnect(ch->id);
 }
 
-void rdma_close(XpChannel *xc)
+void xp_rdma_close(XpChannel *xc)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
     if (!ch) {
@@ -349,17 +349,17 @@ void rdma_close(XpChannel *xc)
     if (ch->state == RDMA_CH_ESTABLISHED) {
         /* Like a socket close: messages already sent still get delivered (their SENDs are
          * acknowledged, i.e. in the peer's CQ) before we disconnect. Bounded. */
-        rdma_wait_sq_done(ch, g_get_monotonic_time() + RDMA_CLOSE_DRAIN_MS * 1000);
+        xp_rdma_wait_sq_done(ch, g_get_monotonic_time() + RDMA_CLOSE_DRAIN_MS * 1000);
     }
-    bool disconnect = rdma_ch_state_disconnects(ch->state);
+    bool disconnect = xp_rdma_ch_state_disconnects(ch->state);
     g_mutex_unlock(&ch->lock);
     if (disconnect) {
         vb_cm_disconnect(ch->id);
     }
-    rdma_channel_destroy(ch);
+    xp_rdma_channel_destroy(ch);
 }
 
-const char *rdma_peer(XpChannel *xc)
+const char *xp_rdma_peer(XpChannel *xc)
 {
     return ((RdmaChannel *)xc)->peer;
 }
@@ -370,7 +370,7 @@ bool xp_rdma_channel_rc(XpChannel *xc, unsigned *retry, unsigned *rnr_retry,
     VbQpRc rc;
     GError *local = NULL;
     if (!vb_qp_query_rc(((RdmaChannel *)xc)->qp, &rc, &local)) {
-        rdma_propagate(error, local, NULL);
+        xp_rdma_propagate(error, local, NULL);
         return false;
     }
     *retry = rc.retry_count;
@@ -379,7 +379,7 @@ bool xp_rdma_channel_rc(XpChannel *xc, unsigned *retry, unsigned *rnr_retry,
     return true;
 }
 
-void rdma_counters(XpChannel *xc, XpCounters *out)
+void xp_rdma_counters(XpChannel *xc, XpCounters *out)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
     g_mutex_lock(&ch->lock);
@@ -387,17 +387,17 @@ void rdma_counters(XpChannel *xc, XpCounters *out)
     g_mutex_unlock(&ch->lock);
 }
 
-void rdma_inject_fault(XpChannel *xc, int err)
+void xp_rdma_inject_fault(XpChannel *xc, int err)
 {
     atomic_store(&((RdmaChannel *)xc)->inject, err);
 }
 
-void rdma_inject_completion_error(XpChannel *xc)
+void xp_rdma_inject_completion_error(XpChannel *xc)
 {
     atomic_store(&((RdmaChannel *)xc)->inject_bad_rkey, true);
 }
 
-const char *rdma_error_detail(XpChannel *xc)
+const char *xp_rdma_error_detail(XpChannel *xc)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
     g_mutex_lock(&ch->lock);

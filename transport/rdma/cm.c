@@ -15,7 +15,7 @@
 
 /* ------------------------------------------------------------------ connect */
 
-XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
+XpChannel *xp_rdma_connect(XpDomain *xd, const char *host, const char *port,
                         const void *hello, size_t hello_len, const XpOptions *opts,
                         GError **error)
 {
@@ -30,39 +30,39 @@ XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
     GError *local = NULL;
     g_autoptr(VbCmId) id = vb_cm_id_new(&local);
     /* --rdma-dev (with --rdma-port/--gid-index) chooses the source address; the checks in
-     * rdma_channel_new() then confirm rdma_cm routed through what was asked for */
+     * xp_rdma_channel_new() then confirm rdma_cm routed through what was asked for */
     if (!id || !vb_cm_resolve_from(id, host, port, o.rdma_dev, o.rdma_port, o.gid_index,
                                    timeout, -1, &local)) {
-        rdma_propagate(error, local, "rdma: ");
+        xp_rdma_propagate(error, local, "rdma: ");
         return NULL;
     }
-    RdmaChannel *ch = rdma_channel_new(d, id, &o, error);
+    RdmaChannel *ch = xp_rdma_channel_new(d, id, &o, error);
     if (!ch) {
         return NULL;
     }
     g_steal_pointer(&id);
     uint8_t pdata[RDMA_WIRE_PDATA_SIZE];
     uint8_t mark;
-    rdma_wire_pack_hello(hello, hello_len, pdata, &mark);
+    xp_rdma_wire_pack_hello(hello, hello_len, pdata, &mark);
     VbCmEvent rej;
     memset(&rej, 0, sizeof(rej));
     if (!vb_cm_connect(ch->id, pdata, sizeof(pdata), mark, timeout, -1, &rej, &local)) {
         if (g_error_matches(local, VB_ERROR, VB_ERROR_REJECTED)) {
             uint32_t status;
             char reason[XP_REASON_MAX + 1];
-            rdma_wire_unpack_reject(rej.private_data, rej.private_len, &status, reason);
+            xp_rdma_wire_unpack_reject(rej.private_data, rej.private_len, &status, reason);
             g_set_error(error, XP_ERROR, XP_ERROR_REJECTED,
                         "%s refused the connection: %s (status %u)", ch->peer,
                         reason[0] ? reason : "no reason given", status);
             g_error_free(local);
         } else {
-            rdma_propagate(error, local, "rdma: ");
+            xp_rdma_propagate(error, local, "rdma: ");
         }
-        rdma_channel_destroy(ch);
+        xp_rdma_channel_destroy(ch);
         return NULL;
     }
     g_mutex_lock(&ch->lock);
-    rdma_ch_move(ch, RDMA_CH_ESTABLISHED);
+    xp_rdma_ch_move(ch, RDMA_CH_ESTABLISHED);
     g_mutex_unlock(&ch->lock);
     return &ch->base;
 }
@@ -70,7 +70,7 @@ XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port,
 /* ------------------------------------------------------------------ listen / accept */
 
 
-void rdma_listener_close(XpListener *xl)
+void xp_rdma_listener_close(XpListener *xl)
 {
     RdmaListener *l = (RdmaListener *)xl;
     if (!l) {
@@ -84,7 +84,7 @@ void rdma_listener_close(XpListener *xl)
     g_free(l);
 }
 
-XpListener *rdma_listen(XpDomain *xd, const char *host, const char *port,
+XpListener *xp_rdma_listen(XpDomain *xd, const char *host, const char *port,
                         GError **error)
 {
     RdmaDomain *d = (RdmaDomain *)xd;
@@ -99,13 +99,13 @@ XpListener *rdma_listen(XpDomain *xd, const char *host, const char *port,
     }
     l->id = vb_cm_id_new(&local);
     if (!l->id || !vb_cm_listen(l->id, host, port, 64, &local)) {
-        rdma_propagate(error, local, "rdma: ");
+        xp_rdma_propagate(error, local, "rdma: ");
         goto fail;
     }
-    l->uri = rdma_uri_of(vb_cm_local_str(l->id));
+    l->uri = xp_rdma_uri_of(vb_cm_local_str(l->id));
     if (d->opts.rdma_dev) {
         /* A specific address is bound to a device now; a wildcard one is checked per
-         * connection (rdma_domain_bind). */
+         * connection (xp_rdma_domain_bind). */
         g_autoptr(VbDevice) dev = vb_device_from_cm_id(l->id, NULL);
         if (dev && strcmp(vb_device_name(dev), d->opts.rdma_dev) != 0) {
             g_set_error(error, XP_ERROR, XP_ERROR_NO_DEVICE,
@@ -116,16 +116,16 @@ XpListener *rdma_listen(XpDomain *xd, const char *host, const char *port,
     }
     return &l->base;
 fail:
-    rdma_listener_close(&l->base);
+    xp_rdma_listener_close(&l->base);
     return NULL;
 }
 
-const char *rdma_listener_uri(XpListener *xl)
+const char *xp_rdma_listener_uri(XpListener *xl)
 {
     return ((RdmaListener *)xl)->uri;
 }
 
-void rdma_listener_shutdown(XpListener *xl)
+void xp_rdma_listener_shutdown(XpListener *xl)
 {
     RdmaListener *l = (RdmaListener *)xl;
     uint64_t one = 1;
@@ -134,19 +134,19 @@ void rdma_listener_shutdown(XpListener *xl)
 }
 
 /* Refuse a connection request with status and reason in the reject private data. */
-static bool rdma_reject_reason(VbCmId *id, uint32_t status, const char *reason, GError **error)
+static bool xp_rdma_reject_reason(VbCmId *id, uint32_t status, const char *reason, GError **error)
 {
     uint8_t pdata[RDMA_WIRE_REJECT_MAX];
-    size_t len = rdma_wire_pack_reject(status, reason, pdata);
+    size_t len = xp_rdma_wire_pack_reject(status, reason, pdata);
     GError *local = NULL;
     if (!vb_cm_reject(id, pdata, len, &local)) {
-        rdma_propagate(error, local, "rdma: ");
+        xp_rdma_propagate(error, local, "rdma: ");
         return false;
     }
     return true;
 }
 
-XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
+XpChannel *xp_rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
                        GError **error)
 {
     RdmaListener *l = (RdmaListener *)xl;
@@ -166,7 +166,7 @@ XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hell
                             l->uri);
                 g_error_free(local);
             } else {
-                rdma_propagate(error, local, "rdma accept: ");
+                xp_rdma_propagate(error, local, "rdma accept: ");
             }
             return NULL;
         }
@@ -183,19 +183,19 @@ XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hell
         uint8_t h[RDMA_WIRE_PDATA_SIZE];
         size_t len;
         g_autoptr(GError) herr = NULL;
-        if (!rdma_wire_unpack_hello(ev.private_data, ev.private_len, ev.initiator_depth, h,
+        if (!xp_rdma_wire_unpack_hello(ev.private_data, ev.private_len, ev.initiator_depth, h,
                                     &len, &herr)) {
             g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), herr->message);
-            rdma_reject_reason(id, 1, herr->message, NULL);
+            xp_rdma_reject_reason(id, 1, herr->message, NULL);
             continue;
         }
         XpOptions o = l->dom->opts;
         GError *cerr = NULL;
-        RdmaChannel *ch = rdma_channel_new(l->dom, id, &o, &cerr);
+        RdmaChannel *ch = xp_rdma_channel_new(l->dom, id, &o, &cerr);
         if (!ch) {
             /* the connector learns why; for us it is one failed attempt (XP_ERROR_FAILED),
              * not the listener's end (XP_ERROR_NO_DEVICE is kept for DEVICE_REMOVAL) */
-            rdma_reject_reason(id, 1, cerr->message, NULL);
+            xp_rdma_reject_reason(id, 1, cerr->message, NULL);
             g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "%s: connection from %s: %s",
                         l->uri, vb_cm_peer_str(id), cerr->message);
             g_error_free(cerr);
@@ -208,19 +208,19 @@ XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hell
     }
 }
 
-bool rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GError **error)
+bool xp_rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GError **error)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
     GError *local = NULL;
     if (status == 0) {
         if (!vb_cm_accept(ch->id, NULL, 0, ch->timeout_ms, ch->wake_fd, &local)) {
-            rdma_propagate(error, local, "rdma: ");
+            xp_rdma_propagate(error, local, "rdma: ");
             return false;
         }
         g_mutex_lock(&ch->lock);
-        rdma_ch_move(ch, RDMA_CH_ESTABLISHED);
+        xp_rdma_ch_move(ch, RDMA_CH_ESTABLISHED);
         g_mutex_unlock(&ch->lock);
         return true;
     }
-    return rdma_reject_reason(ch->id, status, reason, error);
+    return xp_rdma_reject_reason(ch->id, status, reason, error);
 }

@@ -30,7 +30,7 @@ static int xp_code_of_vb(const GError *e)
 }
 
 /* Re-home a verbs error into XP_ERROR, keeping its message. */
-void rdma_propagate(GError **error, GError *vb_err, const char *prefix)
+void xp_rdma_propagate(GError **error, GError *vb_err, const char *prefix)
 {
     if (!vb_err) {
         return;
@@ -40,14 +40,14 @@ void rdma_propagate(GError **error, GError *vb_err, const char *prefix)
     g_error_free(vb_err);
 }
 
-char *rdma_uri_of(const char *hostport)
+char *xp_rdma_uri_of(const char *hostport)
 {
     return g_strdup_printf("rdma:%s", hostport);
 }
 
 /* ------------------------------------------------------------------ domain */
 
-XpDomain *rdma_domain_new(const XpOptions *opts, GError **error)
+XpDomain *xp_rdma_domain_new(const XpOptions *opts, GError **error)
 {
     RdmaDomain *d = g_new0(RdmaDomain, 1);
     d->base.ops = &xp_rdma_ops;
@@ -60,7 +60,7 @@ XpDomain *rdma_domain_new(const XpOptions *opts, GError **error)
     return &d->base;
 }
 
-void rdma_domain_free(XpDomain *xd)
+void xp_rdma_domain_free(XpDomain *xd)
 {
     RdmaDomain *d = (RdmaDomain *)xd;
     if (!d) {
@@ -74,13 +74,13 @@ void rdma_domain_free(XpDomain *xd)
 }
 
 /* With d->lock held: open the device (by name, else the first ACTIVE one) and a PD. */
-static bool rdma_domain_open_locked(RdmaDomain *d, VbCmId *id, GError **error)
+static bool xp_rdma_domain_open_locked(RdmaDomain *d, VbCmId *id, GError **error)
 {
     GError *local = NULL;
     g_autoptr(VbDevice) dev = id ? vb_device_from_cm_id(id, &local)
                                  : vb_device_open(d->opts.rdma_dev, &local);
     if (!dev) {
-        rdma_propagate(error, local, NULL);
+        xp_rdma_propagate(error, local, NULL);
         return false;
     }
     if (d->opts.rdma_dev && strcmp(d->opts.rdma_dev, vb_device_name(dev)) != 0) {
@@ -92,7 +92,7 @@ static bool rdma_domain_open_locked(RdmaDomain *d, VbCmId *id, GError **error)
     }
     VbPd *pd = vb_pd_new(dev, &local);
     if (!pd) {
-        rdma_propagate(error, local, NULL);
+        xp_rdma_propagate(error, local, NULL);
         return false;
     }
     d->dev = g_steal_pointer(&dev);
@@ -101,12 +101,12 @@ static bool rdma_domain_open_locked(RdmaDomain *d, VbCmId *id, GError **error)
 }
 
 /* A connection's device must be the session's: one PD serves all channels and regions. */
-bool rdma_domain_bind(RdmaDomain *d, VbCmId *id, GError **error)
+bool xp_rdma_domain_bind(RdmaDomain *d, VbCmId *id, GError **error)
 {
     g_mutex_lock(&d->lock);
     bool ok = true;
     if (!d->dev) {
-        ok = rdma_domain_open_locked(d, id, error);
+        ok = xp_rdma_domain_open_locked(d, id, error);
     } else if (!vb_device_is_cm_id_device(d->dev, id)) {
         g_autoptr(VbDevice) other = vb_device_from_cm_id(id, NULL);
         g_set_error(error, XP_ERROR, XP_ERROR_FAILED,
@@ -120,17 +120,17 @@ bool rdma_domain_bind(RdmaDomain *d, VbCmId *id, GError **error)
     return ok;
 }
 
-VbPd *rdma_domain_pd(RdmaDomain *d, GError **error)
+VbPd *xp_rdma_domain_pd(RdmaDomain *d, GError **error)
 {
     g_mutex_lock(&d->lock);
-    bool ok = d->pd || rdma_domain_open_locked(d, NULL, error);
+    bool ok = d->pd || xp_rdma_domain_open_locked(d, NULL, error);
     VbPd *pd = d->pd;
     g_mutex_unlock(&d->lock);
     return ok ? pd : NULL;
 }
 
 /* Address-chosen port/GID must agree with explicit overrides. */
-bool rdma_check_overrides(const XpOptions *o, VbCmId *id, GError **error)
+bool xp_rdma_check_overrides(const XpOptions *o, VbCmId *id, GError **error)
 {
     if (o->rdma_dev) {
         g_autoptr(VbDevice) dev = vb_device_from_cm_id(id, NULL);
@@ -150,7 +150,7 @@ bool rdma_check_overrides(const XpOptions *o, VbCmId *id, GError **error)
     if (o->gid_index >= 0) {
         GError *local = NULL;
         if (!vb_cm_check_gid_index(id, o->gid_index, &local)) {
-            rdma_propagate(error, local, NULL);
+            xp_rdma_propagate(error, local, NULL);
             return false;
         }
     }
@@ -161,30 +161,30 @@ const XpOps xp_rdma_ops = {
     .version = XP_OPS_VERSION,
     .name = "rdma",
     .caps = XP_CAP_PLACED_PAYLOAD | XP_CAP_REGIONS,
-    .domain_new = rdma_domain_new,
-    .domain_free = rdma_domain_free,
-    .listen = rdma_listen,
-    .listener_uri = rdma_listener_uri,
-    .accept = rdma_accept,
-    .answer = rdma_answer,
-    .listener_shutdown = rdma_listener_shutdown,
-    .listener_close = rdma_listener_close,
-    .connect = rdma_connect,
-    .send_msg = rdma_send_msg,
-    .recv_msg = rdma_recv_msg,
-    .shutdown = rdma_shutdown,
-    .close = rdma_close,
-    .peer = rdma_peer,
+    .domain_new = xp_rdma_domain_new,
+    .domain_free = xp_rdma_domain_free,
+    .listen = xp_rdma_listen,
+    .listener_uri = xp_rdma_listener_uri,
+    .accept = xp_rdma_accept,
+    .answer = xp_rdma_answer,
+    .listener_shutdown = xp_rdma_listener_shutdown,
+    .listener_close = xp_rdma_listener_close,
+    .connect = xp_rdma_connect,
+    .send_msg = xp_rdma_send_msg,
+    .recv_msg = xp_rdma_recv_msg,
+    .shutdown = xp_rdma_shutdown,
+    .close = xp_rdma_close,
+    .peer = xp_rdma_peer,
     .recv_payload = NULL, /* placed: payload lands by itself */
-    .region_register = rdma_region_register,
-    .region_deregister = rdma_region_deregister,
-    .region_export = rdma_region_export,
-    .remote_import = rdma_remote_import,
-    .remote_free = rdma_remote_free,
-    .counters = rdma_counters,
-    .inject_fault = rdma_inject_fault,
-    .drain = rdma_drain,
-    .inject_completion_error = rdma_inject_completion_error,
-    .error_detail = rdma_error_detail,
-    .region_budget = rdma_region_budget,
+    .region_register = xp_rdma_region_register,
+    .region_deregister = xp_rdma_region_deregister,
+    .region_export = xp_rdma_region_export,
+    .remote_import = xp_rdma_remote_import,
+    .remote_free = xp_rdma_remote_free,
+    .counters = xp_rdma_counters,
+    .inject_fault = xp_rdma_inject_fault,
+    .drain = xp_rdma_drain,
+    .inject_completion_error = xp_rdma_inject_completion_error,
+    .error_detail = xp_rdma_error_detail,
+    .region_budget = xp_rdma_region_budget,
 };

@@ -98,7 +98,7 @@ struct RdmaChannel {
     GMutex lock;
     GCond cond;           /* signalled when the poller finishes a round */
     bool polling;         /* one thread at a time sleeps on the fds for the others */
-    RdmaChState state;    /* moved only by rdma_ch_move() */
+    RdmaChState state;    /* moved only by xp_rdma_ch_move() */
     int err;              /* FAILED: the first fatal error (negative errno) */
     char *err_detail;     /* FAILED: what failed, e.g. a completion status */
 
@@ -143,75 +143,75 @@ typedef struct {
 /* ------------------------------------------------------------------ shared functions */
 
 /* domain.c: re-home a verbs error into XP_ERROR, keeping its message (frees vb_err). */
-void rdma_propagate(GError **error, GError *vb_err, const char *prefix);
-char *rdma_uri_of(const char *hostport);
-XpDomain *rdma_domain_new(const XpOptions *opts, GError **error);
-void rdma_domain_free(XpDomain *xd);
+void xp_rdma_propagate(GError **error, GError *vb_err, const char *prefix);
+char *xp_rdma_uri_of(const char *hostport);
+XpDomain *xp_rdma_domain_new(const XpOptions *opts, GError **error);
+void xp_rdma_domain_free(XpDomain *xd);
 /* A connection's device must be the session's: one PD serves all channels and regions. */
-bool rdma_domain_bind(RdmaDomain *d, VbCmId *id, GError **error);
-VbPd *rdma_domain_pd(RdmaDomain *d, GError **error);
+bool xp_rdma_domain_bind(RdmaDomain *d, VbCmId *id, GError **error);
+VbPd *xp_rdma_domain_pd(RdmaDomain *d, GError **error);
 /* Address-chosen port/GID must agree with explicit overrides. */
-bool rdma_check_overrides(const XpOptions *o, VbCmId *id, GError **error);
+bool xp_rdma_check_overrides(const XpOptions *o, VbCmId *id, GError **error);
 
 /* region.c */
-bool rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
+bool xp_rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
                           XpRegion **out, GError **error);
-bool rdma_region_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError **error);
-void rdma_region_deregister(XpRegion *xr);
-void rdma_region_export(XpRegion *xr, uint8_t desc[XP_REGION_DESC_SIZE]);
-bool rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
+bool xp_rdma_region_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError **error);
+void xp_rdma_region_deregister(XpRegion *xr);
+void xp_rdma_region_export(XpRegion *xr, uint8_t desc[XP_REGION_DESC_SIZE]);
+bool xp_rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
                         XpRemote **out, GError **error);
-void rdma_remote_free(XpRemote *r);
+void xp_rdma_remote_free(XpRemote *r);
 
 /* channel.c: lifecycle, completions common to both sides, progress */
-RdmaChannel *rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
+RdmaChannel *xp_rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
                               GError **error);
-void rdma_channel_destroy(RdmaChannel *ch);
+void xp_rdma_channel_destroy(RdmaChannel *ch);
 /* With ch->lock held: moves the channel to `to` when state.h's table allows it and says
  * whether it did; an event the state already implies is dropped (logged at debug level). */
-bool rdma_ch_move(RdmaChannel *ch, RdmaChState to);
+bool xp_rdma_ch_move(RdmaChannel *ch, RdmaChState to);
 /* With ch->lock held: shut down or failed, i.e. nothing is worth waiting for. */
-static inline bool rdma_ch_stopped(const RdmaChannel *ch)
+static inline bool xp_rdma_ch_stopped(const RdmaChannel *ch)
 {
     return ch->state == RDMA_CH_SHUT || ch->state == RDMA_CH_FAILED;
 }
 /* With ch->lock held: the first failure moves the channel to FAILED and records err/detail;
  * later ones are dropped. */
-void rdma_fail(RdmaChannel *ch, int err, const char *what, const char *detail);
-bool rdma_wc_ok(RdmaChannel *ch, const VbWc *wc, const char *what);
-int rdma_progress(RdmaChannel *ch, gint64 deadline);
-int rdma_wait_sq_done(RdmaChannel *ch, gint64 deadline);
-int rdma_poll_cq(RdmaChannel *ch);
-int rdma_take_fault(RdmaChannel *ch);
-int rdma_drain(XpChannel *xc, int timeout_ms);
-void rdma_shutdown(XpChannel *xc);
-void rdma_close(XpChannel *xc);
-const char *rdma_peer(XpChannel *xc);
-void rdma_counters(XpChannel *xc, XpCounters *out);
-void rdma_inject_fault(XpChannel *xc, int err);
-void rdma_inject_completion_error(XpChannel *xc);
-const char *rdma_error_detail(XpChannel *xc);
+void xp_rdma_fail(RdmaChannel *ch, int err, const char *what, const char *detail);
+bool xp_rdma_wc_ok(RdmaChannel *ch, const VbWc *wc, const char *what);
+int xp_rdma_progress(RdmaChannel *ch, gint64 deadline);
+int xp_rdma_wait_sq_done(RdmaChannel *ch, gint64 deadline);
+int xp_rdma_poll_cq(RdmaChannel *ch);
+int xp_rdma_take_fault(RdmaChannel *ch);
+int xp_rdma_drain(XpChannel *xc, int timeout_ms);
+void xp_rdma_shutdown(XpChannel *xc);
+void xp_rdma_close(XpChannel *xc);
+const char *xp_rdma_peer(XpChannel *xc);
+void xp_rdma_counters(XpChannel *xc, XpCounters *out);
+void xp_rdma_inject_fault(XpChannel *xc, int err);
+void xp_rdma_inject_completion_error(XpChannel *xc);
+const char *xp_rdma_error_detail(XpChannel *xc);
 
 /* send.c */
-void rdma_sq_done(VbCqe *cqe, const VbWc *wc);
-void rdma_unsignaled_done(VbCqe *cqe, const VbWc *wc);
-void rdma_maybe_return_credits(RdmaChannel *ch);
-int rdma_send_check(RdmaChannel *ch);
-int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
+void xp_rdma_sq_done(VbCqe *cqe, const VbWc *wc);
+void xp_rdma_unsignaled_done(VbCqe *cqe, const VbWc *wc);
+void xp_rdma_maybe_return_credits(RdmaChannel *ch);
+int xp_rdma_send_check(RdmaChannel *ch);
+int xp_rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
                   unsigned nsegs);
 
 /* recv.c */
-void rdma_recv_done(VbCqe *cqe, const VbWc *wc);
-int rdma_post_recv_slot(RdmaChannel *ch, unsigned idx);
-int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout_ms);
+void xp_rdma_recv_done(VbCqe *cqe, const VbWc *wc);
+int xp_rdma_post_recv_slot(RdmaChannel *ch, unsigned idx);
+int xp_rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout_ms);
 
 /* cm.c: connect, listen, accept, answer */
-XpChannel *rdma_connect(XpDomain *xd, const char *host, const char *port, const void *hello,
+XpChannel *xp_rdma_connect(XpDomain *xd, const char *host, const char *port, const void *hello,
                         size_t hello_len, const XpOptions *opts, GError **error);
-XpListener *rdma_listen(XpDomain *xd, const char *host, const char *port, GError **error);
-const char *rdma_listener_uri(XpListener *xl);
-XpChannel *rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
+XpListener *xp_rdma_listen(XpDomain *xd, const char *host, const char *port, GError **error);
+const char *xp_rdma_listener_uri(XpListener *xl);
+XpChannel *xp_rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
                        GError **error);
-bool rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GError **error);
-void rdma_listener_shutdown(XpListener *xl);
-void rdma_listener_close(XpListener *xl);
+bool xp_rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GError **error);
+void xp_rdma_listener_shutdown(XpListener *xl);
+void xp_rdma_listener_close(XpListener *xl);

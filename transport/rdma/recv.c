@@ -10,7 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
-int rdma_post_recv_slot(RdmaChannel *ch, unsigned idx)
+int xp_rdma_post_recv_slot(RdmaChannel *ch, unsigned idx)
 {
     VbSge sge = { .addr = (uintptr_t)(ch->recv_buf + (size_t)idx * XP_MSG_MAX),
                   .length = XP_MSG_MAX, .lkey = vb_mr_lkey(ch->recv_mr) };
@@ -22,36 +22,36 @@ int rdma_post_recv_slot(RdmaChannel *ch, unsigned idx)
 }
 
 /* A consumed RECV goes back to the peer: re-post it and owe the peer a credit. */
-static void rdma_repost(RdmaChannel *ch, unsigned idx)
+static void xp_rdma_repost(RdmaChannel *ch, unsigned idx)
 {
-    int ret = rdma_post_recv_slot(ch, idx);
+    int ret = xp_rdma_post_recv_slot(ch, idx);
     if (ret == 0) {
         ch->credits_owed++;
     } else if (ch->state == RDMA_CH_ESTABLISHED) {
-        rdma_fail(ch, ret, "re-post RECV", g_strerror(-ret));
+        xp_rdma_fail(ch, ret, "re-post RECV", g_strerror(-ret));
     } else {
-        rdma_ch_move(ch, RDMA_CH_FLUSHED); /* QP already in error: nothing more arrives */
+        xp_rdma_ch_move(ch, RDMA_CH_FLUSHED); /* QP already in error: nothing more arrives */
     }
 }
 
-void rdma_recv_done(VbCqe *cqe, const VbWc *wc)
+void xp_rdma_recv_done(VbCqe *cqe, const VbWc *wc)
 {
     RdmaRecvSlot *s = vb_container_of(cqe, RdmaRecvSlot, cqe);
     RdmaChannel *ch = s->ch;
     ch->recv_posted--;
-    if (!rdma_wc_ok(ch, wc, "receive")) {
+    if (!xp_rdma_wc_ok(ch, wc, "receive")) {
         if (wc->status == VB_WC_STATUS_FLUSH) {
-            rdma_ch_move(ch, RDMA_CH_FLUSHED);
+            xp_rdma_ch_move(ch, RDMA_CH_FLUSHED);
         }
         return;
     }
     if (wc->has_imm) {
         unsigned got;
         bool credit_only;
-        if (!rdma_wire_unpack_imm(wc->imm, &got, &credit_only)) {
+        if (!xp_rdma_wire_unpack_imm(wc->imm, &got, &credit_only)) {
             g_autofree char *why = g_strdup_printf("immediate data 0x%08x has reserved bits "
                                                    "set", wc->imm);
-            rdma_fail(ch, -EPROTO, "credit check", why);
+            xp_rdma_fail(ch, -EPROTO, "credit check", why);
             return;
         }
         if (ch->credits + got > RDMA_RECV_RING) {
@@ -59,12 +59,12 @@ void rdma_recv_done(VbCqe *cqe, const VbWc *wc)
             g_autofree char *why = g_strdup_printf("peer returned %u credits while we held %u "
                                                    "of its %u RECVs", got, ch->credits,
                                                    RDMA_RECV_RING);
-            rdma_fail(ch, -EPROTO, "credit check", why);
+            xp_rdma_fail(ch, -EPROTO, "credit check", why);
             return;
         }
         ch->credits += got;
         if (credit_only) {
-            rdma_repost(ch, s->idx);
+            xp_rdma_repost(ch, s->idx);
             return;
         }
     }
@@ -76,10 +76,10 @@ void rdma_recv_done(VbCqe *cqe, const VbWc *wc)
 
 /* ------------------------------------------------------------------ channel: receive */
 
-int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout_ms)
+int xp_rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout_ms)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
-    int inj = rdma_take_fault(ch);
+    int inj = xp_rdma_take_fault(ch);
     if (inj) {
         return -inj;
     }
@@ -110,8 +110,8 @@ int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout
             ch->ready_count--;
             ch->ctr.msgs_received++;
             ch->ctr.bytes_received += l;
-            rdma_repost(ch, idx);
-            rdma_maybe_return_credits(ch);
+            xp_rdma_repost(ch, idx);
+            xp_rdma_maybe_return_credits(ch);
             ret = 0;
             break;
         }
@@ -125,7 +125,7 @@ int rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int timeout
             break;
         }
         polled_once = true;
-        if (rdma_progress(ch, deadline) == -ETIMEDOUT && ch->ready_count == 0 &&
+        if (xp_rdma_progress(ch, deadline) == -ETIMEDOUT && ch->ready_count == 0 &&
             ch->state != RDMA_CH_FAILED && ch->state != RDMA_CH_FLUSHED) {
             ret = -ETIMEDOUT;
             break;

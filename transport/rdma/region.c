@@ -12,7 +12,7 @@
 
 /* ------------------------------------------------------------------ regions */
 
-bool rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
+bool xp_rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
                           XpRegion **out, GError **error)
 {
     RdmaDomain *d = (RdmaDomain *)xd;
@@ -21,7 +21,7 @@ bool rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
                     addr);
         return false;
     }
-    VbPd *pd = rdma_domain_pd(d, error);
+    VbPd *pd = xp_rdma_domain_pd(d, error);
     if (!pd) {
         return false;
     }
@@ -35,7 +35,7 @@ bool rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
     GError *local = NULL;
     VbMr *mr = vb_mr_reg(pd, addr, len, va, &local);
     if (!mr) {
-        rdma_propagate(error, local, NULL);
+        xp_rdma_propagate(error, local, NULL);
         return false;
     }
     RdmaRegion *r = g_new0(RdmaRegion, 1);
@@ -45,7 +45,7 @@ bool rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
     return true;
 }
 
-bool rdma_region_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError **error)
+bool xp_rdma_region_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError **error)
 {
     RdmaDomain *d = (RdmaDomain *)xd;
     if (d->opts.odp) {
@@ -55,13 +55,13 @@ bool rdma_region_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError 
     uint64_t per_channel = (uint64_t)(RDMA_RECV_RING + RDMA_SEND_BUFS) * XP_MSG_MAX;
     GError *local = NULL;
     if (!vb_memlock_check(bytes + (uint64_t)(channels + 1) * per_channel, &local)) {
-        rdma_propagate(error, local, NULL);
+        xp_rdma_propagate(error, local, NULL);
         return false;
     }
     return true;
 }
 
-void rdma_region_deregister(XpRegion *xr)
+void xp_rdma_region_deregister(XpRegion *xr)
 {
     RdmaRegion *r = (RdmaRegion *)xr;
     if (!r) {
@@ -71,18 +71,18 @@ void rdma_region_deregister(XpRegion *xr)
     g_free(r);
 }
 
-void rdma_region_export(XpRegion *xr, uint8_t desc[XP_REGION_DESC_SIZE])
+void xp_rdma_region_export(XpRegion *xr, uint8_t desc[XP_REGION_DESC_SIZE])
 {
     RdmaRegion *r = (RdmaRegion *)xr;
-    rdma_wire_pack_desc((uint64_t)(uintptr_t)vb_mr_addr(r->mr), vb_mr_rkey(r->mr), desc);
+    xp_rdma_wire_pack_desc((uint64_t)(uintptr_t)vb_mr_addr(r->mr), vb_mr_rkey(r->mr), desc);
 }
 
-bool rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
+bool xp_rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
                         XpRemote **out, GError **error)
 {
     uint64_t addr;
     uint32_t rkey;
-    if (!rdma_wire_unpack_desc(desc, len, &addr, &rkey, error)) {
+    if (!xp_rdma_wire_unpack_desc(desc, len, &addr, &rkey, error)) {
         return false;
     }
     RdmaRemote *r = g_new0(RdmaRemote, 1);
@@ -93,7 +93,7 @@ bool rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], u
     return true;
 }
 
-void rdma_remote_free(XpRemote *r)
+void xp_rdma_remote_free(XpRemote *r)
 {
     g_free(r);
 }

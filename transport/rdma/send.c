@@ -10,7 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
-void rdma_sq_done(VbCqe *cqe, const VbWc *wc)
+void xp_rdma_sq_done(VbCqe *cqe, const VbWc *wc)
 {
     RdmaSqMark *m = vb_container_of(cqe, RdmaSqMark, cqe);
     RdmaChannel *ch = m->ch;
@@ -19,21 +19,21 @@ void rdma_sq_done(VbCqe *cqe, const VbWc *wc)
         g_assert(ch->sbuf_busy > 0);
         ch->sbuf_busy--;
     }
-    rdma_wc_ok(ch, wc, "send");
+    xp_rdma_wc_ok(ch, wc, "send");
 }
 
-void rdma_unsignaled_done(VbCqe *cqe, const VbWc *wc)
+void xp_rdma_unsignaled_done(VbCqe *cqe, const VbWc *wc)
 {
     RdmaChannel *ch = vb_container_of(cqe, RdmaChannel, unsignaled_cqe);
-    rdma_wc_ok(ch, wc, "RDMA WRITE");
+    xp_rdma_wc_ok(ch, wc, "RDMA WRITE");
 }
 
-static int rdma_sq_free(RdmaChannel *ch)
+static int xp_rdma_sq_free(RdmaChannel *ch)
 {
     return (int)(ch->caps.max_send_wr - (unsigned)(ch->sq_posted - ch->sq_done));
 }
 
-static RdmaSqMark *rdma_mark(RdmaChannel *ch, uint64_t seq, bool uses_buf)
+static RdmaSqMark *xp_rdma_mark(RdmaChannel *ch, uint64_t seq, bool uses_buf)
 {
     RdmaSqMark *m = &ch->marks[seq % ch->caps.max_send_wr];
     m->seq = seq;
@@ -43,19 +43,19 @@ static RdmaSqMark *rdma_mark(RdmaChannel *ch, uint64_t seq, bool uses_buf)
 
 /* Return credits with a zero-length SEND when the peer may be starving. Keeps going without
  * it when there is no room: the next message carries them anyway. */
-void rdma_maybe_return_credits(RdmaChannel *ch)
+void xp_rdma_maybe_return_credits(RdmaChannel *ch)
 {
     if (ch->credits_owed < RDMA_RECV_RING / 2 || ch->credits < 1 ||
-        ch->state != RDMA_CH_ESTABLISHED || rdma_sq_free(ch) < 1) {
+        ch->state != RDMA_CH_ESTABLISHED || xp_rdma_sq_free(ch) < 1) {
         return;
     }
     uint64_t seq = ch->sq_posted + 1;
     VbWr w = { .opcode = VB_WR_SEND, .has_imm = true,
-               .imm = rdma_wire_pack_imm(ch->credits_owed, true), .signaled = true,
-               .cqe = &rdma_mark(ch, seq, false)->cqe };
+               .imm = xp_rdma_wire_pack_imm(ch->credits_owed, true), .signaled = true,
+               .cqe = &xp_rdma_mark(ch, seq, false)->cqe };
     int ret = vb_qp_post_list(ch->qp, &w, 1);
     if (ret != 0) {
-        rdma_fail(ch, ret, "post credit SEND", g_strerror(-ret));
+        xp_rdma_fail(ch, ret, "post credit SEND", g_strerror(-ret));
         return;
     }
     ch->sq_posted = seq;
@@ -68,7 +68,7 @@ void rdma_maybe_return_credits(RdmaChannel *ch)
 
 /* ------------------------------------------------------------------ channel: send */
 
-int rdma_send_check(RdmaChannel *ch)
+int xp_rdma_send_check(RdmaChannel *ch)
 {
     if (ch->state == RDMA_CH_FAILED) {
         return ch->err;
@@ -80,27 +80,27 @@ int rdma_send_check(RdmaChannel *ch)
 }
 
 /* Wait for `slots` free send-queue entries (and, if want_send, a credit and a buffer). */
-static int rdma_wait_send_room(RdmaChannel *ch, unsigned slots, bool want_send, bool want_buf)
+static int xp_rdma_wait_send_room(RdmaChannel *ch, unsigned slots, bool want_send, bool want_buf)
 {
     for (;;) {
-        int ret = rdma_send_check(ch);
+        int ret = xp_rdma_send_check(ch);
         if (ret) {
             return ret;
         }
-        bool ok = rdma_sq_free(ch) >= (int)slots;
+        bool ok = xp_rdma_sq_free(ch) >= (int)slots;
         /* Keep one credit back for a credit-only SEND, so two senders never deadlock. */
         ok = ok && (!want_send || ch->credits >= 2);
         ok = ok && (!want_buf || ch->sbuf_busy < RDMA_SEND_BUFS);
         if (ok) {
             return 0;
         }
-        rdma_progress(ch, -1);
+        xp_rdma_progress(ch, -1);
     }
 }
 
 /* Post the pending WRITEs (ch->wrs[0..nwr)) plus, if send is not NULL, that SEND after them,
  * as one chain. `more` says more WRITEs follow, so the last one must free slots. */
-static int rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool more)
+static int xp_rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool more)
 {
     unsigned n = ch->nwr + (send ? 1 : 0);
     if (n == 0) {
@@ -110,7 +110,7 @@ static int rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool more
         ch->since_signal++;
         bool last = i + 1 == ch->nwr;
         if (ch->since_signal >= RDMA_SIGNAL_EVERY || (last && more && !send)) {
-            ch->wrs[i].cqe = &rdma_mark(ch, ch->sq_posted + i + 1, false)->cqe;
+            ch->wrs[i].cqe = &xp_rdma_mark(ch, ch->sq_posted + i + 1, false)->cqe;
             ch->wrs[i].signaled = true;
             ch->since_signal = 0;
         } else {
@@ -120,14 +120,14 @@ static int rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool more
     }
     if (send) {
         /* Every message SEND is signaled: it frees its buffer and retires the WRITEs. */
-        send->cqe = &rdma_mark(ch, ch->sq_posted + n, send_uses_buf)->cqe;
+        send->cqe = &xp_rdma_mark(ch, ch->sq_posted + n, send_uses_buf)->cqe;
         send->signaled = true;
         ch->wrs[ch->nwr] = *send;
         ch->since_signal = 0;
     }
     int ret = vb_qp_post_list(ch->qp, ch->wrs, n);
     if (ret != 0) {
-        rdma_fail(ch, ret, "post send queue", g_strerror(-ret));
+        xp_rdma_fail(ch, ret, "post send queue", g_strerror(-ret));
         return ret;
     }
     ch->sq_posted += n;
@@ -139,7 +139,7 @@ static int rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool more
 }
 
 /* Append one piece (<= ch->max_wr_bytes) to the WRITE being built or start a new one. */
-static int rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, uint32_t lkey,
+static int xp_rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, uint32_t lkey,
                           uint64_t raddr, uint32_t rkey)
 {
     if (ch->nwr > 0) {
@@ -157,9 +157,9 @@ static int rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, ui
         }
     }
     if (ch->nwr == RDMA_WR_BATCH) {
-        int ret = rdma_wait_send_room(ch, ch->nwr, false, false);
+        int ret = xp_rdma_wait_send_room(ch, ch->nwr, false, false);
         if (ret == 0) {
-            ret = rdma_flush(ch, NULL, false, true);
+            ret = xp_rdma_flush(ch, NULL, false, true);
         }
         if (ret) {
             return ret;
@@ -173,17 +173,17 @@ static int rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, ui
     return 0;
 }
 
-static bool rdma_take_bad_rkey(RdmaChannel *ch)
+static bool xp_rdma_take_bad_rkey(RdmaChannel *ch)
 {
     return atomic_load_explicit(&ch->inject_bad_rkey, memory_order_relaxed) &&
            atomic_exchange(&ch->inject_bad_rkey, false);
 }
 
-int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
+int xp_rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
                   unsigned nsegs)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
-    int inj = rdma_take_fault(ch);
+    int inj = xp_rdma_take_fault(ch);
     if (inj) {
         return -inj;
     }
@@ -202,9 +202,9 @@ int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
         seg_bytes += segs[i].len;
     }
     /* test seam: a wrong rkey makes the peer's device refuse the WRITE (remote access error) */
-    uint32_t rkey_xor = nsegs && rdma_take_bad_rkey(ch) ? 0x5a5a5a5au : 0;
+    uint32_t rkey_xor = nsegs && xp_rdma_take_bad_rkey(ch) ? 0x5a5a5a5au : 0;
     g_mutex_lock(&ch->lock);
-    int ret = rdma_send_check(ch);
+    int ret = xp_rdma_send_check(ch);
     for (unsigned i = 0; ret == 0 && i < nsegs; i++) {
         const RdmaRemote *r = (const RdmaRemote *)segs[i].remote;
         uint32_t lkey = vb_mr_lkey(((const RdmaRegion *)segs[i].region)->mr);
@@ -212,18 +212,18 @@ int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
         uint64_t raddr = r->addr + segs[i].remote_offset;
         for (size_t off = 0; ret == 0 && off < segs[i].len;) {
             uint32_t piece = (uint32_t)MIN(segs[i].len - off, (size_t)ch->max_wr_bytes);
-            ret = rdma_add_piece(ch, a + off, piece, lkey, raddr + off, r->rkey ^ rkey_xor);
+            ret = xp_rdma_add_piece(ch, a + off, piece, lkey, raddr + off, r->rkey ^ rkey_xor);
             off += piece;
         }
     }
     bool inl = len > 0 && len <= ch->caps.max_inline;
     if (ret == 0) {
-        ret = rdma_wait_send_room(ch, ch->nwr + 1, true, !inl && len > 0);
+        ret = xp_rdma_wait_send_room(ch, ch->nwr + 1, true, !inl && len > 0);
     }
     if (ret == 0) {
         VbSge sge;
         VbWr send = { .opcode = VB_WR_SEND, .sge = &sge, .nsge = len > 0, .has_imm = true,
-                      .imm = rdma_wire_pack_imm(ch->credits_owed, false), .inline_data = inl };
+                      .imm = xp_rdma_wire_pack_imm(ch->credits_owed, false), .inline_data = inl };
         bool uses_buf = !inl && len > 0;
         if (inl) {
             sge = (VbSge){ .addr = (uintptr_t)msg, .length = (uint32_t)len };
@@ -233,7 +233,7 @@ int rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
             sge = (VbSge){ .addr = (uintptr_t)b, .length = (uint32_t)len,
                            .lkey = vb_mr_lkey(ch->send_mr) };
         }
-        ret = rdma_flush(ch, &send, uses_buf, false);
+        ret = xp_rdma_flush(ch, &send, uses_buf, false);
         if (ret == 0) {
             if (uses_buf) {
                 ch->sbuf_head = (ch->sbuf_head + 1) % RDMA_SEND_BUFS;

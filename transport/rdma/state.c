@@ -5,7 +5,7 @@
  */
 #include "state.h"
 
-const char *rdma_ch_state_str(RdmaChState s)
+const char *xp_rdma_ch_state_str(RdmaChState s)
 {
     static const char *const names[RDMA_CH_COUNT] = {
         [RDMA_CH_CONNECTING] = "CONNECTING",
@@ -18,7 +18,7 @@ const char *rdma_ch_state_str(RdmaChState s)
     return (unsigned)s < RDMA_CH_COUNT ? names[s] : "INVALID";
 }
 
-bool rdma_ch_state_allowed(RdmaChState from, RdmaChState to)
+bool xp_rdma_ch_state_allowed(RdmaChState from, RdmaChState to)
 {
     if ((unsigned)from >= RDMA_CH_COUNT || (unsigned)to >= RDMA_CH_COUNT ||
         from == RDMA_CH_FAILED) {
@@ -37,7 +37,7 @@ bool rdma_ch_state_allowed(RdmaChState from, RdmaChState to)
     }
 }
 
-bool rdma_ch_state_disconnects(RdmaChState s)
+bool xp_rdma_ch_state_disconnects(RdmaChState s)
 {
     return s != RDMA_CH_CONNECTING;
 }

@@ -27,13 +27,13 @@ typedef enum {
     RDMA_CH_COUNT,
 } RdmaChState;
 
-const char *rdma_ch_state_str(RdmaChState s);
+const char *xp_rdma_ch_state_str(RdmaChState s);
 /* Whether a channel in `from` may move to `to`. Moves only go towards the end: a later event
  * that a state already implies (DISCONNECTED after a flush, a flush after shutdown) is not a
  * legal move, and the caller ignores it. FAILED is reachable from every other state (an
  * error completion can arrive after shutdown too) and is final. */
-bool rdma_ch_state_allowed(RdmaChState from, RdmaChState to);
+bool xp_rdma_ch_state_allowed(RdmaChState from, RdmaChState to);
 /* Whether close() disconnects the cm_id: not for a channel still CONNECTING (it never
  * connected); a channel shut down while CONNECTING may be disconnected a second time, which
  * is harmless. */
-bool rdma_ch_state_disconnects(RdmaChState s);
+bool xp_rdma_ch_state_disconnects(RdmaChState s);

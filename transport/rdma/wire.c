@@ -20,7 +20,7 @@ enum {
 };
 G_STATIC_ASSERT(DESC_RESERVED + 4 == RDMA_WIRE_DESC_SIZE);
 
-void rdma_wire_pack_hello(const void *hello, size_t len, uint8_t pdata[RDMA_WIRE_PDATA_SIZE],
+void xp_rdma_wire_pack_hello(const void *hello, size_t len, uint8_t pdata[RDMA_WIRE_PDATA_SIZE],
                           uint8_t *mark)
 {
     g_assert(len <= RDMA_WIRE_PDATA_SIZE);
@@ -34,7 +34,7 @@ void rdma_wire_pack_hello(const void *hello, size_t len, uint8_t pdata[RDMA_WIRE
     }
 }
 
-bool rdma_wire_unpack_hello(const uint8_t *pdata, size_t pdata_len, unsigned mark, void *hello,
+bool xp_rdma_wire_unpack_hello(const uint8_t *pdata, size_t pdata_len, unsigned mark, void *hello,
                             size_t *len, GError **error)
 {
     /* The CM may present more bytes than were sent, never fewer: less is not our framing. */
@@ -56,7 +56,7 @@ bool rdma_wire_unpack_hello(const uint8_t *pdata, size_t pdata_len, unsigned mar
     return true;
 }
 
-size_t rdma_wire_pack_reject(uint32_t status, const char *reason,
+size_t xp_rdma_wire_pack_reject(uint32_t status, const char *reason,
                              uint8_t out[RDMA_WIRE_REJECT_MAX])
 {
     size_t rl = reason ? strnlen(reason, XP_REASON_MAX) : 0;
@@ -65,7 +65,7 @@ size_t rdma_wire_pack_reject(uint32_t status, const char *reason,
     return RDMA_WIRE_REJECT_HDR + rl;
 }
 
-void rdma_wire_unpack_reject(const uint8_t *pdata, size_t len, uint32_t *status,
+void xp_rdma_wire_unpack_reject(const uint8_t *pdata, size_t len, uint32_t *status,
                              char reason[XP_REASON_MAX + 1])
 {
     *status = 0;
@@ -79,13 +79,13 @@ void rdma_wire_unpack_reject(const uint8_t *pdata, size_t len, uint32_t *status,
     reason[rl] = '\0'; /* the CM pads with zeros: the text ends at the first NUL */
 }
 
-uint32_t rdma_wire_pack_imm(unsigned credits, bool credit_only)
+uint32_t xp_rdma_wire_pack_imm(unsigned credits, bool credit_only)
 {
     g_assert(credits <= RDMA_WIRE_IMM_CREDITS_MASK);
     return (credit_only ? RDMA_WIRE_IMM_CREDIT_ONLY : 0) | credits;
 }
 
-bool rdma_wire_unpack_imm(uint32_t imm, unsigned *credits, bool *credit_only)
+bool xp_rdma_wire_unpack_imm(uint32_t imm, unsigned *credits, bool *credit_only)
 {
     if (imm & RDMA_WIRE_IMM_RESERVED) {
         return false; /* always 0 from a v1 peer */
@@ -95,14 +95,14 @@ bool rdma_wire_unpack_imm(uint32_t imm, unsigned *credits, bool *credit_only)
     return true;
 }
 
-void rdma_wire_pack_desc(uint64_t addr, uint32_t rkey, uint8_t desc[RDMA_WIRE_DESC_SIZE])
+void xp_rdma_wire_pack_desc(uint64_t addr, uint32_t rkey, uint8_t desc[RDMA_WIRE_DESC_SIZE])
 {
     xp_put_le64(desc + DESC_ADDR, addr);
     xp_put_le32(desc + DESC_RKEY, rkey);
     xp_put_le32(desc + DESC_RESERVED, 0);
 }
 
-bool rdma_wire_unpack_desc(const uint8_t desc[RDMA_WIRE_DESC_SIZE], uint64_t len,
+bool xp_rdma_wire_unpack_desc(const uint8_t desc[RDMA_WIRE_DESC_SIZE], uint64_t len,
                            uint64_t *addr, uint32_t *rkey, GError **error)
 {
     uint32_t reserved = xp_get_le32(desc + DESC_RESERVED);
