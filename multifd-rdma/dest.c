@@ -543,7 +543,7 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
     }
     bool ok = true;
     if (++d->sync_count == d->nchan_expected) {
-        uint8_t body[8];
+        uint8_t body[MFR_SYNC_ACK_SIZE];
         mfr_wire_pack_u64(round, body);
         GError *err = NULL;
         if (!mfr_control_send(d->ctl, MFR_CTRL_SYNC_ACK, body, sizeof(body), &err)) {
@@ -584,7 +584,8 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
 {
     uint64_t round;
     uint64_t digest[MFR_MAX_BLOCKS];
-    uint32_t count = m->len == 16 ? 0 : d->ram.nblocks;
+    /* a COMPLETE without digests (verification off on the source) names no block */
+    uint32_t count = m->len == MFR_COMPLETE_HDR_SIZE ? 0 : d->ram.nblocks;
     if (!mfr_wire_unpack_complete(m->body, m->len, count, &round, digest, error)) {
         g_prefix_error(error, "destination: COMPLETE: ");
         return false;
@@ -608,7 +609,7 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
         }
     }
     d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
-    uint8_t body[8];
+    uint8_t body[MFR_COMPLETE_REPLY_SIZE];
     mfr_wire_pack_complete_reply(&r, body);
     /* done first: once the source has the reply it may close at once, and that must not
      * race our reader into reporting a lost connection */

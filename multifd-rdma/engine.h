@@ -12,6 +12,9 @@
 
 #include <stdatomic.h>
 
+/* The engine carries the transport's region descriptors in its messages unchanged. */
+G_STATIC_ASSERT(MFR_REGION_DESC_SIZE == XP_REGION_DESC_SIZE);
+
 G_BEGIN_DECLS
 
 #define MFR_LOG_DOMAIN "mfrdma"

@@ -689,7 +689,8 @@ static bool source_complete(MfrSource *s, uint64_t round, GError **error)
         count = s->nblocks;
     }
     uint8_t body[XP_MSG_MAX];
-    size_t len = mfr_wire_pack_complete(round, digest, count, body, sizeof(body) - 64);
+    size_t len = mfr_wire_pack_complete(round, digest, count, body,
+                                        sizeof(body) - MFR_CTRL_HDR_SIZE);
     g_assert(len);
     if (!mfr_control_send(s->ctl, MFR_CTRL_COMPLETE, body, len, error)) {
         return false;
