@@ -14,7 +14,6 @@
  * how many sends the kernel really left uncopied.
  */
 #include "bench.h"
-#include "xp.h"
 #include "xp-tcp.h"
 
 #include <errno.h>
