@@ -195,10 +195,52 @@ void xp_rdma_channel_destroy(RdmaChannel *ch)
     g_free(ch);
 }
 
+/* The send-queue marks and the WR/SGE batch sized by the QP's granted caps, the receive ring
+ * and the send buffers (one MR each), and every RECV posted. */
+static bool xp_rdma_channel_rings(RdmaChannel *ch, GError **error)
+{
+    GError *local = NULL;
+    ch->unsignaled_cqe.done = xp_rdma_unsignaled_done;
+    ch->marks = g_new0(RdmaSqMark, ch->caps.max_send_wr);
+    for (unsigned i = 0; i < ch->caps.max_send_wr; i++) {
+        ch->marks[i].cqe.done = xp_rdma_sq_done;
+        ch->marks[i].ch = ch;
+    }
+    ch->sges = g_new0(VbSge, (size_t)(RDMA_WR_BATCH + 1) * ch->caps.max_send_sge);
+    if (posix_memalign((void **)&ch->recv_buf, 4096, (size_t)RDMA_RECV_RING * XP_MSG_MAX) ||
+        posix_memalign((void **)&ch->send_buf, 4096, (size_t)RDMA_SEND_BUFS * XP_MSG_MAX)) {
+        g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "out of memory for %s buffers",
+                    ch->peer);
+        return false;
+    }
+    ch->recv_mr = vb_mr_reg(ch->dom->pd, ch->recv_buf, (size_t)RDMA_RECV_RING * XP_MSG_MAX,
+                            VB_ACCESS_LOCAL_WRITE, &local);
+    if (!ch->recv_mr) {
+        xp_rdma_propagate(error, local, NULL);
+        return false;
+    }
+    ch->send_mr = vb_mr_reg(ch->dom->pd, ch->send_buf, (size_t)RDMA_SEND_BUFS * XP_MSG_MAX, 0,
+                            &local);
+    if (!ch->send_mr) {
+        xp_rdma_propagate(error, local, NULL);
+        return false;
+    }
+    for (unsigned i = 0; i < RDMA_RECV_RING; i++) {
+        ch->recv[i] = (RdmaRecvSlot){ .cqe.done = xp_rdma_recv_done, .ch = ch, .idx = i };
+        int ret = xp_rdma_post_recv_slot(ch, i);
+        if (ret != 0) {
+            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "post RECV for %s: %s", ch->peer,
+                        g_strerror(-ret));
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Build the channel around a resolved (connector) or requested (acceptor) cm_id: CQ, QP on
  * the domain PD, buffers, and every RECV posted before the connection can carry a SEND. */
 RdmaChannel *xp_rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
-                              GError **error)
+                                 GError **error)
 {
     RdmaChannel *ch = g_new0(RdmaChannel, 1);
     ch->base.ops = &xp_rdma_ops;
@@ -253,37 +295,8 @@ RdmaChannel *xp_rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opt
                     ch->caps.max_send_wr, ch->caps.max_recv_wr);
         goto fail;
     }
-    ch->unsignaled_cqe.done = xp_rdma_unsignaled_done;
-    ch->marks = g_new0(RdmaSqMark, ch->caps.max_send_wr);
-    for (unsigned i = 0; i < ch->caps.max_send_wr; i++) {
-        ch->marks[i].cqe.done = xp_rdma_sq_done;
-        ch->marks[i].ch = ch;
-    }
-    ch->sges = g_new0(VbSge, (size_t)(RDMA_WR_BATCH + 1) * ch->caps.max_send_sge);
-    if (posix_memalign((void **)&ch->recv_buf, 4096, (size_t)RDMA_RECV_RING * XP_MSG_MAX) ||
-        posix_memalign((void **)&ch->send_buf, 4096, (size_t)RDMA_SEND_BUFS * XP_MSG_MAX)) {
-        g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "out of memory for %s buffers",
-                    ch->peer);
+    if (!xp_rdma_channel_rings(ch, error)) {
         goto fail;
-    }
-    ch->recv_mr = vb_mr_reg(d->pd, ch->recv_buf, (size_t)RDMA_RECV_RING * XP_MSG_MAX,
-                            VB_ACCESS_LOCAL_WRITE, &local);
-    if (!ch->recv_mr) {
-        goto fail_vb;
-    }
-    ch->send_mr = vb_mr_reg(d->pd, ch->send_buf, (size_t)RDMA_SEND_BUFS * XP_MSG_MAX, 0,
-                            &local);
-    if (!ch->send_mr) {
-        goto fail_vb;
-    }
-    for (unsigned i = 0; i < RDMA_RECV_RING; i++) {
-        ch->recv[i] = (RdmaRecvSlot){ .cqe.done = xp_rdma_recv_done, .ch = ch, .idx = i };
-        int ret = xp_rdma_post_recv_slot(ch, i);
-        if (ret != 0) {
-            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "post RECV for %s: %s", ch->peer,
-                        g_strerror(-ret));
-            goto fail;
-        }
     }
     ch->credits = RDMA_RECV_RING; /* the peer posted the same ring before connecting */
     return ch;

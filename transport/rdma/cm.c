@@ -16,8 +16,8 @@
 /* ------------------------------------------------------------------ connect */
 
 XpChannel *xp_rdma_connect(XpDomain *xd, const char *host, const char *port,
-                        const void *hello, size_t hello_len, const XpOptions *opts,
-                        GError **error)
+                           const void *hello, size_t hello_len, const XpOptions *opts,
+                           GError **error)
 {
     RdmaDomain *d = (RdmaDomain *)xd;
     if (hello_len > XP_HELLO_MAX) {
@@ -85,7 +85,7 @@ void xp_rdma_listener_close(XpListener *xl)
 }
 
 XpListener *xp_rdma_listen(XpDomain *xd, const char *host, const char *port,
-                        GError **error)
+                           GError **error)
 {
     RdmaDomain *d = (RdmaDomain *)xd;
     RdmaListener *l = g_new0(RdmaListener, 1);
@@ -147,7 +147,7 @@ static bool xp_rdma_reject_reason(VbCmId *id, uint32_t status, const char *reaso
 }
 
 XpChannel *xp_rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
-                       GError **error)
+                          GError **error)
 {
     RdmaListener *l = (RdmaListener *)xl;
     gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
@@ -184,7 +184,7 @@ XpChannel *xp_rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *h
         size_t len;
         g_autoptr(GError) herr = NULL;
         if (!xp_rdma_wire_unpack_hello(ev.private_data, ev.private_len, ev.initiator_depth, h,
-                                    &len, &herr)) {
+                                       &len, &herr)) {
             g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), herr->message);
             xp_rdma_reject_reason(id, 1, herr->message, NULL);
             continue;

@@ -155,17 +155,17 @@ bool xp_rdma_check_overrides(const XpOptions *o, VbCmId *id, GError **error);
 
 /* region.c */
 bool xp_rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
-                          XpRegion **out, GError **error);
+                             XpRegion **out, GError **error);
 bool xp_rdma_region_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError **error);
 void xp_rdma_region_deregister(XpRegion *xr);
 void xp_rdma_region_export(XpRegion *xr, uint8_t desc[XP_REGION_DESC_SIZE]);
 bool xp_rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
-                        XpRemote **out, GError **error);
+                           XpRemote **out, GError **error);
 void xp_rdma_remote_free(XpRemote *r);
 
 /* channel.c: lifecycle, completions common to both sides, progress */
 RdmaChannel *xp_rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opts,
-                              GError **error);
+                                 GError **error);
 void xp_rdma_channel_destroy(RdmaChannel *ch);
 /* With ch->lock held: moves the channel to `to` when state.h's table allows it and says
  * whether it did; an event the state already implies is dropped (logged at debug level). */
@@ -198,7 +198,7 @@ void xp_rdma_unsignaled_done(VbCqe *cqe, const VbWc *wc);
 void xp_rdma_maybe_return_credits(RdmaChannel *ch);
 int xp_rdma_send_check(RdmaChannel *ch);
 int xp_rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
-                  unsigned nsegs);
+                     unsigned nsegs);
 
 /* recv.c */
 void xp_rdma_recv_done(VbCqe *cqe, const VbWc *wc);
@@ -207,11 +207,11 @@ int xp_rdma_recv_msg(XpChannel *xc, void *buf, size_t cap, size_t *len, int time
 
 /* cm.c: connect, listen, accept, answer */
 XpChannel *xp_rdma_connect(XpDomain *xd, const char *host, const char *port, const void *hello,
-                        size_t hello_len, const XpOptions *opts, GError **error);
+                           size_t hello_len, const XpOptions *opts, GError **error);
 XpListener *xp_rdma_listen(XpDomain *xd, const char *host, const char *port, GError **error);
 const char *xp_rdma_listener_uri(XpListener *xl);
 XpChannel *xp_rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *hello_len,
-                       GError **error);
+                          GError **error);
 bool xp_rdma_answer(XpChannel *xc, uint32_t status, const char *reason, GError **error);
 void xp_rdma_listener_shutdown(XpListener *xl);
 void xp_rdma_listener_close(XpListener *xl);

@@ -13,7 +13,7 @@
 /* ------------------------------------------------------------------ regions */
 
 bool xp_rdma_region_register(XpDomain *xd, void *addr, size_t len, uint32_t access,
-                          XpRegion **out, GError **error)
+                             XpRegion **out, GError **error)
 {
     RdmaDomain *d = (RdmaDomain *)xd;
     if (len == 0) {
@@ -78,7 +78,7 @@ void xp_rdma_region_export(XpRegion *xr, uint8_t desc[XP_REGION_DESC_SIZE])
 }
 
 bool xp_rdma_remote_import(XpDomain *xd, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
-                        XpRemote **out, GError **error)
+                           XpRemote **out, GError **error)
 {
     uint64_t addr;
     uint32_t rkey;

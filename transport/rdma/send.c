@@ -140,7 +140,7 @@ static int xp_rdma_flush(RdmaChannel *ch, VbWr *send, bool send_uses_buf, bool m
 
 /* Append one piece (<= ch->max_wr_bytes) to the WRITE being built or start a new one. */
 static int xp_rdma_add_piece(RdmaChannel *ch, const uint8_t *addr, uint32_t len, uint32_t lkey,
-                          uint64_t raddr, uint32_t rkey)
+                             uint64_t raddr, uint32_t rkey)
 {
     if (ch->nwr > 0) {
         VbWr *w = &ch->wrs[ch->nwr - 1];
@@ -180,7 +180,7 @@ static bool xp_rdma_take_bad_rkey(RdmaChannel *ch)
 }
 
 int xp_rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *segs,
-                  unsigned nsegs)
+                     unsigned nsegs)
 {
     RdmaChannel *ch = (RdmaChannel *)xc;
     int inj = xp_rdma_take_fault(ch);

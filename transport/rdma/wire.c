@@ -21,7 +21,7 @@ enum {
 G_STATIC_ASSERT(DESC_RESERVED + 4 == RDMA_WIRE_DESC_SIZE);
 
 void xp_rdma_wire_pack_hello(const void *hello, size_t len, uint8_t pdata[RDMA_WIRE_PDATA_SIZE],
-                          uint8_t *mark)
+                             uint8_t *mark)
 {
     g_assert(len <= RDMA_WIRE_PDATA_SIZE);
     memset(pdata, 0, RDMA_WIRE_PDATA_SIZE);
@@ -35,7 +35,7 @@ void xp_rdma_wire_pack_hello(const void *hello, size_t len, uint8_t pdata[RDMA_W
 }
 
 bool xp_rdma_wire_unpack_hello(const uint8_t *pdata, size_t pdata_len, unsigned mark, void *hello,
-                            size_t *len, GError **error)
+                               size_t *len, GError **error)
 {
     /* The CM may present more bytes than were sent, never fewer: less is not our framing. */
     bool ok = pdata_len >= RDMA_WIRE_PDATA_SIZE;
@@ -57,7 +57,7 @@ bool xp_rdma_wire_unpack_hello(const uint8_t *pdata, size_t pdata_len, unsigned 
 }
 
 size_t xp_rdma_wire_pack_reject(uint32_t status, const char *reason,
-                             uint8_t out[RDMA_WIRE_REJECT_MAX])
+                                uint8_t out[RDMA_WIRE_REJECT_MAX])
 {
     size_t rl = reason ? strnlen(reason, XP_REASON_MAX) : 0;
     xp_put_le32(out + REJECT_STATUS, status);
@@ -66,7 +66,7 @@ size_t xp_rdma_wire_pack_reject(uint32_t status, const char *reason,
 }
 
 void xp_rdma_wire_unpack_reject(const uint8_t *pdata, size_t len, uint32_t *status,
-                             char reason[XP_REASON_MAX + 1])
+                                char reason[XP_REASON_MAX + 1])
 {
     *status = 0;
     reason[0] = '\0';
@@ -103,7 +103,7 @@ void xp_rdma_wire_pack_desc(uint64_t addr, uint32_t rkey, uint8_t desc[RDMA_WIRE
 }
 
 bool xp_rdma_wire_unpack_desc(const uint8_t desc[RDMA_WIRE_DESC_SIZE], uint64_t len,
-                           uint64_t *addr, uint32_t *rkey, GError **error)
+                              uint64_t *addr, uint32_t *rkey, GError **error)
 {
     uint32_t reserved = xp_get_le32(desc + DESC_RESERVED);
     if (reserved != 0) {

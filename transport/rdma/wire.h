@@ -39,21 +39,21 @@ G_STATIC_ASSERT(RDMA_WIRE_DESC_SIZE == XP_REGION_DESC_SIZE);
 /* The hello (len <= RDMA_WIRE_PDATA_SIZE) framed into the whole private data, and the mark
  * that must travel with it. */
 void xp_rdma_wire_pack_hello(const void *hello, size_t len, uint8_t pdata[RDMA_WIRE_PDATA_SIZE],
-                          uint8_t *mark);
+                             uint8_t *mark);
 /* The hello out of a CONNECT_REQUEST's private data (pdata_len bytes) and mark, into hello
  * (RDMA_WIRE_PDATA_SIZE bytes). Fails with "malformed hello (N bytes of private data, mark
  * M)" when there are fewer than 56 bytes, the mark is unknown, or a trailer length is >= 56. */
 bool xp_rdma_wire_unpack_hello(const uint8_t *pdata, size_t pdata_len, unsigned mark, void *hello,
-                            size_t *len, GError **error);
+                               size_t *len, GError **error);
 
 /* Reject private data for status and reason (cut at XP_REASON_MAX bytes, no NUL; NULL: none):
  * returns its length. */
 size_t xp_rdma_wire_pack_reject(uint32_t status, const char *reason,
-                             uint8_t out[RDMA_WIRE_REJECT_MAX]);
+                                uint8_t out[RDMA_WIRE_REJECT_MAX]);
 /* Status and NUL-terminated reason of a peer's reject. Never fails: a reject is a refusal
  * whatever its data says; with fewer than 4 bytes the status is 0 and the reason empty. */
 void xp_rdma_wire_unpack_reject(const uint8_t *pdata, size_t len, uint32_t *status,
-                             char reason[XP_REASON_MAX + 1]);
+                                char reason[XP_REASON_MAX + 1]);
 
 /* Immediate data of a SEND returning `credits` (<= the credits mask), credit-only or not. */
 uint32_t xp_rdma_wire_pack_imm(unsigned credits, bool credit_only);
@@ -65,6 +65,6 @@ void xp_rdma_wire_pack_desc(uint64_t addr, uint32_t rkey, uint8_t desc[RDMA_WIRE
 /* addr and rkey of a descriptor for a region of len bytes: reserved must be 0 and
  * addr + len must not wrap. */
 bool xp_rdma_wire_unpack_desc(const uint8_t desc[RDMA_WIRE_DESC_SIZE], uint64_t len,
-                           uint64_t *addr, uint32_t *rkey, GError **error);
+                              uint64_t *addr, uint32_t *rkey, GError **error);
 
 G_END_DECLS
