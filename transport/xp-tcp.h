@@ -7,7 +7,23 @@
 
 #include "xp.h"
 
+#include <sys/socket.h>
+
 G_BEGIN_DECLS
+
+#ifndef SO_ZEROCOPY
+#define SO_ZEROCOPY 60
+#endif
+#ifndef MSG_ZEROCOPY
+#define MSG_ZEROCOPY 0x4000000
+#endif
+
+/* The zerocopy policy, shared with bench/'s raw baseline so both send alike. Completions
+ * left pending before the sender reaps them: */
+#define XP_TCP_ZC_REAP_BATCH 32u
+/* After this many zerocopy sends in a row that the kernel copied anyway (loopback, a NIC
+ * without scatter-gather), stop asking: pinning and notifications are then pure overhead. */
+#define XP_TCP_ZC_GIVE_UP 256u
 
 extern const XpOps xp_tcp_ops;
 

@@ -110,7 +110,7 @@ int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *segs,
     }
     tcp_wire_pack_hdr((uint32_t)len, ch->sendhdr);
     if (ch->zerocopy && nsegs > 0 &&
-        atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed) < TCP_ZC_GIVE_UP) {
+        atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed) < XP_TCP_ZC_GIVE_UP) {
         /* The message must be free for reuse on return, so only the segments (stable until
          * close by contract) go zero copy; MSG_MORE keeps the two parts in one segment. */
         rc = tcp_send_elems(ch, msg, len, segs, 0, 2, MSG_MORE);
@@ -119,7 +119,7 @@ int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *segs,
         }
         /* Each pending completion holds socket option memory: do not let them pile up. */
         if (ch->zc_sent - atomic_load_explicit(&ch->zc_done, memory_order_relaxed) >=
-            TCP_ZC_REAP_BATCH) {
+            XP_TCP_ZC_REAP_BATCH) {
             tcp_zc_reap(ch);
         }
     } else {

@@ -22,12 +22,6 @@
 #ifndef IOV_MAX
 #define IOV_MAX 1024
 #endif
-#ifndef SO_ZEROCOPY
-#define SO_ZEROCOPY 60
-#endif
-#ifndef MSG_ZEROCOPY
-#define MSG_ZEROCOPY 0x4000000
-#endif
 
 /* One whole frame plus the length word of the next one (see tcp_recv_frame()). */
 #define TCP_RBUF_SIZE (TCP_WIRE_HDR_SIZE + XP_MSG_MAX + TCP_WIRE_HDR_SIZE)
@@ -35,11 +29,6 @@
  * 4 MiB leaves room for scheduling hiccups of the channel threads. */
 #define TCP_DATA_SOCKBUF (4 * 1024 * 1024)
 #define TCP_DEFAULT_TIMEOUT_MS 5000
-/* Zerocopy completions left pending before the sender reaps them. */
-#define TCP_ZC_REAP_BATCH 32u
-/* After this many zerocopy sends in a row that the kernel copied anyway (loopback, a NIC
- * without scatter-gather), stop asking: pinning and notifications are then pure overhead. */
-#define TCP_ZC_GIVE_UP 256u
 /* Keepalive: notice a dead peer in ~16 s even on a quiet data channel. */
 #define TCP_KA_IDLE_S 10
 #define TCP_KA_INTVL_S 2

@@ -51,11 +51,11 @@ unsigned tcp_zc_reap(TcpChannel *ch)
         if (copied) {
             /* The kernel had to copy after all (loopback, or a NIC without SG). */
             ch->ctr.zerocopy_copied += n;
-            if (run < TCP_ZC_GIVE_UP && run + n >= TCP_ZC_GIVE_UP) {
+            if (run < XP_TCP_ZC_GIVE_UP && run + n >= XP_TCP_ZC_GIVE_UP) {
                 g_debug("%s: the kernel copied the last %u zerocopy sends; sending with "
                         "copies from now on", ch->peer, run + n);
             }
-            run = MIN(run + n, TCP_ZC_GIVE_UP);
+            run = MIN(run + n, XP_TCP_ZC_GIVE_UP);
         } else {
             run = 0;
         }
