@@ -216,6 +216,7 @@ bool xp_channel_counters(XpChannel *ch, XpCounters *out);
 bool xp_inject_fault(XpChannel *ch, int err);
 bool xp_inject_completion_error(XpChannel *ch);
 
+/* --- data path: inline calls of the ops, 0 or -errno (see XpOps) --- */
 static inline int xp_send_msg(XpChannel *ch, const void *msg, size_t len, const XpSeg *segs,
                               unsigned nsegs)
 {
@@ -232,6 +233,7 @@ static inline int xp_recv_payload(XpChannel *ch, const struct iovec *iov, unsign
     return ch->ops->recv_payload(ch, iov, iovcnt);
 }
 
+/* --- channel and lifetime --- */
 /* 0 at once for a backend without drain (its sends fail synchronously). */
 int xp_channel_drain(XpChannel *ch, int timeout_ms);
 void xp_channel_shutdown(XpChannel *ch); /* NULL-safe */
