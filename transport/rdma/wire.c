@@ -61,7 +61,9 @@ size_t xp_rdma_wire_pack_reject(uint32_t status, const char *reason,
 {
     size_t rl = reason ? strnlen(reason, XP_REASON_MAX) : 0;
     xp_put_le32(out + REJECT_STATUS, status);
-    memcpy(out + REJECT_REASON, reason, rl);
+    if (rl) {
+        memcpy(out + REJECT_REASON, reason, rl); /* reason may be NULL: memcpy may not */
+    }
     return RDMA_WIRE_REJECT_HDR + rl;
 }
 
