@@ -103,7 +103,6 @@ static void xp_rdma_handle_cm_events(RdmaChannel *ch)
     }
 }
 
-
 /* With ch->lock held. One round of progress: poll the CQ; when idle, arm and sleep on the
  * completion channel, the CM channel and the wake fd until deadline (monotonic us, -1 =
  * forever). Only one thread sleeps on the fds; others wait for its round on ch->cond.

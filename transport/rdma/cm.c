@@ -69,7 +69,6 @@ XpChannel *xp_rdma_connect(XpDomain *xd, const char *host, const char *port,
 
 /* ------------------------------------------------------------------ listen / accept */
 
-
 void xp_rdma_listener_close(XpListener *xl)
 {
     RdmaListener *l = (RdmaListener *)xl;
