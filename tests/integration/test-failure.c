@@ -512,9 +512,11 @@ static void test_bad_region_timeout(gconstpointer data)
     TGuest *g = tguest_new(1, 2u << 20, 15);
     uint8_t token[16];
     ttoken(token, 5);
-    /* the same timeout on both sides: the destination's keepalives (every timeout / 4)
-     * must keep the source's liveness check quiet, so that the chunk wait is what ends it */
-    TDestOpts o = { .timeout_ms = 1000, .registration_chunk = 1u << 20,
+    /* the source's timeout bounds its chunk wait; the destination's is longer, so that its
+     * own wait for the channels cannot end the session first on a slow machine (its
+     * keepalives, at most 250 ms apart whatever its timeout, keep the source's liveness
+     * check quiet, so the chunk wait is what ends it) */
+    TDestOpts o = { .timeout_ms = 5000, .registration_chunk = 1u << 20,
                     .registration_threads = 1, .register_delay_ms = 2500 };
     TDest *t = tdest_start_opts(tc->listen_uri, token, &o);
     MfrSourceConfig cfg;
