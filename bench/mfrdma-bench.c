@@ -33,7 +33,7 @@ typedef enum {
     M_BASE_DST_CPU_GIB_FRESH, M_BASE_DST_CPU_GIB_FRESH_XREG, M_BASE_DST_CPU_GIB_WARM,
     M_BASE_SRC_REG_MS_GIB, M_BASE_DST_REG_MS_GIB, M_BASE_SRC_REG_CPU_GIB,
     M_BASE_DST_REG_CPU_GIB, M_BASE_ZC_SENDS, M_BASE_ZC_COPIED,
-    M_MEMCPY_WARM_GBS, M_MEMCPY_FRESH_GBS, M_ZERO_SCAN_GBS,
+    M_MEMCPY_WARM_GBS, M_MEMCPY_FRESH_GBS, M_ZERO_SCAN_GBS, M_DIGEST_GBS,
     M_RATIO_GIBS, M_RATIO_GIBS_WARM, M_RATIO_WIRE, M_RATIO_SRC_CPU, M_RATIO_SRC_CPU_XREG,
     M_RATIO_DST_CPU, M_RATIO_DST_CPU_XREG, M_RATIO_SRC_REG, M_RATIO_DST_REG,
     M_RATIO_SRC_REG_CPU, M_RATIO_DST_REG_CPU, M_RATIO_ZERO_SCAN,
@@ -94,6 +94,7 @@ static const MetricInfo metrics[M_COUNT] = {
     [M_MEMCPY_WARM_GBS] = { "memcpy_warm_gb_s", "one thread, GB/s (1e9)" },
     [M_MEMCPY_FRESH_GBS] = { "memcpy_fresh_gb_s", "one thread into never-touched memory" },
     [M_ZERO_SCAN_GBS] = { "zero_scan_gb_s", "mfr_buffer_is_zero per 4 KiB page, one thread" },
+    [M_DIGEST_GBS] = { "digest_gb_s", "mfr_digest (verification) over 32 MiB, one thread" },
     [M_RATIO_GIBS] = { "ratio_gib_s", "gib_s_ram / base_gib_s_fresh" },
     [M_RATIO_GIBS_WARM] = { "ratio_gib_s_warm", "gib_s_ram / base_gib_s_warm" },
     [M_RATIO_WIRE] = { "ratio_gib_s_wire", "gib_s_wire / base_gib_s_fresh" },
@@ -277,6 +278,20 @@ static double measure_zero_scan(const uint8_t *zero)
         t = bench_now_s() - t0;
     } while (t < 0.1);
     g_assert(hits == bytes / 4096); /* the buffer is zero: every page must say so */
+    return bytes / t / 1e9;
+}
+
+/* The verification digest's rate: what cfg.verify costs per GB on each side. */
+static double measure_digest(const uint8_t *buf)
+{
+    double t0 = bench_now_s(), t;
+    uint64_t bytes = 0, acc = 0;
+    do {
+        acc += mfr_digest(buf, ZERO_SCAN_BYTES);
+        bytes += ZERO_SCAN_BYTES;
+        t = bench_now_s() - t0;
+    } while (t < 0.1);
+    g_assert(acc != 0 || bytes == 0); /* keeps the calls */
     return bytes / t / 1e9;
 }
 
@@ -477,6 +492,7 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
     v[M_MEMCPY_WARM_GBS] = warm;
     v[M_MEMCPY_FRESH_GBS] = fresh;
     v[M_ZERO_SCAN_GBS] = measure_zero_scan(zero);
+    v[M_DIGEST_GBS] = measure_digest(zero);
 
     v[M_RATIO_GIBS] = ratio(v[M_GIBS_RAM], v[M_BASE_GIBS_FRESH]);
     v[M_RATIO_GIBS_WARM] = ratio(v[M_GIBS_RAM], v[M_BASE_GIBS_WARM]);

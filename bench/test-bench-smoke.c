@@ -218,13 +218,13 @@ static const char *const figures[] = {
     "src_reg_cpu_s_per_gib", "dst_reg_cpu_s_per_gib", "base_gib_s_fresh", "base_gib_s_warm",
     "base_src_cpu_s_per_gib", "base_src_cpu_s_per_gib_excl_reg", "base_dst_cpu_s_per_gib_fresh",
     "base_dst_cpu_s_per_gib_fresh_excl_reg", "base_dst_cpu_s_per_gib_warm", "memcpy_warm_gb_s",
-    "memcpy_fresh_gb_s", "zero_scan_gb_s", "ratio_gib_s", "ratio_gib_s_warm", "ratio_gib_s_wire",
-    "ratio_zero_scan",
+    "memcpy_fresh_gb_s", "zero_scan_gb_s", "digest_gb_s", "ratio_gib_s", "ratio_gib_s_warm",
+    "ratio_gib_s_wire", "ratio_zero_scan",
 };
 /* Figures that must be > 0 in every case (setup/downtime can round to 0 on tiny guests). */
 static const char *const positive[] = {
     "total_ms", "transfer_ms", "rounds", "gib_s_ram", "gib_s_wire", "base_gib_s_fresh",
-    "base_gib_s_warm", "memcpy_warm_gb_s", "memcpy_fresh_gb_s", "zero_scan_gb_s",
+    "base_gib_s_warm", "memcpy_warm_gb_s", "memcpy_fresh_gb_s", "zero_scan_gb_s", "digest_gb_s",
     "ratio_gib_s", "ratio_gib_s_warm", "ratio_gib_s_wire", "ratio_zero_scan",
 };
 /* Registration exists only on rdma: on tcp the raw side has none (null) and the ratios too. */

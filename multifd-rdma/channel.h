@@ -61,8 +61,9 @@ struct MfrSendChannel {
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
 };
 
+/* Takes ownership of xp (closed on failure); starts the channel's thread. */
 MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
-                                     sem_t *ready);
+                                     sem_t *ready, GError **error);
 /* Swap *batch with the channel's spare batch and wake it. The channel must be idle. */
 void mfr_send_channel_hand(MfrSendChannel *c, MfrBatch **batch);
 /* The first idle channel at or after *rr, wrapping; *rr moves past it so that the next pick,
@@ -105,6 +106,19 @@ typedef struct MfrRecvChannel MfrRecvChannel;
  * once every channel did. Returns false if the round is not the one being synced. */
 typedef bool (*MfrSyncFn)(void *opaque, unsigned channel, uint64_t round);
 
+/* Test seam (mfr_dest_inject_hold()): channel `channel` holds the first data packet it
+ * receives, before landing it, until every other channel has finished a packet (landed
+ * its data or delivered its SYNC) after the hold began; shared by the session's channels. */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    unsigned channel;
+    unsigned nchan;      /* the session's channels, set before they start */
+    bool holding;        /* the packet is held now or was */
+    bool released;
+    uint64_t finished;   /* bit per other channel that finished a packet while holding */
+} MfrRecvHold;
+
 struct MfrRecvChannel {
     unsigned index;
     XpChannel *xp;
@@ -112,6 +126,7 @@ struct MfrRecvChannel {
     GThread *thread;
     MfrSyncFn sync;
     void *sync_opaque;
+    MfrRecvHold *hold;     /* test seam, usually NULL; set before the thread starts */
     atomic_bool quit;
     uint64_t packet_num;   /* last accepted */
     uint64_t round;        /* round of the packets expected next */
@@ -121,8 +136,10 @@ struct MfrRecvChannel {
     struct iovec iov[MFR_MAX_PAGES_PER_PACKET];
 };
 
+/* Takes ownership of xp (closed on failure); starts the channel's thread. */
 MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
-                                     MfrSyncFn sync, void *sync_opaque);
+                                     MfrSyncFn sync, void *sync_opaque, MfrRecvHold *hold,
+                                     GError **error);
 /* The iovecs a packet's data pages land through (recv.c): pages adjacent in memory share one,
  * so they match the sender's segments one for one. Returns the iovec count. */
 unsigned mfr_recv_packet_layout(uint8_t *host, uint32_t page_size, const uint64_t *offsets,

@@ -30,6 +30,11 @@ static char wake_marker;
 
 #define MFR_CONTROL_TICK_MS 50
 #define MFR_CONTROL_KEEPALIVE_MAX_MS 250
+/* How long a reader whose session failed with an echo reads on for the peer's account. It
+ * ends as soon as that ERROR, or the peer's close, arrives: within a round trip after the
+ * peer's own failure. A peer silent for this long (link down, hung) cannot explain, and the
+ * echo stands. */
+#define MFR_CONTROL_ECHO_WAIT_MS 500
 
 const char *mfr_ctrl_type_str(MfrCtrlType t)
 {
@@ -132,6 +137,46 @@ static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
              e.text);
 }
 
+/* One message the reader received: validated, then a keepalive is dropped, the peer's
+ * ERROR/CANCEL fails the session and anything else is queued for the session's thread.
+ * False when the reader must stop. */
+static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t *rx_seq)
+{
+    MfrCtrlHdr h;
+    g_autoptr(GError) err = NULL;
+    if (!mfr_wire_unpack_ctrl_hdr(buf, len, &h, &err)) {
+        mfr_fail(c->fail, MFR_ERROR_PROTOCOL, "%s: control message from %s: %s", c->side,
+                 xp_channel_peer(c->ch), err->message);
+        return false;
+    }
+    if (h.seq != *rx_seq + 1) {
+        mfr_fail(c->fail, MFR_ERROR_PROTOCOL,
+                 "%s: control message from %s: sequence %u, expected %u", c->side,
+                 xp_channel_peer(c->ch), h.seq, *rx_seq + 1);
+        return false;
+    }
+    *rx_seq = h.seq;
+    if (h.type == MFR_CTRL_KEEPALIVE) {
+        return true;
+    }
+    MfrCtrlMsg *m = g_malloc(sizeof(*m) + h.length);
+    m->hdr = h;
+    m->len = h.length;
+    memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, h.length);
+    if (h.type == MFR_CTRL_ERROR || h.type == MFR_CTRL_CANCEL) {
+        control_fail_peer(c, m);
+        g_free(m);
+        return false;
+    }
+    if (h.type == MFR_CTRL_COMPLETE_REPLY) {
+        /* the session is over for the peer, which may close before our main thread
+         * dequeues this: its close must not read as a lost connection */
+        atomic_store(&c->done, true);
+    }
+    g_async_queue_push(c->queue, m);
+    return true;
+}
+
 static gpointer control_reader(gpointer opaque)
 {
     MfrControl *c = opaque;
@@ -145,19 +190,30 @@ static gpointer control_reader(gpointer opaque)
     int keepalive_ms = MAX(50, MIN((int)c->timeout_ms / 4, MFR_CONTROL_KEEPALIVE_MAX_MS));
     int tick_ms = MIN(keepalive_ms, MFR_CONTROL_TICK_MS);
     gint64 last_rx = g_get_monotonic_time();
+    gint64 echo_deadline = 0;
     uint32_t rx_seq = 0;
 
-    while (!atomic_load(&c->stop) && !mfr_failed(c->fail)) {
+    /* After a root failure the reader stops at the next tick. After an echo it reads on,
+     * for the peer's ERROR that will replace it, for a bounded time, and sends no more
+     * keepalives (a send could wait for credits a dead link never gives). */
+    while (!atomic_load(&c->stop) && !mfr_fail_settled(c->fail)) {
         gint64 now = g_get_monotonic_time();
+        if (mfr_failed(c->fail)) {
+            if (!echo_deadline) {
+                echo_deadline = now + MIN(c->timeout_ms, MFR_CONTROL_ECHO_WAIT_MS) * 1000LL;
+            } else if (now >= echo_deadline) {
+                break;
+            }
+        }
         if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
-            !atomic_load(&c->done)) {
+            !atomic_load(&c->done) && !mfr_failed(c->fail)) {
             g_mutex_lock(&c->send_lock);
             control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, NULL);
             g_mutex_unlock(&c->send_lock);
         }
         size_t len = 0;
         int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);
-        if (atomic_load(&c->stop) || mfr_failed(c->fail)) {
+        if (atomic_load(&c->stop) || mfr_fail_settled(c->fail)) {
             break;
         }
         if (r == -ETIMEDOUT) {
@@ -171,10 +227,13 @@ static gpointer control_reader(gpointer opaque)
             continue;
         }
         if (r < 0) {
-            if (!atomic_load(&c->done) && !mfr_failed(c->fail)) {
-                mfr_fail(c->fail, MFR_ERROR_TRANSPORT, "%s: control connection to %s lost: %s",
-                         c->side, xp_channel_peer(c->ch),
-                         r == -EPIPE ? "closed by peer" : g_strerror(-r));
+            if (!atomic_load(&c->done)) {
+                /* a peer that failed closes its end: its ERROR, if any, came before */
+                mfr_fail_echo(c->fail, g_error_new(MFR_ERROR, MFR_ERROR_TRANSPORT,
+                                                   "%s: control connection to %s lost: %s",
+                                                   c->side, xp_channel_peer(c->ch),
+                                                   r == -EPIPE ? "closed by peer"
+                                                               : g_strerror(-r)));
             }
             break;
         }
@@ -185,45 +244,17 @@ static gpointer control_reader(gpointer opaque)
             break;
         }
         last_rx = g_get_monotonic_time();
-        MfrCtrlHdr h;
-        g_autoptr(GError) err = NULL;
-        if (!mfr_wire_unpack_ctrl_hdr(buf, len, &h, &err)) {
-            mfr_fail(c->fail, MFR_ERROR_PROTOCOL, "%s: control message from %s: %s", c->side,
-                     xp_channel_peer(c->ch), err->message);
+        if (!control_take(c, buf, len, &rx_seq)) {
             break;
         }
-        if (h.seq != rx_seq + 1) {
-            mfr_fail(c->fail, MFR_ERROR_PROTOCOL,
-                     "%s: control message from %s: sequence %u, expected %u", c->side,
-                     xp_channel_peer(c->ch), h.seq, rx_seq + 1);
-            break;
-        }
-        rx_seq = h.seq;
-        if (h.type == MFR_CTRL_KEEPALIVE) {
-            continue;
-        }
-        MfrCtrlMsg *m = g_malloc(sizeof(*m) + h.length);
-        m->hdr = h;
-        m->len = h.length;
-        memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, h.length);
-        if (h.type == MFR_CTRL_ERROR || h.type == MFR_CTRL_CANCEL) {
-            control_fail_peer(c, m);
-            g_free(m);
-            break;
-        }
-        if (h.type == MFR_CTRL_COMPLETE_REPLY) {
-            /* the session is over for the peer, which may close before our main thread
-             * dequeues this: its close must not read as a lost connection */
-            atomic_store(&c->done, true);
-        }
-        g_async_queue_push(c->queue, m);
     }
     g_free(buf);
     c->reader_cpu_s = mfr_thread_cpu_s();
     return NULL;
 }
 
-MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side)
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side,
+                            GError **error)
 {
     MfrControl *c = g_new0(MfrControl, 1);
     c->ch = ch;
@@ -234,7 +265,14 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
     c->queue = g_async_queue_new();
     g_mutex_init(&c->send_lock);
     atomic_init(&c->last_tx_us, g_get_monotonic_time());
-    c->reader = g_thread_new("mfr-control", control_reader, c);
+    GError *terr = NULL;
+    c->reader = xp_thread_new("mfr-control", control_reader, c, &terr);
+    if (!c->reader) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "%s: %s", c->side, terr->message);
+        g_error_free(terr);
+        mfr_control_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -264,6 +302,13 @@ void mfr_control_wake(MfrControl *c)
 {
     if (c) {
         g_async_queue_push(c->queue, &wake_marker);
+    }
+}
+
+void mfr_control_settle(MfrControl *c)
+{
+    if (c && c->reader && mfr_failed(c->fail) && !mfr_fail_settled(c->fail)) {
+        g_thread_join(g_steal_pointer(&c->reader));
     }
 }
 

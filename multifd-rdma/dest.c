@@ -9,6 +9,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 struct MfrDest {
     MfrDestConfig cfg;
@@ -36,7 +38,8 @@ struct MfrDest {
     GMutex region_lock;      /* chunk_ready, chunk_sent: REGIONs leave in order per block */
     bool *chunk_ready;       /* chunks.total */
     uint32_t chunk_sent[MFR_MAX_BLOCKS];
-    bool inject_reg_fail;    /* test seams */
+    MfrRecvHold *hold;       /* test seams */
+    bool inject_reg_fail;
     unsigned inject_reg_delay_ms;
     unsigned inject_block;
     uint32_t inject_chunk;
@@ -55,33 +58,52 @@ struct MfrDest {
     GMutex sync_lock;
     uint64_t sync_round;     /* round whose SYNCs are being collected */
     unsigned sync_count;
+    double sync_transfer_ms; /* when the last round's barrier completed */
 
-    bool running;
-    MfrState state;          /* run() thread only */
+    /* Lifecycle: start() spawns `session`, which serves, releases everything and only then
+     * sets `ok` and signals event_fd; wait() joins it. Caller's thread only, except ok
+     * (written by the session thread before the eventfd write, read after the join). */
+    bool started;
+    GThread *session;
+    bool ok;
+    int event_fd;
+    MfrState state;          /* session thread only */
     double t_start;
+    /* written by the session thread; published to stats_pub under stats_lock after setup
+     * and at the end, so get_stats() from any thread reads one consistent snapshot */
     MfrStats stats;
+    MfrStats stats_pub;
     GMutex stats_lock;
 };
 
 /* ---------- failure ---------- */
 
-static void dest_on_fail(void *opaque, const GError *err)
+static void dest_on_fail(void *opaque, const GError *err, bool quiet)
 {
     MfrDest *d = opaque;
     g_mutex_lock(&d->lock);
     if (d->ctl) {
-        mfr_control_send_error(d->ctl, err);
+        if (!quiet) {
+            mfr_control_send_error(d->ctl, err);
+        }
         /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(d->ctl);
     }
-    for (unsigned i = 0; i < d->nchan; i++) {
+    for (unsigned i = 0; !quiet && i < d->nchan; i++) {
         xp_channel_shutdown(d->chan[i]->xp);
     }
-    if (d->listener) {
+    if (!quiet && d->listener) {
         xp_listener_shutdown(d->listener);
         atomic_store(&d->listener_down, true);
     }
     g_mutex_unlock(&d->lock);
+}
+
+static void dest_publish_stats(MfrDest *d)
+{
+    g_mutex_lock(&d->stats_lock);
+    d->stats_pub = d->stats;
+    g_mutex_unlock(&d->stats_lock);
 }
 
 /* ---------- setup ---------- */
@@ -117,6 +139,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
         return NULL;
     }
     MfrDest *d = g_new0(MfrDest, 1);
+    d->event_fd = -1;
     d->cfg = *cfg;
     d->cfg.timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 5000;
     d->cfg.max_channels = cfg->max_channels ? MIN(cfg->max_channels, MFR_MAX_CHANNELS)
@@ -133,6 +156,14 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     d->ram.fail = &d->fail;
     d->sync_round = 1;
     g_strlcpy(d->stats.transport, xp_ops_name(ops), sizeof(d->stats.transport));
+    d->stats_pub = d->stats;
+    d->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->event_fd < 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "destination: eventfd: %s",
+                    g_strerror(errno));
+        mfr_dest_free(d);
+        return NULL;
+    }
 
     XpOptions o;
     dest_xp_options(d, &o);
@@ -339,6 +370,9 @@ static bool dest_negotiate(MfrDest *d, GError **error)
     }
     d->caps = c;
     d->nchan_expected = c.channels;
+    if (d->hold) {
+        d->hold->nchan = c.channels; /* before any channel thread reads it */
+    }
     d->ram.page_size = c.page_size;
     d->ram.max_pages = c.max_pages_per_packet;
     uint8_t body[MFR_CAPS_SIZE];
@@ -552,8 +586,7 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
         }
         d->sync_count = 0;
         d->sync_round++;
-        d->stats.rounds = round;
-        d->stats.transfer_ms = (mfr_now_s() - d->t_start) * 1000 - d->stats.setup_ms;
+        d->sync_transfer_ms = (mfr_now_s() - d->t_start) * 1000;
     }
     g_mutex_unlock(&d->sync_lock);
     return ok;
@@ -569,8 +602,13 @@ static bool dest_open_channels(MfrDest *d, GError **error)
         if (!ch) {
             return false;
         }
+        MfrRecvChannel *c = mfr_recv_channel_new(h.channel_index, ch, &d->ram, dest_sync, d,
+                                                 d->hold, error);
+        if (!c) {
+            return false;
+        }
         g_mutex_lock(&d->lock);
-        d->chan[d->nchan++] = mfr_recv_channel_new(h.channel_index, ch, &d->ram, dest_sync, d);
+        d->chan[d->nchan++] = c;
         g_mutex_unlock(&d->lock);
         if (mfr_failed(&d->fail)) {
             xp_channel_shutdown(ch);
@@ -629,13 +667,14 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
 }
 
 /* Received bytes so far, as the channel threads count them (an estimate while they run). */
-static void dest_progress(MfrDest *d, MfrPhase phase)
+static void dest_progress(MfrDest *d)
 {
     if (!d->cfg.progress) {
         return;
     }
     double now = mfr_now_s();
-    MfrProgress p = { .phase = phase, .ram_bytes = d->stats.ram_bytes,
+    /* the destination cannot tell precopy from the switchover: both read as precopy */
+    MfrProgress p = { .phase = mfr_state_phase(d->state, true), .ram_bytes = d->stats.ram_bytes,
                       .elapsed_s = d->t_start ? now - d->t_start : 0 };
     g_mutex_lock(&d->sync_lock);
     p.round = d->sync_round;
@@ -666,8 +705,12 @@ static bool dest_serve(MfrDest *d, GError **error)
     }
     d->t_start = mfr_now_s();
     memcpy(d->session_id, h.session_id, sizeof(d->session_id));
+    MfrControl *ctl = mfr_control_new(ch, d->cfg.timeout_ms, &d->fail, MFR_SIDE_DEST, error);
+    if (!ctl) {
+        return false;
+    }
     g_mutex_lock(&d->lock);
-    d->ctl = mfr_control_new(ch, d->cfg.timeout_ms, &d->fail, MFR_SIDE_DEST);
+    d->ctl = ctl;
     mfr_control_track_state(d->ctl, &d->state);
     g_mutex_unlock(&d->lock);
     if (!mfr_state_move(&d->state, MFR_STATE_CONNECTED, error) ||
@@ -681,13 +724,14 @@ static bool dest_serve(MfrDest *d, GError **error)
         return false;
     }
     d->stats.setup_ms = (mfr_now_s() - d->t_start) * 1000;
+    dest_publish_stats(d);
     for (;;) {
         /* with a progress callback, wake ~10 times a second to call it */
         GError *rerr = NULL;
         g_autofree MfrCtrlMsg *m = mfr_control_recv(d->ctl, d->cfg.progress ? 100 : -1, &rerr);
         if (!m && !mfr_failed(&d->fail) && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
             g_clear_error(&rerr);
-            dest_progress(d, MFR_PHASE_PRECOPY);
+            dest_progress(d);
             continue;
         }
         if (!m) {
@@ -710,6 +754,9 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
 {
     MfrStats *st = &d->stats;
     st->total_ms = d->t_start ? (mfr_now_s() - d->t_start) * 1000 : 0;
+    /* the channel threads that wrote the sync fields are joined */
+    st->rounds = d->sync_round - 1;
+    st->transfer_ms = d->sync_transfer_ms ? d->sync_transfer_ms - st->setup_ms : 0;
     st->cpu_s = cpu_main + mfr_control_cpu_s(d->ctl) + d->reg_helper_cpu_s;
     double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
                         1e-6);
@@ -761,17 +808,21 @@ static void dest_join_registration(MfrDest *d)
     d->reg_helper_cpu_s = res.helper_cpu_s;
 }
 
-bool mfr_dest_run(MfrDest *d, GError **error)
+/* The session, on its own thread: serve, then tear down (channels joined, registrations
+ * gone), and only then say it is over, so no remote write lands after event_fd fires. */
+static gpointer dest_session_thread(gpointer opaque)
 {
-    g_return_val_if_fail(!d->running, false);
-    d->running = true;
+    MfrDest *d = opaque;
     double cpu0 = mfr_thread_cpu_s();
     GError *err = NULL;
     bool ok = dest_serve(d, &err);
     if (!ok) {
-        mfr_fail_set(&d->fail, err);
+        mfr_fail_set_result(&d->fail, err);
         d->state = MFR_STATE_FAILED;
     }
+    /* an echo as the session's error: the peer's own account may still be on its way */
+    mfr_control_settle(d->ctl);
+    mfr_fail_finalize(&d->fail);
     dest_join_registration(d);
     /* stop channel threads before reading their counters; no error is reported after this */
     for (unsigned i = 0; i < d->nchan; i++) {
@@ -784,23 +835,80 @@ bool mfr_dest_run(MfrDest *d, GError **error)
     g_mutex_lock(&d->lock);
     MfrControl *ctl = g_steal_pointer(&d->ctl);
     g_mutex_unlock(&d->lock);
-    g_mutex_lock(&d->stats_lock);
-    d->ctl = ctl;
-    dest_collect_stats(d, mfr_thread_cpu_s() - cpu0);
+    mfr_control_free(ctl); /* joins the reader, whose CPU time is known only then */
     d->ctl = NULL;
-    g_mutex_unlock(&d->stats_lock);
-    mfr_control_free(ctl);
-    dest_progress(d, ok ? MFR_PHASE_DONE : MFR_PHASE_FAILED);
+    dest_collect_stats(d, mfr_thread_cpu_s() - cpu0);
+    dest_publish_stats(d);
+    dest_progress(d);
     dest_release(d);
-    if (!ok) {
+    d->ok = ok;
+    uint64_t one = 1;
+    /* pairs with the join in mfr_dest_wait(); a full counter (never here) stays readable */
+    if (write(d->event_fd, &one, sizeof(one)) != sizeof(one)) {
+        g_warning("destination: eventfd write: %s", g_strerror(errno));
+    }
+    return NULL;
+}
+
+bool mfr_dest_start(MfrDest *d, GError **error)
+{
+    if (d->started) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "destination: mfr_dest_start() called twice (one session per MfrDest)");
+        return false;
+    }
+    d->started = true;
+    GError *terr = NULL;
+    d->session = xp_thread_new("mfr-dest", dest_session_thread, d, &terr);
+    if (!d->session) {
+        GError *e = g_error_new(MFR_ERROR, MFR_ERROR_FAILED, "destination: %s", terr->message);
+        g_error_free(terr);
+        mfr_fail_set_result(&d->fail, e);
+        mfr_fail_propagate(&d->fail, error);
+        uint64_t one = 1;
+        (void)!write(d->event_fd, &one, sizeof(one));
+        return false;
+    }
+    return true;
+}
+
+int mfr_dest_event_fd(MfrDest *d)
+{
+    return d->event_fd;
+}
+
+bool mfr_dest_wait(MfrDest *d, GError **error)
+{
+    if (!d->started) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "destination: mfr_dest_wait() before mfr_dest_start()");
+        return false;
+    }
+    if (d->session) {
+        g_thread_join(g_steal_pointer(&d->session));
+    }
+    if (!d->ok) {
         mfr_fail_propagate(&d->fail, error);
     }
-    return ok;
+    return d->ok;
+}
+
+void mfr_dest_set_token(MfrDest *d, const uint8_t token[16])
+{
+    /* the session thread reads the token from start() on */
+    g_return_if_fail(!d->started);
+    memcpy(d->cfg.token, token, sizeof(d->cfg.token));
+}
+
+bool mfr_dest_run(MfrDest *d, GError **error)
+{
+    return mfr_dest_start(d, error) && mfr_dest_wait(d, error);
 }
 
 void mfr_dest_cancel(MfrDest *d)
 {
-    mfr_fail(&d->fail, MFR_ERROR_CANCELLED, "destination: migration cancelled");
+    mfr_fail_set_first(&d->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "destination: migration cancelled"));
 }
 
 void mfr_dest_inject_register_failure(MfrDest *d, unsigned block, uint32_t chunk)
@@ -808,6 +916,24 @@ void mfr_dest_inject_register_failure(MfrDest *d, unsigned block, uint32_t chunk
     d->inject_reg_fail = true;
     d->inject_block = block;
     d->inject_chunk = chunk;
+}
+
+void mfr_dest_inject_hold(MfrDest *d, unsigned channel)
+{
+    d->hold = g_new0(MfrRecvHold, 1);
+    g_mutex_init(&d->hold->lock);
+    g_cond_init(&d->hold->cond);
+    d->hold->channel = channel;
+}
+
+void mfr_dest_hold_wait(MfrDest *d)
+{
+    MfrRecvHold *h = d->hold;
+    g_mutex_lock(&h->lock);
+    while (!h->holding) {
+        g_cond_wait(&h->cond, &h->lock);
+    }
+    g_mutex_unlock(&h->lock);
 }
 
 void mfr_dest_inject_register_delay(MfrDest *d, unsigned ms)
@@ -818,7 +944,7 @@ void mfr_dest_inject_register_delay(MfrDest *d, unsigned ms)
 void mfr_dest_get_stats(MfrDest *d, MfrStats *out)
 {
     g_mutex_lock(&d->stats_lock);
-    *out = d->stats;
+    *out = d->stats_pub;
     g_mutex_unlock(&d->stats_lock);
 }
 
@@ -826,6 +952,13 @@ void mfr_dest_free(MfrDest *d)
 {
     if (!d) {
         return;
+    }
+    if (d->session) {
+        mfr_dest_cancel(d);
+        g_thread_join(g_steal_pointer(&d->session));
+    }
+    if (d->event_fd >= 0) {
+        close(d->event_fd);
     }
     for (unsigned i = 0; i < d->nchan; i++) {
         mfr_recv_channel_free(d->chan[i]);
@@ -839,6 +972,11 @@ void mfr_dest_free(MfrDest *d)
     }
     g_free(d->regions);
     g_free(d->chunk_ready);
+    if (d->hold) {
+        g_mutex_clear(&d->hold->lock);
+        g_cond_clear(&d->hold->cond);
+        g_free(d->hold);
+    }
     for (unsigned i = 0; i < d->ram.nblocks; i++) {
         g_free(d->ram.received[i]);
     }

@@ -7,6 +7,7 @@
 
 #include "mfrdma.h"
 #include "state.h"
+#include "thread.h"
 #include "wire.h"
 #include "xp.h"
 
@@ -21,20 +22,35 @@ G_BEGIN_DECLS
 
 /* ---------- first error wins ---------- */
 
+/* The first error wins, with one exception decided explicitly, never by a blind wait: an
+ * error recorded as an *echo* (a symptom of the peer's failure: a connection it closed, a
+ * send that found it gone) ends the session too, but a root cause that arrives later
+ * (typically the peer's ERROR message, which the control reader keeps reading for:
+ * mfr_control_settle()) replaces it. Until then the echo is kept quiet: it wakes the
+ * session's threads but neither reports to the peer nor shuts the channels down, since that
+ * would race the peer's own account (its channels would see ours close and call it an echo
+ * in turn). */
 typedef struct MfrFail MfrFail;
 struct MfrFail {
     GMutex lock;
     GError *first;      /* owned; the error run() reports */
+    bool echo;          /* first is only an echo; under lock */
+    GError *replaced;   /* the echo a root cause replaced: kept until clear, since on_fail
+                         * may still be reading it */
+    bool loud;          /* on_fail ran for a root cause, or for the echo at finalize */
     atomic_bool failed; /* set once, never cleared */
-    /* Called once, outside the lock, after the first error: shut everything down so that no
-     * thread stays blocked (the session's channels, queues and semaphores). */
-    void (*on_fail)(void *opaque, const GError *err);
+    /* Called outside the lock. quiet (an echo, first error): wake every thread waiting on
+     * the session (queues, semaphores) so it sees the failure. Otherwise: report err to the
+     * peer and shut everything down, so that no thread stays blocked; that happens once,
+     * for the first root cause or for an echo finalized by mfr_fail_finalize(). */
+    void (*on_fail)(void *opaque, const GError *err, bool quiet);
     void *opaque;
 };
 
-void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *), void *opaque);
+void mfr_fail_init(MfrFail *f, void (*on_fail)(void *, const GError *, bool), void *opaque);
 void mfr_fail_clear(MfrFail *f);
-/* Takes ownership of err. Returns true when err became the first error. */
+/* Takes ownership of err, a root cause. Returns true when err became the first error (or
+ * replaced an echo). */
 bool mfr_fail_set(MfrFail *f, GError *err);
 /* printf-style shortcut for mfr_fail_set(g_error_new(MFR_ERROR, code, ...)). */
 bool mfr_fail(MfrFail *f, MfrErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
@@ -45,15 +61,29 @@ static inline bool mfr_failed(MfrFail *f)
 /* Copy of the first error (or a generic one) for run() to return. */
 void mfr_fail_propagate(MfrFail *f, GError **error);
 
-/* mfr_fail_set() for a failure that may be only the echo of the peer's (a send that found the
- * connection closed): first waits up to 500 ms for the peer's reported error to win. */
+/* mfr_fail_set() for a failure that may be only the echo of the peer's (a send or receive
+ * that found the connection closed): it fails the session at once, and a root cause still
+ * to come replaces it. */
 bool mfr_fail_echo(MfrFail *f, GError *err);
+/* For the user's cancel: the first error only when the session has none (a cancel of a
+ * session that is failing anyway must not hide why, nor settle an echo). */
+bool mfr_fail_set_first(MfrFail *f, GError *err);
+/* For the error a session step returned: a copy of the session's own error (the step saw
+ * the failure) is dropped, so it cannot turn an echo into a final verdict; anything else is
+ * a cause the step found (mfr_fail_set()). */
+bool mfr_fail_set_result(MfrFail *f, GError *err);
+/* Whether the session failed with a root cause (or an echo a root cause replaced): its
+ * error is final. */
+bool mfr_fail_settled(MfrFail *f);
+/* At teardown, after mfr_control_settle(): an echo that stayed the verdict gets the loud
+ * on_fail now (the peer hears of it, the channels shut down). No-op otherwise. */
+void mfr_fail_finalize(MfrFail *f);
 
-/* A transport error on a data channel is often only the echo of an error the peer reported
- * on the control connection a moment earlier; wait briefly so the precise one wins.
- * detail (may be NULL): the transport's own account (xp_channel_error_detail()), which says
- * more than err when there is one, e.g. the status of a failed work completion; being a
- * local cause, it is reported at once. */
+/* A transport error on a data channel. The peer closing the connection (-EPIPE, the
+ * transports' code for it) is an echo: the peer's ERROR on the control connection usually
+ * says why a moment later. Any other error, or one with a detail
+ * (xp_channel_error_detail(), may be NULL: the transport's own account, e.g. the status of
+ * a failed work completion), is a local root cause. */
 void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail);
 
 /* Range checks of the rdma knobs both configs share (MFR_ERROR_USAGE naming side and value);
@@ -161,15 +191,21 @@ typedef struct {
 
 typedef struct MfrControl MfrControl;
 
-/* Takes ownership of ch. The reader thread starts at once: it answers keepalives, turns
- * ERROR/CANCEL from the peer and silence longer than timeout_ms into failures of f, and
- * queues every other message for mfr_control_recv(). */
-MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side);
+/* Takes ownership of ch (closed on failure). The reader thread starts at once: it answers
+ * keepalives, turns ERROR/CANCEL from the peer and silence longer than timeout_ms into
+ * failures of f, and queues every other message for mfr_control_recv(). */
+MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side,
+                            GError **error);
 /* The owner's session state; mfr_control_recv() refuses messages it does not accept. Read
  * only by the thread that calls mfr_control_recv(), which is the one that moves it. */
 void mfr_control_track_state(MfrControl *c, const MfrState *state);
 /* Stop the reader and close the channel; errors after mfr_control_done() are not failures. */
 void mfr_control_free(MfrControl *c);
+/* At the end of a failed session, before mfr_control_done()/free(): when its error is only
+ * an echo, joins the reader, which reads on until the peer's own account (ERROR/CANCEL)
+ * replaces it, the connection ends, or MFR_CONTROL_ECHO_WAIT_MS (0.5 s, at most timeout_ms)
+ * passed since the failure. */
+void mfr_control_settle(MfrControl *c);
 /* From now on the connection closing is expected (migration finished). */
 void mfr_control_done(MfrControl *c);
 XpChannel *mfr_control_channel(MfrControl *c);
@@ -206,6 +242,15 @@ void mfr_dest_inject_register_failure(MfrDest *dst, unsigned block, uint32_t chu
  * slow would (seconds per GiB on some hosts), so a test can see the source send while the
  * destination still registers without migrating gigabytes. */
 void mfr_dest_inject_register_delay(MfrDest *dst, unsigned ms);
+
+/* Before start: destination channel `channel` holds the first data packet it receives,
+ * before landing it, until every other channel has finished a packet after it (landed data
+ * or delivered a SYNC): the slow channel of an ordering race, made deterministic. Over rdma
+ * the data of a packet lands before its header arrives, so this delays only stream
+ * transports. */
+void mfr_dest_inject_hold(MfrDest *dst, unsigned channel);
+/* Waits until the held channel holds its packet (after mfr_dest_inject_hold()). */
+void mfr_dest_hold_wait(MfrDest *dst);
 
 /* ---------- helpers ---------- */
 

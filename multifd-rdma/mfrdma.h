@@ -85,6 +85,11 @@ typedef struct {
     double throughput_bps;
 } MfrChannelStats;
 
+/* Filled by value by mfr_source_get_stats()/mfr_dest_get_stats(), so its layout (size and
+ * every offset) is part of those two functions' ABI: a release that changes it in any way,
+ * appending included, gives them a new symbol version in libmfrdma.map (the old version
+ * keeps filling the old layout) or bumps the soname. stats.c pins the size so a change
+ * cannot slip in unnoticed. Snapshots are consistent: see the get_stats functions. */
 typedef struct {
     double total_ms, setup_ms, downtime_ms, registration_ms, verify_ms;
     double transfer_ms;      /* end of setup to the last round's barrier */
@@ -101,7 +106,6 @@ typedef struct {
     unsigned channels;
     unsigned registration_threads; /* used for registration_ms (0 on tcp) */
     MfrChannelStats channel[64];
-    /* Appended after the fields above so their offsets stay put. */
     double registration_cpu_s; /* CPU of the registering thread during registration_ms; it is
                                 * part of cpu_s (first touch of fresh memory when pinning) */
     uint64_t zerocopy_sends;   /* source, tcp with zerocopy: sendmsg(MSG_ZEROCOPY) calls */
@@ -180,17 +184,70 @@ void mfr_dest_config_init(MfrDestConfig *cfg);
 typedef struct MfrSource MfrSource;
 typedef struct MfrDest MfrDest;
 
-/* Blocks and dirty ops must outlive the source. */
+/* Blocks and dirty ops must outlive the source. dirty may be NULL for a source driven
+ * step by step (below); mfr_source_run() then refuses with MFR_ERROR_USAGE. */
 MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
                           unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
                           GError **error);
-/* Runs the whole migration in the calling thread; false with the first error otherwise.
- * Source RAM is never written. */
+/* Runs the whole migration in the calling thread: start, rounds (harvest, queue the dirty
+ * bitmap, barrier) until the rest fits the downtime limit, stop(), a last round, complete.
+ * False with the first error otherwise. Source RAM is never written. */
 bool mfr_source_run(MfrSource *src, GError **error);
+
+/* ---- Stepwise source (since MFRDMA_0.2): the caller runs the rounds ----
+ * A hypervisor that keeps its own dirty tracking and convergence drives the session:
+ *   start; { queue_page()/queue_pages() per dirty page; barrier } ...;
+ *   stop the guest; mark_stopped; queue the rest; complete
+ * and on any error (or to cancel) abort. All calls except mfr_source_error(),
+ * mfr_source_cancel(), mfr_source_get_stats() and mfr_source_force_switchover() belong to
+ * one producer thread. Misuse (wrong order, a page outside its block) is MFR_ERROR_USAGE. */
+
+/* Connects, negotiates, announces the blocks, registers them and opens the channels; returns
+ * when pages may be queued (the destination may still be registering: pages of chunks it has
+ * not announced yet wait inside the hand-off, pipelined). A second call, or one after the
+ * session ended, is MFR_ERROR_USAGE. On failure the session is released already. */
+bool mfr_source_start(MfrSource *src, GError **error);
+/* Hot path, once per page: appends page `offset` (a byte offset in block `block`, a
+ * multiple of the migration page size) to the batch being filled. A full batch, or a page of
+ * another block, is handed to an idle channel (waiting while all are busy). Pages may come
+ * in any order and more than once. Returns 0; -EINVAL on misuse (block or offset out of
+ * range or unaligned, before start() or after the end: the session fails with
+ * MFR_ERROR_USAGE); after a failure -ECANCELED (cancelled), -ETIMEDOUT, or -EPIPE
+ * (anything else; mfr_source_error() has the cause). */
+int mfr_source_queue_page(MfrSource *src, unsigned block, uint64_t offset);
+/* npages contiguous pages from offset. Same returns. */
+int mfr_source_queue_pages(MfrSource *src, unsigned block, uint64_t offset, uint64_t npages);
+/* Every page whose bit is set in bitmap (bit i = page i of the block, 64 per word, LSB first,
+ * npages bits), clearing the bits; in page order, starting a new batch. Same returns. */
+int mfr_source_queue_bitmap(MfrSource *src, unsigned block, uint64_t *bitmap,
+                            uint64_t npages);
+/* Round barrier: returns once every page queued before the call is in destination memory
+ * (docs/protocol.md, "Round barrier"), so a page queued after it lands after every earlier
+ * copy of it, whatever channels carry them. Counts a round. False with the session's first
+ * error. */
+bool mfr_source_barrier(MfrSource *src, GError **error);
+/* Final barrier (when pages were queued since the last one), COMPLETE (with digests when
+ * cfg.verify) and the destination's reply; then releases the session (threads joined,
+ * registrations gone, stats final). False with the first error, released likewise. */
+bool mfr_source_complete(MfrSource *src, GError **error);
+/* Ends a session that will not complete: fails it with MFR_ERROR_CANCELLED unless it failed
+ * already, joins its threads and releases everything. Any time after new(); idempotent;
+ * nothing after a successful complete(). */
+void mfr_source_abort(MfrSource *src);
+/* True with a copy of the session's first error once it failed; false while it has not.
+ * Thread-safe. */
+bool mfr_source_error(MfrSource *src, GError **error);
+/* Index of the block named name (the order given to mfr_source_new()), or -1. */
+int mfr_source_block_index(MfrSource *src, const char *name);
+/* The caller stopped its workload (switchover): downtime counts from here to the final
+ * barrier. */
+void mfr_source_mark_stopped(MfrSource *src);
 /* Thread-safe; run() fails with MFR_ERROR_CANCELLED within the timeout. */
 void mfr_source_cancel(MfrSource *src);
 /* Thread-safe; the next round boundary switches over whatever remains. */
 void mfr_source_force_switchover(MfrSource *src);
+/* Thread-safe, any time: a consistent snapshot, taken at the end of start(), of every
+ * barrier and of the session (final after run()/complete()/abort()). */
 void mfr_source_get_stats(MfrSource *src, MfrStats *out);
 void mfr_source_free(MfrSource *src);
 
@@ -199,9 +256,30 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error);
 const char *mfr_dest_uri(MfrDest *dst);
 /* A block that an incoming announce must match (name, length, page size). */
 bool mfr_dest_add_block(MfrDest *dst, const MfrRamBlock *block, GError **error);
-/* Serves one migration; returns true after a verified (if requested) COMPLETE. */
+/* Serves one migration; returns true after a verified (if requested) COMPLETE:
+ * mfr_dest_start() + mfr_dest_wait(). */
 bool mfr_dest_run(MfrDest *dst, GError **error);
+
+/* ---- Stepwise destination (since MFRDMA_0.2) ---- */
+
+/* Serves one migration in library threads (accept the control connection and channels,
+ * negotiate, match or allocate blocks, register, receive) and returns at once. Blocks must
+ * have been added (or cfg.alloc_block set); a second call is MFR_ERROR_USAGE. */
+bool mfr_dest_start(MfrDest *dst, GError **error);
+/* An eventfd that becomes readable (and stays so) when the session has ended, successfully
+ * or not; poll it, never read it. Valid from mfr_dest_new() to mfr_dest_free(). */
+int mfr_dest_event_fd(MfrDest *dst);
+/* Waits for the session's end. True only when COMPLETE came after every channel's final
+ * SYNC, verification passed if the source asked for it, and no remote write can land any
+ * more (registrations gone, channels closed). False with the session's error otherwise
+ * (MFR_ERROR_USAGE before start()). May be called again: same answer. */
+bool mfr_dest_wait(MfrDest *dst, GError **error);
+/* Sets (or replaces) the token connecting sources must present; before mfr_dest_start() or
+ * mfr_dest_run(), so a token that arrives late (on a hypervisor's own stream) can be used. */
+void mfr_dest_set_token(MfrDest *dst, const uint8_t token[16]);
 void mfr_dest_cancel(MfrDest *dst);
+/* Thread-safe, any time: a consistent snapshot, taken after setup and at the session's end
+ * (final once mfr_dest_wait() returned or the eventfd fired). */
 void mfr_dest_get_stats(MfrDest *dst, MfrStats *out);
 /* Blocks as received (valid after run); n set to the count. */
 const MfrRamBlock *mfr_dest_blocks(MfrDest *dst, unsigned *n);

@@ -107,6 +107,40 @@ static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
     return 0;
 }
 
+/* ---------- hold seam ---------- */
+
+/* The held channel, before it lands its first data packet: waits for the others. Polls the
+ * quit flag and the failure latch, since nothing else would wake it at teardown. */
+static void recv_hold(MfrRecvChannel *c)
+{
+    MfrRecvHold *h = c->hold;
+    g_mutex_lock(&h->lock);
+    if (!h->holding) {
+        h->holding = true;
+        g_cond_broadcast(&h->cond);
+        uint64_t others = h->nchan >= 64 ? ~0ULL : (1ULL << h->nchan) - 1;
+        others &= ~(1ULL << c->index);
+        while ((h->finished & others) != others && !atomic_load(&c->quit) &&
+               !mfr_failed(c->ram->fail)) {
+            g_cond_wait_until(&h->cond, &h->lock, g_get_monotonic_time() + 50 * 1000);
+        }
+        h->released = true;
+    }
+    g_mutex_unlock(&h->lock);
+}
+
+/* Any other channel, after each packet it finished. */
+static void recv_hold_finished(MfrRecvChannel *c)
+{
+    MfrRecvHold *h = c->hold;
+    g_mutex_lock(&h->lock);
+    if (h->holding && !h->released) {
+        h->finished |= 1ULL << c->index;
+        g_cond_broadcast(&h->cond);
+    }
+    g_mutex_unlock(&h->lock);
+}
+
 /* ---------- thread ---------- */
 
 static gpointer recv_channel_thread(gpointer opaque)
@@ -143,12 +177,19 @@ static gpointer recv_channel_thread(gpointer opaque)
         c->packet_num = h.packet_num;
         c->stats.packets++;
         c->stats.wire_bytes += len + h.payload_len;
+        bool held = c->hold && c->hold->channel == c->index;
         if (h.flags & MFR_PACKET_SYNC) {
             if (!c->sync(c->sync_opaque, c->index, h.round)) {
                 break;
             }
             c->round++;
+            if (c->hold && !held) {
+                recv_hold_finished(c);
+            }
             continue;
+        }
+        if (held) {
+            recv_hold(c);
         }
         r = recv_channel_packet(c, &h);
         if (r < 0) {
@@ -160,6 +201,9 @@ static gpointer recv_channel_thread(gpointer opaque)
             }
             break;
         }
+        if (c->hold && !held) {
+            recv_hold_finished(c);
+        }
     }
     c->stats.busy_s = mfr_thread_cpu_s();
     return NULL;
@@ -168,7 +212,8 @@ static gpointer recv_channel_thread(gpointer opaque)
 /* ---------- lifetime ---------- */
 
 MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
-                                     MfrSyncFn sync, void *sync_opaque)
+                                     MfrSyncFn sync, void *sync_opaque, MfrRecvHold *hold,
+                                     GError **error)
 {
     MfrRecvChannel *c = g_new0(MfrRecvChannel, 1);
     c->index = index;
@@ -176,9 +221,18 @@ MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRam
     c->ram = ram;
     c->sync = sync;
     c->sync_opaque = sync_opaque;
+    c->hold = hold;
     c->round = 1;
     g_autofree char *name = g_strdup_printf("mfr-recv-%u", index);
-    c->thread = g_thread_new(name, recv_channel_thread, c);
+    GError *terr = NULL;
+    c->thread = xp_thread_new(name, recv_channel_thread, c, &terr);
+    if (!c->thread) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "destination: channel %u: %s", index,
+                    terr->message);
+        g_error_free(terr);
+        mfr_recv_channel_free(c);
+        return NULL;
+    }
     return c;
 }
 

@@ -82,7 +82,7 @@ static void register_parallel(MfrRegisterRun *run, unsigned threads, GThreadFunc
     unsigned started = 0;
     for (unsigned i = 1; i < threads; i++) {
         GError *err = NULL;
-        t[started] = g_thread_try_new("mfr-register", register_helper, &helper, &err);
+        t[started] = xp_thread_new("mfr-register", register_helper, &helper, &err);
         if (!t[started]) {
             g_clear_error(&err); /* fewer helpers only makes it slower */
             break;
@@ -296,7 +296,7 @@ MfrRegisterBg *mfr_register_chunks_start(const MfrRegisterChunksJob *job, GError
     bg->t0 = bg->t_end = mfr_now_s();
     for (unsigned i = 0; i < n; i++) {
         GError *err = NULL;
-        bg->t[bg->nthreads] = g_thread_try_new("mfr-register", chunk_worker, bg, &err);
+        bg->t[bg->nthreads] = xp_thread_new("mfr-register", chunk_worker, bg, &err);
         if (!bg->t[bg->nthreads]) {
             if (bg->nthreads == 0) {
                 g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED,

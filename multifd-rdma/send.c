@@ -136,7 +136,7 @@ static gpointer send_channel_thread(gpointer opaque)
 /* ---------- lifetime ---------- */
 
 MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRamView *ram,
-                                     sem_t *ready)
+                                     sem_t *ready, GError **error)
 {
     MfrSendChannel *c = g_new0(MfrSendChannel, 1);
     c->index = index;
@@ -146,7 +146,15 @@ MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRam
     c->batch = g_new0(MfrBatch, 1);
     sem_init(&c->go, 0, 0);
     g_autofree char *name = g_strdup_printf("mfr-send-%u", index);
-    c->thread = g_thread_new(name, send_channel_thread, c);
+    GError *terr = NULL;
+    c->thread = xp_thread_new(name, send_channel_thread, c, &terr);
+    if (!c->thread) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "source: channel %u: %s", index,
+                    terr->message);
+        g_error_free(terr);
+        mfr_send_channel_free(c);
+        return NULL;
+    }
     return c;
 }
 

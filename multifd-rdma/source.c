@@ -12,14 +12,25 @@
 #include <sys/random.h>
 
 struct MfrSource {
+    /* Producer hot path (mfr_source_queue_page()), together for one cache line or two:
+     * the batch being filled, and the gate its pages pass. q_room is the batch's capacity
+     * while pages may be queued and 0 otherwise, so one compare covers "started, not
+     * completed" as well as "batch full"; q_len and q_mask check the page against the
+     * batch's block. Producer thread only. */
+    MfrBatch *batch;
+    uint32_t q_room;
+    uint64_t q_len;
+    uint64_t q_mask;
+    MfrFail fail;
+
     MfrSourceConfig cfg;
     char *uri;
     MfrRamBlock *blocks;
     unsigned nblocks;
     double reg_helper_cpu_s; /* registration threads' CPU, beside the main thread's */
-    const MfrDirtyOps *dirty;
+    const MfrDirtyOps *dirty; /* NULL: stepwise use only */
     void *dirty_opaque;
-    uint64_t **bitmap;  /* per block: pages to send this round (engine-owned) */
+    uint64_t **bitmap;  /* per block: pages to send this round (run() only) */
     uint64_t *npages;   /* per block, in migration pages */
 
     const XpOps *ops;
@@ -34,39 +45,50 @@ struct MfrSource {
     uint32_t chunks_missing;
     uint8_t session_id[MFR_SESSION_ID_LEN];
 
-    MfrFail fail;
     GMutex lock;        /* guards ctl/chan publication against on_fail */
     MfrControl *ctl;
     MfrSendChannel **chan;
     unsigned nchan;
     sem_t ready;        /* idle channels */
     unsigned rr;        /* next channel to try (round-robin across rounds) */
-    MfrBatch *batch;    /* producer's batch being filled */
 
     atomic_bool force;
-    MfrState state;     /* migration thread only */
-    bool stopped;       /* dirty->stop() called */
-    bool running;
+    /* The session's lifecycle, producer thread only. state is the one truth of where the
+     * session is (the public phase derives from it); started and released bracket the
+     * resources: start() acquires, finish releases (threads joined, MRs deregistered). */
+    MfrState state;
+    bool started;
+    bool released;
+    uint64_t round;     /* round being queued: 1 + rounds barriered */
+    bool queued_since_barrier;
+    double t_stop;      /* mark_stopped(): when the workload stopped; 0 while it runs */
+    double cpu_s;       /* producer CPU inside start(), barrier() and complete() */
 
-    /* progress and stats, migration thread only (copied out under lock) */
+    /* progress (producer thread only) */
     MfrProgress prog;
     double t_start, t_last_prog, t_prog_bytes_at, prog_bytes_mark;
+    /* stats: written by the producer thread only; published to stats_pub under stats_lock
+     * at the end of start(), of every barrier and of the session, so get_stats() from any
+     * thread reads one consistent snapshot */
     MfrStats stats;
+    MfrStats stats_pub;
     GMutex stats_lock;
 };
 
 /* ---------- failure ---------- */
 
-static void source_on_fail(void *opaque, const GError *err)
+static void source_on_fail(void *opaque, const GError *err, bool quiet)
 {
     MfrSource *s = opaque;
     g_mutex_lock(&s->lock);
     if (s->ctl) {
-        mfr_control_send_error(s->ctl, err);
+        if (!quiet) {
+            mfr_control_send_error(s->ctl, err);
+        }
         /* the reader stops within a tick by itself; see mfr_control_free() */
         mfr_control_wake(s->ctl);
     }
-    for (unsigned i = 0; i < s->nchan; i++) {
+    for (unsigned i = 0; !quiet && i < s->nchan; i++) {
         if (s->chan[i]) {
             xp_channel_shutdown(s->chan[i]->xp);
         }
@@ -99,7 +121,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
                     nblocks, MFR_MAX_BLOCKS);
         return NULL;
     }
-    if (!dirty || !dirty->harvest || !dirty->stop) {
+    if (dirty && (!dirty->harvest || !dirty->stop)) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
                     "source: dirty tracking needs harvest() and stop()");
         return NULL;
@@ -184,6 +206,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     sem_init(&s->ready, 0, 0);
     mfr_fail_init(&s->fail, source_on_fail, s);
     s->batch = g_new0(MfrBatch, 1);
+    s->batch->block = UINT32_MAX; /* no block yet: the first page takes the slow path */
     if (getrandom(s->session_id, sizeof(s->session_id), 0) != sizeof(s->session_id)) {
         for (unsigned i = 0; i < sizeof(s->session_id); i++) {
             s->session_id[i] = (uint8_t)g_random_int();
@@ -194,6 +217,9 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
         s->prog.ram_bytes += blocks[i].length;
     }
     g_strlcpy(s->stats.transport, xp_ops_name(ops), sizeof(s->stats.transport));
+    s->stats_pub = s->stats;
+    s->round = 1;
+    s->q_mask = page_size - 1;
     return s;
 }
 
@@ -453,8 +479,12 @@ static bool source_open_channels(MfrSource *s, GError **error)
         if (!ch) {
             return false;
         }
+        MfrSendChannel *c = mfr_send_channel_new(i, ch, &s->ram, &s->ready, error);
+        if (!c) {
+            return false;
+        }
         g_mutex_lock(&s->lock);
-        s->chan[i] = mfr_send_channel_new(i, ch, &s->ram, &s->ready);
+        s->chan[i] = c;
         s->nchan = i + 1;
         g_mutex_unlock(&s->lock);
         sem_post(&s->ready);
@@ -468,7 +498,14 @@ static bool source_open_channels(MfrSource *s, GError **error)
     return true;
 }
 
-/* ---------- rounds ---------- */
+/* ---------- batches ---------- */
+
+static void source_publish_stats(MfrSource *s)
+{
+    g_mutex_lock(&s->stats_lock);
+    s->stats_pub = s->stats;
+    g_mutex_unlock(&s->stats_lock);
+}
 
 static void source_progress(MfrSource *s, bool force)
 {
@@ -487,6 +524,7 @@ static void source_progress(MfrSource *s, bool force)
     }
     s->t_last_prog = now;
     s->prog.elapsed_s = now - s->t_start;
+    s->prog.phase = mfr_state_phase(s->state, s->cfg.verify);
     s->cfg.progress(&s->prog, s->cfg.progress_opaque);
 }
 
@@ -504,7 +542,7 @@ MfrSendChannel *mfr_send_channel_pick(MfrSendChannel *const *chan, unsigned n, u
 }
 
 /* Hand the producer's batch to the next idle channel, round-robin. */
-static bool source_queue(MfrSource *s)
+static bool source_hand_off(MfrSource *s)
 {
     while (sem_wait(&s->ready) != 0 && errno == EINTR) {
     }
@@ -520,35 +558,167 @@ static bool source_queue(MfrSource *s)
     return !mfr_failed(&s->fail);
 }
 
+/* The chunk of the batch's highest page: queue_page() takes pages in any order. */
+static uint32_t source_batch_last_chunk(const MfrSource *s, const MfrBatch *b)
+{
+    uint64_t hi = 0;
+    for (uint32_t i = 0; i < b->npages; i++) {
+        hi = MAX(hi, b->offsets[i]);
+    }
+    return (uint32_t)(hi / s->chunks.layout[b->block].chunk_size);
+}
+
+/* Hands the batch being filled (if it has pages) to a channel; the producer continues with
+ * an empty one of the same block. False once the session failed (the latch has why). */
 static bool source_flush_batch(MfrSource *s)
 {
-    if (s->batch->npages == 0) {
-        return true;
+    MfrBatch *b = s->batch;
+    if (b->npages == 0) {
+        return !mfr_failed(&s->fail);
     }
-    uint64_t bytes = (uint64_t)s->batch->npages * s->ram.page_size;
+    uint32_t block = b->block;
+    uint64_t bytes = (uint64_t)b->npages * s->ram.page_size;
     if (s->chunks_missing) {
-        /* offsets ascend within a batch: its last page lies in its last chunk */
-        unsigned b = s->batch->block;
-        uint32_t last = (uint32_t)(s->batch->offsets[s->batch->npages - 1] /
-                                   s->chunks.layout[b].chunk_size);
         GError *err = NULL;
-        if (!source_wait_chunk(s, b, last, &err)) {
-            mfr_fail_set(&s->fail, err);
+        if (!source_wait_chunk(s, block, source_batch_last_chunk(s, b), &err)) {
+            mfr_fail_set_result(&s->fail, err);
             return false;
         }
     }
-    if (!source_queue(s)) {
+    b->flags = 0;
+    b->round = s->round;
+    if (!source_hand_off(s)) {
         return false;
     }
     if (s->stats.first_data_ms == 0) {
         s->stats.first_data_ms = MAX((mfr_now_s() - s->t_start) * 1000, 1e-3);
     }
+    s->batch->block = block;
     s->batch->npages = 0;
+    s->queued_since_barrier = true;
     s->prog.sent_bytes += bytes;
     s->prog.round_done += bytes;
-    s->prog.remaining_bytes = s->prog.round_bytes - s->prog.round_done;
+    s->prog.remaining_bytes = s->prog.round_bytes - MIN(s->prog.round_done, s->prog.round_bytes);
     source_progress(s, false);
     return true;
+}
+
+/* What queue_page() returns once the session failed: the first error's kind. */
+static int source_errno(MfrSource *s)
+{
+    int r = -EPIPE;
+    g_mutex_lock(&s->fail.lock);
+    if (s->fail.first && s->fail.first->domain == MFR_ERROR) {
+        switch (s->fail.first->code) {
+        case MFR_ERROR_CANCELLED: r = -ECANCELED; break;
+        case MFR_ERROR_USAGE: r = -EINVAL; break;
+        case MFR_ERROR_TIMEOUT: r = -ETIMEDOUT; break;
+        default: break;
+        }
+    }
+    g_mutex_unlock(&s->fail.lock);
+    return r;
+}
+
+/* Misuse of the hot path fails the session: a caller that queues wrong pages would
+ * otherwise migrate a guest with holes in it. */
+static int source_misuse(MfrSource *s, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static int source_misuse(MfrSource *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    mfr_fail(&s->fail, MFR_ERROR_USAGE, "source: %s", msg);
+    return -EINVAL;
+}
+
+/* Pages may be queued from start() until complete() or the first failure. */
+static int source_queue_check(MfrSource *s, unsigned block, uint64_t offset, uint64_t npages)
+{
+    if (s->state != MFR_STATE_PRECOPY && s->state != MFR_STATE_SWITCHOVER) {
+        if (mfr_failed(&s->fail)) {
+            return source_errno(s);
+        }
+        return source_misuse(s, "page queued %s",
+                             !s->started ? "before mfr_source_start()"
+                             : "after the session ended");
+    }
+    if (mfr_failed(&s->fail)) {
+        return source_errno(s);
+    }
+    if (block >= s->nblocks) {
+        return source_misuse(s, "page queued in block %u, the source has %u blocks", block,
+                             s->nblocks);
+    }
+    uint64_t len = s->blocks[block].length, ps = s->ram.page_size;
+    if (offset % ps || npages == 0 || offset >= len || npages > (len - offset) / ps) {
+        return source_misuse(s, "block '%s': %" G_GUINT64_FORMAT " pages at offset %"
+                             G_GUINT64_FORMAT " are not whole %" G_GUINT64_FORMAT
+                             "-byte pages within its %" G_GUINT64_FORMAT " bytes",
+                             s->blocks[block].name, npages, offset, ps, len);
+    }
+    return 0;
+}
+
+int mfr_source_queue_pages(MfrSource *s, unsigned block, uint64_t offset, uint64_t npages)
+{
+    int r = source_queue_check(s, block, offset, npages);
+    if (r < 0) {
+        return r;
+    }
+    MfrBatch *b = s->batch;
+    if (b->block != block) {
+        if (!source_flush_batch(s)) {
+            return source_errno(s);
+        }
+        b = s->batch;
+        b->block = block;
+        s->q_len = s->blocks[block].length;
+    }
+    for (uint64_t i = 0; i < npages; i++) {
+        if (b->npages == s->q_room) {
+            if (!source_flush_batch(s)) {
+                return source_errno(s);
+            }
+            b = s->batch;
+        }
+        b->offsets[b->npages++] = offset + i * s->ram.page_size;
+    }
+    return 0;
+}
+
+int mfr_source_queue_page(MfrSource *s, unsigned block, uint64_t offset)
+{
+    MfrBatch *b = s->batch;
+    /* the whole per-page cost when the batch has room: see the struct's comment */
+    if (G_LIKELY(block == b->block && b->npages < s->q_room && offset < s->q_len &&
+                 !(offset & s->q_mask) && !mfr_failed(&s->fail))) {
+        b->offsets[b->npages++] = offset;
+        return 0;
+    }
+    return mfr_source_queue_pages(s, block, offset, 1);
+}
+
+int mfr_source_queue_bitmap(MfrSource *s, unsigned block, uint64_t *bitmap, uint64_t npages)
+{
+    int r = source_queue_check(s, block, 0, MAX(npages, 1));
+    if (r < 0) {
+        return r;
+    }
+    /* bitmap batches start empty, so a round of run() is cut exactly as before */
+    if (!source_flush_batch(s)) {
+        return source_errno(s);
+    }
+    MfrDirtyScan sc;
+    mfr_dirty_scan_init(&sc, bitmap, npages);
+    while (mfr_batch_fill(s->batch, &sc, block, s->round, s->ram.page_size, s->q_room)) {
+        if (!source_flush_batch(s)) {
+            return source_errno(s);
+        }
+    }
+    s->q_len = s->blocks[block].length;
+    return 0;
 }
 
 void mfr_dirty_scan_init(MfrDirtyScan *sc, uint64_t *bitmap, uint64_t npages)
@@ -578,23 +748,10 @@ uint32_t mfr_batch_fill(MfrBatch *b, MfrDirtyScan *sc, uint32_t block, uint64_t 
     return b->npages;
 }
 
-/* Send every page set in the bitmaps, clearing them. */
-static bool source_send_dirty(MfrSource *s, uint64_t round)
-{
-    for (unsigned b = 0; b < s->nblocks; b++) {
-        MfrDirtyScan sc;
-        mfr_dirty_scan_init(&sc, s->bitmap[b], s->npages[b]);
-        while (mfr_batch_fill(s->batch, &sc, b, round, s->ram.page_size, s->ram.max_pages)) {
-            if (!source_flush_batch(s)) {
-                return false;
-            }
-        }
-    }
-    return true;
-}
+/* ---------- barrier and completion ---------- */
 
 /* End of round: SYNC on every channel after its data, then wait for the destination's ack. */
-static bool source_barrier(MfrSource *s, uint64_t round, GError **error)
+static bool source_sync_round(MfrSource *s, uint64_t round, GError **error)
 {
     for (unsigned i = 0; i < s->nchan; i++) {
         while (sem_wait(&s->ready) != 0 && errno == EINTR) {
@@ -605,6 +762,7 @@ static bool source_barrier(MfrSource *s, uint64_t round, GError **error)
         }
     }
     /* every channel is idle now: give each its SYNC */
+    uint32_t block = s->batch->block;
     for (unsigned i = 0; i < s->nchan; i++) {
         MfrBatch *bt = s->batch;
         bt->flags = MFR_PACKET_SYNC;
@@ -615,59 +773,96 @@ static bool source_barrier(MfrSource *s, uint64_t round, GError **error)
     }
     s->batch->flags = 0;
     s->batch->npages = 0;
-    for (;;) {
-        g_autofree MfrCtrlMsg *m = mfr_control_expect(s->ctl, MFR_CTRL_SYNC_ACK, -1, error);
-        if (!m) {
-            return false;
-        }
-        uint64_t acked;
-        if (!mfr_wire_unpack_u64(m->body, m->len, &acked, error)) {
-            g_prefix_error(error, "source: SYNC_ACK from %s: ", s->uri);
-            return false;
-        }
-        if (acked != round) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                        "source: SYNC_ACK from %s for round %" G_GUINT64_FORMAT
-                        ", expected round %" G_GUINT64_FORMAT, s->uri, acked, round);
-            return false;
-        }
-        return true;
+    s->batch->block = block;
+    g_autofree MfrCtrlMsg *m = mfr_control_expect(s->ctl, MFR_CTRL_SYNC_ACK, -1, error);
+    if (!m) {
+        return false;
     }
+    uint64_t acked;
+    if (!mfr_wire_unpack_u64(m->body, m->len, &acked, error)) {
+        g_prefix_error(error, "source: SYNC_ACK from %s: ", s->uri);
+        return false;
+    }
+    if (acked != round) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "source: SYNC_ACK from %s for round %" G_GUINT64_FORMAT
+                    ", expected round %" G_GUINT64_FORMAT, s->uri, acked, round);
+        return false;
+    }
+    return true;
 }
 
-static uint64_t source_harvest(MfrSource *s)
+/* Before SYNC(1) the source has taken every REGION (docs/protocol.md 4.8): round 1 of run()
+ * needs them all anyway; a stepwise caller may not have queued a page of every chunk. */
+static bool source_wait_all_chunks(MfrSource *s, GError **error)
 {
-    uint64_t pages = 0;
-    for (unsigned b = 0; b < s->nblocks; b++) {
-        s->dirty->harvest(s->dirty_opaque, b, s->bitmap[b], s->npages[b]);
-        uint64_t words = (s->npages[b] + 63) / 64;
-        /* bits beyond the block are not pages: never send them */
-        if (s->npages[b] % 64) {
-            s->bitmap[b][words - 1] &= (1ULL << (s->npages[b] % 64)) - 1;
-        }
-        for (uint64_t w = 0; w < words; w++) {
-            pages += __builtin_popcountll(s->bitmap[b][w]);
+    for (unsigned b = 0; s->chunks_missing && b < s->nblocks; b++) {
+        if (!source_wait_chunk(s, b, s->chunks.layout[b].chunks - 1, error)) {
+            return false;
         }
     }
-    return pages;
+    return true;
 }
 
-static bool source_round(MfrSource *s, uint64_t round, uint64_t dirty_pages, GError **error)
+/* The partial batch, SYNC everywhere, the ack: the round is in destination memory. */
+static bool source_barrier(MfrSource *s, GError **error)
 {
-    s->prog.round = round;
-    s->prog.round_bytes = dirty_pages * s->ram.page_size;
-    s->prog.round_done = 0;
-    s->prog.remaining_bytes = s->prog.round_bytes;
-    source_progress(s, true);
-    if (!source_send_dirty(s, round)) {
+    if (!source_flush_batch(s)) {
         mfr_fail_propagate(&s->fail, error);
         return false;
     }
-    if (!source_barrier(s, round, error)) {
+    if (s->chunks_missing && !source_wait_all_chunks(s, error)) {
         return false;
     }
-    s->stats.rounds = round;
+    if (!source_sync_round(s, s->round, error)) {
+        return false;
+    }
+    double now = mfr_now_s();
+    s->stats.rounds = s->round++;
+    s->queued_since_barrier = false;
+    s->stats.transfer_ms = (now - s->t_start) * 1000 - s->stats.setup_ms;
+    if (s->t_stop) {
+        s->stats.downtime_ms = (now - s->t_stop) * 1000;
+    }
     return true;
+}
+
+/* Makes err the session's error unless it has one; copies the first error out. */
+static bool source_failed(MfrSource *s, GError *err, GError **error)
+{
+    if (err) {
+        mfr_fail_set_result(&s->fail, err);
+    }
+    mfr_fail_propagate(&s->fail, error);
+    return false;
+}
+
+/* The control-path calls between start() and complete(): a clear error otherwise. */
+static bool source_check_live(MfrSource *s, const char *call, GError **error)
+{
+    if (!s->started || s->released) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %s %s", call,
+                    !s->started ? "before mfr_source_start()" : "after the session ended");
+        return false;
+    }
+    if (mfr_failed(&s->fail)) {
+        mfr_fail_propagate(&s->fail, error);
+        return false;
+    }
+    return true;
+}
+
+bool mfr_source_barrier(MfrSource *s, GError **error)
+{
+    if (!source_check_live(s, "mfr_source_barrier()", error)) {
+        return false;
+    }
+    double cpu0 = mfr_thread_cpu_s();
+    GError *err = NULL;
+    bool ok = source_barrier(s, &err);
+    s->cpu_s += mfr_thread_cpu_s() - cpu0;
+    source_publish_stats(s);
+    return ok || source_failed(s, err, error);
 }
 
 static void source_digests(MfrSource *s, uint64_t *digest)
@@ -677,19 +872,18 @@ static void source_digests(MfrSource *s, uint64_t *digest)
     }
 }
 
-static bool source_complete(MfrSource *s, uint64_t round, GError **error)
+static bool source_complete_exchange(MfrSource *s, GError **error)
 {
     uint64_t digest[MFR_MAX_BLOCKS];
     uint32_t count = 0;
     double t0 = mfr_now_s();
     if (s->cfg.verify) {
-        s->prog.phase = MFR_PHASE_VERIFY;
         source_progress(s, true);
         source_digests(s, digest);
         count = s->nblocks;
     }
     uint8_t body[XP_MSG_MAX];
-    size_t len = mfr_wire_pack_complete(round, digest, count, body,
+    size_t len = mfr_wire_pack_complete(s->round - 1, digest, count, body,
                                         sizeof(body) - MFR_CTRL_HDR_SIZE);
     g_assert(len);
     if (!mfr_control_send(s->ctl, MFR_CTRL_COMPLETE, body, len, error)) {
@@ -716,7 +910,25 @@ static bool source_complete(MfrSource *s, uint64_t round, GError **error)
     return true;
 }
 
-static bool source_migrate(MfrSource *s, GError **error)
+/* Final barrier (unless the last barrier left nothing behind), COMPLETE and its reply. */
+static bool source_complete(MfrSource *s, GError **error)
+{
+    if ((s->queued_since_barrier || s->batch->npages || s->round == 1) &&
+        !source_barrier(s, error)) {
+        return false;
+    }
+    if (!mfr_state_move(&s->state, MFR_STATE_COMPLETING, error) ||
+        !source_complete_exchange(s, error) ||
+        !mfr_state_move(&s->state, MFR_STATE_DONE, error)) {
+        return false;
+    }
+    mfr_control_done(s->ctl);
+    return true;
+}
+
+/* ---------- session ---------- */
+
+static bool source_setup(MfrSource *s, GError **error)
 {
     GError *xerr = NULL;
     XpOptions o;
@@ -726,12 +938,16 @@ static bool source_migrate(MfrSource *s, GError **error)
         g_propagate_error(error, mfr_error_from_xp(xerr, "source"));
         return false;
     }
-    XpChannel *ctl = source_connect(s, MFR_ROLE_CONTROL, 0, s->cfg.channels, error);
+    XpChannel *ch = source_connect(s, MFR_ROLE_CONTROL, 0, s->cfg.channels, error);
+    if (!ch) {
+        return false;
+    }
+    MfrControl *ctl = mfr_control_new(ch, s->cfg.timeout_ms, &s->fail, MFR_SIDE_SOURCE, error);
     if (!ctl) {
         return false;
     }
     g_mutex_lock(&s->lock);
-    s->ctl = mfr_control_new(ctl, s->cfg.timeout_ms, &s->fail, MFR_SIDE_SOURCE);
+    s->ctl = ctl;
     mfr_control_track_state(s->ctl, &s->state);
     g_mutex_unlock(&s->lock);
     if (!mfr_state_move(&s->state, MFR_STATE_CONNECTED, error) ||
@@ -740,89 +956,22 @@ static bool source_migrate(MfrSource *s, GError **error)
         !source_announce(s, error) ||
         !mfr_state_move(&s->state, MFR_STATE_BLOCKS_AGREED, error) ||
         !source_open_channels(s, error) ||
-        !mfr_state_move(&s->state, MFR_STATE_CHANNELS_UP, error)) {
+        !mfr_state_move(&s->state, MFR_STATE_CHANNELS_UP, error) ||
+        !mfr_state_move(&s->state, MFR_STATE_PRECOPY, error)) {
         return false;
     }
     s->stats.setup_ms = (mfr_now_s() - s->t_start) * 1000;
-
-    /* Round 1 sends everything; forget what was dirtied before. */
-    for (unsigned b = 0; b < s->nblocks; b++) {
-        s->dirty->harvest(s->dirty_opaque, b, s->bitmap[b], s->npages[b]);
-        memset(s->bitmap[b], 0xff, (s->npages[b] + 63) / 64 * 8);
-    }
-    uint64_t dirty_pages = source_harvest(s);
-    s->prog.phase = MFR_PHASE_PRECOPY;
-    if (!mfr_state_move(&s->state, MFR_STATE_PRECOPY, error)) {
-        return false;
-    }
-    uint64_t round = 0;
-    bool converged = false;
-    for (;;) {
-        double t0 = mfr_now_s();
-        if (!source_round(s, ++round, dirty_pages, error)) {
-            return false;
-        }
-        double dt = MAX(mfr_now_s() - t0, 1e-6);
-        double bw = (double)dirty_pages * s->ram.page_size / dt;
-        dirty_pages = source_harvest(s);
-        uint64_t remaining = dirty_pages * s->ram.page_size;
-        s->stats.dirty_rate_bps = remaining / dt;
-        s->prog.remaining_bytes = remaining;
-        double expect_ms = bw > 0 ? remaining / bw * 1000 : 0;
-        g_debug("round %" G_GUINT64_FORMAT ": %.1f MB/s, %" G_GUINT64_FORMAT
-                " bytes dirty, expected downtime %.0f ms", round, bw / 1e6, remaining, expect_ms);
-        if (expect_ms <= s->cfg.downtime_ms) {
-            converged = true;
-            break;
-        }
-        if (atomic_load(&s->force)) {
-            break;
-        }
-        if (round >= s->cfg.max_rounds) {
-            if (s->cfg.force_switchover) {
-                break;
-            }
-            g_set_error(error, MFR_ERROR, MFR_ERROR_NOT_CONVERGED,
-                        "migration does not converge: after %" G_GUINT64_FORMAT " rounds %.1f "
-                        "MiB are still dirty (dirty rate %.1f MB/s, bandwidth %.1f MB/s, "
-                        "expected downtime %.0f ms > limit %u ms); raise the downtime limit, "
-                        "lower the dirty rate, or force the switchover (--force-switchover)",
-                        round, remaining / 1048576.0, s->stats.dirty_rate_bps / 1e6, bw / 1e6,
-                        expect_ms, s->cfg.downtime_ms);
-            return false;
-        }
-    }
-
-    /* switchover: the workload stops, the rest goes in one last round */
-    s->prog.phase = MFR_PHASE_SWITCHOVER;
-    if (!mfr_state_move(&s->state, MFR_STATE_SWITCHOVER, error)) {
-        return false;
-    }
-    double t_stop = mfr_now_s();
-    s->dirty->stop(s->dirty_opaque);
-    s->stopped = true;
-    dirty_pages = source_harvest(s);
-    if (!source_round(s, ++round, dirty_pages, error)) {
-        return false;
-    }
-    s->stats.downtime_ms = (mfr_now_s() - t_stop) * 1000;
-    s->stats.transfer_ms = (mfr_now_s() - s->t_start) * 1000 - s->stats.setup_ms;
-    s->stats.converged = converged;
-    if (!mfr_state_move(&s->state, MFR_STATE_COMPLETING, error) ||
-        !source_complete(s, round, error) ||
-        !mfr_state_move(&s->state, MFR_STATE_DONE, error)) {
-        return false;
-    }
-    mfr_control_done(s->ctl);
+    s->stats.converged = true; /* a stepwise caller decides convergence; run() may not */
+    s->q_room = s->ram.max_pages;
     return true;
 }
 
-static void source_collect_stats(MfrSource *s, double cpu_main)
+static void source_collect_stats(MfrSource *s)
 {
     MfrStats *st = &s->stats;
     st->ram_bytes = s->prog.ram_bytes;
     st->total_ms = (mfr_now_s() - s->t_start) * 1000;
-    st->cpu_s = cpu_main + mfr_control_cpu_s(s->ctl) + s->reg_helper_cpu_s;
+    st->cpu_s = s->cpu_s + mfr_control_cpu_s(s->ctl) + s->reg_helper_cpu_s;
     st->normal_pages = st->zero_pages = st->packets = st->wire_bytes = 0;
     st->zerocopy_sends = st->zerocopy_copied = 0;
     double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
@@ -850,8 +999,8 @@ static unsigned source_nremotes(const MfrSource *s)
     return s->ram.chunks ? s->chunks.total : s->nblocks;
 }
 
-/* Nothing of the session outlives run(): channels (QPs) first, then the registrations
- * they used, so no rkey stays valid and no guest page stays pinned. */
+/* Nothing of the session outlives it: channels (QPs) first, then the registrations they
+ * used, so no rkey stays valid and no guest page stays pinned. */
 static void source_release(MfrSource *s)
 {
     g_mutex_lock(&s->lock);
@@ -875,23 +1024,22 @@ static void source_release(MfrSource *s)
     }
 }
 
-bool mfr_source_run(MfrSource *s, GError **error)
+/* The end of every session, successful or not: threads joined, stats final and published,
+ * everything released. Runs once. */
+static void source_finish(MfrSource *s, bool ok)
 {
-    g_return_val_if_fail(!s->running, false);
-    s->running = true;
-    s->t_start = s->t_last_prog = s->t_prog_bytes_at = mfr_now_s();
-    s->prog.phase = MFR_PHASE_SETUP;
-    double cpu0 = mfr_thread_cpu_s();
-    GError *err = NULL;
-    bool ok = source_migrate(s, &err);
-    if (!ok) {
-        /* the session's first error is the root cause; err may be only its echo */
-        mfr_fail_set(&s->fail, err);
-        s->state = MFR_STATE_FAILED;
-        if (s->stopped && s->dirty->resume) {
-            s->dirty->resume(s->dirty_opaque);
-        }
+    if (s->released) {
+        return;
     }
+    s->released = true;
+    s->q_room = 0;
+    if (!ok) {
+        s->state = MFR_STATE_FAILED;
+    }
+    /* an echo as the session's error: the peer's own account may still be on its way;
+     * what stays the verdict then shuts the channels down (blocked senders wake) */
+    mfr_control_settle(s->ctl);
+    mfr_fail_finalize(&s->fail);
     /* stop channel threads before reading their counters */
     for (unsigned i = 0; i < s->nchan; i++) {
         atomic_store(&s->chan[i]->quit, true);
@@ -903,15 +1051,227 @@ bool mfr_source_run(MfrSource *s, GError **error)
     g_mutex_lock(&s->lock);
     MfrControl *ctl = g_steal_pointer(&s->ctl);
     g_mutex_unlock(&s->lock);
-    mfr_control_free(ctl);
-    s->ctl = NULL;
-    g_mutex_lock(&s->stats_lock);
-    source_collect_stats(s, mfr_thread_cpu_s() - cpu0);
-    g_mutex_unlock(&s->stats_lock);
+    mfr_control_free(ctl); /* joins the reader, whose CPU time is known only then */
+    s->ctl = ctl = NULL;
+    if (s->started) {
+        source_collect_stats(s);
+    }
+    source_publish_stats(s);
     source_release(s);
-    s->prog.phase = ok ? MFR_PHASE_DONE : MFR_PHASE_FAILED;
-    source_progress(s, true);
+    if (s->started) {
+        source_progress(s, true);
+    }
+}
+
+bool mfr_source_start(MfrSource *s, GError **error)
+{
+    if (s->started || s->released) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: mfr_source_start() %s",
+                    s->started ? "called twice" : "after the session ended");
+        return false;
+    }
+    s->started = true;
+    s->t_start = s->t_last_prog = s->t_prog_bytes_at = mfr_now_s();
+    double cpu0 = mfr_thread_cpu_s();
+    GError *err = NULL;
+    bool ok = !mfr_failed(&s->fail) && source_setup(s, &err);
+    s->cpu_s += mfr_thread_cpu_s() - cpu0;
     if (!ok) {
+        if (err) {
+            mfr_fail_set_result(&s->fail, err);
+        }
+        source_finish(s, false);
+        mfr_fail_propagate(&s->fail, error);
+        return false;
+    }
+    source_publish_stats(s);
+    source_progress(s, true);
+    return true;
+}
+
+bool mfr_source_complete(MfrSource *s, GError **error)
+{
+    if (!source_check_live(s, "mfr_source_complete()", error)) {
+        if (s->started) {
+            source_finish(s, false);
+        }
+        return false;
+    }
+    double cpu0 = mfr_thread_cpu_s();
+    GError *err = NULL;
+    bool ok = source_complete(s, &err);
+    if (!ok) {
+        mfr_fail_set_result(&s->fail, err);
+    }
+    s->cpu_s += mfr_thread_cpu_s() - cpu0;
+    source_finish(s, ok);
+    return ok || source_failed(s, NULL, error);
+}
+
+void mfr_source_abort(MfrSource *s)
+{
+    if (s->released) {
+        return;
+    }
+    mfr_fail_set_first(&s->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "source: migration aborted"));
+    source_finish(s, false);
+}
+
+bool mfr_source_error(MfrSource *s, GError **error)
+{
+    if (!mfr_failed(&s->fail)) {
+        return false;
+    }
+    mfr_fail_propagate(&s->fail, error);
+    return true;
+}
+
+int mfr_source_block_index(MfrSource *s, const char *name)
+{
+    for (unsigned i = 0; name && i < s->nblocks; i++) {
+        if (strcmp(s->blocks[i].name, name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+void mfr_source_mark_stopped(MfrSource *s)
+{
+    if (s->t_stop == 0) {
+        s->t_stop = mfr_now_s();
+    }
+    /* precopy ends here; any other state keeps what it is (a failed session stays failed) */
+    if (s->state == MFR_STATE_PRECOPY) {
+        mfr_state_move(&s->state, MFR_STATE_SWITCHOVER, NULL);
+    }
+}
+
+/* ---------- precopy driver (run) ---------- */
+
+static uint64_t source_harvest(MfrSource *s)
+{
+    uint64_t pages = 0;
+    for (unsigned b = 0; b < s->nblocks; b++) {
+        s->dirty->harvest(s->dirty_opaque, b, s->bitmap[b], s->npages[b]);
+        uint64_t words = (s->npages[b] + 63) / 64;
+        /* bits beyond the block are not pages: never send them */
+        if (s->npages[b] % 64) {
+            s->bitmap[b][words - 1] &= (1ULL << (s->npages[b] % 64)) - 1;
+        }
+        for (uint64_t w = 0; w < words; w++) {
+            pages += __builtin_popcountll(s->bitmap[b][w]);
+        }
+    }
+    return pages;
+}
+
+/* One round of run(): every harvested page queued, then the barrier. */
+static bool source_round(MfrSource *s, uint64_t dirty_pages, GError **error)
+{
+    s->prog.round = s->round;
+    s->prog.round_bytes = dirty_pages * s->ram.page_size;
+    s->prog.round_done = 0;
+    s->prog.remaining_bytes = s->prog.round_bytes;
+    source_progress(s, true);
+    for (unsigned b = 0; b < s->nblocks; b++) {
+        if (mfr_source_queue_bitmap(s, b, s->bitmap[b], s->npages[b]) < 0) {
+            mfr_fail_propagate(&s->fail, error);
+            return false;
+        }
+    }
+    return mfr_source_barrier(s, error);
+}
+
+/* Rounds until the rest fits the downtime limit (or a forced switchover); false with the
+ * error otherwise. *converged says which. */
+static bool source_precopy(MfrSource *s, bool *converged, GError **error)
+{
+    /* Round 1 sends everything; forget what was dirtied before. */
+    for (unsigned b = 0; b < s->nblocks; b++) {
+        s->dirty->harvest(s->dirty_opaque, b, s->bitmap[b], s->npages[b]);
+        memset(s->bitmap[b], 0xff, (s->npages[b] + 63) / 64 * 8);
+    }
+    uint64_t dirty_pages = source_harvest(s);
+    *converged = false;
+    for (;;) {
+        uint64_t round = s->round;
+        double t0 = mfr_now_s();
+        if (!source_round(s, dirty_pages, error)) {
+            return false;
+        }
+        double dt = MAX(mfr_now_s() - t0, 1e-6);
+        double bw = (double)dirty_pages * s->ram.page_size / dt;
+        dirty_pages = source_harvest(s);
+        uint64_t remaining = dirty_pages * s->ram.page_size;
+        s->stats.dirty_rate_bps = remaining / dt;
+        s->prog.remaining_bytes = remaining;
+        double expect_ms = bw > 0 ? remaining / bw * 1000 : 0;
+        g_debug("round %" G_GUINT64_FORMAT ": %.1f MB/s, %" G_GUINT64_FORMAT
+                " bytes dirty, expected downtime %.0f ms", round, bw / 1e6, remaining, expect_ms);
+        if (expect_ms <= s->cfg.downtime_ms) {
+            *converged = true;
+            return true;
+        }
+        if (atomic_load(&s->force) || (round >= s->cfg.max_rounds && s->cfg.force_switchover)) {
+            return true;
+        }
+        if (round >= s->cfg.max_rounds) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_NOT_CONVERGED,
+                        "migration does not converge: after %" G_GUINT64_FORMAT " rounds %.1f "
+                        "MiB are still dirty (dirty rate %.1f MB/s, bandwidth %.1f MB/s, "
+                        "expected downtime %.0f ms > limit %u ms); raise the downtime limit, "
+                        "lower the dirty rate, or force the switchover (--force-switchover)",
+                        round, remaining / 1048576.0, s->stats.dirty_rate_bps / 1e6, bw / 1e6,
+                        expect_ms, s->cfg.downtime_ms);
+            return false;
+        }
+    }
+}
+
+/* Precopy, then switchover: the workload stops, the rest goes in one last round. */
+static bool source_drive(MfrSource *s, GError **error)
+{
+    bool converged;
+    if (!source_precopy(s, &converged, error)) {
+        return false;
+    }
+    s->dirty->stop(s->dirty_opaque);
+    mfr_source_mark_stopped(s);
+    s->stats.converged = converged;
+    return source_round(s, source_harvest(s), error);
+}
+
+bool mfr_source_run(MfrSource *s, GError **error)
+{
+    if (!s->dirty) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: mfr_source_run() needs dirty tracking; this source was made "
+                    "without it (stepwise use: mfr_source_start() and the calls after it)");
+        return false;
+    }
+    /* the producer's CPU is the whole of this thread's, harvests included */
+    double cpu0 = mfr_thread_cpu_s();
+    if (!mfr_source_start(s, error)) {
+        return false;
+    }
+    GError *err = NULL;
+    bool ok = source_drive(s, &err);
+    if (ok) {
+        s->cpu_s = mfr_thread_cpu_s() - cpu0;
+        ok = mfr_source_complete(s, &err);
+    } else {
+        mfr_fail_set_result(&s->fail, err);
+        err = NULL;
+        s->cpu_s = mfr_thread_cpu_s() - cpu0;
+        source_finish(s, false);
+    }
+    if (!ok) {
+        g_clear_error(&err);
+        if (s->t_stop && s->dirty->resume) {
+            s->dirty->resume(s->dirty_opaque);
+        }
         mfr_fail_propagate(&s->fail, error);
     }
     return ok;
@@ -919,7 +1279,8 @@ bool mfr_source_run(MfrSource *s, GError **error)
 
 void mfr_source_cancel(MfrSource *s)
 {
-    mfr_fail(&s->fail, MFR_ERROR_CANCELLED, "source: migration cancelled");
+    mfr_fail_set_first(&s->fail, g_error_new_literal(MFR_ERROR, MFR_ERROR_CANCELLED,
+                                                     "source: migration cancelled"));
 }
 
 bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
@@ -952,7 +1313,7 @@ void mfr_source_force_switchover(MfrSource *s)
 void mfr_source_get_stats(MfrSource *s, MfrStats *out)
 {
     g_mutex_lock(&s->stats_lock);
-    *out = s->stats;
+    *out = s->stats_pub;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -961,20 +1322,10 @@ void mfr_source_free(MfrSource *s)
     if (!s) {
         return;
     }
-    for (unsigned i = 0; i < s->nchan; i++) {
-        mfr_send_channel_free(s->chan[i]);
-    }
-    g_free(s->chan);
-    mfr_control_free(s->ctl);
-    for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
-        if (s->ram.remotes[i]) {
-            xp_remote_free(s->dom, s->ram.remotes[i]);
-        }
+    if (s->started) {
+        mfr_source_abort(s);
     }
     for (unsigned i = 0; i < s->nblocks; i++) {
-        if (s->ram.regions && s->ram.regions[i]) {
-            xp_region_deregister(s->dom, s->ram.regions[i]);
-        }
         g_free((char *)s->blocks[i].name);
         g_free(s->bitmap[i]);
     }

@@ -60,6 +60,18 @@ bool mfr_state_move(MfrState *s, MfrState to, GError **error)
     return true;
 }
 
+MfrPhase mfr_state_phase(MfrState s, bool verify)
+{
+    switch (s) {
+    case MFR_STATE_PRECOPY: return MFR_PHASE_PRECOPY;
+    case MFR_STATE_SWITCHOVER: return MFR_PHASE_SWITCHOVER;
+    case MFR_STATE_COMPLETING: return verify ? MFR_PHASE_VERIFY : MFR_PHASE_SWITCHOVER;
+    case MFR_STATE_DONE: return MFR_PHASE_DONE;
+    case MFR_STATE_FAILED: return MFR_PHASE_FAILED;
+    default: return MFR_PHASE_SETUP;
+    }
+}
+
 bool mfr_state_accepts(MfrState s, MfrSide side, MfrCtrlType type)
 {
     /* liveness and aborts are valid whenever a control connection exists */
@@ -79,12 +91,13 @@ bool mfr_state_accepts(MfrState s, MfrSide side, MfrCtrlType type)
     case MFR_CTRL_CAPS: return s == MFR_STATE_CONNECTED;
     case MFR_CTRL_BLOCKS_REPLY: return s == MFR_STATE_NEGOTIATED;
     case MFR_CTRL_SYNC_ACK: return s == MFR_STATE_PRECOPY || s == MFR_STATE_SWITCHOVER;
-    /* Pipelined registration: on the wire from BLOCKS_REPLY on, until round 1 (which needs
-     * every chunk) is sent; the source takes them off its queue before it hands out a batch
-     * of round 1 (PRECOPY), earlier states only admit them for a source that would. */
+    /* Pipelined registration: on the wire from BLOCKS_REPLY on, until SYNC(1); the source
+     * takes them off its queue before it hands out a batch that needs them and before it
+     * sends SYNC(1), in round 1 (PRECOPY, or SWITCHOVER for a stepwise caller that stopped
+     * its workload in round 1); earlier states only admit them for a source that would. */
     case MFR_CTRL_REGION:
         return s == MFR_STATE_BLOCKS_AGREED || s == MFR_STATE_CHANNELS_UP ||
-               s == MFR_STATE_PRECOPY;
+               s == MFR_STATE_PRECOPY || s == MFR_STATE_SWITCHOVER;
     case MFR_CTRL_COMPLETE_REPLY: return s == MFR_STATE_COMPLETING;
     default: return false;
     }

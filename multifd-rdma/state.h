@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include "mfrdma.h"
 #include "wire.h"
 
 #include <glib.h>
@@ -36,6 +37,10 @@ const char *mfr_state_str(MfrState s);
 bool mfr_state_allowed(MfrState from, MfrState to);
 /* Moves *s to `to` or fails with MFR_ERROR_PROTOCOL naming both states. */
 bool mfr_state_move(MfrState *s, MfrState to, GError **error);
+/* The public phase (MfrProgress) of a session in state s: the state machine is the one
+ * record of where a session is. verify: COMPLETING digests RAM (else it is the end of the
+ * switchover). */
+MfrPhase mfr_state_phase(MfrState s, bool verify);
 /* Whether `side` may receive a control message of `type` while in state s. */
 bool mfr_state_accepts(MfrState s, MfrSide side, MfrCtrlType type);
 

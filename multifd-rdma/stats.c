@@ -5,6 +5,11 @@
  */
 #include "engine.h"
 
+/* MfrStats' layout is ABI (see mfrdma.h): changing it means new symbol versions for
+ * mfr_source_get_stats() and mfr_dest_get_stats() in libmfrdma.map first, then this size. */
+G_STATIC_ASSERT(sizeof(MfrStats) == 3792);
+G_STATIC_ASSERT(sizeof(MfrChannelStats) == 56);
+
 char *mfr_stats_to_json(const MfrStats *s, const char *side)
 {
     GString *j = g_string_new("{");

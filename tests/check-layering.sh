@@ -8,6 +8,8 @@
 #  - inside verbs/, device.c and devinfo.c know nothing of cm_ids (cm.c and cm-route.c use
 #    them, never the other way round);
 #  - tools/ and bench/ link libmfrdma alone, never a layer below it a second time;
+#  - the library creates threads only through xp_thread_new() (transport/thread.c), which
+#    blocks every signal in them;
 #  - every source file carries the SPDX line.
 set -u
 top=${1:-$(dirname "$0")/..}
@@ -30,6 +32,9 @@ bad=$(grep -lE '(verbs|transport|mfr_internal)_dep\b|verbs_lib|transport_lib' to
 if [ -n "$bad" ]; then echo "layering: links a layer below libmfrdma a second time: $bad"; rc=1; fi
 bad=$(grep -lE '#include *"xp\.h"' verbs/*.[ch] 2>/dev/null || true)
 if [ -n "$bad" ]; then echo "layering: transport header included in verbs/: $bad"; rc=1; fi
+bad=$(grep -rlE --include='*.[ch]' '\b(g_thread_new|g_thread_try_new|pthread_create) *\(' \
+  multifd-rdma transport verbs 2>/dev/null | grep -v '^transport/thread\.[ch]$' || true)
+if [ -n "$bad" ]; then echo "threads: created without xp_thread_new() (signals unblocked): $bad"; rc=1; fi
 for f in $(git ls-files '*.c' '*.h' '*.sh' 'meson.build' '*/meson.build' 2>/dev/null); do
   head -3 "$f" | grep -q 'SPDX-License-Identifier: LGPL-2.1-or-later' || { echo "license: no SPDX line in $f"; rc=1; }
 done

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define T_TIMEOUT_MS 20000 /* generous: rdma tests run under TCG emulation */
@@ -760,15 +761,51 @@ typedef struct {
     XpChannel *ch;
     const void *payload; /* stream backends: 1 MiB segment per message; NULL for placed */
     size_t payload_len;
+    atomic_int tid;      /* the thread's, for thread_wait_blocked() */
     atomic_bool done;
     atomic_uint sends;
     int rc;
     int64_t end_us;
 } BlockJob;
 
+/* ---------- blocked threads ---------- */
+
+static int thread_tid(void)
+{
+    return (int)syscall(SYS_gettid);
+}
+
+/* Whether thread tid sleeps in a system call other than futex (a lock or condition would
+ * not be the transport's wait): /proc says so, no guess from elapsed time. */
+static bool thread_blocked_in_kernel(int tid)
+{
+    g_autofree char *sc_path = g_strdup_printf("/proc/self/task/%d/syscall", tid);
+    g_autofree char *st_path = g_strdup_printf("/proc/self/task/%d/stat", tid);
+    g_autofree char *sc = NULL, *st = NULL;
+    if (!g_file_get_contents(sc_path, &sc, NULL, NULL) ||
+        !g_file_get_contents(st_path, &st, NULL, NULL)) {
+        return false;
+    }
+    const char *state = strrchr(st, ')');
+    if (!g_ascii_isdigit(sc[0]) || !state || (state[2] != 'S' && state[2] != 'D')) {
+        return false; /* "running", or not in a system call */
+    }
+    return g_ascii_strtoll(sc, NULL, 10) != SYS_futex;
+}
+
+/* Waits until the thread that stored its tid in *tid is blocked in the kernel: checked
+ * every millisecond, for as long as it takes (the test's timeout bounds it). */
+static void thread_wait_blocked(atomic_int *tid)
+{
+    while (atomic_load(tid) == 0 || !thread_blocked_in_kernel(atomic_load(tid))) {
+        g_usleep(1000);
+    }
+}
+
 static gpointer recv_block_thread(gpointer data)
 {
     BlockJob *j = data;
+    atomic_store(&j->tid, thread_tid());
     uint8_t buf[64];
     size_t len = 0;
     j->rc = xp_recv_msg(j->ch, buf, sizeof(buf), &len, -1);
@@ -780,6 +817,7 @@ static gpointer recv_block_thread(gpointer data)
 static gpointer payload_block_thread(gpointer data)
 {
     BlockJob *j = data;
+    atomic_store(&j->tid, thread_tid());
     struct iovec iov = { (void *)j->payload, j->payload_len };
     j->rc = xp_recv_payload(j->ch, &iov, 1);
     j->end_us = g_get_monotonic_time();
@@ -790,6 +828,7 @@ static gpointer payload_block_thread(gpointer data)
 static gpointer send_block_thread(gpointer data)
 {
     BlockJob *j = data;
+    atomic_store(&j->tid, thread_tid());
     XpSeg seg = { .addr = j->payload, .len = j->payload_len };
     const char m[] = "fill";
     for (;;) {
@@ -816,7 +855,7 @@ static void test_shutdown_wakes(gconstpointer data)
     /* A receiver blocked with no timeout. */
     BlockJob rj = { .ch = p.dst };
     GThread *t = g_thread_new("recv-block", recv_block_thread, &rj);
-    g_usleep(200000);
+    thread_wait_blocked(&rj.tid);
     g_assert_false(atomic_load(&rj.done));
     int64_t t0 = g_get_monotonic_time();
     xp_channel_shutdown(p.dst);
@@ -837,18 +876,15 @@ static void test_shutdown_wakes(gconstpointer data)
     g_autofree uint8_t *payload = placed(be) ? NULL : g_malloc0(plen);
     BlockJob sj = { .ch = p.src, .payload = payload, .payload_len = payload ? plen : 0 };
     t = g_thread_new("send-block", send_block_thread, &sj);
-    /* Wait until the sends stop making progress: the sender is blocked. */
-    unsigned last = UINT_MAX;
-    for (int i = 0; i < 100 && atomic_load(&sj.sends) != last; i++) {
-        last = atomic_load(&sj.sends);
-        g_usleep(200000);
-    }
+    /* The sender loops until it has no room: then it sleeps in the kernel. */
+    thread_wait_blocked(&sj.tid);
+    unsigned last = atomic_load(&sj.sends);
     g_assert_false(atomic_load(&sj.done));
-    g_assert_cmpuint(atomic_load(&sj.sends), ==, last);
     t0 = g_get_monotonic_time();
     xp_channel_shutdown(p.src);
     g_thread_join(t);
     g_assert_cmpint(sj.rc, ==, -EPIPE);
+    g_assert_cmpuint(atomic_load(&sj.sends), ==, last); /* it was blocked, not slow */
     g_assert_cmpfloat((sj.end_us - t0) / 1000.0, <, 1000);
     pair_close(&p);
 
@@ -860,7 +896,7 @@ static void test_shutdown_wakes(gconstpointer data)
         recv_expect(p.dst, m, sizeof(m));
         BlockJob pj = { .ch = p.dst, .payload = payload, .payload_len = plen };
         t = g_thread_new("payload-block", payload_block_thread, &pj);
-        g_usleep(200000);
+        thread_wait_blocked(&pj.tid);
         g_assert_false(atomic_load(&pj.done));
         t0 = g_get_monotonic_time();
         xp_channel_shutdown(p.dst);
@@ -927,6 +963,7 @@ static void test_peer_close_mid_payload(gconstpointer data)
 typedef struct {
     const Backend *be;
     XpListener *l;
+    atomic_int tid;
     int timeout_ms;
     XpChannel *ch;
     GError *err;
@@ -936,6 +973,7 @@ typedef struct {
 static gpointer accept_thread(gpointer data)
 {
     AcceptJob *j = data;
+    atomic_store(&j->tid, thread_tid());
     uint8_t hello[XP_HELLO_MAX];
     size_t len = 0;
     j->ch = j->be->ops->accept(j->l, j->timeout_ms, hello, &len, &j->err);
@@ -955,7 +993,7 @@ static void test_listener_shutdown_wakes(gconstpointer data)
     g_assert_no_error(err);
     AcceptJob j = { .be = be, .l = l, .timeout_ms = -1 };
     GThread *t = g_thread_new("accept", accept_thread, &j);
-    g_usleep(200000);
+    thread_wait_blocked(&j.tid);
     int64_t t0 = g_get_monotonic_time();
     be->ops->listener_shutdown(l);
     g_thread_join(t);

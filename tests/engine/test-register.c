@@ -349,7 +349,7 @@ static void chunk_ready(void *opaque, unsigned block, uint32_t chunk)
     g_mutex_unlock(&k->lock);
 }
 
-static void no_on_fail(void *opaque, const GError *err)
+static void no_on_fail(void *opaque, const GError *err, bool quiet)
 {
 }
 

@@ -8,6 +8,7 @@
 #include "harness.h"
 
 #include "engine.h"
+#include "xp.h"
 
 #include <dirent.h>
 #include <string.h>
@@ -295,6 +296,10 @@ void ttoken(uint8_t token[16], uint8_t fill)
     }
 }
 
+/* Threads of this process that are not on their way out. pthread_join() returns when the
+ * kernel clears the thread's tid, a moment before the thread leaves /proc/self/task; right
+ * after that the kernel drops the thread's memory map, and a status without VmSize says so,
+ * so a joined thread is not counted but for a window of a few instructions. */
 static unsigned tthread_count_once(void)
 {
     unsigned n = 0;
@@ -302,7 +307,12 @@ static unsigned tthread_count_once(void)
     g_assert_nonnull(d);
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] != '.') {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        g_autofree char *path = g_strdup_printf("/proc/self/task/%s/status", e->d_name);
+        g_autofree char *status = NULL;
+        if (g_file_get_contents(path, &status, NULL, NULL) && strstr(status, "\nVmSize:")) {
             n++;
         }
     }
@@ -312,17 +322,61 @@ static unsigned tthread_count_once(void)
 
 unsigned tthread_count(void)
 {
-    /* pthread_join() returns when the kernel clears the thread's tid, a moment before the
-     * thread leaves /proc/self/task: a thread joined just now may still be listed. Wait until
-     * three readings 5 ms apart agree (at most about a second). */
-    unsigned n = tthread_count_once(), same = 1;
-    for (unsigned i = 0; i < 200 && same < 3; i++) {
-        g_usleep(5000);
-        unsigned m = tthread_count_once();
-        same = m == n ? same + 1 : 1;
-        n = m;
+    return tthread_count_once();
+}
+
+unsigned tthread_wait_count(unsigned expect)
+{
+    /* the window above, under load: wait for the condition itself (bounded, so a leaked
+     * thread fails the test instead of hanging it) */
+    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    unsigned n = tthread_count_once();
+    while (n != expect && g_get_monotonic_time() < deadline) {
+        g_usleep(1000);
+        n = tthread_count_once();
     }
     return n;
+}
+
+uint64_t tpinned_bytes(void)
+{
+    g_autofree char *status = NULL;
+    g_assert_true(g_file_get_contents("/proc/self/status", &status, NULL, NULL));
+    const char *p = strstr(status, "VmPin:");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + strlen("VmPin:"), NULL, 10) * 1024;
+}
+
+bool ttest_init(int *argc, char ***argv, uint64_t tcp_size, uint64_t rdma_size,
+                TCase *cases[2])
+{
+    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 0 }, rdma = { "rdma", NULL, 0 };
+    bool rdma_only = *argc > 1 && strcmp((*argv)[*argc - 1], "--rdma-only") == 0;
+    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
+    if (rdma_only) {
+        (*argv)[--*argc] = NULL;
+        if (!addr) {
+            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
+            return false; /* TAP: the plan line above says skip */
+        }
+    }
+    g_test_init(argc, argv, NULL);
+    tcp.size = tcp_size;
+    rdma.size = rdma_size;
+    if (addr) {
+        /* lives as long as the process: the tests hold it */
+        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
+                                          addr);
+    }
+    cases[0] = rdma_only ? NULL : &tcp;
+    cases[1] = addr ? &rdma : NULL;
+    return true;
+}
+
+void ttest_add(const char *prefix, const TCase *tc, const char *name, GTestDataFunc fn)
+{
+    g_autofree char *path = g_strdup_printf("/%s/%s/%s", prefix, tc->transport, name);
+    g_test_add_data_func(path, tc, fn);
 }
 
 const char *trdma_addr(void)

@@ -76,7 +76,28 @@ void tdest_free(TDest *t);
 void tcompare_ram(TGuest *g, MfrDest *dst);
 
 void ttoken(uint8_t token[16], uint8_t fill);
-/* Threads of this process once the count is stable (joined threads take a moment to go). */
+/* Threads of this process, leaving out those already joined that the kernel still lists. */
 unsigned tthread_count(void);
+/* The count once it equals expect (a joined thread can be listed for a few instructions
+ * more), or after 10 s whatever it is then: for g_assert_cmpuint(..., ==, expect). */
+unsigned tthread_wait_count(unsigned expect);
+/* Bytes this process has pinned (VmPin: ibv_reg_mr's pages); 0 over tcp. */
+uint64_t tpinned_bytes(void);
+/* One transport a program's tests are registered for. */
+typedef struct {
+    const char *transport;  /* "tcp" or "rdma" */
+    const char *listen_uri; /* with port 0 */
+    uint64_t size;          /* bytes per block: small on rxe */
+} TCase;
+
+/* main() of a program whose tests run per transport: consumes a trailing --rdma-only (the
+ * soft-RoCE run) and runs g_test_init(). cases[0]: tcp on loopback with tcp_size (NULL
+ * with --rdma-only); cases[1]: rdma at MFR_TEST_RDMA_ADDR with rdma_size, NULL without
+ * one. False when the --rdma-only run finds no RDMA to test: the TAP skip plan is printed
+ * and main() returns 0. */
+bool ttest_init(int *argc, char ***argv, uint64_t tcp_size, uint64_t rdma_size,
+                TCase *cases[2]);
+/* Registers fn(tc) as /prefix/<transport>/name. */
+void ttest_add(const char *prefix, const TCase *tc, const char *name, GTestDataFunc fn);
 /* Address for RDMA tests, or NULL (then the test is skipped). */
 const char *trdma_addr(void);

@@ -23,12 +23,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef struct {
-    const char *transport;
-    const char *listen_uri;
-    uint64_t size;
-} TCase;
-
 #define BOUND_S 6.5 /* default 5 s error bound plus scheduling slack on a loaded 2-core box */
 
 static char *self_exe;
@@ -277,7 +271,7 @@ static void run_source_fault(const TCase *tc, FaultKind kind, unsigned timeout_m
     if (t) {
         return; /* caller checks and frees */
     }
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 static void test_dest_killed(gconstpointer data)
@@ -335,7 +329,7 @@ static void test_cancel(gconstpointer data)
     g_assert_nonnull(strstr(t->error->message, "cancelled by peer"));
     g_error_free(err);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* A transport failure on one channel (for rdma the seam stands for an error completion)
@@ -357,7 +351,7 @@ static void test_injected_fault(gconstpointer data)
     g_assert_nonnull(strstr(t->error->message, "reported: channel 1 to "));
     g_error_free(err);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* rdma: a real error completion (the destination's device refuses a WRITE with a corrupted
@@ -377,7 +371,7 @@ static void test_completion_error(gconstpointer data)
     g_assert_false(t->ok);
     g_error_free(err);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* Soft-RoCE VM only: the link under the RDMA device goes down mid-migration. Run alone by
@@ -500,7 +494,7 @@ static void test_bad_register_chunk(gconstpointer data)
     g_assert_cmpfloat(elapsed, <, BOUND_S);
     tdest_free(t);
     tguest_free(g);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* A chunk that does not come: the source's wait for it is bounded by its timeout, whatever
@@ -542,7 +536,7 @@ static void test_bad_region_timeout(gconstpointer data)
     g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PEER);
     tdest_free(t);
     tguest_free(g);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 static void test_source_killed(gconstpointer data)
@@ -565,7 +559,7 @@ static void test_source_killed(gconstpointer data)
                   (t->error->code == MFR_ERROR_TRANSPORT || t->error->code == MFR_ERROR_TIMEOUT));
     g_assert_cmpfloat(elapsed, <, BOUND_S);
     tdest_free(t);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 /* ---------- hostile source ---------- */
@@ -759,7 +753,7 @@ static void test_bad_packet(gconstpointer data)
     hostile_free(&h);
     tdest_free(t);
     munmap(gb.map, gb.map_len);
-    g_assert_cmpuint(tthread_count(), ==, threads0);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
 }
 
 static void test_bad_session(gconstpointer data)
@@ -826,27 +820,12 @@ int main(int argc, char **argv)
         return child_source(argv[2], g_ascii_strtoull(argv[3], NULL, 10));
     }
     self_exe = g_file_read_link("/proc/self/exe", NULL);
-    /* --rdma-only: the soft-RoCE run; without an RDMA address there is nothing to test */
-    bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
-    if (rdma_only) {
-        argv[--argc] = NULL;
-        if (!trdma_addr() || !xp_ops_lookup("rdma")) {
-            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
-            return 0; /* TAP: the plan line above says skip */
-        }
+    TCase *cases[2];
+    if (!ttest_init(&argc, &argv, 16 << 20, 4 << 20, cases)) {
+        return 0;
     }
-    g_test_init(&argc, &argv, NULL);
     /* the destination logs refusals; they are expected here */
     g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL);
-    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 16 << 20 };
-    static TCase rdma = { "rdma", NULL, 4 << 20 };
-    TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
-    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
-    if (addr) {
-        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
-                                          addr);
-        cases[1] = &rdma;
-    }
     static const struct {
         const char *name;
         BadKind kind;
@@ -873,7 +852,7 @@ int main(int argc, char **argv)
         ADD("bad_dest_stopped", test_bad_dest_stopped, tc);
         ADD("source_killed", test_source_killed, tc);
         ADD("injected_fault", test_injected_fault, tc);
-        if (tc == &rdma) {
+        if (tc == cases[1]) {
             ADD("completion_error", test_completion_error, tc);
             ADD("bad_memlock", test_bad_memlock, tc);
             ADD("bad_register_chunk", test_bad_register_chunk, tc);
@@ -888,7 +867,7 @@ int main(int argc, char **argv)
             bc->expect = bad[k].expect;
             ADD(bad[k].name, test_bad_packet, bc);
         }
-        if (tc == &rdma) {
+        if (tc == cases[1]) {
             ADD("link_down", test_link_down, tc);
         }
 #undef ADD

@@ -10,12 +10,6 @@
 #include <string.h>
 #include <sys/mman.h>
 
-typedef struct {
-    const char *transport;  /* "tcp" or "rdma" */
-    const char *listen_uri; /* with port 0 */
-    uint64_t size;          /* bytes per block: small on rxe */
-} TCase;
-
 static void tsource_config(MfrSourceConfig *cfg, const char *uri, const uint8_t token[16],
                            unsigned channels)
 {
@@ -37,16 +31,6 @@ typedef struct {
 static void tresult_clear(TResult *r)
 {
     g_clear_error(&r->err);
-}
-
-/* Bytes this process has pinned (VmPin: ibv_reg_mr's pages); 0 over tcp. */
-static uint64_t tpinned_bytes(void)
-{
-    g_autofree char *status = NULL;
-    g_assert_true(g_file_get_contents("/proc/self/status", &status, NULL, NULL));
-    const char *p = strstr(status, "VmPin:");
-    g_assert_nonnull(p);
-    return g_ascii_strtoull(p + strlen("VmPin:"), NULL, 10) * 1024;
 }
 
 /* Migrate g to a fresh destination (dest_opts may be NULL) and check the outcome both sides
@@ -487,37 +471,18 @@ static void test_bad_token(gconstpointer data)
 
 int main(int argc, char **argv)
 {
-    /* --rdma-only: the soft-RoCE run; without an RDMA address there is nothing to test */
-    bool rdma_only = argc > 1 && strcmp(argv[argc - 1], "--rdma-only") == 0;
-    if (rdma_only) {
-        argv[--argc] = NULL;
-        if (!trdma_addr() || !xp_ops_lookup("rdma")) {
-            g_print("1..0 # SKIP MFR_TEST_RDMA_ADDR not set (no RDMA device)\n");
-            return 0; /* TAP: the plan line above says skip */
-        }
-    }
-    g_test_init(&argc, &argv, NULL);
-    static TCase tcp = { "tcp", "tcp:127.0.0.1:0", 32 << 20 };
-    static TCase rdma = { "rdma", NULL, 8 << 20 };
-    const char *addr = xp_ops_lookup("rdma") ? trdma_addr() : NULL;
-    TCase *cases[2] = { rdma_only ? NULL : &tcp, NULL };
-    if (addr) {
-        rdma.listen_uri = g_strdup_printf(strchr(addr, ':') ? "rdma:[%s]:0" : "rdma:%s:0",
-                                          addr);
-        cases[1] = &rdma;
+    TCase *cases[2];
+    if (!ttest_init(&argc, &argv, 32 << 20, 8 << 20, cases)) {
+        return 0;
     }
     for (unsigned i = 0; i < 2; i++) {
         TCase *tc = cases[i];
         if (!tc) {
             continue;
         }
-#define ADD(name, fn)                                                                      \
-    do {                                                                                   \
-        g_autofree char *path = g_strdup_printf("/migrate/%s/" name, tc->transport);       \
-        g_test_add_data_func(path, tc, fn);                                                \
-    } while (0)
+#define ADD(name, fn) ttest_add("migrate", tc, name, fn)
         ADD("idle", test_idle);
-        if (tc != &rdma) {
+        if (tc != cases[1]) {
             /* keepalive timing is the control reader's, the same on every transport; the
              * 1 s timeout would be at the mercy of the VM's scheduling over rdma */
             ADD("timeouts_differ", test_timeouts_differ);
@@ -531,22 +496,22 @@ int main(int argc, char **argv)
         ADD("bad_verify_unmarked_write", test_bad_verify_unmarked_write);
         ADD("bad_block_mismatch", test_bad_block_mismatch);
         ADD("bad_token", test_bad_token);
-        if (tc == &rdma) {
+        if (tc == cases[1]) {
             ADD("pipelined", test_pipelined);
         }
 #undef ADD
     }
-    if (!rdma_only) {
+    if (cases[0]) {
         g_test_add_func("/migrate/bad_config", test_bad_config);
     }
     const char *addr6 = xp_ops_lookup("rdma") ? g_getenv("MFR_TEST_RDMA_ADDR6") : NULL;
-    if (addr && addr6 && *addr6) {
+    if (cases[1] && addr6 && *addr6) {
         /* RDMA over IPv6 (RoCE v2 GID of the IPv6 address) */
         static TCase rdma6 = { "rdma", NULL, 4 << 20 };
         rdma6.listen_uri = g_strdup_printf("rdma:[%s]:0", addr6);
         g_test_add_data_func("/migrate/rdma6/idle", &rdma6, test_idle);
     }
-    if (!rdma_only) {
+    if (cases[0]) {
         /* IPv6 loopback: the same engine over an AF_INET6 listener and connections */
         static TCase tcp6 = { "tcp", "tcp:[::1]:0", 8 << 20 };
         g_test_add_data_func("/migrate/tcp6/idle", &tcp6, test_idle);

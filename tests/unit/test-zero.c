@@ -3,7 +3,7 @@
  * Zero-page detection (multifd-rdma/zero.c): every variant, at every 64-byte alignment
  * within a page and at odd byte addresses, every length up to two pages (the contract:
  * any address, length a multiple of 64), with non-zero guard bytes around the range; a
- * single non-zero byte at every position must be found. Prints scan GB/s.
+ * single non-zero byte at every position must be found. (Its rate: mfrdma-bench zero_scan_gb_s.)
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -218,37 +218,6 @@ static void test_unaligned_single_byte(gconstpointer data)
     free(a);
 }
 
-/* Not a timed assertion: reports the scan rate of the dispatched variant over a zero
- * buffer (whole scan, no early exit) for the record. */
-static void test_throughput(void)
-{
-    const size_t len = 16u << 20;
-    uint8_t *b = aligned_alloc(64, len);
-    gint64 t0, t1;
-    bool all = true;
-    int reps = 8;
-
-    g_assert_nonnull(b);
-    memset(b, 0, len);
-    g_assert_true(mfr_buffer_is_zero(b, len)); /* warm */
-    t0 = g_get_monotonic_time();
-    for (int i = 0; i < reps; i++) {
-        for (size_t off = 0; off < len; off += PAGE) {
-            all &= mfr_buffer_is_zero(b + off, PAGE);
-        }
-    }
-    t1 = g_get_monotonic_time();
-    g_assert_true(all);
-    g_test_message("zero scan (4 KiB pages, %s): %.2f GB/s",
-#if defined(__x86_64__) || defined(__i386__)
-                   __builtin_cpu_supports("avx2") ? "avx2" : "sse2",
-#else
-                   "u64",
-#endif
-                   (double)len * reps / ((double)(t1 - t0) * 1e3));
-    free(b);
-}
-
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -268,6 +237,5 @@ int main(int argc, char **argv)
         g_test_add_data_func(p4, &variants[i], test_unaligned_all_zero);
         g_test_add_data_func(p5, &variants[i], test_unaligned_single_byte);
     }
-    g_test_add_func("/zero/throughput", test_throughput);
     return g_test_run();
 }
