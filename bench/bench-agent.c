@@ -74,21 +74,6 @@ static gpointer agent_dest_thread(gpointer opaque)
     return NULL;
 }
 
-static bool agent_parse_token(const char *hex, uint8_t token[16])
-{
-    if (strlen(hex) != 32) {
-        return false;
-    }
-    for (unsigned i = 0; i < 16; i++) {
-        int hi = g_ascii_xdigit_value(hex[2 * i]), lo = g_ascii_xdigit_value(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            return false;
-        }
-        token[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return true;
-}
-
 /* Serves one MFR request; false only when the control connection is gone. */
 static bool agent_mfr(const BenchAgentConfig *cfg, int ctl_fd, const char *transport,
                       const char *token_hex)
@@ -97,7 +82,7 @@ static bool agent_mfr(const BenchAgentConfig *cfg, int ctl_fd, const char *trans
     const char *host = strcmp(transport, "rdma") == 0 ? cfg->rdma_host : cfg->tcp_host;
     MfrDestConfig dc;
     mfr_dest_config_init(&dc);
-    if (!host || !agent_parse_token(token_hex, dc.token)) {
+    if (!host || !mfr_token_parse(token_hex, dc.token, NULL)) {
         return bench_ctl_send(ctl_fd, NULL, "ERR agent: %s",
                               host ? "bad token" : "no RDMA address configured on the agent");
     }
@@ -109,7 +94,7 @@ static bool agent_mfr(const BenchAgentConfig *cfg, int ctl_fd, const char *trans
     dc.alloc_block = agent_alloc_block;
     dc.alloc_opaque = &mem;
     dc.memory_zeroed = true;
-    dc.registration_threads = cfg->registration_threads;
+    dc.transport.registration_threads = cfg->registration_threads;
     MfrDest *dest = mfr_dest_new(&dc, &error);
     if (!dest) {
         g_ptr_array_unref(mem.maps);

@@ -6,8 +6,8 @@
  * It is the number mfrdma over TCP is measured against.
  *
  * With zerocopy (the tcpzc cases) each stream sends the way transport/tcp/ does with
- * MfrSourceConfig.zerocopy: SO_ZEROCOPY on the socket, the header with MSG_MORE, the chunk
- * with MSG_ZEROCOPY, completions reaped from the error queue once 32 are pending, ENOBUFS
+ * MfrSourceConfig.transport.zerocopy: SO_ZEROCOPY on the socket, the header with MSG_MORE, the
+ * chunk with MSG_ZEROCOPY, completions reaped from the error queue once 32 are pending, ENOBUFS
  * sent with a copy, and no more MSG_ZEROCOPY after 256 completions in a row that the kernel
  * copied anyway (loopback always copies). Same policy as the engine, so the ratio compares
  * the engine with the best this technique does on this path, and the counters of both say

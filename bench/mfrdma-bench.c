@@ -115,7 +115,8 @@ typedef struct {
     char spec[128];
     char transport[8];     /* as in the spec: tcp, tcpzc, rdma */
     const char *scheme;    /* the engine's URI scheme: tcp or rdma */
-    bool zerocopy;         /* tcpzc: MfrSourceConfig.zerocopy, raw streams with MSG_ZEROCOPY */
+    bool zerocopy;         /* tcpzc: MfrSourceConfig.transport.zerocopy, raw streams with
+                            * MSG_ZEROCOPY */
     unsigned channels;
     uint64_t size;
     char mix[32];
@@ -330,9 +331,7 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
         sc.token[i] = (uint8_t)g_random_int();
     }
     char hex[33];
-    for (unsigned i = 0; i < 16; i++) {
-        g_snprintf(hex + 2 * i, 3, "%02x", sc.token[i]);
-    }
+    mfr_token_format(sc.token, hex);
     char line[BENCH_LINE_MAX], uri[512];
     if (!bench_ctl_send(ctl, error, "MFR %s %s", c->scheme, hex) ||
         !bench_ctl_recv(ctl, line, sizeof(line), 60000, error)) {
@@ -346,9 +345,9 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
     sc.channels = c->channels;
     sc.verify = a->verify;
     sc.force_switchover = true;
-    sc.zerocopy = c->zerocopy;
+    sc.transport.zerocopy = c->zerocopy;
     sc.timeout_ms = (unsigned)a->timeout_ms;
-    sc.registration_threads = (unsigned)a->registration_threads;
+    sc.transport.registration_threads = (unsigned)a->registration_threads;
     if (a->pages_per_packet > 0) {
         sc.pages_per_packet = (unsigned)a->pages_per_packet;
     }

@@ -19,13 +19,16 @@ typedef struct {
     uint64_t *block_len;     /* nblocks */
     uint32_t page_size;      /* migration page size (negotiated) */
     uint32_t max_pages;      /* pages per packet (negotiated) */
-    XpRegion **regions;      /* per block, NULL entries without XP_CAP_REGIONS */
-    /* source only: destination regions, per block (chunks NULL) or per registration chunk
-     * (flat, chunks->first[b] + c); an entry is set before any batch that needs it is handed
-     * out, by the producer, whose hand-off publishes it to the channel */
-    XpRemote **remotes;
-    const MfrChunkMap *chunks;
+    /* This side's registered memory (NULL without XP_CAP_REGIONS): the source's blocks
+     * whole (one chunk each), the destination's in chunks. */
+    MfrRegionTable *local;
+    /* source only: the destination's chunks, imported by the control reader; the producer
+     * waits until the chunks of a batch are ready before it hands the batch out, and the
+     * hand-off publishes them to the channel (NULL without XP_CAP_REGIONS) */
+    MfrRegionTable *remote;
     uint64_t **received;     /* destination only: pages that received data (atomic bits) */
+    uint64_t **zero_seen;    /* destination only: pages sent as zero pages (atomic bits);
+                              * a page in neither map was never sent at all */
     bool zero_detect;        /* source: send zero pages as offsets */
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
     unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */

@@ -2,7 +2,8 @@
 /*
  * The control connection of a session, identical on both sides: a reader thread validates
  * every control message, keeps the peer alive (KEEPALIVE when idle, failure after silence),
- * turns the peer's ERROR/CANCEL into a session failure and queues the rest for the session.
+ * turns the peer's ERROR/CANCEL into a session failure, hands the messages a session wants
+ * handled at once to its handler (the source's REGIONs) and queues the rest.
  */
 #include "engine.h"
 
@@ -18,6 +19,12 @@ struct MfrControl {
     unsigned timeout_ms;
     GThread *reader;
     GAsyncQueue *queue;  /* MfrCtrlMsg*, or &wake_marker */
+    /* Messages of handler_type go to handler on the reader thread instead of the queue.
+     * handler_lock orders the reader's dispatch against mfr_control_set_handler(). */
+    GMutex handler_lock;
+    MfrCtrlType handler_type;
+    MfrCtrlHandler handler;
+    void *handler_opaque;
     GMutex send_lock;    /* senders: session thread, channel threads (SYNC_ACK), reader */
     uint32_t tx_seq;     /* under send_lock */
     atomic_llong last_tx_us;
@@ -30,6 +37,8 @@ static char wake_marker;
 
 #define MFR_CONTROL_TICK_MS 50
 #define MFR_CONTROL_KEEPALIVE_MAX_MS 250
+/* How long reporting our failure waits for another sender to finish (see send_error). */
+#define MFR_CONTROL_ERROR_WAIT_MS 100
 /* How long a reader whose session failed with an echo reads on for the peer's account. It
  * ends as soon as that ERROR, or the peer's close, arrives: within a round trip after the
  * peer's own failure. A peer silent for this long (link down, hung) cannot explain, and the
@@ -70,6 +79,12 @@ static bool control_send_locked(MfrControl *c, MfrCtrlType type, const void *bod
         memcpy(buf + MFR_CTRL_HDR_SIZE, body, len);
     }
     int r = xp_send_msg(c->ch, buf, MFR_CTRL_HDR_SIZE + len, NULL, 0);
+    if (r == -ETIMEDOUT) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT, "%s: control connection to %s: "
+                    "sending %s failed: the peer read nothing for %u ms", c->side,
+                    xp_channel_peer(c->ch), mfr_ctrl_type_str(type), c->timeout_ms);
+        return false;
+    }
     if (r < 0) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_TRANSPORT, "%s: control connection to %s: "
                     "sending %s failed: %s", c->side, xp_channel_peer(c->ch),
@@ -100,15 +115,23 @@ void mfr_control_send_error(MfrControl *c, const GError *err)
     uint8_t body[MFR_CTRL_ERROR_SIZE];
     mfr_wire_pack_error(&e, body);
     bool cancel = err->domain == MFR_ERROR && err->code == MFR_ERROR_CANCELLED;
-    /* a peer that stopped reading must not make us hang here: trylock, and skip on contention */
-    if (g_mutex_trylock(&c->send_lock)) {
-        if (cancel) {
-            control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
-        } else {
-            control_send_locked(c, MFR_CTRL_ERROR, body, sizeof(body), NULL);
+    /* Waits a little for a sender in progress: skipping at once would lose the reason
+     * whenever the failure comes right after one of our messages (the peer answers it at
+     * once, while our sender still holds the lock). A sender held longer is blocked by a
+     * peer that does not read or a dead link: then no ERROR would get through anyway, and
+     * waiting for its send deadline would only delay the failure. */
+    for (int i = 0; !g_mutex_trylock(&c->send_lock); i++) {
+        if (i == MFR_CONTROL_ERROR_WAIT_MS) {
+            return;
         }
-        g_mutex_unlock(&c->send_lock);
+        g_usleep(1000);
     }
+    if (cancel) {
+        control_send_locked(c, MFR_CTRL_CANCEL, NULL, 0, NULL);
+    } else {
+        control_send_locked(c, MFR_CTRL_ERROR, body, sizeof(body), NULL);
+    }
+    g_mutex_unlock(&c->send_lock);
 }
 
 static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
@@ -137,8 +160,28 @@ static void control_fail_peer(MfrControl *c, MfrCtrlMsg *m)
              e.text);
 }
 
+/* Hands m to the handler of its type, or queues it. False when the handler failed (the
+ * session's failure now). */
+static bool control_dispatch(MfrControl *c, MfrCtrlMsg *m)
+{
+    g_mutex_lock(&c->handler_lock);
+    if (!c->handler || m->hdr.type != c->handler_type) {
+        g_async_queue_push(c->queue, m);
+        g_mutex_unlock(&c->handler_lock);
+        return true;
+    }
+    GError *err = NULL;
+    bool ok = c->handler(c->handler_opaque, m, &err);
+    g_mutex_unlock(&c->handler_lock);
+    g_free(m);
+    if (!ok) {
+        mfr_fail_set(c->fail, err);
+    }
+    return ok;
+}
+
 /* One message the reader received: validated, then a keepalive is dropped, the peer's
- * ERROR/CANCEL fails the session and anything else is queued for the session's thread.
+ * ERROR/CANCEL fails the session and anything else goes to its handler or the queue.
  * False when the reader must stop. */
 static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t *rx_seq)
 {
@@ -173,8 +216,7 @@ static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t
          * dequeues this: its close must not read as a lost connection */
         atomic_store(&c->done, true);
     }
-    g_async_queue_push(c->queue, m);
-    return true;
+    return control_dispatch(c, m);
 }
 
 static gpointer control_reader(gpointer opaque)
@@ -205,11 +247,22 @@ static gpointer control_reader(gpointer opaque)
                 break;
             }
         }
+        /* trylock: a sender holding the lock may be blocked by the peer (it gives up at
+         * the send deadline), and the silence check below must run meanwhile; a keepalive
+         * then is pointless anyway. A keepalive that itself meets a full send queue fails
+         * the session after the same deadline, with the reason; other send errors are left
+         * to the receive below, which may still read the peer's ERROR first. */
         if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
-            !atomic_load(&c->done) && !mfr_failed(c->fail)) {
-            g_mutex_lock(&c->send_lock);
-            control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, NULL);
+            !atomic_load(&c->done) && !mfr_failed(c->fail) && g_mutex_trylock(&c->send_lock)) {
+            GError *kerr = NULL;
+            bool sent = control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, &kerr);
             g_mutex_unlock(&c->send_lock);
+            if (!sent && g_error_matches(kerr, MFR_ERROR, MFR_ERROR_TIMEOUT) &&
+                !atomic_load(&c->done)) {
+                mfr_fail_set(c->fail, g_steal_pointer(&kerr));
+                break;
+            }
+            g_clear_error(&kerr);
         }
         size_t len = 0;
         int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);
@@ -263,8 +316,12 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
     c->side = side == MFR_SIDE_SOURCE ? "source" : "destination";
     c->timeout_ms = timeout_ms ? timeout_ms : 5000;
     c->queue = g_async_queue_new();
+    g_mutex_init(&c->handler_lock);
     g_mutex_init(&c->send_lock);
     atomic_init(&c->last_tx_us, g_get_monotonic_time());
+    /* every send has a deadline: a peer that stops reading fails the send, not the session's
+     * threads forever (their sends hold send_lock) */
+    xp_channel_set_send_timeout(ch, (int)c->timeout_ms);
     GError *terr = NULL;
     c->reader = xp_thread_new("mfr-control", control_reader, c, &terr);
     if (!c->reader) {
@@ -274,6 +331,34 @@ MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrS
         return NULL;
     }
     return c;
+}
+
+bool mfr_control_set_handler(MfrControl *c, MfrCtrlType type, MfrCtrlHandler handler,
+                             void *opaque, GError **error)
+{
+    g_mutex_lock(&c->handler_lock);
+    c->handler_type = type;
+    c->handler = handler;
+    c->handler_opaque = opaque;
+    /* What the reader queued before is handled first, in arrival order; the rest goes back
+     * to the queue's head in its order. The reader waits on handler_lock meanwhile. */
+    GQueue keep = G_QUEUE_INIT;
+    bool ok = true;
+    gpointer p;
+    while ((p = g_async_queue_try_pop(c->queue))) {
+        MfrCtrlMsg *m = p;
+        if (p == &wake_marker || m->hdr.type != type || !ok) {
+            g_queue_push_tail(&keep, p);
+            continue;
+        }
+        ok = handler(opaque, m, error);
+        g_free(m);
+    }
+    while ((p = g_queue_pop_tail(&keep))) {
+        g_async_queue_push_front(c->queue, p);
+    }
+    g_mutex_unlock(&c->handler_lock);
+    return ok;
 }
 
 void mfr_control_track_state(MfrControl *c, const MfrState *state)
@@ -332,6 +417,7 @@ void mfr_control_free(MfrControl *c)
         }
     }
     g_async_queue_unref(c->queue);
+    g_mutex_clear(&c->handler_lock);
     g_mutex_clear(&c->send_lock);
     g_free(c);
 }
@@ -347,28 +433,6 @@ static bool control_check_state(MfrControl *c, MfrCtrlMsg *m, GError **error)
         return false;
     }
     return true;
-}
-
-MfrCtrlMsg *mfr_control_poll(MfrControl *c, GError **error)
-{
-    for (;;) {
-        if (mfr_failed(c->fail)) {
-            mfr_fail_propagate(c->fail, error);
-            return NULL;
-        }
-        MfrCtrlMsg *m = g_async_queue_try_pop(c->queue);
-        if (!m) {
-            return NULL;
-        }
-        if (m == (void *)&wake_marker) {
-            continue;
-        }
-        if (!control_check_state(c, m, error)) {
-            g_free(m);
-            return NULL;
-        }
-        return m;
-    }
 }
 
 MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error)

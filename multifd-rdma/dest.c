@@ -29,15 +29,10 @@ struct MfrDest {
     unsigned nchan_expected;
     double reg_helper_cpu_s; /* registration threads' CPU, beside the main thread's */
 
-    /* Pipelined registration (XP_CAP_REGIONS): the blocks' chunks, registered by reg's
-     * threads after BLOCKS_REPLY while this thread accepts channels and serves. */
-    MfrChunkMap chunks;
-    XpRegion **regions;      /* chunks.total; set by the registration threads, freed after
-                              * they are joined */
+    /* Pipelined registration (XP_CAP_REGIONS): reg's threads register the chunks of
+     * ram.local after BLOCKS_REPLY while this thread accepts channels and serves; the table
+     * is freed only after they are joined. */
     MfrRegisterBg *reg;      /* run() thread only */
-    GMutex region_lock;      /* chunk_ready, chunk_sent: REGIONs leave in order per block */
-    bool *chunk_ready;       /* chunks.total */
-    uint32_t chunk_sent[MFR_MAX_BLOCKS];
     MfrRecvHold *hold;       /* test seams */
     bool inject_reg_fail;
     unsigned inject_reg_delay_ms;
@@ -47,6 +42,8 @@ struct MfrDest {
     double t_prog_at, prog_bps;
     uint64_t prog_bytes_mark;
     MfrCaps caps;
+
+    XpLogLimit refuse_log;   /* refused connections: anyone can cause them (run() thread) */
 
     MfrFail fail;
     GMutex lock;             /* guards ctl/chan publication against on_fail */
@@ -108,26 +105,13 @@ static void dest_publish_stats(MfrDest *d)
 
 /* ---------- setup ---------- */
 
-static void dest_xp_options(MfrDest *d, XpOptions *o)
-{
-    xp_options_init(o);
-    o->timeout_ms = d->cfg.timeout_ms;
-    o->rdma_dev = d->cfg.rdma_dev;
-    o->rdma_port = d->cfg.rdma_port;
-    o->gid_index = d->cfg.gid_index;
-    o->odp = d->cfg.odp;
-    o->rc_retry = d->cfg.rc_retry;
-    o->rc_timeout = d->cfg.rc_timeout;
-}
-
 MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
 {
     if (!cfg->uri) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
         return NULL;
     }
-    if (!mfr_rdma_knobs_check("destination", cfg->registration_threads, cfg->rc_retry,
-                              cfg->rc_timeout, error)) {
+    if (!mfr_transport_check("destination", &cfg->transport, error)) {
         return NULL;
     }
     g_autofree char *host = NULL, *port = NULL;
@@ -149,7 +133,6 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     d->ops = ops;
     d->blocks = g_array_new(FALSE, TRUE, sizeof(MfrRamBlock));
     g_mutex_init(&d->lock);
-    g_mutex_init(&d->region_lock);
     g_mutex_init(&d->sync_lock);
     g_mutex_init(&d->stats_lock);
     mfr_fail_init(&d->fail, dest_on_fail, d);
@@ -166,7 +149,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     }
 
     XpOptions o;
-    dest_xp_options(d, &o);
+    mfr_transport_xp_options(&d->cfg.transport, d->cfg.timeout_ms, false, &o);
     d->dom = xp_domain_new(ops, &o, &xerr);
     if (!d->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
@@ -175,8 +158,8 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     }
     d->listener = xp_listen(d->dom, host, port, &xerr);
     if (!d->listener) {
-        g_autofree char *what = g_strdup_printf("destination: cannot listen on %s", cfg->uri);
-        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        /* the transport's message says "cannot listen on URI: cause" */
+        g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
         mfr_dest_free(d);
         return NULL;
     }
@@ -191,13 +174,8 @@ const char *mfr_dest_uri(MfrDest *d)
 
 bool mfr_dest_add_block(MfrDest *d, const MfrRamBlock *b, GError **error)
 {
-    if (!b->name || !mfr_block_name_valid(b->name) || !b->host || b->length == 0 ||
-        b->page_size < 4096 || (b->page_size & (b->page_size - 1)) ||
-        b->length % b->page_size) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "destination: block '%s' needs a name, host memory, a power-of-two page "
-                    "size >= 4096 and a non-zero length multiple of it",
-                    b->name ? b->name : "(null)");
+    if (!mfr_ram_block_check(b, true, error)) {
+        g_prefix_error(error, "destination: block %u ", d->blocks->len);
         return false;
     }
     for (guint i = 0; i < d->blocks->len; i++) {
@@ -271,7 +249,8 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
                 return NULL;
             }
             /* one broken connection attempt must not end the service */
-            g_warning("destination: %s: %s", d->uri, xerr->message);
+            xp_log_limited(&d->refuse_log, G_LOG_DOMAIN, "destination: %s: %s", d->uri,
+                           xerr->message);
             g_error_free(xerr);
             continue;
         }
@@ -287,15 +266,17 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
             reason = check(d, &h);
         }
         if (reason) {
-            g_message("destination: refused connection from %s: %s",
-                      xp_channel_peer(ch), reason);
+            xp_log_limited(&d->refuse_log, G_LOG_DOMAIN,
+                           "destination: refused connection from %s: %s",
+                           xp_channel_peer(ch), reason);
             xp_answer(ch, 1, reason, NULL);
             xp_channel_close(ch);
             continue;
         }
         if (!xp_answer(ch, 0, NULL, &xerr)) {
-            g_warning("destination: accepting %s failed: %s", xp_channel_peer(ch),
-                      xerr->message);
+            xp_log_limited(&d->refuse_log, G_LOG_DOMAIN,
+                           "destination: accepting %s failed: %s", xp_channel_peer(ch),
+                           xerr->message);
             g_error_free(xerr);
             xp_channel_close(ch);
             continue;
@@ -391,8 +372,13 @@ static bool dest_match_blocks(MfrDest *d, const MfrBlockInfo *info, uint32_t cou
                 g_prefix_error(error, "destination: block '%s': ", info[i].name);
                 return false;
             }
-            MfrRamBlock b = { .name = g_strdup(info[i].name), .host = host,
+            MfrRamBlock b = { .name = info[i].name, .host = host,
                               .length = info[i].length, .page_size = info[i].page_size };
+            if (!mfr_ram_block_check(&b, true, error)) {
+                g_prefix_error(error, "destination: alloc_block() gave block %u ", i);
+                return false;
+            }
+            b.name = g_strdup(info[i].name);
             g_array_append_val(d->blocks, b);
         }
         return true;
@@ -448,35 +434,20 @@ static bool dest_match_blocks(MfrDest *d, const MfrBlockInfo *info, uint32_t cou
     return true;
 }
 
-/* Registration threads: chunk `chunk` of `block` is registered. REGIONs leave in order
- * within a block, so the thread that completes the next chunk in line sends it and every
- * later one that is already registered. */
-static void dest_chunk_ready(void *opaque, unsigned block, uint32_t chunk)
+/* Registration threads, under ram.local's lock, in chunk order per block (the table sees to
+ * that): chunk `chunk` of `block` is registered, tell the source (REGION). */
+static bool dest_publish_region(void *opaque, unsigned block, uint32_t chunk, GError **error)
 {
     MfrDest *d = opaque;
-    const MfrChunkLayout *l = &d->chunks.layout[block];
-    g_mutex_lock(&d->region_lock);
-    d->chunk_ready[d->chunks.first[block] + chunk] = true;
-    while (!mfr_failed(&d->fail) && d->chunk_sent[block] < l->chunks &&
-           d->chunk_ready[d->chunks.first[block] + d->chunk_sent[block]]) {
-        uint32_t c = d->chunk_sent[block];
-        MfrRegionMsg r = {
-            .block = block,
-            .chunk = c,
-            .offset = (uint64_t)c * l->chunk_size,
-        };
-        r.length = MIN(l->chunk_size, d->ram.blocks[block].length - r.offset);
-        xp_region_export(d->dom, d->regions[d->chunks.first[block] + c], r.desc);
-        uint8_t body[MFR_REGION_SIZE];
-        mfr_wire_pack_region(&r, body);
-        GError *err = NULL;
-        if (!mfr_control_send(d->ctl, MFR_CTRL_REGION, body, sizeof(body), &err)) {
-            mfr_fail_echo(&d->fail, err);
-            break;
-        }
-        d->chunk_sent[block]++;
+    if (mfr_failed(&d->fail)) {
+        return false; /* nothing to tell any more; the session has its error */
     }
-    g_mutex_unlock(&d->region_lock);
+    MfrRegionMsg r = { .block = block, .chunk = chunk };
+    mfr_region_table_chunk_range(d->ram.local, block, chunk, &r.offset, &r.length);
+    xp_region_export(d->dom, mfr_region_table_local(d->ram.local, block, chunk), r.desc);
+    uint8_t body[MFR_REGION_SIZE];
+    mfr_wire_pack_region(&r, body);
+    return mfr_control_send(d->ctl, MFR_CTRL_REGION, body, sizeof(body), error);
 }
 
 static bool dest_blocks(MfrDest *d, GError **error)
@@ -509,19 +480,21 @@ static bool dest_blocks(MfrDest *d, GError **error)
     d->ram.blocks = (const MfrRamBlock *)(void *)d->blocks->data;
     d->ram.block_len = g_new0(uint64_t, n);
     d->ram.received = g_new0(uint64_t *, n);
+    d->ram.zero_seen = g_new0(uint64_t *, n);
     d->ram.memory_zeroed = d->cfg.memory_zeroed;
     MfrBlocksReply reply = { .count = n };
     for (unsigned i = 0; i < n; i++) {
         d->ram.block_len[i] = d->ram.blocks[i].length;
         uint64_t npages = d->ram.blocks[i].length / d->ram.page_size;
         d->ram.received[i] = g_new0(uint64_t, (npages + 63) / 64);
+        d->ram.zero_seen[i] = g_new0(uint64_t, (npages + 63) / 64);
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
     /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
     MfrRegisterJob job = {
         .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
-        .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.odp,
-        .threads = d->cfg.registration_threads, .channels = d->nchan_expected,
+        .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.transport.odp,
+        .threads = d->cfg.transport.registration_threads, .channels = d->nchan_expected,
         .side = "destination",
     };
     if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
@@ -529,13 +502,15 @@ static bool dest_blocks(MfrDest *d, GError **error)
         if (!mfr_register_budget(&job, error)) {
             return false;
         }
-        mfr_chunk_map_init(&d->chunks, d->ram.blocks, n, d->cfg.registration_chunk,
-                           mfr_register_chunk_threads(d->cfg.registration_threads));
-        d->regions = g_new0(XpRegion *, d->chunks.total);
-        d->chunk_ready = g_new0(bool, d->chunks.total);
+        MfrChunkMap map;
+        mfr_chunk_map_init(&map, d->ram.blocks, n, d->cfg.registration_chunk,
+                           mfr_register_threads(d->cfg.transport.registration_threads,
+                                                UINT32_MAX));
+        d->ram.local = mfr_region_table_new(d->dom, MFR_REGIONS_LOCAL, d->ram.blocks, &map,
+                                            "the destination");
         reply.flags = MFR_REPLY_REGIONS;
-        memcpy(reply.layout, d->chunks.layout, n * sizeof(reply.layout[0]));
-        d->stats.region_chunks = d->chunks.total;
+        memcpy(reply.layout, map.layout, n * sizeof(reply.layout[0]));
+        d->stats.region_chunks = map.total;
     }
     uint8_t body[XP_MSG_MAX];
     size_t len = mfr_wire_pack_blocks_reply(&reply, body, sizeof(body) - MFR_CTRL_HDR_SIZE);
@@ -546,13 +521,14 @@ static bool dest_blocks(MfrDest *d, GError **error)
     if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* every REGION follows the reply: the threads start only now */
         MfrRegisterChunksJob cj = {
-            .base = job, .map = &d->chunks, .regions = d->regions, .fail = &d->fail,
-            .ready = dest_chunk_ready, .ready_opaque = d, .inject_fail = -1,
+            .base = job, .table = d->ram.local, .fail = &d->fail,
+            .publish = dest_publish_region, .publish_opaque = d, .inject_fail = -1,
             .delay_ms = d->inject_reg_delay_ms,
         };
+        const MfrChunkMap *map = mfr_region_table_map(d->ram.local);
         if (d->inject_reg_fail && d->inject_block < n &&
-            d->inject_chunk < d->chunks.layout[d->inject_block].chunks) {
-            cj.inject_fail = d->chunks.first[d->inject_block] + d->inject_chunk;
+            d->inject_chunk < map->layout[d->inject_block].chunks) {
+            cj.inject_fail = map->first[d->inject_block] + d->inject_chunk;
         }
         d->reg = mfr_register_chunks_start(&cj, error);
         if (!d->reg) {
@@ -581,7 +557,12 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
         mfr_wire_pack_u64(round, body);
         GError *err = NULL;
         if (!mfr_control_send(d->ctl, MFR_CTRL_SYNC_ACK, body, sizeof(body), &err)) {
-            mfr_fail_echo(&d->fail, err);
+            /* a send deadline is our own finding (the peer stopped reading), not an echo */
+            if (g_error_matches(err, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
+                mfr_fail_set(&d->fail, err);
+            } else {
+                mfr_fail_echo(&d->fail, err);
+            }
             ok = false;
         }
         d->sync_count = 0;
@@ -618,54 +599,6 @@ static bool dest_open_channels(MfrDest *d, GError **error)
     return true;
 }
 
-static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
-{
-    uint64_t round;
-    uint64_t digest[MFR_MAX_BLOCKS];
-    /* a COMPLETE without digests (verification off on the source) names no block */
-    uint32_t count = m->len == MFR_COMPLETE_HDR_SIZE ? 0 : d->ram.nblocks;
-    if (!mfr_wire_unpack_complete(m->body, m->len, count, &round, digest, error)) {
-        g_prefix_error(error, "destination: COMPLETE: ");
-        return false;
-    }
-    g_mutex_lock(&d->sync_lock);
-    uint64_t synced = d->sync_round - 1;
-    g_mutex_unlock(&d->sync_lock);
-    if (round != synced) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                    "destination: COMPLETE names round %" G_GUINT64_FORMAT
-                    " but round %" G_GUINT64_FORMAT " was the last synchronised", round, synced);
-        return false;
-    }
-    MfrCompleteReply r = { 0 };
-    double t0 = mfr_now_s();
-    for (uint32_t i = 0; i < count; i++) {
-        if (mfr_digest(d->ram.blocks[i].host, d->ram.blocks[i].length) != digest[i]) {
-            r.status = 1;
-            r.block = i;
-            break;
-        }
-    }
-    d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
-    uint8_t body[MFR_COMPLETE_REPLY_SIZE];
-    mfr_wire_pack_complete_reply(&r, body);
-    /* done first: once the source has the reply it may close at once, and that must not
-     * race our reader into reporting a lost connection */
-    mfr_control_done(d->ctl);
-    if (!mfr_control_send(d->ctl, MFR_CTRL_COMPLETE_REPLY, body, sizeof(body), error)) {
-        return false;
-    }
-    if (r.status) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
-                    "verification failed: block '%s' differs from the source",
-                    d->ram.blocks[r.block].name);
-        return false;
-    }
-    d->stats.verified = count > 0;
-    d->stats.converged = true;
-    return true;
-}
-
 /* Received bytes so far, as the channel threads count them (an estimate while they run). */
 static void dest_progress(MfrDest *d)
 {
@@ -694,6 +627,105 @@ static void dest_progress(MfrDest *d)
     }
     p.throughput_bps = d->prog_bps;
     d->cfg.progress(&p, d->cfg.progress_opaque);
+}
+
+/* Bytes verified between two checks for a failed or cancelled session (~10-30 ms). */
+#define DEST_VERIFY_SLICE (64ull << 20)
+
+/* Block i's digest as the source computes it, in slices: a session that fails or is
+ * cancelled meanwhile (the source gone, Ctrl-C) stops it within one slice. Pages of fresh
+ * memory the source never sent (neither data nor a zero page) are known to be zero: hashed
+ * from a zero page, not read (reading would allocate them, a whole block's memory for a
+ * source that sent nothing). Pages it sent are read, so whatever changed them is caught. */
+static bool dest_block_digest(MfrDest *d, unsigned i, uint64_t *out, GError **error)
+{
+    static const uint8_t zero[4096];
+    const uint8_t *host = d->ram.blocks[i].host;
+    const uint64_t *received = d->ram.received[i];
+    const uint64_t *zero_seen = d->ram.zero_seen[i];
+    uint32_t ps = d->ram.page_size;
+    uint64_t npages = d->ram.block_len[i] / ps;
+    MfrDigestState st;
+    mfr_digest_init(&st);
+    for (uint64_t p = 0; p < npages; p++) {
+        if (p % (DEST_VERIFY_SLICE / ps) == 0 && mfr_failed(&d->fail)) {
+            mfr_fail_propagate(&d->fail, error);
+            return false;
+        }
+        uint64_t sent = (received[p / 64] | zero_seen[p / 64]) & (1ull << (p % 64));
+        if (d->ram.memory_zeroed && !sent) {
+            for (uint32_t off = 0; off < ps; off += sizeof(zero)) {
+                mfr_digest_update(&st, zero, sizeof(zero));
+            }
+        } else {
+            mfr_digest_update(&st, host + p * ps, ps);
+        }
+    }
+    *out = mfr_digest_final(&st, NULL, 0);
+    return true;
+}
+
+static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
+{
+    uint64_t round;
+    uint64_t digest[MFR_MAX_BLOCKS];
+    uint32_t count = m->len == MFR_COMPLETE_HDR_SIZE ? 0 : d->ram.nblocks;
+    if (!mfr_wire_unpack_complete(m->body, m->len, count, &round, digest, error)) {
+        g_prefix_error(error, "destination: COMPLETE: ");
+        return false;
+    }
+    g_mutex_lock(&d->sync_lock);
+    uint64_t synced = d->sync_round - 1;
+    g_mutex_unlock(&d->sync_lock);
+    /* COMPLETE names the final round whose SYNC_ACK we sent; a source always runs at least
+     * one round (all of RAM), so before any there is nothing to complete */
+    if (synced == 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "destination: COMPLETE (round %" G_GUINT64_FORMAT ") from %s before any "
+                    "round was synchronised", round,
+                    xp_channel_peer(mfr_control_channel(d->ctl)));
+        return false;
+    }
+    if (round != synced) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "destination: COMPLETE names round %" G_GUINT64_FORMAT
+                    " but round %" G_GUINT64_FORMAT " was the last synchronised", round, synced);
+        return false;
+    }
+    MfrCompleteReply r = { 0 };
+    double t0 = mfr_now_s();
+    if (count) {
+        dest_progress(d); /* COMPLETING: the verify phase */
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t got;
+        if (!dest_block_digest(d, i, &got, error)) {
+            return false;
+        }
+        if (got != digest[i]) {
+            r.status = 1;
+            r.block = i;
+            break;
+        }
+    }
+    d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
+    uint8_t body[MFR_COMPLETE_REPLY_SIZE];
+    mfr_wire_pack_complete_reply(&r, body);
+    /* done first: once the source has the reply it may close at once, and that must not
+     * race our reader into reporting a lost connection */
+    mfr_control_done(d->ctl);
+    if (!mfr_control_send(d->ctl, MFR_CTRL_COMPLETE_REPLY, body, sizeof(body), error)) {
+        return false;
+    }
+    if (r.status) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_VERIFY,
+                    "verification failed: block '%s' differs from the source",
+                    d->ram.blocks[r.block].name);
+        return false;
+    }
+    d->stats.verified = count > 0;
+    d->stats.converged = true;
+    return true;
 }
 
 static bool dest_serve(MfrDest *d, GError **error)
@@ -786,11 +818,8 @@ static void dest_release(MfrDest *d)
         mfr_recv_channel_free(chan[i]);
     }
     g_free(chan);
-    for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
-        if (d->regions[i]) {
-            xp_region_deregister(d->dom, g_steal_pointer(&d->regions[i]));
-        }
-    }
+    /* the registration threads are joined (dest_join_registration()) */
+    mfr_region_table_free(g_steal_pointer(&d->ram.local));
 }
 
 /* The registration threads end before run() does, on success (every chunk was needed for
@@ -965,13 +994,7 @@ void mfr_dest_free(MfrDest *d)
     }
     g_free(d->chan);
     mfr_control_free(d->ctl);
-    for (unsigned i = 0; d->regions && i < d->chunks.total; i++) {
-        if (d->regions[i]) {
-            xp_region_deregister(d->dom, d->regions[i]);
-        }
-    }
-    g_free(d->regions);
-    g_free(d->chunk_ready);
+    mfr_region_table_free(d->ram.local);
     if (d->hold) {
         g_mutex_clear(&d->hold->lock);
         g_cond_clear(&d->hold->cond);
@@ -979,8 +1002,10 @@ void mfr_dest_free(MfrDest *d)
     }
     for (unsigned i = 0; i < d->ram.nblocks; i++) {
         g_free(d->ram.received[i]);
+        g_free(d->ram.zero_seen[i]);
     }
     g_free(d->ram.received);
+    g_free(d->ram.zero_seen);
     g_free(d->ram.block_len);
     for (guint i = 0; i < d->blocks->len; i++) {
         g_free((char *)g_array_index(d->blocks, MfrRamBlock, i).name);
@@ -992,7 +1017,6 @@ void mfr_dest_free(MfrDest *d)
     g_free(d->uri_cfg);
     mfr_fail_clear(&d->fail);
     g_mutex_clear(&d->lock);
-    g_mutex_clear(&d->region_lock);
     g_mutex_clear(&d->sync_lock);
     g_mutex_clear(&d->stats_lock);
     g_free(d);

@@ -23,7 +23,7 @@
  *   5. Avalanche: h ^= h >> 31; h *= K4; h ^= h >> 29; h *= K5; h ^= h >> 32.
  *   The length enters in step 3, so inputs that differ only by trailing zeros differ.
  */
-#include "mfrdma.h"
+#include "engine.h"
 
 #include <string.h>
 
@@ -62,26 +62,47 @@ static inline uint64_t tail_step(uint64_t h, uint64_t w)
     return rotl64(h ^ (w * K2), 27) * K1;
 }
 
-uint64_t mfr_digest(const void *data, uint64_t len)
+void mfr_digest_init(MfrDigestState *st)
+{
+    for (unsigned i = 0; i < 4; i++) {
+        st->s[i] = K3 * (i + 1) ^ K4;
+    }
+    st->len = 0;
+}
+
+void mfr_digest_update(MfrDigestState *st, const void *data, uint64_t len)
 {
     const uint8_t *p = data;
-    const uint8_t *end = p + len;
+    const uint8_t *last = p + (len & ~(uint64_t)31);
+    uint64_t s0 = st->s[0], s1 = st->s[1], s2 = st->s[2], s3 = st->s[3];
+
+    g_return_if_fail(len % 32 == 0);
+    for (; p < last; p += 32) {
+        s0 = lane_step(s0, load_le64(p));
+        s1 = lane_step(s1, load_le64(p + 8));
+        s2 = lane_step(s2, load_le64(p + 16));
+        s3 = lane_step(s3, load_le64(p + 24));
+    }
+    st->s[0] = s0;
+    st->s[1] = s1;
+    st->s[2] = s2;
+    st->s[3] = s3;
+    st->len += len;
+}
+
+uint64_t mfr_digest_final(MfrDigestState *st, const void *tail, uint64_t tail_len)
+{
+    uint64_t stripes = tail_len & ~(uint64_t)31;
+    mfr_digest_update(st, tail, stripes);
+    const uint8_t *p = (const uint8_t *)tail + stripes;
+    const uint8_t *end = (const uint8_t *)tail + tail_len;
+    uint64_t len = st->len + (uint64_t)(end - p);
     uint64_t h = len * K3 ^ K5;
 
     if (len >= 32) {
-        uint64_t s0 = K3 * 1 ^ K4, s1 = K3 * 2 ^ K4, s2 = K3 * 3 ^ K4, s3 = K3 * 4 ^ K4;
-        const uint8_t *last = p + (len & ~(uint64_t)31);
-
-        for (; p < last; p += 32) {
-            s0 = lane_step(s0, load_le64(p));
-            s1 = lane_step(s1, load_le64(p + 8));
-            s2 = lane_step(s2, load_le64(p + 16));
-            s3 = lane_step(s3, load_le64(p + 24));
+        for (unsigned i = 0; i < 4; i++) {
+            h = (h ^ fold(st->s[i])) * K1;
         }
-        h = (h ^ fold(s0)) * K1;
-        h = (h ^ fold(s1)) * K1;
-        h = (h ^ fold(s2)) * K1;
-        h = (h ^ fold(s3)) * K1;
     }
     for (; end - p >= 8; p += 8) {
         h = tail_step(h, load_le64(p));
@@ -101,4 +122,12 @@ uint64_t mfr_digest(const void *data, uint64_t len)
     h *= K5;
     h ^= h >> 32;
     return h;
+}
+
+uint64_t mfr_digest(const void *data, uint64_t len)
+{
+    MfrDigestState st;
+
+    mfr_digest_init(&st);
+    return mfr_digest_final(&st, data, len);
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "mfrdma.h"
+#include "regions.h"
 #include "state.h"
 #include "thread.h"
 #include "wire.h"
@@ -86,10 +87,31 @@ void mfr_fail_finalize(MfrFail *f);
  * a failed work completion), is a local root cause. */
 void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detail);
 
-/* Range checks of the rdma knobs both configs share (MFR_ERROR_USAGE naming side and value);
- * the transport would otherwise clamp them silently. */
-bool mfr_rdma_knobs_check(const char *side, unsigned registration_threads, unsigned rc_retry,
-                          unsigned rc_timeout, GError **error);
+/* ---------- configuration (config.c) ---------- */
+
+/* Range checks of the transport knobs both configs share (MFR_ERROR_USAGE naming side and
+ * value); the transport would otherwise clamp them silently. */
+bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError **error);
+/* The one place a side's transport config becomes the transport's options (domain, listener
+ * and every connection): control marks the control connection (never zerocopy). */
+void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, bool control,
+                              XpOptions *o);
+
+/* ---------- digest in pieces (digest.c) ---------- */
+
+/* mfr_digest() fed piece by piece: the destination verifies in slices between which it
+ * checks for failure, and feeds never-received pages of fresh memory from a zero page
+ * instead of reading (and faulting in) them. Same value as mfr_digest() of the whole. */
+typedef struct {
+    uint64_t s[4]; /* the four lanes */
+    uint64_t len;  /* bytes consumed so far */
+} MfrDigestState;
+
+void mfr_digest_init(MfrDigestState *st);
+/* len must be a multiple of 32 (whole stripes); the rest goes to mfr_digest_final(). */
+void mfr_digest_update(MfrDigestState *st, const void *data, uint64_t len);
+/* The last piece (any length) and the digest of everything fed. */
+uint64_t mfr_digest_final(MfrDigestState *st, const void *tail, uint64_t tail_len);
 
 /* ---------- registration (register.c) ---------- */
 
@@ -100,7 +122,7 @@ typedef struct {
     const MfrRamBlock *blocks;
     unsigned nblocks;
     uint32_t access;    /* XP_REGION_* */
-    bool prefault;      /* chunked registration: populate each chunk first (fresh memory) */
+    bool prefault;      /* populate each chunk first (fresh memory) */
     unsigned threads;   /* 0: one per online CPU */
     unsigned channels;  /* data channels, for the up-front pinning budget */
     const char *side;   /* "source" / "destination", to prefix errors */
@@ -108,65 +130,27 @@ typedef struct {
 
 typedef struct {
     double ms;           /* wall time */
-    double cpu_s;        /* CPU of every thread that took part, the caller's included */
-    double helper_cpu_s; /* of that, the threads other than the caller */
+    double cpu_s;        /* CPU of every thread that took part */
+    double helper_cpu_s; /* of that, the threads other than the caller's (all of them) */
     unsigned threads;
 } MfrRegisterResult;
 
-/* Threads mfr_register_blocks() will use: requested (0 = one per online CPU), never more
- * than there are blocks, at most MFR_REGISTER_MAX_THREADS. */
-unsigned mfr_register_threads(unsigned requested, unsigned nblocks);
+/* Threads a registration of nchunks chunks uses: requested (0 = one per online CPU), never
+ * more than there are chunks, at most MFR_REGISTER_MAX_THREADS. */
+unsigned mfr_register_threads(unsigned requested, unsigned nchunks);
 /* The transport's pinning budget for all blocks at once (and the channels' buffers), so a
  * session fails before it pins anything, naming the total it needs. */
 bool mfr_register_budget(const MfrRegisterJob *job, GError **error);
-/* Checks the transport's pinning budget for all blocks at once, then registers every block,
- * block-parallel, as it is (memory already backed: the source's guest RAM; job->prefault
- * must be false). regions[i] for blocks[i], NULL-initialised by the caller; on failure the
- * ones registered stay there for the caller's cleanup. res is filled on success and
- * failure. */
-bool mfr_register_blocks(const MfrRegisterJob *job, XpRegion **regions, MfrRegisterResult *res,
-                         GError **error);
-
-/* ---------- pipelined registration in chunks (register.c, destination) ---------- */
-
-/* Registration chunk when the configuration says 0: at most 64 MiB (big enough that one
- * ibv_reg_mr() per chunk costs nothing next to pinning it, small enough that the source can
- * start after a fraction of a second), but small enough for about 8 chunks per registration
- * thread, and at least 2 MiB (one huge page: fewer MRs and REGIONs for small RAM). */
-#define MFR_REGION_CHUNK_DEFAULT (64ull << 20)
-#define MFR_REGION_CHUNK_MIN (2ull << 20)
-#define MFR_REGION_CHUNKS_PER_THREAD 8u
-
-/* Every block's chunk layout, and where its chunks sit in flat per-session arrays. */
-typedef struct {
-    unsigned nblocks;
-    MfrChunkLayout layout[MFR_MAX_BLOCKS];
-    uint32_t first[MFR_MAX_BLOCKS]; /* flat index of the block's chunk 0 */
-    uint32_t total;                 /* chunks of all blocks */
-} MfrChunkMap;
-
-/* Registration threads for `requested` (0: one per online CPU), at most 16. */
-unsigned mfr_register_chunk_threads(unsigned requested);
-/* The destination's layout: chunk_bytes (0: the default above, for `threads` threads)
- * rounded up to a multiple of each block's page size, and further where a block would have
- * more than MFR_MAX_CHUNKS_PER_BLOCK chunks. */
-void mfr_chunk_map_init(MfrChunkMap *m, const MfrRamBlock *blocks, unsigned n,
-                        uint64_t chunk_bytes, unsigned threads);
-/* The source's, from a validated BLOCKS_REPLY. */
-void mfr_chunk_map_from_layout(MfrChunkMap *m, const MfrChunkLayout *layout, unsigned n);
-
-/* Called on a registration thread once chunk `chunk` of `block` is registered (regions[flat
- * index] is set before the call), in no particular order. */
-typedef void (*MfrChunkReadyFn)(void *opaque, unsigned block, uint32_t chunk);
 
 typedef struct {
     MfrRegisterJob base;      /* blocks, access, prefault, threads, budget, side */
-    const MfrChunkMap *map;   /* outlives the run */
-    XpRegion **regions;       /* map->total entries, NULL-initialised, owned by the caller */
-    MfrFail *fail;            /* a failed chunk fails the session; a failed session stops
-                               * the threads after their current chunk */
-    MfrChunkReadyFn ready;
-    void *ready_opaque;
+    MfrRegionTable *table;    /* a LOCAL table of base.blocks: its map says the chunks; each
+                               * chunk's region is set there, then made ready */
+    MfrFail *fail;            /* a failed chunk fails it; once failed (by anyone) the threads
+                               * stop after their current chunk */
+    MfrRegionPublishFn publish; /* optional, see mfr_region_table_ready(); a failure is
+                               * reported as the echo of the peer's (mfr_fail_echo()) */
+    void *publish_opaque;
     int64_t inject_fail;      /* test seam: this flat chunk fails to register; -1: none */
     unsigned delay_ms;        /* test seam: extra time per chunk, like slow first touch */
 } MfrRegisterChunksJob;
@@ -178,8 +162,13 @@ typedef struct MfrRegisterBg MfrRegisterBg;
  * NULL with an error only when not even one thread could start. */
 MfrRegisterBg *mfr_register_chunks_start(const MfrRegisterChunksJob *job, GError **error);
 /* Joins every thread (NULL-safe) and fills res (ms: from start until the last thread
- * finished). True when every chunk was registered. The regions stay with the caller. */
+ * finished). True when every chunk was registered. The regions stay in the table. */
 bool mfr_register_chunks_join(MfrRegisterBg *bg, MfrRegisterResult *res);
+/* The same at once: checks the budget, registers every chunk of table (typically whole
+ * blocks: mfr_chunk_map_whole()) and waits. On failure the chunks registered so far stay in
+ * the table for its free. res is filled on success and failure. */
+bool mfr_register_blocks(const MfrRegisterJob *job, MfrRegionTable *table,
+                         MfrRegisterResult *res, GError **error);
 
 /* ---------- control connection ---------- */
 
@@ -196,6 +185,15 @@ typedef struct MfrControl MfrControl;
  * failures of f, and queues every other message for mfr_control_recv(). */
 MfrControl *mfr_control_new(XpChannel *ch, unsigned timeout_ms, MfrFail *f, MfrSide side,
                             GError **error);
+/* Handles a message on the reader thread; false with the error fails the session. */
+typedef bool (*MfrCtrlHandler)(void *opaque, const MfrCtrlMsg *m, GError **error);
+/* From now on messages of type go to handler on the reader thread, in arrival order,
+ * instead of the queue, starting with those queued already (handled here, in the caller's
+ * thread, before the reader dispatches any later one). False with the first handler error
+ * (the queued messages of type after it are kept). The state check of mfr_control_recv()
+ * does not apply to them: the handler validates. */
+bool mfr_control_set_handler(MfrControl *c, MfrCtrlType type, MfrCtrlHandler handler,
+                             void *opaque, GError **error);
 /* The owner's session state; mfr_control_recv() refuses messages it does not accept. Read
  * only by the thread that calls mfr_control_recv(), which is the one that moves it. */
 void mfr_control_track_state(MfrControl *c, const MfrState *state);
@@ -211,14 +209,12 @@ void mfr_control_done(MfrControl *c);
 XpChannel *mfr_control_channel(MfrControl *c);
 bool mfr_control_send(MfrControl *c, MfrCtrlType type, const void *body, size_t len,
                       GError **error);
-/* Best effort, for reporting our own failure to the peer. */
+/* Reports our own failure to the peer (ERROR, or CANCEL), best effort: waits up to 100 ms
+ * for a send in progress, then gives up; errors are ignored. */
 void mfr_control_send_error(MfrControl *c, const GError *err);
 /* Next message; NULL with the session's error when it failed, or MFR_ERROR_TIMEOUT after
  * timeout_ms (<0: wait until a message or a failure). */
 MfrCtrlMsg *mfr_control_recv(MfrControl *c, int timeout_ms, GError **error);
-/* The next queued message without waiting: NULL without error when there is none; NULL
- * with the error when the session failed or the state refuses the message. */
-MfrCtrlMsg *mfr_control_poll(MfrControl *c, GError **error);
 /* Same, but a message of another type is a protocol error. */
 MfrCtrlMsg *mfr_control_expect(MfrControl *c, MfrCtrlType type, int timeout_ms, GError **error);
 /* Wakes mfr_control_recv() (used by on_fail). */
@@ -262,7 +258,5 @@ static inline double mfr_now_s(void)
 double mfr_thread_cpu_s(void);
 /* Transport errors (XP_ERROR) become MFR_ERROR_TRANSPORT/REJECTED with the same text. */
 GError *mfr_error_from_xp(GError *xp_err, const char *prefix);
-/* Role of a block name check etc. */
-bool mfr_block_name_valid(const char *name);
 
 G_END_DECLS

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The engine's error domain, the first-error-wins latch every session thread reports into,
- * and small shared helpers (thread CPU time, transport error mapping, config defaults).
+ * and small shared helpers (thread CPU time, transport error mapping).
  */
 #include "engine.h"
 
@@ -176,20 +176,6 @@ GError *mfr_error_from_xp(GError *xp_err, const char *prefix)
     return e;
 }
 
-bool mfr_block_name_valid(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n >= MFR_BLOCK_NAME_MAX) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!g_ascii_isprint(name[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
 const char *mfr_phase_str(MfrPhase p)
 {
     switch (p) {
@@ -201,48 +187,4 @@ const char *mfr_phase_str(MfrPhase p)
     case MFR_PHASE_FAILED: return "failed";
     }
     return "?";
-}
-
-bool mfr_rdma_knobs_check(const char *side, unsigned registration_threads, unsigned rc_retry,
-                          unsigned rc_timeout, GError **error)
-{
-    if (registration_threads > MFR_REGISTER_MAX_THREADS) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "%s: %u registration threads, allowed 0 (one per CPU)..%u", side,
-                    registration_threads, MFR_REGISTER_MAX_THREADS);
-        return false;
-    }
-    if (rc_retry > 7) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "%s: RC retry count %u, allowed 0 (default 7)..7", side, rc_retry);
-        return false;
-    }
-    if (rc_timeout > 31) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "%s: RC ACK timeout exponent %u, allowed 0 (rdma_cm's default)..31", side,
-                    rc_timeout);
-        return false;
-    }
-    return true;
-}
-
-void mfr_source_config_init(MfrSourceConfig *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->channels = 4;
-    cfg->downtime_ms = 300;
-    cfg->max_rounds = 30;
-    cfg->verify = true;
-    cfg->zero_detect = true;
-    cfg->timeout_ms = 5000;
-    cfg->pages_per_packet = 128;
-    cfg->gid_index = -1;
-}
-
-void mfr_dest_config_init(MfrDestConfig *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->timeout_ms = 5000;
-    cfg->max_channels = MFR_MAX_CHANNELS;
-    cfg->gid_index = -1;
 }

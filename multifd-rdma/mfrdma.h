@@ -30,12 +30,14 @@ typedef enum {
     MFR_ERROR_USAGE,         /* bad configuration */
 } MfrErrorCode;
 
-/* One named region of guest RAM. host stays owned by the caller. */
+/* One named region of guest RAM. host stays owned by the caller. The same rule holds for a
+ * block given to mfr_source_new() or mfr_dest_add_block(), allocated by alloc_block(), or
+ * announced on the wire (no host there); anything else is refused, naming the field. */
 typedef struct {
-    const char *name;   /* unique, 1..63 printable bytes */
-    void *host;         /* page-aligned */
-    uint64_t length;    /* multiple of page_size */
-    uint32_t page_size; /* 4096 or a huge page size */
+    const char *name;   /* unique, 1..63 printable ASCII bytes */
+    void *host;         /* non-NULL, 4096-byte aligned (the smallest page size) */
+    uint64_t length;    /* non-zero multiple of page_size */
+    uint32_t page_size; /* power of two, 4096 (4 KiB) .. 2^30 (1 GiB) */
 } MfrRamBlock;
 
 /* Dirty tracking, provided by the client. */
@@ -127,6 +129,22 @@ char *mfr_stats_to_json(const MfrStats *s, const char *side);
 
 typedef void (*MfrProgressFn)(const MfrProgress *p, void *opaque);
 
+/* How a side uses its transport; the same knobs on both sides, embedded as `transport` in
+ * MfrSourceConfig and MfrDestConfig (e.g. cfg.transport.rdma_dev = "rxe0"). Knobs of the
+ * other transport are ignored. mfr_source_new()/mfr_dest_new() refuse out-of-range values
+ * with MFR_ERROR_USAGE naming the side and the value. */
+typedef struct {
+    const char *rdma_dev;          /* NULL: chosen by address */
+    int rdma_port;                 /* 0: chosen by address */
+    int gid_index;                 /* -1: chosen by address */
+    bool odp;                      /* rdma: register with on-demand paging */
+    bool zerocopy;                 /* tcp, source: MSG_ZEROCOPY */
+    unsigned registration_threads; /* rdma: threads registering blocks; 0 = one per CPU */
+    unsigned rc_retry;             /* rdma: RC transport retries 1-7; 0 = 7 */
+    unsigned rc_timeout;           /* rdma: ACK timeout exponent 1-31 (4.096 us * 2^n);
+                                    * 0 = rdma_cm's default */
+} MfrTransportConfig;
+
 typedef struct {
     const char *uri;            /* where the destination listens: tcp:HOST:PORT, rdma:HOST:PORT */
     unsigned channels;          /* default 4 */
@@ -138,14 +156,7 @@ typedef struct {
     bool zero_detect;           /* default true */
     unsigned timeout_ms;        /* error bound: peer silence, connect; default 5000 */
     unsigned pages_per_packet;  /* default 128 */
-    const char *rdma_dev;       /* optional overrides, see XpOptions */
-    int rdma_port;
-    int gid_index;              /* -1: by address */
-    bool odp;
-    bool zerocopy;
-    unsigned registration_threads; /* rdma: threads registering blocks; 0 = one per CPU */
-    unsigned rc_retry;          /* rdma: RC transport retries 1-7; 0 = 7 */
-    unsigned rc_timeout;        /* rdma: ACK timeout exponent 1-31 (4.096 us * 2^n); 0 = default */
+    MfrTransportConfig transport;
     MfrProgressFn progress;     /* optional, called from the migration thread ~10/s */
     void *progress_opaque;
 } MfrSourceConfig;
@@ -162,14 +173,8 @@ typedef struct {
     void *alloc_opaque;
     /* Memory handed over is known to be zero (fresh mmap): zero pages never touch it. */
     bool memory_zeroed;
-    const char *rdma_dev;
-    int rdma_port;
-    int gid_index;
-    bool odp;
-    /* rdma: threads that populate (first touch) and register the blocks; 0 = one per CPU */
-    unsigned registration_threads;
-    unsigned rc_retry;          /* as in MfrSourceConfig */
-    unsigned rc_timeout;
+    /* registration_threads: threads that populate (first touch) and register the blocks */
+    MfrTransportConfig transport;
     MfrProgressFn progress;
     void *progress_opaque;
     /* rdma: bytes per registration chunk (one MR each, registered while the source already
@@ -184,6 +189,10 @@ void mfr_dest_config_init(MfrDestConfig *cfg);
 typedef struct MfrSource MfrSource;
 typedef struct MfrDest MfrDest;
 
+/* Checks a destination URI as mfr_source_new() does (scheme, host, a port other than 0)
+ * without connecting, so a client can refuse a typo before it prepares its guest.
+ * MFR_ERROR_USAGE naming the URI. */
+bool mfr_source_check_uri(const char *uri, GError **error);
 /* Blocks and dirty ops must outlive the source. dirty may be NULL for a source driven
  * step by step (below); mfr_source_run() then refuses with MFR_ERROR_USAGE. */
 MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
@@ -284,6 +293,12 @@ void mfr_dest_get_stats(MfrDest *dst, MfrStats *out);
 /* Blocks as received (valid after run); n set to the count. */
 const MfrRamBlock *mfr_dest_blocks(MfrDest *dst, unsigned *n);
 void mfr_dest_free(MfrDest *dst);
+
+/* The session token as text: exactly 32 hex digits (either case), as `mfrdma listen` prints
+ * it. False with MFR_ERROR_USAGE naming the text otherwise; token untouched then. */
+bool mfr_token_parse(const char *hex, uint8_t token[16], GError **error);
+/* token as 32 lowercase hex digits and a NUL. */
+void mfr_token_format(const uint8_t token[16], char hex[33]);
 
 /* 64-bit digest used for verification (same on both sides). */
 uint64_t mfr_digest(const void *data, uint64_t len);

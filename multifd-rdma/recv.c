@@ -24,6 +24,13 @@ static void recv_mark_received(const MfrRamView *ram, uint32_t block, uint64_t o
     __atomic_fetch_or(&ram->received[block][page / 64], 1ULL << (page % 64), __ATOMIC_RELAXED);
 }
 
+static void recv_mark_zero_seen(const MfrRamView *ram, uint32_t block, uint64_t off)
+{
+    uint64_t page = off / ram->page_size;
+    /* relaxed: read by the session thread at COMPLETE, after the last round's barrier */
+    __atomic_fetch_or(&ram->zero_seen[block][page / 64], 1ULL << (page % 64), __ATOMIC_RELAXED);
+}
+
 static bool recv_was_received(const MfrRamView *ram, uint32_t block, uint64_t off)
 {
     uint64_t page = off / ram->page_size;
@@ -96,6 +103,7 @@ static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
     }
     for (uint32_t i = 0; i < h->zero_pages; i++) {
         uint64_t off = c->offsets[h->normal_pages + i];
+        recv_mark_zero_seen(ram, h->block, off);
         /* fresh memory already reads as zero: touching it would only fault it in */
         if (!ram->memory_zeroed || recv_was_received(ram, h->block, off)) {
             memset(host + off, 0, ps);

@@ -68,15 +68,15 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
         uint32_t ps = ram->page_size;
         XpRemote *const *remotes = NULL;
         uint64_t chunk_size = 0;
-        if (ram->remotes && ram->chunks) {
-            remotes = ram->remotes + ram->chunks->first[b->block];
-            chunk_size = ram->chunks->layout[b->block].chunk_size;
-        } else if (ram->remotes) {
-            remotes = ram->remotes + b->block;
+        if (ram->remote) {
+            remotes = mfr_region_table_remotes(ram->remote, b->block);
+            chunk_size = mfr_region_table_map(ram->remote)->layout[b->block].chunk_size;
         }
+        /* the source registers its blocks whole: chunk 0 is the block */
+        XpRegion *region = ram->local ? mfr_region_table_local(ram->local, b->block, 0) : NULL;
         nseg = mfr_send_packet_layout(b, ram->blocks[b->block].host, ps, ram->zero_detect,
-                                      ram->regions ? ram->regions[b->block] : NULL, remotes,
-                                      chunk_size, c->offsets, &h.normal_pages, c->segs);
+                                      region, remotes, chunk_size, c->offsets,
+                                      &h.normal_pages, c->segs);
         h.zero_pages = b->npages - h.normal_pages;
         h.payload_len = (uint64_t)h.normal_pages * ps;
         c->stats.pages += h.normal_pages;

@@ -38,11 +38,9 @@ struct MfrSource {
     char *host, *port;
     MfrRamView ram;
     MfrCaps caps;       /* negotiated */
-    /* pipelined registration (migration thread only): the destination's chunk layout, how
-     * many chunks of each block have arrived (in order), how many are still missing */
-    MfrChunkMap chunks;
-    uint32_t chunks_received[MFR_MAX_BLOCKS];
-    uint32_t chunks_missing;
+    /* pipelined registration: some chunk of ram.remote may still be missing (migration
+     * thread only; once false, batches need no wait) */
+    bool chunks_pending;
     uint8_t session_id[MFR_SESSION_ID_LEN];
 
     GMutex lock;        /* guards ctl/chan publication against on_fail */
@@ -81,6 +79,8 @@ static void source_on_fail(void *opaque, const GError *err, bool quiet)
 {
     MfrSource *s = opaque;
     g_mutex_lock(&s->lock);
+    /* release a producer waiting for a chunk */
+    mfr_region_table_wake(s->ram.remote);
     if (s->ctl) {
         if (!quiet) {
             mfr_control_send_error(s->ctl, err);
@@ -101,6 +101,24 @@ static void source_on_fail(void *opaque, const GError *err, bool quiet)
 }
 
 /* ---------- setup ---------- */
+
+bool mfr_source_check_uri(const char *uri, GError **error)
+{
+    g_autofree char *host = NULL, *port = NULL;
+    g_autoptr(GError) xerr = NULL;
+    if (!xp_uri_parse(uri, &host, &port, &xerr)) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %s", xerr->message);
+        return false;
+    }
+    /* listening on port 0 picks a free one; connecting to it means nothing */
+    if (g_ascii_strtoull(port, NULL, 10) == 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: bad URI '%s': port 0 (give the port the destination printed)",
+                    uri);
+        return false;
+    }
+    return true;
+}
 
 MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
                           unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
@@ -126,8 +144,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
                     "source: dirty tracking needs harvest() and stop()");
         return NULL;
     }
-    if (!mfr_rdma_knobs_check("source", cfg->registration_threads, cfg->rc_retry,
-                              cfg->rc_timeout, error)) {
+    if (!mfr_transport_check("source", &cfg->transport, error)) {
         return NULL;
     }
     unsigned ppp = cfg->pages_per_packet ? cfg->pages_per_packet : 128;
@@ -139,19 +156,8 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     uint32_t page_size = UINT32_MAX;
     for (unsigned i = 0; i < nblocks; i++) {
         const MfrRamBlock *b = &blocks[i];
-        if (!b->name || !mfr_block_name_valid(b->name)) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                        "source: block %u: name must be 1..%u printable characters", i,
-                        MFR_BLOCK_NAME_MAX - 1);
-            return NULL;
-        }
-        if (b->page_size < 4096 || (b->page_size & (b->page_size - 1)) ||
-            b->length == 0 || b->length % b->page_size || !b->host ||
-            ((uintptr_t)b->host % 4096)) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                        "source: block '%s': needs a page-aligned host address, a power-of-two "
-                        "page size >= 4096 and a non-zero length multiple of it (got length %"
-                        G_GUINT64_FORMAT ", page size %u)", b->name, b->length, b->page_size);
+        if (!mfr_ram_block_check(b, true, error)) {
+            g_prefix_error(error, "source: block %u ", i);
             return NULL;
         }
         for (unsigned j = 0; j < i; j++) {
@@ -163,13 +169,11 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
         }
         page_size = MIN(page_size, b->page_size);
     }
-    g_autofree char *host = NULL, *port = NULL;
-    g_autoptr(GError) xerr = NULL;
-    const XpOps *ops = xp_uri_parse(cfg->uri, &host, &port, &xerr);
-    if (!ops) {
-        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %s", xerr->message);
+    if (!mfr_source_check_uri(cfg->uri, error)) {
         return NULL;
     }
+    g_autofree char *host = NULL, *port = NULL;
+    const XpOps *ops = xp_uri_parse(cfg->uri, &host, &port, NULL); /* checked above */
 
     MfrSource *s = g_new0(MfrSource, 1);
     s->cfg = *cfg;
@@ -238,26 +242,13 @@ static void source_hello(MfrSource *s, MfrRole role, unsigned index, unsigned co
     mfr_wire_pack_hello(&h, out);
 }
 
-static void source_xp_options(MfrSource *s, XpOptions *o, bool control)
-{
-    xp_options_init(o);
-    o->timeout_ms = s->cfg.timeout_ms;
-    o->rdma_dev = s->cfg.rdma_dev;
-    o->rdma_port = s->cfg.rdma_port;
-    o->gid_index = s->cfg.gid_index;
-    o->odp = s->cfg.odp;
-    o->rc_retry = s->cfg.rc_retry;
-    o->rc_timeout = s->cfg.rc_timeout;
-    o->zerocopy = s->cfg.zerocopy && !control;
-    o->control = control;
-}
-
 static XpChannel *source_connect(MfrSource *s, MfrRole role, unsigned index, unsigned count,
                                  GError **error)
 {
     uint8_t hello[MFR_HELLO_SIZE];
     XpOptions o;
-    source_xp_options(s, &o, role == MFR_ROLE_CONTROL);
+    mfr_transport_xp_options(&s->cfg.transport, s->cfg.timeout_ms, role == MFR_ROLE_CONTROL,
+                             &o);
     source_hello(s, role, index, count, hello);
     GError *xerr = NULL;
     XpChannel *ch = xp_connect(s->dom, s->host, s->port, hello, sizeof(hello), &o, &xerr);
@@ -313,6 +304,9 @@ static bool source_negotiate(MfrSource *s, GError **error)
     return true;
 }
 
+static bool source_expect_chunks(MfrSource *s, const MfrChunkLayout *layout, GError **error);
+static bool source_region(void *opaque, const MfrCtrlMsg *m, GError **error);
+
 static bool source_announce(MfrSource *s, GError **error)
 {
     MfrBlockInfo info[MFR_MAX_BLOCKS];
@@ -330,16 +324,18 @@ static bool source_announce(MfrSource *s, GError **error)
     }
     /* Our registration overlaps the destination's: both only depend on the block list. */
     if (xp_has_cap(s->ops, XP_CAP_REGIONS)) {
-        s->ram.regions = g_new0(XpRegion *, s->nblocks);
-        s->ram.remotes = g_new0(XpRemote *, s->nblocks);
+        MfrChunkMap whole;
+        mfr_chunk_map_whole(&whole, s->blocks, s->nblocks);
+        s->ram.local = mfr_region_table_new(s->dom, MFR_REGIONS_LOCAL, s->blocks, &whole,
+                                            "the source");
         MfrRegisterJob job = {
             .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
-            .threads = s->cfg.registration_threads, .channels = s->caps.channels,
+            .threads = s->cfg.transport.registration_threads, .channels = s->caps.channels,
             .side = "source",
         };
-        MfrRegisterResult res = { 0 };
-        bool ok = mfr_register_blocks(&job, s->ram.regions, &res, error);
+        MfrRegisterResult res;
+        bool ok = mfr_register_blocks(&job, s->ram.local, &res, error);
         s->stats.registration_ms = res.ms;
         s->stats.registration_cpu_s = res.cpu_s;
         s->stats.registration_threads = res.threads;
@@ -358,44 +354,47 @@ static bool source_announce(MfrSource *s, GError **error)
         g_prefix_error(error, "source: BLOCKS_REPLY from %s: ", s->uri);
         return false;
     }
-    if (reply.flags & MFR_REPLY_REGIONS) {
-        if (!s->ram.remotes) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                        "source: BLOCKS_REPLY from %s announces registration chunks, but %s "
-                        "has no regions", s->uri, xp_ops_name(s->ops));
-            return false;
-        }
-        /* the chunks follow as REGION messages; source_wait_chunk() takes them */
-        mfr_chunk_map_from_layout(&s->chunks, reply.layout, s->nblocks);
-        g_free(s->ram.remotes);
-        s->ram.remotes = g_new0(XpRemote *, s->chunks.total);
-        s->ram.chunks = &s->chunks;
-        s->chunks_missing = s->chunks.total;
-        s->stats.region_chunks = s->chunks.total;
-        return true;
+    bool regions = xp_has_cap(s->ops, XP_CAP_REGIONS);
+    if (!(reply.flags & MFR_REPLY_REGIONS) != !regions) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
+                    "source: BLOCKS_REPLY from %s %s registration chunks, but %s %s regions",
+                    s->uri, regions ? "lacks" : "announces", xp_ops_name(s->ops),
+                    regions ? "needs" : "has no");
+        return false;
     }
-    /* a destination that registered every block before replying: one region per block */
-    for (unsigned i = 0; s->ram.remotes && i < s->nblocks; i++) {
-        GError *xerr = NULL;
-        if (!xp_remote_import(s->dom, reply.desc[i], s->blocks[i].length,
-                                   &s->ram.remotes[i], &xerr)) {
-            g_autofree char *what = g_strdup_printf("source: block '%s'", s->blocks[i].name);
-            g_propagate_error(error, mfr_error_from_xp(xerr, what));
-            return false;
-        }
-    }
-    s->stats.region_chunks = s->ram.remotes ? s->nblocks : 0;
-    return true;
+    return !regions || source_expect_chunks(s, reply.layout, error);
 }
 
-/* One REGION: import the chunk's remote, in order within its block. */
-static bool source_region(MfrSource *s, const MfrCtrlMsg *m, GError **error)
+/* The destination's chunk layout: its REGIONs are imported by the control reader from now
+ * on (source_region()), the producer waits for the chunks it needs (source_wait_chunk()). */
+static bool source_expect_chunks(MfrSource *s, const MfrChunkLayout *layout, GError **error)
 {
+    MfrChunkMap map;
+    mfr_chunk_map_from_layout(&map, layout, s->nblocks);
+    g_autofree char *registrar = g_strdup_printf("the destination %s", s->uri);
+    MfrRegionTable *remote = mfr_region_table_new(s->dom, MFR_REGIONS_REMOTE, s->blocks, &map,
+                                                  registrar);
+    g_mutex_lock(&s->lock);
+    s->ram.remote = remote;
+    g_mutex_unlock(&s->lock);
+    s->stats.region_chunks = map.total;
+    s->chunks_pending = true;
+    return mfr_control_set_handler(s->ctl, MFR_CTRL_REGION, source_region, s, error);
+}
+
+/* Control reader thread: one REGION, imported into ram.remote (in order within its block:
+ * the wire check refuses anything else). */
+static bool source_region(void *opaque, const MfrCtrlMsg *m, GError **error)
+{
+    MfrSource *s = opaque;
+    MfrRegionTable *t = s->ram.remote;
+    uint32_t received[MFR_MAX_BLOCKS];
+    mfr_region_table_in_order(t, received);
     MfrRegionLimits lim = {
         .nblocks = s->nblocks,
         .block_len = s->ram.block_len,
-        .layout = s->chunks.layout,
-        .received = s->chunks_received,
+        .layout = mfr_region_table_map(t)->layout,
+        .received = received,
     };
     MfrRegionMsg r;
     if (!mfr_wire_unpack_region(m->body, m->len, &lim, &r, error)) {
@@ -403,70 +402,37 @@ static bool source_region(MfrSource *s, const MfrCtrlMsg *m, GError **error)
         return false;
     }
     GError *xerr = NULL;
-    uint32_t flat = s->chunks.first[r.block] + r.chunk;
-    if (!xp_remote_import(s->dom, r.desc, r.length, &s->ram.remotes[flat], &xerr)) {
+    XpRemote *remote = NULL;
+    if (!xp_remote_import(s->dom, r.desc, r.length, &remote, &xerr)) {
         g_autofree char *what = g_strdup_printf("source: block '%s' chunk %u",
                                                 s->blocks[r.block].name, r.chunk);
         g_propagate_error(error, mfr_error_from_xp(xerr, what));
         return false;
     }
-    s->chunks_received[r.block]++;
-    if (--s->chunks_missing == 0) {
-        s->stats.bytes_before_last_region = s->prog.sent_bytes;
-    }
-    return true;
+    mfr_region_table_set_remote(t, r.block, r.chunk, remote);
+    return mfr_region_table_ready(t, r.block, r.chunk, NULL, NULL, error);
 }
 
-/* Before a batch of block b up to chunk `chunk` is handed out: take the REGIONs that have
- * arrived, and wait for more while the chunk is missing. Each wait is bounded by the
- * session's timeout (the destination registers and sends chunks in order, so a chunk that
- * takes longer means it is stuck) and by the failure latch. */
-static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk, GError **error)
+/* Before a batch of block b up to chunk `chunk` is handed out: wait until the destination's
+ * chunk is imported, bounded by the session's timeout without progress (the destination
+ * registers and sends chunks in order, so a chunk that takes longer means it is stuck) and
+ * by the failure latch. */
+static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk)
 {
     double t0 = mfr_now_s();
-    for (;;) {
-        GError *perr = NULL;
-        MfrCtrlMsg *m = mfr_control_poll(s->ctl, &perr);
-        if (perr) {
-            g_propagate_error(error, perr);
-            return false;
+    GError *err = NULL;
+    if (!mfr_region_table_wait(s->ram.remote, b, chunk, s->cfg.timeout_ms, &s->fail, &err)) {
+        if (!mfr_failed(&s->fail)) {
+            g_prefix_error(&err, "source: ");
         }
-        if (!m) {
-            if (s->chunks_received[b] > chunk) {
-                break;
-            }
-            GError *rerr = NULL;
-            m = mfr_control_recv(s->ctl, (int)s->cfg.timeout_ms, &rerr);
-            if (!m && g_error_matches(rerr, MFR_ERROR, MFR_ERROR_TIMEOUT)) {
-                g_clear_error(&rerr);
-                g_set_error(error, MFR_ERROR, MFR_ERROR_TIMEOUT,
-                            "source: chunk %u of block '%s' not registered by the destination "
-                            "%s within %u ms", chunk, s->blocks[b].name, s->uri,
-                            s->cfg.timeout_ms);
-                return false;
-            }
-            if (!m) {
-                g_propagate_error(error, rerr); /* the session's failure */
-                return false;
-            }
-        }
-        if (m->hdr.type != MFR_CTRL_REGION) {
-            g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
-                        "source: expected REGION from %s, got %s", s->uri,
-                        mfr_ctrl_type_str(m->hdr.type));
-            g_free(m);
-            return false;
-        }
-        bool ok = source_region(s, m, error);
-        g_free(m);
-        if (!ok) {
-            return false;
-        }
-        if (s->chunks_missing == 0) {
-            break;
-        }
+        mfr_fail_set_result(&s->fail, err);
+        return false;
     }
     s->stats.region_wait_ms += (mfr_now_s() - t0) * 1000;
+    if (mfr_region_table_missing(s->ram.remote) == 0) {
+        s->chunks_pending = false;
+        s->stats.bytes_before_last_region = s->prog.sent_bytes;
+    }
     return true;
 }
 
@@ -565,7 +531,7 @@ static uint32_t source_batch_last_chunk(const MfrSource *s, const MfrBatch *b)
     for (uint32_t i = 0; i < b->npages; i++) {
         hi = MAX(hi, b->offsets[i]);
     }
-    return (uint32_t)(hi / s->chunks.layout[b->block].chunk_size);
+    return (uint32_t)(hi / mfr_region_table_map(s->ram.remote)->layout[b->block].chunk_size);
 }
 
 /* Hands the batch being filled (if it has pages) to a channel; the producer continues with
@@ -578,10 +544,9 @@ static bool source_flush_batch(MfrSource *s)
     }
     uint32_t block = b->block;
     uint64_t bytes = (uint64_t)b->npages * s->ram.page_size;
-    if (s->chunks_missing) {
-        GError *err = NULL;
-        if (!source_wait_chunk(s, block, source_batch_last_chunk(s, b), &err)) {
-            mfr_fail_set_result(&s->fail, err);
+    if (s->chunks_pending) {
+        /* chunks arrive in order: with the batch's last chunk the earlier are in too */
+        if (!source_wait_chunk(s, block, source_batch_last_chunk(s, b))) {
             return false;
         }
     }
@@ -796,8 +761,10 @@ static bool source_sync_round(MfrSource *s, uint64_t round, GError **error)
  * needs them all anyway; a stepwise caller may not have queued a page of every chunk. */
 static bool source_wait_all_chunks(MfrSource *s, GError **error)
 {
-    for (unsigned b = 0; s->chunks_missing && b < s->nblocks; b++) {
-        if (!source_wait_chunk(s, b, s->chunks.layout[b].chunks - 1, error)) {
+    const MfrChunkMap *map = mfr_region_table_map(s->ram.remote);
+    for (unsigned b = 0; s->chunks_pending && b < s->nblocks; b++) {
+        if (!source_wait_chunk(s, b, map->layout[b].chunks - 1)) {
+            mfr_fail_propagate(&s->fail, error);
             return false;
         }
     }
@@ -811,7 +778,7 @@ static bool source_barrier(MfrSource *s, GError **error)
         mfr_fail_propagate(&s->fail, error);
         return false;
     }
-    if (s->chunks_missing && !source_wait_all_chunks(s, error)) {
+    if (s->chunks_pending && !source_wait_all_chunks(s, error)) {
         return false;
     }
     if (!source_sync_round(s, s->round, error)) {
@@ -932,7 +899,7 @@ static bool source_setup(MfrSource *s, GError **error)
 {
     GError *xerr = NULL;
     XpOptions o;
-    source_xp_options(s, &o, true);
+    mfr_transport_xp_options(&s->cfg.transport, s->cfg.timeout_ms, true, &o);
     s->dom = xp_domain_new(s->ops, &o, &xerr);
     if (!s->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "source"));
@@ -993,12 +960,6 @@ static void source_collect_stats(MfrSource *s)
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }
 
-/* Entries of ram.remotes: one per chunk once the destination announced chunks. */
-static unsigned source_nremotes(const MfrSource *s)
-{
-    return s->ram.chunks ? s->chunks.total : s->nblocks;
-}
-
 /* Nothing of the session outlives it: channels (QPs) first, then the registrations they
  * used, so no rkey stays valid and no guest page stays pinned. */
 static void source_release(MfrSource *s)
@@ -1012,16 +973,12 @@ static void source_release(MfrSource *s)
         mfr_send_channel_free(chan[i]);
     }
     g_free(chan);
-    for (unsigned i = 0; s->ram.remotes && i < source_nremotes(s); i++) {
-        if (s->ram.remotes[i]) {
-            xp_remote_free(s->dom, g_steal_pointer(&s->ram.remotes[i]));
-        }
-    }
-    for (unsigned i = 0; i < s->nblocks; i++) {
-        if (s->ram.regions && s->ram.regions[i]) {
-            xp_region_deregister(s->dom, g_steal_pointer(&s->ram.regions[i]));
-        }
-    }
+    /* the control reader, which fills ram.remote, has stopped (run() freed it) */
+    g_mutex_lock(&s->lock);
+    MfrRegionTable *remote = g_steal_pointer(&s->ram.remote);
+    g_mutex_unlock(&s->lock);
+    mfr_region_table_free(remote);
+    mfr_region_table_free(g_steal_pointer(&s->ram.local));
 }
 
 /* The end of every session, successful or not: threads joined, stats final and published,
@@ -1325,12 +1282,13 @@ void mfr_source_free(MfrSource *s)
     if (s->started) {
         mfr_source_abort(s);
     }
+    /* never started, or released already: both NULL-safe */
+    mfr_region_table_free(s->ram.remote);
+    mfr_region_table_free(s->ram.local);
     for (unsigned i = 0; i < s->nblocks; i++) {
         g_free((char *)s->blocks[i].name);
         g_free(s->bitmap[i]);
     }
-    g_free(s->ram.remotes);
-    g_free(s->ram.regions);
     xp_domain_free(s->dom);
     g_free(s->ram.block_len);
     g_free(s->blocks);

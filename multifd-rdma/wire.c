@@ -448,31 +448,89 @@ size_t mfr_wire_pack_blocks(const MfrBlockInfo *b, uint32_t count, uint8_t *buf,
     return need;
 }
 
-/* A block name: 1..63 printable ASCII bytes, then NUL padding to the end of the field. */
+/* ---------- RAM blocks: one rule for the client's and the announced ---------- */
+
+static bool block_name_check(const char *name, GError **error)
+{
+    if (!name) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "name is missing");
+        return false;
+    }
+    size_t n = strnlen(name, MFR_BLOCK_NAME_MAX);
+    if (n == 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "name is empty");
+        return false;
+    }
+    if (n == MFR_BLOCK_NAME_MAX) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "name is longer than %u bytes",
+                    MFR_BLOCK_NAME_MAX - 1);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!g_ascii_isprint(name[i])) {
+            g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                        "name byte %zu is 0x%02x, not printable ASCII", i, (uint8_t)name[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool mfr_ram_block_check(const MfrRamBlock *b, bool with_host, GError **error)
+{
+    if (!block_name_check(b->name, error)) {
+        return false;
+    }
+    uint32_t ps = b->page_size;
+    if (!page_size_ok(ps)) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "'%s' page size %u is not a power of two in %u..%u", b->name, ps,
+                    PAGE_SIZE_MIN, PAGE_SIZE_MAX);
+        return false;
+    }
+    if (b->length == 0 || (b->length & (ps - 1)) != 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "'%s' length 0x%" G_GINT64_MODIFIER "x is not a non-zero multiple of its "
+                    "page size 0x%x", b->name, b->length, ps);
+        return false;
+    }
+    if (with_host && !b->host) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "'%s' has no memory (host is NULL)",
+                    b->name);
+        return false;
+    }
+    /* The smallest page, not page_size: what registration and zero pages need, and what
+     * any mmap() returns; a huge-page block's own alignment is the client's business. */
+    if (with_host && (uintptr_t)b->host % PAGE_SIZE_MIN != 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "'%s' host address %p is not %u-byte aligned", b->name, b->host,
+                    PAGE_SIZE_MIN);
+        return false;
+    }
+    return true;
+}
+
+/* A name field: NUL-terminated within the field (what the name itself may hold is
+ * mfr_ram_block_check()'s). */
 static bool unpack_name(const uint8_t *p, uint32_t idx, char *out, GError **error)
 {
-    size_t n = strnlen((const char *)p, MFR_BLOCK_NAME_MAX);
-
-    if (n == MFR_BLOCK_NAME_MAX) {
+    if (strnlen((const char *)p, MFR_BLOCK_NAME_MAX) == MFR_BLOCK_NAME_MAX) {
         return fail(error, "blocks: block %u name is not NUL-terminated within %u bytes", idx,
                     MFR_BLOCK_NAME_MAX);
     }
-    if (n == 0) {
-        return fail(error, "blocks: block %u name is empty", idx);
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!g_ascii_isprint(p[i])) {
-            return fail(error, "blocks: block %u name byte %zu is 0x%02x, not printable ASCII",
-                        idx, i, p[i]);
-        }
-    }
-    for (size_t i = n; i < MFR_BLOCK_NAME_MAX; i++) {
+    memcpy(out, p, MFR_BLOCK_NAME_MAX);
+    return true;
+}
+
+/* ... then NUL padding to the field's end: no bytes hide behind the name. */
+static bool check_name_padding(const uint8_t *p, uint32_t idx, GError **error)
+{
+    for (size_t i = strlen((const char *)p); i < MFR_BLOCK_NAME_MAX; i++) {
         if (p[i] != 0) {
             return fail(error, "blocks: block %u name padding byte %zu is 0x%02x, must be 0",
                         idx, i, p[i]);
         }
     }
-    memcpy(out, p, MFR_BLOCK_NAME_MAX);
     return true;
 }
 
@@ -495,14 +553,13 @@ bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
         b->length = get_u64(e + BLOCK_LENGTH);
         b->page_size = get_u32(e + BLOCK_PAGE_SIZE);
         b->flags = get_u32(e + BLOCK_FLAGS);
-        if (!page_size_ok(b->page_size)) {
-            return fail(error, "blocks: block %u '%s' page size %u is not a power of two in "
-                        "%u..%u", i, b->name, b->page_size, PAGE_SIZE_MIN, PAGE_SIZE_MAX);
+        MfrRamBlock rb = { .name = b->name, .length = b->length, .page_size = b->page_size };
+        g_autoptr(GError) berr = NULL;
+        if (!mfr_ram_block_check(&rb, false, &berr)) {
+            return fail(error, "blocks: block %u %s", i, berr->message);
         }
-        if (b->length == 0 || (b->length & (b->page_size - 1)) != 0) {
-            return fail(error, "blocks: block %u '%s' length 0x%" G_GINT64_MODIFIER "x is not "
-                        "a non-zero multiple of its page size 0x%x", i, b->name, b->length,
-                        b->page_size);
+        if (!check_name_padding(e + BLOCK_NAME, i, error)) {
+            return false;
         }
         if (b->flags != 0) {
             return fail(error, "blocks: block %u '%s' flags 0x%x, must be 0 in version 1", i,
@@ -550,7 +607,7 @@ size_t mfr_wire_pack_blocks_reply(const MfrBlocksReply *r, uint8_t *buf, size_t 
             put_u32(e + LAYOUT_CHUNKS, r->layout[i].chunks);
             put_u32(e + LAYOUT_RESERVED, 0);
         } else {
-            memcpy(e, r->desc[i], MFR_BLOCK_REPLY_SIZE);
+            memset(e, 0, MFR_BLOCK_REPLY_SIZE);
         }
     }
     return need;
@@ -569,6 +626,17 @@ bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, const MfrBlock
     if (n != count) {
         return fail(error, "blocks reply: block count %u, but %u blocks were announced", n,
                     count);
+    }
+    for (uint32_t i = 0; !(flags & MFR_REPLY_REGIONS) && i < n; i++) {
+        const uint8_t *e = buf + LIST_ENTRIES + (size_t)i * MFR_BLOCK_REPLY_SIZE;
+
+        /* whole-block region descriptors were never sent since pipelined registration */
+        for (unsigned k = 0; k < MFR_BLOCK_REPLY_SIZE; k++) {
+            if (e[k] != 0) {
+                return fail(error, "blocks reply: block %u entry byte %u is 0x%02x, must be 0 "
+                            "without flag REGIONS", i, k, e[k]);
+            }
+        }
     }
     for (uint32_t i = 0; (flags & MFR_REPLY_REGIONS) && i < n; i++) {
         const uint8_t *e = buf + LIST_ENTRIES + (size_t)i * MFR_BLOCK_REPLY_SIZE;
@@ -603,9 +671,6 @@ bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, const MfrBlock
     r->count = n;
     if (flags & MFR_REPLY_REGIONS) {
         memcpy(r->layout, layout, (size_t)n * sizeof(layout[0]));
-    } else {
-        /* The descriptors are opaque here: the transport that made them validates them. */
-        memcpy(r->desc, buf + LIST_ENTRIES, (size_t)n * MFR_BLOCK_REPLY_SIZE);
     }
     return true;
 }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mfrdma.h"
+
 G_BEGIN_DECLS
 
 #define MFR_WIRE_VERSION 1u
@@ -32,7 +34,7 @@ G_BEGIN_DECLS
 #define MFR_PACKET_HDR_SIZE 48u
 #define MFR_CAPS_SIZE 32u
 #define MFR_BLOCK_ANNOUNCE_SIZE 80u  /* per block */
-#define MFR_BLOCK_REPLY_SIZE 16u     /* per block: transport region descriptor */
+#define MFR_BLOCK_REPLY_SIZE 16u     /* per block: chunk layout (or zeros) */
 #define MFR_REGION_SIZE 40u          /* REGION body */
 #define MFR_REGION_DESC_SIZE 16u     /* transport region descriptor (XP_REGION_DESC_SIZE) */
 #define MFR_SYNC_ACK_SIZE 8u         /* SYNC_ACK body: u64 round */
@@ -65,7 +67,7 @@ typedef struct {
 typedef enum {
     MFR_CTRL_CAPS = 1,           /* src->dst: what it supports; dst->src: what was chosen */
     MFR_CTRL_BLOCKS = 2,         /* src->dst: RAM block announce */
-    MFR_CTRL_BLOCKS_REPLY = 3,   /* dst->src: accept, with one region descriptor per block */
+    MFR_CTRL_BLOCKS_REPLY = 3,   /* dst->src: accept, with the chunk layout of each block */
     MFR_CTRL_SYNC_ACK = 4,       /* dst->src: every channel reached SYNC of a round */
     MFR_CTRL_COMPLETE = 5,       /* src->dst: migration done, per-block digests */
     MFR_CTRL_COMPLETE_REPLY = 6, /* dst->src: verification outcome */
@@ -131,11 +133,9 @@ typedef struct {
 } MfrChunkLayout;
 
 typedef struct {
-    uint32_t flags;  /* MFR_REPLY_* */
+    uint32_t flags;  /* MFR_REPLY_*: REGIONS from a destination with regions (rdma), 0 else */
     uint32_t count;  /* blocks */
-    /* flags 0: per block, the transport descriptor of the whole block's region */
-    uint8_t desc[MFR_MAX_BLOCKS][MFR_REGION_DESC_SIZE];
-    /* MFR_REPLY_REGIONS: per block, its chunks (desc unused) */
+    /* MFR_REPLY_REGIONS: per block, its chunks (without the flag the entries are zero) */
     MfrChunkLayout layout[MFR_MAX_BLOCKS];
 } MfrBlocksReply;
 
@@ -217,8 +217,16 @@ size_t mfr_wire_pack_blocks(const MfrBlockInfo *b, uint32_t count, uint8_t *buf,
 bool mfr_wire_unpack_blocks(const uint8_t *buf, size_t len, MfrBlockInfo *out,
                             uint32_t *count, GError **error);
 
-/* Body: u32 count, u32 flags, then count * 16-byte entries: region descriptors (flags 0) or
- * chunk layouts (u64 chunk_size, u32 chunks, u32 reserved; MFR_REPLY_REGIONS). */
+/* The one rule for a RAM block (mfrdma.h, MfrRamBlock), for mfr_source_new(),
+ * mfr_dest_add_block(), alloc_block() and the wire's BLOCKS: name 1..63 printable ASCII
+ * bytes, page size a power of two in 4096..2^30, length a non-zero multiple of the page size
+ * and, with_host (memory of this process, not an announce), host non-NULL and 4096-byte
+ * aligned. MFR_ERROR_USAGE; the message starts with "name ..." or "'NAME' ..." for the
+ * caller to prefix with the side and the block's index. */
+bool mfr_ram_block_check(const MfrRamBlock *b, bool with_host, GError **error);
+
+/* Body: u32 count, u32 flags, then count * 16-byte entries: chunk layouts (u64 chunk_size,
+ * u32 chunks, u32 reserved; MFR_REPLY_REGIONS) or 16 zero bytes (flags 0). */
 size_t mfr_wire_pack_blocks_reply(const MfrBlocksReply *r, uint8_t *buf, size_t cap);
 /* blocks: the announced list (count entries), which every chunk layout must fit. */
 bool mfr_wire_unpack_blocks_reply(const uint8_t *buf, size_t len, const MfrBlockInfo *blocks,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The whole test suite, as CI runs it: set-up if needed, then
-#   1. a -Werror build and every suite (unit, conformance, integration, cli, and the RDMA
-#      suite inside the soft-RoCE VM),
+#   1. a -Werror build and every suite (unit, conformance, integration, cli, the RDMA suite
+#      inside the soft-RoCE VM, and qemu: real-guest migrations with the patched QEMU that
+#      qemu/fetch-build.sh builds first),
 #   2. an ASan+UBSan build and every suite again, the RDMA one inside the VM included (leaks
 #      and memory errors on the RDMA paths show only there).
 # Usage: scripts/test.sh [extra meson test args...]
@@ -16,6 +17,19 @@ fi
 
 scripts/setup.sh build -Dwerror=true
 meson configure build -Dwerror=true >/dev/null
+
+# The patched QEMU for suite qemu and the rdma-inside QEMU test (qemu/fetch-build.sh: cached
+# by content, so only a changed patch series or mfrdma.h rebuilds it; the first build takes
+# ~10-20 min on 2 cores). Without it (no network, say) those tests skip, except in CI.
+echo "== QEMU: qemu/fetch-build.sh =="
+if qemu_bin=$(qemu/fetch-build.sh --mfrdma-build build); then
+  export MFR_QEMU_BINARY=${qemu_bin##*$'\n'}
+elif [[ ${CI:-} == true ]]; then
+  echo "error: the patched QEMU did not build (CI=true)" >&2
+  exit 1
+else
+  echo "warning: no patched QEMU: the QEMU tests will skip" >&2
+fi
 echo "== tests: -Werror build (incl. soft-RoCE VM) =="
 meson test -C build --print-errorlogs "$@"
 

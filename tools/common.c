@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 /* ---- signals ---------------------------------------------------------------------------- */
@@ -187,19 +188,10 @@ bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **
 
 bool tool_parse_token(const char *text, uint8_t token[16], GError **error)
 {
-    bool ok = strlen(text) == 32;
-    for (unsigned i = 0; ok && i < 16; i++) {
-        int hi = g_ascii_xdigit_value(text[2 * i]);
-        int lo = g_ascii_xdigit_value(text[2 * i + 1]);
-        ok = hi >= 0 && lo >= 0;
-        if (ok) {
-            token[i] = (uint8_t)(hi << 4 | lo);
-        }
-    }
-    if (!ok) {
+    g_autoptr(GError) err = NULL;
+    if (!mfr_token_parse(text, token, &err)) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
-                    "--token: '%s' is not 32 hex digits (use the token printed by "
-                    "'mfrdma listen')", text);
+                    "--token: %s (use the token printed by 'mfrdma listen')", err->message);
         return false;
     }
     return true;
@@ -222,15 +214,6 @@ void tool_random_token(uint8_t token[16])
         }
         got += (size_t)n;
     }
-}
-
-char *tool_token_hex(const uint8_t token[16])
-{
-    GString *s = g_string_sized_new(33);
-    for (unsigned i = 0; i < 16; i++) {
-        g_string_append_printf(s, "%02x", token[i]);
-    }
-    return g_string_free(s, FALSE);
 }
 
 int tool_exit_code(const GError *error)
@@ -261,10 +244,10 @@ void tool_source_args_init(ToolSourceArgs *a)
         .downtime_ms = (gint)cfg.downtime_ms,
         .max_rounds = (gint)cfg.max_rounds,
         .timeout_ms = (gint)cfg.timeout_ms,
-        .gid_index = cfg.gid_index,
         .writers = (gint)go.writers,
         .seed = (gint64)go.seed,
     };
+    tool_rdma_args_init(&a->rdma);
 }
 
 void tool_source_args_clear(ToolSourceArgs *a)
@@ -274,9 +257,8 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->mix);
     g_free(a->transport);
     g_free(a->address);
-    g_free(a->rdma_dev);
     g_free(a->token);
-    g_free(a->registration_chunk);
+    tool_rdma_args_clear(&a->rdma);
 }
 
 void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_transport)
@@ -313,22 +295,6 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Skip the per-block digests (and, in demo, the memcmp)", NULL },
         { "timeout", 't', 0, G_OPTION_ARG_INT, &a->timeout_ms,
           "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
-        { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &a->rdma_dev,
-          "RDMA device to use instead of the one owning the address", "DEV" },
-        { "rdma-port", 0, 0, G_OPTION_ARG_INT, &a->rdma_port,
-          "With --rdma-dev: port to connect from; else a check of the route", "N" },
-        { "gid-index", 0, 0, G_OPTION_ARG_INT, &a->gid_index,
-          "With --rdma-dev: GID to connect from; else a check of the route", "N" },
-        { "odp", 0, 0, G_OPTION_ARG_NONE, &a->odp,
-          "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
-        { "zerocopy", 0, 0, G_OPTION_ARG_NONE, &a->zerocopy,
-          "tcp: send pages with MSG_ZEROCOPY (pays off on real NICs, not on loopback)", NULL },
-        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a->registration_threads,
-          "rdma: threads that register the blocks (default: one per CPU)", "N" },
-        { "rc-retry", 0, 0, G_OPTION_ARG_INT, &a->rc_retry,
-          "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
-        { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &a->rc_timeout,
-          "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
         G_OPTION_ENTRY_NULL,
@@ -339,17 +305,104 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
         { "address", 'a', 0, G_OPTION_ARG_STRING, &a->address,
           "Local address for rdma (default $MFR_RDMA_ADDR, else the device's IPv4 address)",
           "ADDR" },
-        { "registration-chunk", 0, 0, G_OPTION_ARG_STRING, &a->registration_chunk,
-          "rdma: destination registers (and announces) its RAM in chunks of SIZE while the "
-          "source sends (default: up to 64M, ~8 per registration thread)", "SIZE" },
         G_OPTION_ENTRY_NULL,
     };
     /* All in the main group: --help must show --size and friends without --help-all. */
     g_option_context_add_main_entries(ctx, guest, NULL);
     g_option_context_add_main_entries(ctx, mig, NULL);
+    tool_add_rdma_options(ctx, &a->rdma,
+                          with_transport ? TOOL_SIDE_SOURCE | TOOL_SIDE_DEST : TOOL_SIDE_SOURCE);
     if (with_transport) {
         g_option_context_add_main_entries(ctx, xport, NULL);
     }
+}
+
+/* ---- transport options (demo, listen, migrate) ------------------------------------------- */
+
+void tool_rdma_args_init(ToolRdmaArgs *a)
+{
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    *a = (ToolRdmaArgs){ .gid_index = cfg.transport.gid_index };
+}
+
+void tool_rdma_args_clear(ToolRdmaArgs *a)
+{
+    g_free(a->rdma_dev);
+    g_free(a->registration_chunk);
+}
+
+void tool_add_rdma_options(GOptionContext *ctx, ToolRdmaArgs *a, unsigned sides)
+{
+    const GOptionEntry rdma[] = {
+        { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &a->rdma_dev,
+          "RDMA device to use instead of the one owning the address", "DEV" },
+        { "rdma-port", 0, 0, G_OPTION_ARG_INT, &a->rdma_port,
+          "RDMA port: with --rdma-dev (source) the one to use, else a check of the route "
+          "(default: any)", "N" },
+        { "gid-index", 0, 0, G_OPTION_ARG_INT, &a->gid_index,
+          "GID table index: with --rdma-dev (source) the one to use, else a check of the route "
+          "(default: any)", "N" },
+        { "odp", 0, 0, G_OPTION_ARG_NONE, &a->odp,
+          "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
+        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a->registration_threads,
+          "rdma: threads that register (destination: populate and register) the blocks "
+          "(default: one per CPU)", "N" },
+        { "rc-retry", 0, 0, G_OPTION_ARG_INT, &a->rc_retry,
+          "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
+        { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &a->rc_timeout,
+          "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
+        G_OPTION_ENTRY_NULL,
+    };
+    const GOptionEntry source[] = {
+        { "zerocopy", 0, 0, G_OPTION_ARG_NONE, &a->zerocopy,
+          "tcp: send pages with MSG_ZEROCOPY (pays off on real NICs, not on loopback)", NULL },
+        G_OPTION_ENTRY_NULL,
+    };
+    const GOptionEntry dest[] = {
+        { "registration-chunk", 0, 0, G_OPTION_ARG_STRING, &a->registration_chunk,
+          "rdma: the destination registers (and announces) its RAM in chunks of SIZE while "
+          "the source sends (default: up to 64M, ~8 per registration thread)", "SIZE" },
+        G_OPTION_ENTRY_NULL,
+    };
+    g_option_context_add_main_entries(ctx, rdma, NULL);
+    if (sides & TOOL_SIDE_SOURCE) {
+        g_option_context_add_main_entries(ctx, source, NULL);
+    }
+    if (sides & TOOL_SIDE_DEST) {
+        g_option_context_add_main_entries(ctx, dest, NULL);
+    }
+}
+
+bool tool_rdma_args_apply(const ToolRdmaArgs *a, MfrTransportConfig *t,
+                          uint64_t *registration_chunk, GError **error)
+{
+    if (!tool_check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
+        !tool_check_range("--gid-index", a->gid_index, -1, 65535, error) ||
+        !tool_check_range("--registration-threads", a->registration_threads, 0, 16, error) ||
+        !tool_check_range("--rc-retry", a->rc_retry, 0, 7, error) ||
+        !tool_check_range("--rc-timeout", a->rc_timeout, 0, 31, error)) {
+        return false;
+    }
+    if (registration_chunk) {
+        *registration_chunk = 0;
+        if (a->registration_chunk &&
+            !tool_parse_size("--registration-chunk", a->registration_chunk,
+                             registration_chunk, error)) {
+            return false;
+        }
+    }
+    *t = (MfrTransportConfig){
+        .rdma_dev = a->rdma_dev,
+        .rdma_port = a->rdma_port,
+        .gid_index = a->gid_index,
+        .odp = a->odp,
+        .zerocopy = a->zerocopy,
+        .registration_threads = (unsigned)a->registration_threads,
+        .rc_retry = (unsigned)a->rc_retry,
+        .rc_timeout = (unsigned)a->rc_timeout,
+    };
+    return true;
 }
 
 bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
@@ -363,7 +416,7 @@ bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
 }
 
 bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
-                            GError **error)
+                            uint64_t *registration_chunk, GError **error)
 {
     mfr_guest_options_init(go);
     mfr_source_config_init(cfg);
@@ -391,11 +444,7 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
         !tool_check_range("--downtime", a->downtime_ms, 1, 3600 * 1000, error) ||
         !tool_check_range("--max-rounds", a->max_rounds, 1, 1000000, error) ||
         !tool_check_range("--timeout", a->timeout_ms, 1, G_MAXINT, error) ||
-        !tool_check_range("--rdma-port", a->rdma_port, 0, 255, error) ||
-        !tool_check_range("--gid-index", a->gid_index, -1, 65535, error) ||
-        !tool_check_range("--registration-threads", a->registration_threads, 0, 16, error) ||
-        !tool_check_range("--rc-retry", a->rc_retry, 0, 7, error) ||
-        !tool_check_range("--rc-timeout", a->rc_timeout, 0, 31, error)) {
+        !tool_rdma_args_apply(&a->rdma, &cfg->transport, registration_chunk, error)) {
         return false;
     }
     uint64_t page = a->hugetlb ? (2u << 20) : 4096u;
@@ -423,15 +472,26 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     cfg->force_switchover = a->force_switchover;
     cfg->verify = !a->no_verify;
     cfg->timeout_ms = (unsigned)a->timeout_ms;
-    cfg->rdma_dev = a->rdma_dev;
-    cfg->rdma_port = a->rdma_port;
-    cfg->gid_index = a->gid_index;
-    cfg->odp = a->odp;
-    cfg->zerocopy = a->zerocopy;
-    cfg->registration_threads = (unsigned)a->registration_threads;
-    cfg->rc_retry = (unsigned)a->rc_retry;
-    cfg->rc_timeout = (unsigned)a->rc_timeout;
     return true;
+}
+
+static double mib(uint64_t b)
+{
+    return (double)b / (1024.0 * 1024.0);
+}
+
+/* "1.5 GiB": ASCII only, as it may travel in an ERROR message. */
+static char *size_str(uint64_t b)
+{
+    static const char *const unit[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double v = (double)b;
+    unsigned u = 0;
+    while (v >= 1024 && u + 1 < G_N_ELEMENTS(unit)) {
+        v /= 1024;
+        u++;
+    }
+    return u ? g_strdup_printf("%.1f %s", v, unit[u]) : g_strdup_printf("%" G_GUINT64_FORMAT
+                                                                         " bytes", b);
 }
 
 /* ---- destination memory ----------------------------------------------------------------- */
@@ -445,14 +505,26 @@ struct ToolDestMem {
     GMutex lock; /* alloc_block runs on the destination's thread */
     GArray *maps;
     bool thp;
+    uint64_t limit;   /* bytes all blocks together may take */
+    bool limit_given; /* --max-ram, not RAM + swap */
+    uint64_t mapped;  /* bytes of the blocks mapped so far; under lock */
 };
 
-ToolDestMem *tool_dest_mem_new(bool thp)
+ToolDestMem *tool_dest_mem_new(bool thp, uint64_t max_ram)
 {
     ToolDestMem *m = g_new0(ToolDestMem, 1);
     g_mutex_init(&m->lock);
     m->maps = g_array_new(FALSE, FALSE, sizeof(ToolMapping));
     m->thp = thp;
+    m->limit = max_ram;
+    m->limit_given = max_ram > 0;
+    struct sysinfo si;
+    if (!m->limit_given && sysinfo(&si) == 0) {
+        m->limit = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+    }
+    if (!m->limit) {
+        m->limit = UINT64_MAX; /* unknown: let mmap decide */
+    }
     return m;
 }
 
@@ -474,15 +546,39 @@ bool tool_dest_alloc_block(void *opaque, const char *name, uint64_t length, uint
                            void **host, GError **error)
 {
     ToolDestMem *m = opaque;
+    /* The source announces the sizes: without this, a block of any size is mapped (lazily,
+     * so it looks fine) and the host runs out of memory only as pages arrive. */
+    g_mutex_lock(&m->lock);
+    uint64_t before = m->mapped;
+    bool fits = length <= m->limit - MIN(before, m->limit);
+    if (fits) {
+        m->mapped += length;
+    }
+    g_mutex_unlock(&m->lock);
+    if (!fits) {
+        g_autofree char *len_s = size_str(length);
+        g_autofree char *before_s = size_str(before);
+        g_autofree char *limit_s = size_str(m->limit);
+        g_autofree char *after = before ? g_strdup_printf(" (after %s of other blocks)",
+                                                          before_s) : g_strdup("");
+        g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "%s%s exceed the %s %s", len_s, after,
+                    limit_s, m->limit_given ? "of --max-ram" : "this host can allocate (RAM + "
+                                                               "swap; see --max-ram)");
+        return false;
+    }
     /* Huge pages reserved at mmap time (no MAP_NORESERVE): a shortage is an error here, not
      * a SIGBUS when the first page arrives. */
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | (page_size > 4096 ? MAP_HUGETLB : MAP_NORESERVE);
     void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, flags, -1, 0);
     if (p == MAP_FAILED) {
         int err = errno;
+        g_mutex_lock(&m->lock);
+        m->mapped -= length;
+        g_mutex_unlock(&m->lock);
+        /* the engine prefixes "destination: block 'NAME': " */
         g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED,
-                    "destination: cannot allocate block %s (%" G_GUINT64_FORMAT " MiB, %u-byte "
-                    "pages): mmap: %s", name, length >> 20, page_size, g_strerror(err));
+                    "cannot allocate %" G_GUINT64_FORMAT " MiB in %u-byte pages: mmap: %s",
+                    length >> 20, page_size, g_strerror(err));
         return false;
     }
     if (m->thp && page_size == 4096) {
@@ -507,11 +603,6 @@ void tool_progress_init(ToolProgress *p, FILE *out, const char *side)
 void tool_progress_clear(ToolProgress *p)
 {
     g_mutex_clear(&p->lock);
-}
-
-static double mib(uint64_t b)
-{
-    return (double)b / (1024.0 * 1024.0);
 }
 
 void tool_progress_cb(const MfrProgress *pr, void *opaque)
@@ -612,7 +703,7 @@ static void row_values(FILE *out, const char *label, const MfrStats *src, const 
     fputc('\n', out);
 }
 
-void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst)
+void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, bool ok)
 {
     static const MfrStats none;
     const MfrStats *s = src ? src : &none;
@@ -644,7 +735,9 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst)
                d->dirty_rate_bps / 1e6, 1);
     row_values(out, "CPU s", src, dst, s->cpu_s, d->cpu_s, 2);
     if (src) {
-        fprintf(out, "  %-22s %14s\n", "converged", s->converged ? "yes" : "no (forced)");
+        /* a run that did not converge succeeds only by a forced switchover */
+        fprintf(out, "  %-22s %14s\n", "converged",
+                s->converged ? "yes" : ok ? "no (forced)" : "no");
     }
     unsigned nch = MIN(64u, MAX(s->channels, d->channels));
     for (unsigned c = 0; c < nch; c++) {

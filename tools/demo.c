@@ -74,7 +74,7 @@ static char *pick_uri(const ToolSourceArgs *a, FILE *info, GError **error)
         return NULL;
     }
     fprintf(info, "transport: rdma (device %s, address %s)\n",
-            a->rdma_dev ? a->rdma_dev : (dev ? dev : "chosen by address"), addr);
+            a->rdma.rdma_dev ? a->rdma.rdma_dev : (dev ? dev : "chosen by address"), addr);
     /* IPv6 literals need brackets so the port stays separable. */
     if (strchr(addr, ':')) {
         return g_strdup_printf("rdma:[%s]:0", addr);
@@ -129,9 +129,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
         tool_source_args_clear(&a);
         return tool_usage_error("demo", "unexpected argument '%s'", argv[1]);
     }
-    if (!tool_source_args_apply(&a, &go, &scfg, &error) ||
-        (a.registration_chunk &&
-         !tool_parse_size("--registration-chunk", a.registration_chunk, &reg_chunk, &error)) ||
+    if (!tool_source_args_apply(&a, &go, &scfg, &reg_chunk, &error) ||
         !tool_check_memory(" (demo holds two copies: source and destination)", go.size, 2,
                            &error)) {
         tool_source_args_clear(&a);
@@ -143,7 +141,11 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     listen_uri = pick_uri(&a, info, &error);
     if (!listen_uri) {
         code = tool_exit_code(error);
-        fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        if (code == TOOL_EXIT_USAGE) {
+            tool_usage_error("demo", "%s", error->message);
+        } else {
+            fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        }
         goto out;
     }
 
@@ -159,7 +161,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
         goto out;
     }
 
-    mem = tool_dest_mem_new(a.thp);
+    mem = tool_dest_mem_new(a.thp, 0);
     mfr_dest_config_init(&dcfg);
     dcfg.uri = listen_uri;
     tool_random_token(dcfg.token);
@@ -167,14 +169,9 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     dcfg.alloc_block = tool_dest_alloc_block;
     dcfg.alloc_opaque = mem;
     dcfg.memory_zeroed = true;
-    dcfg.rdma_dev = a.rdma_dev;
-    dcfg.rdma_port = a.rdma_port;
-    dcfg.gid_index = a.gid_index;
-    dcfg.odp = a.odp;
-    dcfg.registration_threads = (unsigned)a.registration_threads;
+    /* one process, one set of transport options for both sides */
+    dcfg.transport = scfg.transport;
     dcfg.registration_chunk = reg_chunk;
-    dcfg.rc_retry = (unsigned)a.rc_retry;
-    dcfg.rc_timeout = (unsigned)a.rc_timeout;
     dest = mfr_dest_new(&dcfg, &error);
     if (!dest) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);
@@ -213,7 +210,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
 
     mfr_source_get_stats(src, &ss);
     mfr_dest_get_stats(dest, &ds);
-    tool_print_summary(info, &ss, &ds);
+    tool_print_summary(info, &ss, &ds, ok && !dest_error);
     tool_print_guest_writes(info, guest);
 
     if (!ok) {

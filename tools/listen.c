@@ -20,50 +20,11 @@ static const char listen_description[] =
     "\n"
     TOOL_EXIT_CODES_HELP;
 
-int tool_listen(ToolCtx *ctx, int argc, char **argv)
+/* The parsed command line into cfg; TOOL_EXIT_OK or the usage error's code (printed). */
+static int listen_config(int argc, char **argv, const char *token, gint timeout_ms,
+                         const char *max_ram_arg, const ToolRdmaArgs *rdma, MfrDestConfig *cfg,
+                         uint64_t *max_ram)
 {
-    g_autofree char *token = NULL;
-    g_autofree char *rdma_dev = NULL;
-    g_autofree char *reg_chunk = NULL;
-    gboolean json = FALSE, thp = FALSE, odp = FALSE;
-    MfrDestConfig cfg;
-    mfr_dest_config_init(&cfg);
-    gint timeout_ms = (gint)cfg.timeout_ms;
-    gint rdma_port = 0, gid_index = cfg.gid_index, reg_threads = 0, rc_retry = 0, rc_timeout = 0;
-    const GOptionEntry entries[] = {
-        { "token", 0, 0, G_OPTION_ARG_STRING, &token,
-          "Token (32 hex digits) sources must present; default: a random one, printed", "HEX" },
-        { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout_ms,
-          "Fail when the source is silent this long, in ms (default 5000)", "MS" },
-        { "rdma-dev", 0, 0, G_OPTION_ARG_STRING, &rdma_dev,
-          "RDMA device to use instead of the one owning the address", "DEV" },
-        { "rdma-port", 0, 0, G_OPTION_ARG_INT, &rdma_port,
-          "RDMA port the address must resolve to (default: any)", "N" },
-        { "gid-index", 0, 0, G_OPTION_ARG_INT, &gid_index,
-          "GID table index the address must resolve to (default: any)", "N" },
-        { "odp", 0, 0, G_OPTION_ARG_NONE, &odp,
-          "rdma: register with on-demand paging (pins nothing; needs device support)", NULL },
-        { "registration-threads", 0, 0, G_OPTION_ARG_INT, &reg_threads,
-          "rdma: threads that prefault and register the blocks (default: one per CPU)", "N" },
-        { "registration-chunk", 0, 0, G_OPTION_ARG_STRING, &reg_chunk,
-          "rdma: register (and announce) the blocks in chunks of SIZE while the source "
-          "sends (default: up to 64M, ~8 per registration thread)", "SIZE" },
-        { "rc-retry", 0, 0, G_OPTION_ARG_INT, &rc_retry,
-          "rdma: RC transport retries 1-7 before a connection fails (default 7)", "N" },
-        { "rc-timeout", 0, 0, G_OPTION_ARG_INT, &rc_timeout,
-          "rdma: ACK timeout exponent 1-31, 4.096 us * 2^N per try (default: rdma_cm's)", "N" },
-        { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
-          "madvise(MADV_HUGEPAGE) the received blocks", NULL },
-        { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
-          "Print the stats as JSON on stdout; everything else goes to stderr", NULL },
-        G_OPTION_ENTRY_NULL,
-    };
-    g_autoptr(GOptionContext) oc = g_option_context_new("URI - receive one migration");
-    g_option_context_set_description(oc, listen_description);
-    g_option_context_add_main_entries(oc, entries, NULL);
-    if (!tool_parse(oc, "listen", &argc, &argv)) {
-        return TOOL_EXIT_USAGE;
-    }
     if (argc < 2) {
         return tool_usage_error("listen", "missing URI (example: tcp:0.0.0.0:4444)");
     }
@@ -71,49 +32,49 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
         return tool_usage_error("listen", "unexpected argument '%s'", argv[2]);
     }
     g_autoptr(GError) error = NULL;
-    if (token && !tool_parse_token(token, cfg.token, &error)) {
+    if (token && !tool_parse_token(token, cfg->token, &error)) {
         return tool_usage_error("listen", "%s", error->message);
     }
     if (!token) {
-        tool_random_token(cfg.token);
+        tool_random_token(cfg->token);
     }
-    uint64_t chunk = 0;
     if (!tool_check_range("--timeout", timeout_ms, 1, G_MAXINT, &error) ||
-        !tool_check_range("--rdma-port", rdma_port, 0, 255, &error) ||
-        !tool_check_range("--gid-index", gid_index, -1, 65535, &error) ||
-        !tool_check_range("--registration-threads", reg_threads, 0, 16, &error) ||
-        !tool_check_range("--rc-retry", rc_retry, 0, 7, &error) ||
-        !tool_check_range("--rc-timeout", rc_timeout, 0, 31, &error) ||
-        (reg_chunk && !tool_parse_size("--registration-chunk", reg_chunk, &chunk, &error))) {
+        !tool_rdma_args_apply(rdma, &cfg->transport, &cfg->registration_chunk, &error) ||
+        (max_ram_arg && !tool_parse_size("--max-ram", max_ram_arg, max_ram, &error))) {
         return tool_usage_error("listen", "%s", error->message);
     }
+    cfg->timeout_ms = (unsigned)timeout_ms;
+    return TOOL_EXIT_OK;
+}
 
+/* Serves one migration with cfg (token and transport set); the exit code. */
+static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint64_t max_ram,
+                        MfrDestConfig *cfg)
+{
     FILE *info = json ? stderr : stdout;
-    ToolDestMem *mem = tool_dest_mem_new(thp);
+    ToolDestMem *mem = tool_dest_mem_new(thp, max_ram);
     ToolProgress progress;
     tool_progress_init(&progress, info, "destination");
-    cfg.uri = argv[1];
-    cfg.timeout_ms = (unsigned)timeout_ms;
-    cfg.alloc_block = tool_dest_alloc_block;
-    cfg.alloc_opaque = mem;
-    cfg.memory_zeroed = true;
-    cfg.rdma_dev = rdma_dev;
-    cfg.rdma_port = rdma_port;
-    cfg.gid_index = gid_index;
-    cfg.odp = odp;
-    cfg.registration_threads = (unsigned)reg_threads;
-    cfg.registration_chunk = chunk;
-    cfg.rc_retry = (unsigned)rc_retry;
-    cfg.rc_timeout = (unsigned)rc_timeout;
-    cfg.progress = tool_progress_cb;
-    cfg.progress_opaque = &progress;
+    cfg->uri = uri;
+    cfg->alloc_block = tool_dest_alloc_block;
+    cfg->alloc_opaque = mem;
+    cfg->memory_zeroed = true;
+    cfg->progress = tool_progress_cb;
+    cfg->progress_opaque = &progress;
     int code = TOOL_EXIT_FAILED;
     MfrStats st = { 0 };
-    g_autofree char *hex = tool_token_hex(cfg.token);
-    g_autoptr(MfrDest) dest = mfr_dest_new(&cfg, &error);
+    char hex[33];
+    mfr_token_format(cfg->token, hex);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(MfrDest) dest = mfr_dest_new(cfg, &error);
     if (!dest) {
-        fprintf(stderr, "mfrdma listen: %s: %s\n", argv[1], error->message);
+        /* the message names the URI already */
         code = tool_exit_code(error);
+        if (code == TOOL_EXIT_USAGE) {
+            tool_usage_error("listen", "%s", error->message);
+        } else {
+            fprintf(stderr, "mfrdma listen: %s\n", error->message);
+        }
         goto out;
     }
     /* Scripts read these two lines to start the source; flush before blocking. */
@@ -125,7 +86,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_dest_get_stats(dest, &st);
-    tool_print_summary(info, NULL, &st);
+    tool_print_summary(info, NULL, &st, ok);
     unsigned n = 0;
     const MfrRamBlock *blocks = ok ? mfr_dest_blocks(dest, &n) : NULL;
     for (unsigned i = 0; i < n; i++) {
@@ -153,5 +114,45 @@ out:
     g_clear_pointer(&dest, mfr_dest_free);
     tool_dest_mem_free(mem);
     tool_progress_clear(&progress);
+    return code;
+}
+
+int tool_listen(ToolCtx *ctx, int argc, char **argv)
+{
+    g_autofree char *token = NULL;
+    g_autofree char *max_ram_arg = NULL;
+    gboolean json = FALSE, thp = FALSE;
+    MfrDestConfig cfg;
+    mfr_dest_config_init(&cfg);
+    gint timeout_ms = (gint)cfg.timeout_ms;
+    ToolRdmaArgs rdma;
+    tool_rdma_args_init(&rdma);
+    const GOptionEntry entries[] = {
+        { "token", 0, 0, G_OPTION_ARG_STRING, &token,
+          "Token (32 hex digits) sources must present; default: a random one, printed", "HEX" },
+        { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout_ms,
+          "Fail when the source is silent this long, in ms (default 5000)", "MS" },
+        { "max-ram", 0, 0, G_OPTION_ARG_STRING, &max_ram_arg,
+          "Refuse a source whose blocks together exceed SIZE (default: this host's RAM + "
+          "swap)", "SIZE" },
+        { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
+          "madvise(MADV_HUGEPAGE) the received blocks", NULL },
+        { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
+          "Print the stats as JSON on stdout; everything else goes to stderr", NULL },
+        G_OPTION_ENTRY_NULL,
+    };
+    g_autoptr(GOptionContext) oc = g_option_context_new("URI - receive one migration");
+    g_option_context_set_description(oc, listen_description);
+    g_option_context_add_main_entries(oc, entries, NULL);
+    tool_add_rdma_options(oc, &rdma, TOOL_SIDE_DEST);
+    int code = TOOL_EXIT_USAGE;
+    uint64_t max_ram = 0;
+    if (tool_parse(oc, "listen", &argc, &argv)) {
+        code = listen_config(argc, argv, token, timeout_ms, max_ram_arg, &rdma, &cfg, &max_ram);
+    }
+    if (code == TOOL_EXIT_OK) {
+        code = listen_serve(ctx, argv[1], json, thp, max_ram, &cfg);
+    }
+    tool_rdma_args_clear(&rdma);
     return code;
 }

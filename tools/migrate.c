@@ -49,7 +49,7 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_source_get_stats(src, &st);
-    tool_print_summary(info, &st, NULL);
+    tool_print_summary(info, &st, NULL, ok);
     tool_print_guest_writes(info, guest);
     if (!ok) {
         fprintf(stderr, "migration failed: %s\n", error->message);
@@ -102,7 +102,12 @@ int tool_migrate(ToolCtx *ctx, int argc, char **argv)
         code = tool_usage_error("migrate", "unexpected argument '%s'", argv[2]);
         goto usage_out;
     }
-    if (!tool_source_args_apply(&a, &go, &cfg, &error) ||
+    /* before the guest is built and filled (seconds for gigabytes) */
+    if (!mfr_source_check_uri(argv[1], &error)) {
+        code = tool_usage_error("migrate", "%s", error->message);
+        goto usage_out;
+    }
+    if (!tool_source_args_apply(&a, &go, &cfg, NULL, &error) ||
         !tool_check_memory("", go.size, 1, &error)) {
         code = tool_usage_error("migrate", "%s", error->message);
         goto usage_out;

@@ -46,24 +46,49 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv);
 int tool_migrate(ToolCtx *ctx, int argc, char **argv);
 int tool_bench(ToolCtx *ctx, int argc, char **argv);
 
+/* The transport options (MfrTransportConfig, plus the destination's registration chunk):
+ * one option table and one check for demo, listen and migrate. */
+typedef struct {
+    char *rdma_dev;
+    char *registration_chunk; /* destination (rdma) */
+    gint rdma_port, gid_index, registration_threads, rc_retry, rc_timeout;
+    gboolean odp, zerocopy;
+} ToolRdmaArgs;
+
+enum {
+    TOOL_SIDE_SOURCE = 1u << 0, /* adds --zerocopy */
+    TOOL_SIDE_DEST = 1u << 1,   /* adds --registration-chunk */
+};
+
+/* Defaults from MfrTransportConfig's (mfr_source_config_init()). */
+void tool_rdma_args_init(ToolRdmaArgs *a);
+void tool_rdma_args_clear(ToolRdmaArgs *a);
+/* sides: the TOOL_SIDE_* of the command (demo runs both). */
+void tool_add_rdma_options(GOptionContext *ctx, ToolRdmaArgs *a, unsigned sides);
+/* Validates and converts (MFR_ERROR_USAGE naming the option); registration_chunk may be NULL
+ * for a source-only command, else it gets 0 (the engine's default) or the parsed size. */
+bool tool_rdma_args_apply(const ToolRdmaArgs *a, MfrTransportConfig *t,
+                          uint64_t *registration_chunk, GError **error);
+
 /* Source-side options shared by demo and migrate. */
 typedef struct {
-    char *size, *dirty_rate, *mix, *transport, *address, *rdma_dev, *token;
-    char *registration_chunk; /* demo: the destination's (rdma) */
+    char *size, *dirty_rate, *mix, *transport, *address, *token;
+    ToolRdmaArgs rdma;
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
-    gint rdma_port, gid_index, registration_threads, rc_retry, rc_timeout;
     gint64 seed;
-    gboolean force_switchover, no_verify, json, thp, hugetlb, odp, zerocopy;
+    gboolean force_switchover, no_verify, json, thp, hugetlb;
 } ToolSourceArgs;
 
 /* Defaults from mfr_source_config_init() and mfr_guest_options_init(). */
 void tool_source_args_init(ToolSourceArgs *a);
 void tool_source_args_clear(ToolSourceArgs *a);
-/* Adds the guest + migration options; with_transport adds --transport/--address (demo). */
+/* Adds the guest, migration and transport options; with_transport adds --transport/--address
+ * and the destination's options (demo). */
 void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_transport);
-/* Validates and converts; errors are MFR_ERROR_USAGE naming the option. */
+/* Validates and converts; errors are MFR_ERROR_USAGE naming the option. registration_chunk
+ * as for tool_rdma_args_apply(). */
 bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
-                            GError **error);
+                            uint64_t *registration_chunk, GError **error);
 
 /* Parses the subcommand line; on a usage error prints it with a hint and returns false. */
 bool tool_parse(GOptionContext *ctx, const char *cmd, int *argc, char ***argv);
@@ -73,15 +98,16 @@ int tool_usage_error(const char *cmd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **error);
 /* MFR_ERROR_USAGE "OPT: V is out of range (LO..HI)" unless lo <= v <= hi. */
 bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error);
+/* --token TEXT (mfr_token_parse()), the error naming the option. */
 bool tool_parse_token(const char *text, uint8_t token[16], GError **error);
 void tool_random_token(uint8_t token[16]);
-char *tool_token_hex(const uint8_t token[16]);
 /* 0, 1 or 3 for a migration result (error NULL = success). */
 int tool_exit_code(const GError *error);
 
-/* Destination memory: mmap per announced block, unmapped by tool_dest_mem_free(). */
+/* Destination memory: mmap per announced block, unmapped by tool_dest_mem_free(). Blocks
+ * beyond max_ram bytes in total (0: this host's RAM + swap) are refused before mapping. */
 typedef struct ToolDestMem ToolDestMem;
-ToolDestMem *tool_dest_mem_new(bool thp);
+ToolDestMem *tool_dest_mem_new(bool thp, uint64_t max_ram);
 void tool_dest_mem_free(ToolDestMem *m);
 bool tool_dest_alloc_block(void *opaque, const char *name, uint64_t length, uint32_t page_size,
                            void **host, GError **error);
@@ -103,8 +129,8 @@ void tool_progress_cb(const MfrProgress *p, void *opaque);
 void tool_progress_finish(ToolProgress *p);
 void tool_progress_clear(ToolProgress *p);
 
-/* Summary table; either side may be NULL. */
-void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst);
+/* Summary table; either side may be NULL. ok: the migration succeeded. */
+void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, bool ok);
 /* {"source":...,"destination":...,...} on out; either side may be NULL. */
 void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
                      const GError *error, const char *memcmp_result);

@@ -8,6 +8,7 @@
 #include "xp-rdma.h"
 #include "xp-tcp.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 G_DEFINE_QUARK(xp-error-quark, xp_error)
@@ -328,4 +329,36 @@ bool xp_inject_completion_error(XpChannel *ch)
     }
     ch->ops->inject_completion_error(ch);
     return true;
+}
+
+void xp_channel_set_send_timeout(XpChannel *ch, int timeout_ms)
+{
+    if (ch->ops->set_send_timeout) {
+        ch->ops->set_send_timeout(ch, timeout_ms);
+    }
+}
+
+void xp_log_limited(XpLogLimit *rl, const char *domain, const char *fmt, ...)
+{
+    int64_t now = g_get_monotonic_time();
+    if (now - rl->window_us >= G_USEC_PER_SEC) {
+        rl->window_us = now;
+        rl->used = 0;
+    }
+    if (rl->used >= XP_LOG_BURST) {
+        rl->dropped++;
+        return;
+    }
+    rl->used++;
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (rl->dropped) {
+        g_log(domain, G_LOG_LEVEL_MESSAGE, "%s (and %u similar messages not shown)", msg,
+              rl->dropped);
+        rl->dropped = 0;
+    } else {
+        g_log(domain, G_LOG_LEVEL_MESSAGE, "%s", msg);
+    }
 }

@@ -32,7 +32,7 @@ typedef enum {
 } XpErrorCode;
 
 /* Bumped whenever XpOps changes shape; xp_ops_check() refuses mismatches. */
-#define XP_OPS_VERSION 2
+#define XP_OPS_VERSION 3
 
 /* Largest message (the header part of a send) a channel must carry. */
 #define XP_MSG_MAX 8192u
@@ -40,6 +40,12 @@ typedef enum {
 #define XP_HELLO_MAX 56u
 /* Bytes of a reason text carried in a refusal (fits rdma_cm reject private data). */
 #define XP_REASON_MAX 120u
+/* Listener admission (docs/protocol.md 3.3): accept() reads the hellos of every pending
+ * connection at once, gives each at most XP_HELLO_TIMEOUT_MS (or the domain's timeout when
+ * that is shorter) and keeps at most XP_PENDING_MAX waiting (a newcomer drops the oldest),
+ * so connections that never say hello cannot delay or starve one that does. */
+#define XP_PENDING_MAX 64u
+#define XP_HELLO_TIMEOUT_MS 2000
 /* Opaque descriptor of an exported region (rdma: addr + rkey), carried by the engine. */
 #define XP_REGION_DESC_SIZE 16u
 
@@ -165,6 +171,12 @@ struct XpOps {
      * buffers of `channels` channels can be pinned, so a session fails up front with the
      * total it needs (rdma: RLIMIT_MEMLOCK) instead of halfway through its blocks. */
     bool (*region_budget)(XpDomain *dom, uint64_t bytes, unsigned channels, GError **error);
+    /* From now on a send_msg() on ch that has not completed within timeout_ms fails with
+     * -ETIMEDOUT, instead of blocking while the peer does not read (tcp: socket buffer
+     * full; rdma: no credits); every later send then fails with -ETIMEDOUT at once, while
+     * receiving goes on. <0: no limit, the default. Control connections use it so that a
+     * stalled peer cannot hold a sender forever. */
+    void (*set_send_timeout)(XpChannel *ch, int timeout_ms);
 };
 
 /* Every backend object starts with its base, so the wrappers can find the ops. */
@@ -233,7 +245,21 @@ static inline int xp_recv_payload(XpChannel *ch, const struct iovec *iov, unsign
     return ch->ops->recv_payload(ch, iov, iovcnt);
 }
 
+/* Rate limit for log lines a peer can trigger at will (refused or dropped connections): at
+ * most XP_LOG_BURST lines per second; the next line let through says how many were left out.
+ * Zero-initialised; one thread at a time. For the backends' listeners. */
+#define XP_LOG_BURST 5u
+typedef struct {
+    int64_t window_us; /* monotonic start of the current one-second window */
+    unsigned used;     /* lines logged in it */
+    unsigned dropped;  /* lines left out since the last one logged */
+} XpLogLimit;
+void xp_log_limited(XpLogLimit *rl, const char *domain, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
 /* --- channel and lifetime --- */
+/* No-op for a backend without set_send_timeout. */
+void xp_channel_set_send_timeout(XpChannel *ch, int timeout_ms);
 /* 0 at once for a backend without drain (its sends fail synchronously). */
 int xp_channel_drain(XpChannel *ch, int timeout_ms);
 void xp_channel_shutdown(XpChannel *ch); /* NULL-safe */

@@ -44,26 +44,11 @@ static const MfrDirtyOps client_ops = {
     .resume = client_resume,
 };
 
-static bool parse_token(const char *hex, uint8_t token[16])
-{
-    if (strlen(hex) != 32) {
-        return false;
-    }
-    for (unsigned i = 0; i < 16; i++) {
-        int hi = g_ascii_xdigit_value(hex[2 * i]), lo = g_ascii_xdigit_value(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            return false;
-        }
-        token[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     MfrSourceConfig cfg;
     mfr_source_config_init(&cfg);
-    if (argc != 3 || !parse_token(argv[2], cfg.token)) {
+    if (argc != 3 || !mfr_token_parse(argv[2], cfg.token, NULL)) {
         fprintf(stderr, "usage: cli-bad-source URI TOKEN(32 hex digits)\n");
         return 2;
     }

@@ -92,6 +92,25 @@ bad_usage)
   usage "mfrdma migrate: --token is required (the token printed by 'mfrdma listen')" migrate tcp:127.0.0.1:1
   usage "mfrdma migrate: --token: '00112233445566778899aabbccddeefg' is not 32 hex digits (use the token printed by 'mfrdma listen')" migrate tcp:127.0.0.1:1 --token 00112233445566778899aabbccddeefg
   usage "mfrdma: unknown command 'frobnicate' (commands: demo, listen, migrate, devices, bench, help)" frobnicate
+  usage "mfrdma listen: --max-ram: '1X' is not a size (examples: 512M, 2G)" listen tcp:127.0.0.1:0 --max-ram 1X
+  ;;
+bad_uri)
+  # Bad URIs are usage errors with the --help hint; migrate refuses one before it builds
+  # (and fills) its guest, so 64 GiB asked cost nothing; port 0 means nothing to a source.
+  tok=00112233445566778899aabbccddeeff
+  start=$(date +%s%N)
+  usage "mfrdma migrate: source: bad URI 'foo:1:2': unknown transport 'foo' (known: tcp, rdma)" migrate foo:1:2 --token $tok --size 64G
+  usage "mfrdma migrate: source: bad URI 'tcp:127.0.0.1:0': port 0 (give the port the destination printed)" migrate tcp:127.0.0.1:0 --token $tok --size 64G
+  usage "mfrdma migrate: source: bad URI 'tcp:127.0.0.1': missing :PORT" migrate tcp:127.0.0.1 --token $tok
+  has err "Try 'mfrdma migrate --help'."
+  [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 2000 ] || fail "bad URIs took seconds: a guest was built"
+  usage "mfrdma listen: destination: bad URI 'foo:1:2': unknown transport 'foo' (known: tcp, rdma)" listen foo:1:2
+  has err "Try 'mfrdma listen --help'."
+  usage "mfrdma demo: --transport: 'ib' is not a transport (tcp, rdma or auto)" demo --transport ib --size 64M
+  has err "Try 'mfrdma demo --help'."
+  # a listen failure names the URI once
+  run 1 listen tcp:192.0.2.1:4444
+  [ "$(cat "$work/err")" = "mfrdma listen: destination: cannot listen on tcp:192.0.2.1:4444: Cannot assign requested address" ] || fail "listen error: $(cat "$work/err")"
   ;;
 demo)
   run 0 demo --size 64M --channels 2
@@ -167,6 +186,32 @@ listen_migrate_bad_token)
   kill -INT "$LPID"
   wait_listen 1
   grep -qF "migration failed: destination: migration cancelled" "$work/lerr" || fail "listen: no cancel message"
+  ;;
+listen_bad_max_ram)
+  # Blocks beyond --max-ram are refused before anything is mapped, with the reason on both
+  # sides; the failed run's summary says "no", not "no (forced)".
+  start_listen --max-ram 16M
+  run 1 migrate "$URI" --token "$TOKEN" --size 64M
+  has err "reported: destination: block 'ram0': 64.0 MiB exceed the 16.0 MiB of --max-ram"
+  grep -qE '^  converged +no$' "$work/out" || fail "a failed run is not reported as not converged"
+  wait_listen 1
+  grep -qF "migration failed: destination: block 'ram0': 64.0 MiB exceed the 16.0 MiB of --max-ram" "$work/lerr" || fail "listen: no block error"
+  ;;
+listen_bad_idle_connections)
+  # Connections that never say hello (and one more after the source's control connection)
+  # neither delay nor fail the migration that presents the token.
+  start_listen
+  port=${URI##*:}
+  idle=()
+  for _ in $(seq 200); do exec {fd}<>"/dev/tcp/127.0.0.1/$port" || fail "connect"; idle+=("$fd"); done
+  start=$(date +%s%N)
+  run 0 migrate "$URI" --token "$TOKEN" --size 32M --channels 4
+  took=$(( ($(date +%s%N) - start) / 1000000 ))
+  echo "migration behind 200 idle connections: $took ms"
+  [ "$took" -lt 4000 ] || fail "the migration took $took ms (one idle connection used to cost 5000)"
+  wait_listen 0
+  grep -qF "dropped connection from" "$work/lerr" && [ "$(grep -c "dropped connection" "$work/lerr")" -le 15 ] || fail "drops not logged, or not rate-limited"
+  for fd in "${idle[@]}"; do exec {fd}>&-; done
   ;;
 listen_bad_verify)
   # A source whose client loses a dirty bit (tests/cli/bad-source.c): the digests differ at

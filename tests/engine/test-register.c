@@ -79,11 +79,17 @@ static bool fake_budget(XpDomain *xd, uint64_t bytes, unsigned channels, GError 
     return true;
 }
 
+static void fake_deregister(XpRegion *r)
+{
+    g_free(r);
+}
+
 static const XpOps fake_ops = {
     .version = XP_OPS_VERSION,
     .name = "fake",
     .caps = XP_CAP_REGIONS,
     .region_register = fake_register,
+    .region_deregister = fake_deregister,
     .region_budget = fake_budget,
 };
 
@@ -143,11 +149,13 @@ static MfrRegisterJob job_for(FakeDom *d, const Ram *r, unsigned threads)
                              .side = "destination" };
 }
 
-static void regions_free(XpRegion **regions, unsigned n)
+/* The whole blocks of r as a region table, as the source registers its RAM. */
+static MfrRegionTable *whole_table(FakeDom *d, const Ram *r)
 {
-    for (unsigned i = 0; i < n; i++) {
-        g_free(regions[i]);
-    }
+    MfrChunkMap whole;
+    mfr_chunk_map_whole(&whole, r->blocks, r->n);
+    g_assert_cmpuint(whole.total, ==, r->n);
+    return mfr_region_table_new(&d->base, MFR_REGIONS_LOCAL, r->blocks, &whole, "the test");
 }
 
 static void test_each_block_once(void)
@@ -158,16 +166,18 @@ static void test_each_block_once(void)
         FakeDom d;
         fake_init(&d, &r);
         MfrRegisterJob job = job_for(&d, &r, threads);
-        XpRegion *regions[8] = { 0 };
+        MfrRegionTable *t = whole_table(&d, &r);
         MfrRegisterResult res;
         g_autoptr(GError) err = NULL;
-        g_assert_true(mfr_register_blocks(&job, regions, &res, &err));
+        g_assert_true(mfr_register_blocks(&job, t, &res, &err));
         g_assert_no_error(err);
+        g_assert_cmpuint(mfr_region_table_missing(t), ==, 0);
         uint64_t total = 0;
         for (unsigned i = 0; i < r.n; i++) {
             g_assert_cmpuint(d.registered[i], ==, 1);
-            g_assert_nonnull(regions[i]);
-            g_assert_cmpuint(((FakeRegion *)regions[i])->block, ==, i);
+            FakeRegion *fr = (FakeRegion *)mfr_region_table_local(t, i, 0);
+            g_assert_nonnull(fr);
+            g_assert_cmpuint(fr->block, ==, i);
             total += r.blocks[i].length;
         }
         /* one budget question for everything, before the first pin */
@@ -178,7 +188,7 @@ static void test_each_block_once(void)
         g_assert_cmpuint(res.threads, ==, threads);
         g_assert_cmpfloat(res.ms, >, 0);
         g_assert_cmpfloat(res.cpu_s, >=, res.helper_cpu_s);
-        regions_free(regions, r.n);
+        mfr_region_table_free(t);
         ram_check_and_free(&r);
         g_mutex_clear(&d.lock);
     }
@@ -192,16 +202,17 @@ static void test_bad_budget(void)
     fake_init(&d, &r);
     d.budget_fails = true;
     MfrRegisterJob job = job_for(&d, &r, 2);
-    XpRegion *regions[8] = { 0 };
+    MfrRegionTable *t = whole_table(&d, &r);
     MfrRegisterResult res;
     g_autoptr(GError) err = NULL;
-    g_assert_false(mfr_register_blocks(&job, regions, &res, &err));
+    g_assert_false(mfr_register_blocks(&job, t, &res, &err));
     g_assert_error(err, MFR_ERROR, MFR_ERROR_TRANSPORT);
     g_assert_cmpstr(err->message, ==, "destination: cannot pin 3 blocks (74.0 MiB) and 4 "
                                       "channels' buffers: need more than RLIMIT_MEMLOCK");
     for (unsigned i = 0; i < r.n; i++) {
         g_assert_cmpuint(d.registered[i], ==, 0); /* nothing pinned */
     }
+    mfr_region_table_free(t);
     ram_check_and_free(&r);
     g_mutex_clear(&d.lock);
 }
@@ -214,18 +225,19 @@ static void test_bad_block(void)
     fake_init(&d, &r);
     d.fail_block = 2;
     MfrRegisterJob job = job_for(&d, &r, 1); /* one thread: blocks in order, stops at 2 */
-    XpRegion *regions[8] = { 0 };
+    MfrRegionTable *t = whole_table(&d, &r);
     MfrRegisterResult res;
     g_autoptr(GError) err = NULL;
-    g_assert_false(mfr_register_blocks(&job, regions, &res, &err));
+    g_assert_false(mfr_register_blocks(&job, t, &res, &err));
     g_assert_error(err, MFR_ERROR, MFR_ERROR_TRANSPORT);
     g_assert_cmpstr(err->message, ==, "destination: block 'ram2': injected pinning failure");
-    /* what was registered stays for the caller's cleanup; nothing after the failure */
-    g_assert_nonnull(regions[0]);
-    g_assert_nonnull(regions[1]);
-    g_assert_null(regions[2]);
+    /* what was registered stays in the table for its free; nothing after the failure */
+    g_assert_nonnull(mfr_region_table_local(t, 0, 0));
+    g_assert_nonnull(mfr_region_table_local(t, 1, 0));
+    g_assert_null(mfr_region_table_local(t, 2, 0));
+    g_assert_cmpuint(mfr_region_table_missing(t), ==, 2);
     g_assert_cmpuint(d.registered[3], ==, 0);
-    regions_free(regions, r.n);
+    mfr_region_table_free(t); /* half-built: frees the two there are */
     ram_check_and_free(&r);
     g_mutex_clear(&d.lock);
 }
@@ -237,7 +249,7 @@ static void test_threads(void)
     g_assert_cmpuint(mfr_register_threads(3, 5), ==, 3);
     g_assert_cmpuint(mfr_register_threads(64, 64), ==, MFR_REGISTER_MAX_THREADS);
     g_assert_cmpuint(mfr_register_threads(0, 64), >=, 1);
-    g_assert_cmpuint(mfr_register_chunk_threads(64), ==, MFR_REGISTER_MAX_THREADS);
+    g_assert_cmpuint(mfr_register_threads(64, UINT32_MAX), ==, MFR_REGISTER_MAX_THREADS);
 }
 
 /* ---------- chunks in the background (pipelined registration) ---------- */
@@ -328,25 +340,32 @@ static const XpOps chunk_ops = {
     .name = "fake-chunks",
     .caps = XP_CAP_REGIONS,
     .region_register = chunk_register,
+    .region_deregister = fake_deregister,
 };
 
 typedef struct {
     GMutex lock;
-    XpRegion **regions;
+    MfrRegionTable *table;
     const MfrChunkMap *map;
-    uint8_t *ready;          /* per flat chunk: ready() calls */
+    uint8_t *ready;          /* per flat chunk: publish() calls */
+    uint32_t published[8];   /* per block: chunks published so far */
 } ChunkSink;
 
-static void chunk_ready(void *opaque, unsigned block, uint32_t chunk)
+/* Called under the table's lock, in chunk order per block whatever the thread count. */
+static bool chunk_publish(void *opaque, unsigned block, uint32_t chunk, GError **error)
 {
     ChunkSink *k = opaque;
     unsigned flat = k->map->first[block] + chunk;
     g_mutex_lock(&k->lock);
-    /* the region is in place before ready() says so */
-    g_assert_nonnull(k->regions[flat]);
-    g_assert_cmpuint(((ChunkRegion *)k->regions[flat])->flat, ==, flat);
+    /* the region is in place before it is published */
+    ChunkRegion *r = (ChunkRegion *)mfr_region_table_local(k->table, block, chunk);
+    g_assert_nonnull(r);
+    g_assert_cmpuint(r->flat, ==, flat);
+    g_assert_cmpuint(chunk, ==, k->published[block]);
+    k->published[block]++;
     k->ready[flat]++;
     g_mutex_unlock(&k->lock);
+    return true;
 }
 
 static void no_on_fail(void *opaque, const GError *err, bool quiet)
@@ -367,15 +386,16 @@ static bool run_chunks(Ram *r, unsigned threads, int64_t inject, MfrFail *fail, 
     d->seen = g_new0(uint8_t, map->total);
     memset(k, 0, sizeof(*k));
     g_mutex_init(&k->lock);
-    k->regions = g_new0(XpRegion *, map->total);
+    k->table = mfr_region_table_new(&d->base, MFR_REGIONS_LOCAL, r->blocks, map,
+                                    "the test");
     k->map = map;
     k->ready = g_new0(uint8_t, map->total);
     MfrRegisterChunksJob job = {
         .base = { .dom = &d->base, .blocks = r->blocks, .nblocks = r->n,
                   .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = true,
                   .threads = threads, .channels = 4, .side = "destination" },
-        .map = map, .regions = k->regions, .fail = fail, .ready = chunk_ready,
-        .ready_opaque = k, .inject_fail = inject,
+        .table = k->table, .fail = fail, .publish = chunk_publish, .publish_opaque = k,
+        .inject_fail = inject,
     };
     g_autoptr(GError) err = NULL;
     MfrRegisterBg *bg = mfr_register_chunks_start(&job, &err);
@@ -386,10 +406,7 @@ static bool run_chunks(Ram *r, unsigned threads, int64_t inject, MfrFail *fail, 
 
 static void chunks_free(ChunkDom *d, ChunkSink *k, const MfrChunkMap *map)
 {
-    for (unsigned i = 0; i < map->total; i++) {
-        g_free(k->regions[i]);
-    }
-    g_free(k->regions);
+    mfr_region_table_free(k->table);
     g_free(k->ready);
     g_free(d->seen);
     g_mutex_clear(&d->lock);
@@ -444,7 +461,7 @@ static void test_bad_chunk(void)
     g_assert_cmpuint(d.calls, ==, 8);
     g_assert_cmpuint(k.ready[7], ==, 1);
     g_assert_cmpuint(k.ready[8], ==, 0);
-    g_assert_null(k.regions[8]);
+    g_assert_null(mfr_region_table_local(k.table, 1, 5));
     g_assert_cmpuint(d.seen[9], ==, 0);
     chunks_free(&d, &k, &map);
     mfr_fail_clear(&fail);

@@ -223,7 +223,9 @@ TDest *tdest_start_opts(const char *uri, const uint8_t token[16], const TDestOpt
         cfg.timeout_ms = o->timeout_ms;
     }
     cfg.registration_chunk = o->registration_chunk;
-    cfg.registration_threads = o->registration_threads;
+    cfg.transport.registration_threads = o->registration_threads;
+    cfg.progress = o->progress;
+    cfg.progress_opaque = o->progress_opaque;
     return tdest_start_cfg(t, &cfg, NULL, 0, o);
 }
 

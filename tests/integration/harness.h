@@ -63,6 +63,8 @@ typedef struct {
     bool inject_register_failure;  /* chunk inject_chunk of block inject_block fails */
     unsigned inject_block;
     uint32_t inject_chunk;
+    MfrProgressFn progress;        /* the destination's progress callback, or NULL */
+    void *progress_opaque;
 } TDestOpts;
 
 TDest *tdest_start_opts(const char *uri, const uint8_t token[16], const TDestOpts *o);

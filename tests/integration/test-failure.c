@@ -12,11 +12,14 @@
 #include "wire.h"
 #include "xp.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -506,11 +509,11 @@ static void test_bad_region_timeout(gconstpointer data)
     TGuest *g = tguest_new(1, 2u << 20, 15);
     uint8_t token[16];
     ttoken(token, 5);
-    /* the source's timeout bounds its chunk wait; the destination's is longer, so that its
-     * own wait for the channels cannot end the session first on a slow machine (its
-     * keepalives, at most 250 ms apart whatever its timeout, keep the source's liveness
-     * check quiet, so the chunk wait is what ends it) */
-    TDestOpts o = { .timeout_ms = 5000, .registration_chunk = 1u << 20,
+    /* The destination's keepalives (every min(timeout / 4, 250 ms)) must keep the source's
+     * liveness check (1000 ms) quiet, so that the chunk wait is what ends it. The
+     * destination's own timeout is longer: with 1000 ms its wait for the channels raced the
+     * source's chunk wait when the channels connect slowly (emulated rdma under ASan). */
+    TDestOpts o = { .timeout_ms = 3000, .registration_chunk = 1u << 20,
                     .registration_threads = 1, .register_delay_ms = 2500 };
     TDest *t = tdest_start_opts(tc->listen_uri, token, &o);
     MfrSourceConfig cfg;
@@ -590,6 +593,7 @@ static XpChannel *hostile_connect(Hostile *h, MfrRole role, unsigned index, GErr
     hostile_hello(h, role, index, 1, hello);
     XpOptions o;
     xp_options_init(&o);
+    o.control = role == MFR_ROLE_CONTROL; /* as a real source: default socket buffers */
     return h->ops->connect(h->dom, h->host, h->port, hello, sizeof(hello), &o, error);
 }
 
@@ -618,8 +622,8 @@ static void hostile_expect(Hostile *h, MfrCtrlType type)
     }
 }
 
-/* Control connection, CAPS and BLOCKS done by hand, like a real source would. */
-static void hostile_setup(Hostile *h, const char *uri, uint64_t block_len)
+/* Transport and domain for uri; the right token (ttoken 5) and session 0x42... */
+static void hostile_open(Hostile *h, const char *uri)
 {
     GError *err = NULL;
     h->ops = xp_uri_parse(uri, &h->host, &h->port, &err);
@@ -630,6 +634,13 @@ static void hostile_setup(Hostile *h, const char *uri, uint64_t block_len)
     g_assert_no_error(err);
     ttoken(h->token, 5);
     memset(h->session, 0x42, 16);
+}
+
+/* Control connection, CAPS and BLOCKS done by hand, like a real source would. */
+static void hostile_setup(Hostile *h, const char *uri, uint64_t block_len)
+{
+    GError *err = NULL;
+    hostile_open(h, uri);
     h->ctl = hostile_connect(h, MFR_ROLE_CONTROL, 0, &err);
     g_assert_no_error(err);
     MfrCaps caps = { .page_size = 4096, .zero_modes = MFR_ZERO_DETECT,
@@ -797,11 +808,7 @@ static void test_bad_channel_first(gconstpointer data)
     TDest *t = tdest_start(tc->listen_uri, token, 0);
     Hostile h = { 0 };
     GError *err = NULL;
-    h.ops = xp_uri_parse(mfr_dest_uri(t->dst), &h.host, &h.port, &err);
-    XpOptions o;
-    xp_options_init(&o);
-    h.dom = h.ops->domain_new(&o, &err);
-    ttoken(h.token, 5);
+    hostile_open(&h, mfr_dest_uri(t->dst));
     XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
     g_assert_null(ch);
     g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
@@ -809,6 +816,366 @@ static void test_bad_channel_first(gconstpointer data)
     g_clear_error(&err);
     hostile_free(&h);
     tdest_free(t);
+}
+
+
+/* ---------- hostile peers without the token, or holding it (issue 9) ---------- */
+
+/* A 16 MiB migration with the right token: true when it succeeded (err says why not). */
+static bool run_source_ok(const char *uri, const uint8_t token[16], GError **err)
+{
+    TGuest *g = tguest_new(1, 16 << 20, 21);
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = uri;
+    memcpy(cfg.token, token, 16);
+    cfg.channels = 2;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, err);
+    bool ok = s && mfr_source_run(s, err);
+    mfr_source_free(s);
+    tguest_free(g);
+    return ok;
+}
+
+static void count_log(const gchar *domain, GLogLevelFlags level, const gchar *msg, gpointer n)
+{
+    atomic_fetch_add((atomic_uint *)n, 1);
+}
+
+/* D1: connections that never say hello (tcp: 200) and 20 with a wrong token (every
+ * transport: over rdma the hello is the connect request) neither delay nor fail a migration
+ * presenting the right token; refusals and drops are logged rate-limited. */
+static void test_bad_idle_connections(gconstpointer data)
+{
+    const TCase *tc = data;
+    bool tcp = strcmp(tc->transport, "tcp") == 0;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(tc->listen_uri, token, 5000);
+    atomic_uint logged = 0; /* the tcp listener's drops and the destination's refusals */
+    guint hid_xp = g_log_set_handler("mfrdma-xp-tcp", G_LOG_LEVEL_MESSAGE, count_log, &logged);
+    guint hid = g_log_set_handler(NULL, G_LOG_LEVEL_MESSAGE, count_log, &logged);
+    double t0 = g_get_monotonic_time() / 1e6;
+    Hostile h = { 0 };
+    GError *err = NULL;
+    hostile_open(&h, mfr_dest_uri(t->dst));
+    enum { IDLE = 200, BAD_TOKEN = 20 };
+    int idle[IDLE];
+    for (unsigned i = 0; tcp && i < IDLE; i++) {
+        struct sockaddr_in sa = { .sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)atoi(h.port)),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        idle[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(connect(idle[i], (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    }
+    h.token[0] ^= 1;
+    for (unsigned i = 0; i < BAD_TOKEN; i++) {
+        XpChannel *bad = hostile_connect(&h, MFR_ROLE_CONTROL, 0, &err);
+        g_assert_null(bad);
+        g_assert_error(err, XP_ERROR, XP_ERROR_REJECTED);
+        g_assert_nonnull(strstr(err->message, "bad token"));
+        g_clear_error(&err);
+    }
+
+    double t1 = g_get_monotonic_time() / 1e6;
+    bool ok = run_source_ok(mfr_dest_uri(t->dst), token, &err);
+    double took = g_get_monotonic_time() / 1e6 - t1;
+    g_assert_no_error(err);
+    g_assert_true(ok);
+    tdest_join(t);
+    g_assert_no_error(t->error);
+    g_assert_true(t->ok);
+    double total = g_get_monotonic_time() / 1e6 - t0;
+    g_log_remove_handler("mfrdma-xp-tcp", hid_xp);
+    g_log_remove_handler(NULL, hid);
+    g_test_message("migration behind %u idle and %u refused connections took %.3f s; %u log "
+                   "lines in %.3f s", tcp ? IDLE : 0, BAD_TOKEN, took, atomic_load(&logged),
+                   total);
+    /* one idle connection used to cost a whole timeout (5 s); emulated rdma is slow anyway */
+    if (tcp) {
+        g_assert_cmpfloat(took, <, 4.0);
+    }
+    /* two limiters (listener drops, destination refusals), each a burst per second */
+    g_assert_cmpuint(atomic_load(&logged), <=, 2 * XP_LOG_BURST * ((unsigned)total + 2));
+    for (unsigned i = 0; tcp && i < IDLE; i++) {
+        close(idle[i]);
+    }
+    hostile_free(&h);
+    tdest_free(t);
+}
+
+/* Sends packet `num` of a channel: SYNC ending round `round`. */
+static int hostile_sync(XpChannel *ch, uint64_t num, uint64_t round)
+{
+    MfrPacketHdr p = { .magic = MFR_PACKET_MAGIC, .version = MFR_WIRE_VERSION,
+                       .flags = MFR_PACKET_SYNC, .packet_num = num, .round = round };
+    uint8_t msg[XP_MSG_MAX];
+    size_t len = mfr_wire_pack_packet(&p, NULL, msg, sizeof(msg));
+    return xp_send_msg(ch, msg, len, NULL, 0);
+}
+
+typedef struct {
+    Hostile *h;
+    atomic_bool stop;
+} TKeepalive;
+
+/* Keepalives on the control connection every 50 ms until stopped or refused: the peer is
+ * alive, only its reading has stopped. */
+static gpointer keepalive_thread(gpointer opaque)
+{
+    TKeepalive *k = opaque;
+    uint8_t buf[MFR_CTRL_HDR_SIZE];
+    while (!atomic_load(&k->stop)) {
+        MfrCtrlHdr hdr = { .magic = MFR_CTRL_MAGIC, .version = MFR_WIRE_VERSION,
+                           .type = MFR_CTRL_KEEPALIVE, .seq = ++k->h->seq };
+        mfr_wire_pack_ctrl_hdr(&hdr, buf);
+        if (xp_send_msg(k->h->ctl, buf, sizeof(buf), NULL, 0) != 0) {
+            break;
+        }
+        g_usleep(50 * 1000); /* a pace, not a synchronisation */
+    }
+    return NULL;
+}
+
+/* H2: a source holding the token ends rounds as fast as it can and keeps its control
+ * connection alive with keepalives, but never reads it. The destination's SYNC_ACKs fill
+ * the control path until its sender blocks (holding the send lock); the send deadline ends
+ * the session within the timeout, and the silence check, which no send can block, never
+ * mistakes the peer for silent meanwhile. */
+static void test_bad_stalled_reader(gconstpointer data)
+{
+    const TCase *tc = data;
+    const uint64_t len = 16 * 4096;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDestOpts dopts = { .timeout_ms = 2000 };
+    TDest *t = tdest_start_opts(tc->listen_uri, token, &dopts);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_no_error(err);
+    /* our own sends give up once the destination stopped taking them */
+    xp_channel_set_send_timeout(ch, 500);
+    xp_channel_set_send_timeout(h.ctl, 500);
+    TKeepalive k = { .h = &h };
+    GThread *kt = g_thread_new("keepalive", keepalive_thread, &k);
+    uint64_t round = 0;
+    int r = 0;
+    while (r == 0 && round < 8000000) {
+        r = hostile_sync(ch, round + 1, round + 1);
+        round += r == 0;
+    }
+    /* -EPIPE: the destination gave up on its blocked SYNC_ACK before our send did */
+    g_assert_true(r == -ETIMEDOUT || r == -EPIPE);
+    double t_stop = g_get_monotonic_time() / 1e6;
+    tdest_join(t);
+    atomic_store(&k.stop, true);
+    g_thread_join(kt);
+    double took = t->t_end - t_stop;
+    g_test_message("%" G_GUINT64_FORMAT " rounds, then the destination failed %.3f s after our "
+                   "last one: %s", round, took, t->error->message);
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_TIMEOUT);
+    g_assert_nonnull(strstr(t->error->message, "sending SYNC_ACK failed: the peer read "
+                                               "nothing for 2000 ms"));
+    g_assert_cmpfloat(took, <, BOUND_S);
+    xp_channel_close(ch);
+    hostile_free(&h);
+    tdest_free(t);
+}
+
+/* Reads control messages until one of type `type` (keepalives skipped): its body, or NULL
+ * when the connection ended first. */
+static MfrCtrlMsg *hostile_wait(Hostile *h, MfrCtrlType type)
+{
+    uint8_t buf[XP_MSG_MAX];
+    for (;;) {
+        size_t len = 0;
+        if (xp_recv_msg(h->ctl, buf, sizeof(buf), &len, 5000) != 0) {
+            return NULL;
+        }
+        MfrCtrlHdr hdr;
+        g_assert_true(mfr_wire_unpack_ctrl_hdr(buf, len, &hdr, NULL));
+        if (hdr.type == type) {
+            MfrCtrlMsg *m = g_malloc(sizeof(*m) + hdr.length);
+            m->hdr = hdr;
+            m->len = hdr.length;
+            memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, hdr.length);
+            return m;
+        }
+    }
+}
+
+/* The ERROR the destination sent, which must be there before the connection ends. */
+static void hostile_assert_error(Hostile *h, const char *expect)
+{
+    g_autofree MfrCtrlMsg *m = hostile_wait(h, MFR_CTRL_ERROR);
+    g_assert_nonnull(m);
+    MfrCtrlError e;
+    g_assert_true(mfr_wire_unpack_error(m->body, m->len, &e, NULL));
+    g_test_message("ERROR from the destination: %s", e.text);
+    g_assert_nonnull(strstr(e.text, expect));
+}
+
+/* W1: COMPLETE before any round was synchronised (no data, verification off) is refused with
+ * the reason, on the destination and in the ERROR the source gets. */
+static void test_bad_complete_early(gconstpointer data)
+{
+    const TCase *tc = data;
+    const uint64_t len = 16 * 4096;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start(tc->listen_uri, token, 0);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_no_error(err);
+    uint8_t body[64];
+    size_t blen = mfr_wire_pack_complete(0, NULL, 0, body, sizeof(body));
+    hostile_send(&h, MFR_CTRL_COMPLETE, body, blen);
+    const char *expect = "COMPLETE (round 0) from ";
+    hostile_assert_error(&h, expect);
+    tdest_join(t);
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PROTOCOL);
+    g_assert_nonnull(strstr(t->error->message, expect));
+    g_assert_nonnull(strstr(t->error->message, "before any round was synchronised"));
+    xp_channel_close(ch);
+    hostile_free(&h);
+    tdest_free(t);
+}
+
+static uint64_t self_rss_kib(void)
+{
+    g_autofree char *status = NULL;
+    g_assert_true(g_file_get_contents("/proc/self/status", &status, NULL, NULL));
+    const char *p = strstr(status, "VmRSS:");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + 6, NULL, 10);
+}
+
+/* H1: a source announces 16 GiB, sends nothing but an empty round, asks for verification
+ * and vanishes (or the destination is cancelled meanwhile). Never-received pages are known zero (not read, so not allocated), and the
+ * digest, done in slices, stops within one of the source's disappearance. */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    bool verifying;
+} TVerifyWatch;
+
+static void verify_progress(const MfrProgress *p, void *opaque)
+{
+    TVerifyWatch *w = opaque;
+    if (p->phase == MFR_PHASE_VERIFY) {
+        g_mutex_lock(&w->lock);
+        w->verifying = true;
+        g_cond_signal(&w->cond);
+        g_mutex_unlock(&w->lock);
+    }
+}
+
+static void run_complete_abandoned(const TCase *tc, bool cancel)
+{
+    const uint64_t len = 16ull << 30;
+    uint8_t token[16];
+    ttoken(token, 5);
+    TVerifyWatch w = { 0 };
+    g_mutex_init(&w.lock);
+    g_cond_init(&w.cond);
+    TDestOpts dopts = { .progress = verify_progress, .progress_opaque = &w };
+    TDest *t = tdest_start_opts(tc->listen_uri, token, &dopts);
+    uint64_t rss0 = self_rss_kib();
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), len);
+    GError *err = NULL;
+    XpChannel *ch = hostile_connect(&h, MFR_ROLE_CHANNEL, 0, &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(hostile_sync(ch, 1, 1), ==, 0);
+    g_free(hostile_wait(&h, MFR_CTRL_SYNC_ACK));
+    uint8_t body[64];
+    uint64_t digest = 0x1234; /* whatever: we are gone before the answer */
+    size_t blen = mfr_wire_pack_complete(1, &digest, 1, body, sizeof(body));
+    hostile_send(&h, MFR_CTRL_COMPLETE, body, blen);
+    g_mutex_lock(&w.lock);
+    while (!w.verifying) {
+        g_cond_wait(&w.cond, &w.lock);
+    }
+    g_mutex_unlock(&w.lock);
+    double t_gone = g_get_monotonic_time() / 1e6;
+    if (cancel) {
+        mfr_dest_cancel(t->dst); /* Ctrl-C on the listener */
+    } else {
+        xp_channel_close(g_steal_pointer(&ch));
+        xp_channel_close(g_steal_pointer(&h.ctl));
+    }
+    tdest_join(t);
+    double took = t->t_end - t_gone;
+    uint64_t grew = self_rss_kib() - MIN(self_rss_kib(), rss0);
+    g_test_message("destination ended %.3f s after %s, RSS +%" G_GUINT64_FORMAT " KiB: %s",
+                   took, cancel ? "its cancel" : "the source vanished", grew,
+                   t->error ? t->error->message : "ok");
+    g_assert_false(t->ok);
+    int want = cancel ? MFR_ERROR_CANCELLED : MFR_ERROR_TRANSPORT;
+    g_assert_error(t->error, MFR_ERROR, want);
+    g_assert_cmpfloat(took, <, 1.0); /* hashing 16 GiB of zeros alone takes seconds */
+    g_assert_cmpuint(grew, <, 64 * 1024);
+    xp_channel_close(ch);
+    hostile_free(&h);
+    tdest_free(t);
+    g_mutex_clear(&w.lock);
+    g_cond_clear(&w.cond);
+}
+
+static void test_bad_complete_vanish(gconstpointer data)
+{
+    run_complete_abandoned(data, false);
+}
+
+/* H1: the same verification ends at once on the first cancel (Ctrl-C). */
+static void test_bad_complete_cancel(gconstpointer data)
+{
+    run_complete_abandoned(data, true);
+}
+
+/* The ERROR that explains a refusal reaches the peer before the connection closes, every
+ * time: a second CAPS where BLOCKS belongs, or a message out of sequence found by the
+ * control reader, in many sessions in a row (fewer under emulation). */
+static void test_bad_unexpected_caps(gconstpointer data)
+{
+    const TCase *tc = data;
+    unsigned runs = strcmp(tc->transport, "tcp") == 0 ? 40 : 8;
+    for (unsigned run = 0; run < runs; run++) {
+        uint8_t token[16];
+        ttoken(token, 5);
+        TDest *t = tdest_start(tc->listen_uri, token, 0);
+        Hostile h = { 0 };
+        GError *err = NULL;
+        hostile_open(&h, mfr_dest_uri(t->dst));
+        h.ctl = hostile_connect(&h, MFR_ROLE_CONTROL, 0, &err);
+        g_assert_no_error(err);
+        MfrCaps caps = { .page_size = 4096, .zero_modes = MFR_ZERO_DETECT,
+                         .compression = MFR_COMP_NONE, .channels = 1, .max_channels = 1,
+                         .max_pages_per_packet = 128 };
+        uint8_t body[MFR_CAPS_SIZE];
+        mfr_wire_pack_caps(&caps, body);
+        hostile_send(&h, MFR_CTRL_CAPS, body, sizeof(body));
+        hostile_expect(&h, MFR_CTRL_CAPS);
+        if (run % 2) {
+            hostile_send(&h, MFR_CTRL_CAPS, body, sizeof(body));
+            hostile_assert_error(&h, "CAPS from ");
+        } else {
+            /* found by the control reader thread, not by the session's thread */
+            h.seq += 5;
+            hostile_send(&h, MFR_CTRL_CAPS, body, sizeof(body));
+            hostile_assert_error(&h, "sequence 7, expected 2");
+        }
+        tdest_join(t);
+        g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PROTOCOL);
+        hostile_free(&h);
+        tdest_free(t);
+    }
 }
 
 int main(int argc, char **argv)
@@ -859,6 +1226,15 @@ int main(int argc, char **argv)
             ADD("bad_region_timeout", test_bad_region_timeout, tc);
         }
         ADD("bad_session", test_bad_session, tc);
+        ADD("bad_stalled_reader", test_bad_stalled_reader, tc);
+        ADD("bad_complete_early", test_bad_complete_early, tc);
+        ADD("bad_unexpected_caps", test_bad_unexpected_caps, tc);
+        ADD("bad_idle_connections", test_bad_idle_connections, tc);
+        if (tc == cases[0]) {
+            /* 16 GiB cannot be registered in the VM; the slices are the engine's anyway */
+            ADD("bad_complete_vanish", test_bad_complete_vanish, tc);
+            ADD("bad_complete_cancel", test_bad_complete_cancel, tc);
+        }
         ADD("bad_channel_first", test_bad_channel_first, tc);
         for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
             BadCase *bc = g_new0(BadCase, 1);

@@ -112,9 +112,9 @@ static void test_bad_config(void)
     for (unsigned i = 0; i < G_N_ELEMENTS(bad); i++) {
         MfrSourceConfig sc;
         tsource_config(&sc, "tcp:127.0.0.1:1", NULL, 1);
-        sc.registration_threads = bad[i].threads;
-        sc.rc_retry = bad[i].retry;
-        sc.rc_timeout = bad[i].timeout;
+        sc.transport.registration_threads = bad[i].threads;
+        sc.transport.rc_retry = bad[i].retry;
+        sc.transport.rc_timeout = bad[i].timeout;
         g_autoptr(GError) err = NULL;
         g_assert_null(mfr_source_new(&sc, g->block, 1, &tguest_dirty_ops, g, &err));
         g_assert_error(err, MFR_ERROR, MFR_ERROR_USAGE);
@@ -122,15 +122,88 @@ static void test_bad_config(void)
         MfrDestConfig dc;
         mfr_dest_config_init(&dc);
         dc.uri = "tcp:127.0.0.1:0";
-        dc.registration_threads = bad[i].threads;
-        dc.rc_retry = bad[i].retry;
-        dc.rc_timeout = bad[i].timeout;
+        dc.transport.registration_threads = bad[i].threads;
+        dc.transport.rc_retry = bad[i].retry;
+        dc.transport.rc_timeout = bad[i].timeout;
         g_autoptr(GError) derr = NULL;
         g_assert_null(mfr_dest_new(&dc, &derr));
         g_assert_error(derr, MFR_ERROR, MFR_ERROR_USAGE);
         g_assert_cmpstr(derr->message, ==, bad[i].dst);
     }
     tguest_free(g);
+}
+
+/* One rule for a RAM block on both sides: each edge case accepted or refused alike by
+ * mfr_source_new() and mfr_dest_add_block(), with the same reason. */
+static void test_bad_block_rule(void)
+{
+    uint8_t *mem = mmap(NULL, 8u << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    g_assert_true(mem != MAP_FAILED);
+    char name63[64], name64[65];
+    memset(name63, 'n', 63);
+    name63[63] = '\0';
+    memset(name64, 'n', 64);
+    name64[64] = '\0';
+    struct {
+        MfrRamBlock b;
+        const char *why; /* NULL: accepted */
+    } cases[] = {
+        { { name63, mem, 4096, 4096 }, NULL },
+        { { name64, mem, 4096, 4096 }, "name is longer than 63 bytes" },
+        { { "", mem, 4096, 4096 }, "name is empty" },
+        { { NULL, mem, 4096, 4096 }, "name is missing" },
+        { { "tab\t", mem, 4096, 4096 }, "name byte 3 is 0x09, not printable ASCII" },
+        { { "p", mem, 4096, 2048 }, "'p' page size 2048 is not a power of two in "
+                                    "4096..1073741824" },
+        { { "p", mem, 12288, 12288 }, "'p' page size 12288 is not a power of two in "
+                                      "4096..1073741824" },
+        { { "p", mem, 1ull << 31, 1u << 31 }, "'p' page size 2147483648 is not a power of two "
+                                              "in 4096..1073741824" },
+        { { "p", mem, 4u << 20, 2u << 20 }, NULL },
+        { { "p", mem, (2u << 20) + 4096, 2u << 20 }, "'p' length 0x201000 is not a non-zero "
+                                                     "multiple of its page size 0x200000" },
+        { { "p", mem, 0, 4096 }, "'p' length 0x0 is not a non-zero multiple of its page size "
+                                 "0x1000" },
+        { { "p", NULL, 4096, 4096 }, "'p' has no memory (host is NULL)" },
+        { { "p", mem + 2048, 4096, 4096 }, NULL /* message has the address */ },
+    };
+    for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const MfrRamBlock *b = &cases[i].b;
+        bool misaligned = b->host == mem + 2048;
+        MfrSourceConfig sc;
+        mfr_source_config_init(&sc);
+        sc.uri = "tcp:127.0.0.1:1";
+        g_autoptr(GError) serr = NULL;
+        MfrSource *src = mfr_source_new(&sc, b, 1, &tguest_dirty_ops, NULL, &serr);
+        MfrDestConfig dc;
+        mfr_dest_config_init(&dc);
+        dc.uri = "tcp:127.0.0.1:0";
+        g_autoptr(GError) derr = NULL;
+        g_autoptr(MfrDest) dst = mfr_dest_new(&dc, &derr);
+        g_assert_no_error(derr);
+        bool added = mfr_dest_add_block(dst, b, &derr);
+        if (!cases[i].why && !misaligned) {
+            g_assert_no_error(serr);
+            g_assert_no_error(derr);
+            g_assert_nonnull(src);
+            g_assert_true(added);
+            mfr_source_free(src);
+            continue;
+        }
+        g_assert_null(src);
+        g_assert_false(added);
+        g_assert_error(serr, MFR_ERROR, MFR_ERROR_USAGE);
+        g_assert_error(derr, MFR_ERROR, MFR_ERROR_USAGE);
+        g_autofree char *why = misaligned
+            ? g_strdup_printf("'p' host address %p is not 4096-byte aligned", b->host)
+            : g_strdup(cases[i].why);
+        g_autofree char *swant = g_strdup_printf("source: block 0 %s", why);
+        g_autofree char *dwant = g_strdup_printf("destination: block 0 %s", why);
+        g_assert_cmpstr(serr->message, ==, swant);
+        g_assert_cmpstr(derr->message, ==, dwant);
+    }
+    munmap(mem, 8u << 20);
 }
 
 static void test_idle(gconstpointer data)
@@ -503,6 +576,7 @@ int main(int argc, char **argv)
     }
     if (cases[0]) {
         g_test_add_func("/migrate/bad_config", test_bad_config);
+        g_test_add_func("/migrate/bad_block_rule", test_bad_block_rule);
     }
     const char *addr6 = xp_ops_lookup("rdma") ? g_getenv("MFR_TEST_RDMA_ADDR6") : NULL;
     if (cases[1] && addr6 && *addr6) {

@@ -248,6 +248,8 @@ RdmaChannel *xp_rdma_channel_new(RdmaDomain *d, VbCmId *id, const XpOptions *opt
     ch->wake_fd = -1;
     ch->state = RDMA_CH_CONNECTING;
     ch->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
+    ch->send_timeout_ms = -1;
+    ch->send_deadline = -1;
     g_mutex_init(&ch->lock);
     g_cond_init(&ch->cond);
     ch->peer = xp_rdma_uri_of(vb_cm_peer_str(id));
@@ -396,6 +398,14 @@ void xp_rdma_counters(XpChannel *xc, XpCounters *out)
     RdmaChannel *ch = (RdmaChannel *)xc;
     g_mutex_lock(&ch->lock);
     *out = ch->ctr;
+    g_mutex_unlock(&ch->lock);
+}
+
+void xp_rdma_set_send_timeout(XpChannel *xc, int timeout_ms)
+{
+    RdmaChannel *ch = (RdmaChannel *)xc;
+    g_mutex_lock(&ch->lock);
+    ch->send_timeout_ms = timeout_ms;
     g_mutex_unlock(&ch->lock);
 }
 

@@ -184,7 +184,9 @@ XpChannel *xp_rdma_accept(XpListener *xl, int timeout_ms, void *hello, size_t *h
         g_autoptr(GError) herr = NULL;
         if (!xp_rdma_wire_unpack_hello(ev.private_data, ev.private_len, ev.initiator_depth, h,
                                        &len, &herr)) {
-            g_warning("%s: refusing %s: %s", l->uri, vb_cm_peer_str(id), herr->message);
+            /* anyone can send these: logged rate-limited */
+            xp_log_limited(&l->refuse_log, G_LOG_DOMAIN, "%s: refusing %s: %s", l->uri,
+                           vb_cm_peer_str(id), herr->message);
             xp_rdma_reject_reason(id, 1, herr->message, NULL);
             continue;
         }

@@ -187,4 +187,5 @@ const XpOps xp_rdma_ops = {
     .inject_completion_error = xp_rdma_inject_completion_error,
     .error_detail = xp_rdma_error_detail,
     .region_budget = xp_rdma_region_budget,
+    .set_send_timeout = xp_rdma_set_send_timeout,
 };

@@ -113,6 +113,9 @@ struct RdmaChannel {
     unsigned credits_owed; /* RECVs re-posted since we last told the peer */
 
     /* send side */
+    int send_timeout_ms;   /* <0: a send waits for credits as long as the peer gives none */
+    gint64 send_deadline;  /* of the send_msg() in progress (monotonic us, -1: none) */
+    bool send_timed_out;   /* a send met its deadline: later ones fail at once, as tcp's */
     unsigned credits;      /* peer RECVs we may still consume */
     uint8_t *send_buf;
     VbMr *send_mr;
@@ -138,6 +141,7 @@ typedef struct {
     VbCmId *id;
     int wake_fd;
     char *uri;
+    XpLogLimit refuse_log; /* malformed hellos, refused without a channel */
 } RdmaListener;
 
 /* ------------------------------------------------------------------ shared functions */
@@ -189,6 +193,7 @@ void xp_rdma_close(XpChannel *xc);
 const char *xp_rdma_peer(XpChannel *xc);
 void xp_rdma_counters(XpChannel *xc, XpCounters *out);
 void xp_rdma_inject_fault(XpChannel *xc, int err);
+void xp_rdma_set_send_timeout(XpChannel *xc, int timeout_ms);
 void xp_rdma_inject_completion_error(XpChannel *xc);
 const char *xp_rdma_error_detail(XpChannel *xc);
 

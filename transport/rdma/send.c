@@ -79,7 +79,8 @@ int xp_rdma_send_check(RdmaChannel *ch)
     return 0;
 }
 
-/* Wait for `slots` free send-queue entries (and, if want_send, a credit and a buffer). */
+/* Wait for `slots` free send-queue entries (and, if want_send, a credit and a buffer), until
+ * the send's deadline: -ETIMEDOUT when a peer that stopped reading holds back its credits. */
 static int xp_rdma_wait_send_room(RdmaChannel *ch, unsigned slots, bool want_send, bool want_buf)
 {
     for (;;) {
@@ -94,7 +95,11 @@ static int xp_rdma_wait_send_room(RdmaChannel *ch, unsigned slots, bool want_sen
         if (ok) {
             return 0;
         }
-        xp_rdma_progress(ch, -1);
+        xp_rdma_progress(ch, ch->send_deadline);
+        /* checked here, not by progress's result: the peer's keepalives are progress too */
+        if (ch->send_deadline >= 0 && g_get_monotonic_time() >= ch->send_deadline) {
+            return -ETIMEDOUT;
+        }
     }
 }
 
@@ -204,7 +209,9 @@ int xp_rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *se
     /* test seam: a wrong rkey makes the peer's device refuse the WRITE (remote access error) */
     uint32_t rkey_xor = nsegs && xp_rdma_take_bad_rkey(ch) ? 0x5a5a5a5au : 0;
     g_mutex_lock(&ch->lock);
-    int ret = xp_rdma_send_check(ch);
+    ch->send_deadline = ch->send_timeout_ms < 0
+                            ? -1 : g_get_monotonic_time() + (gint64)ch->send_timeout_ms * 1000;
+    int ret = ch->send_timed_out ? -ETIMEDOUT : xp_rdma_send_check(ch);
     for (unsigned i = 0; ret == 0 && i < nsegs; i++) {
         const RdmaRemote *r = (const RdmaRemote *)segs[i].remote;
         uint32_t lkey = vb_mr_lkey(((const RdmaRegion *)segs[i].region)->mr);
@@ -248,6 +255,7 @@ int xp_rdma_send_msg(XpChannel *xc, const void *msg, size_t len, const XpSeg *se
     if (ret != 0) {
         ch->nwr = ch->nsge = 0; /* WRITEs of a failed message are dropped with it */
     }
+    ch->send_timed_out |= ret == -ETIMEDOUT;
     g_mutex_unlock(&ch->lock);
     return ret;
 }

@@ -21,6 +21,7 @@ TcpChannel *tcp_channel_new(int fd, const XpOptions *opts)
     ch->fd = fd;
     atomic_init(&ch->down, false);
     atomic_init(&ch->fault, 0);
+    ch->send_timeout_ms = -1;
     g_mutex_init(&ch->zc_lock);
     tcp_set_conn_opts(fd);
 
@@ -167,4 +168,10 @@ void tcp_counters(XpChannel *c, XpCounters *out)
 void tcp_inject_fault(XpChannel *c, int err)
 {
     atomic_store(&tcp_ch(c)->fault, err);
+}
+
+/* Only the sending thread reads it (send_msg()), as the send side's fields are its own. */
+void tcp_set_send_timeout(XpChannel *c, int timeout_ms)
+{
+    tcp_ch(c)->send_timeout_ms = timeout_ms;
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * TCP listener: bind (dual-stack wildcard first), accept with the hello read under a
- * deadline, the answer frame, and shutdown through an eventfd.
+ * TCP listener: bind (dual-stack wildcard first), accept with the hellos of every pending
+ * connection read as they arrive (each under its own deadline, at most XP_PENDING_MAX
+ * waiting), the answer frame, and shutdown through an eventfd.
  */
 #define G_LOG_DOMAIN "mfrdma-xp-tcp"
 
@@ -20,6 +21,9 @@
 void tcp_listener_close(XpListener *lb)
 {
     TcpListener *l = (TcpListener *)lb;
+    for (unsigned i = 0; i < l->npending; i++) {
+        tcp_close(&l->pending[i].ch->base);
+    }
     if (l->fd >= 0) {
         close(l->fd);
     }
@@ -132,19 +136,115 @@ void tcp_listener_shutdown(XpListener *lb)
     }
 }
 
-/* The hello buffer must hold XP_HELLO_MAX bytes; *hello_len is set to the hello's length. */
+/* Pending connection i leaves the table (order kept: oldest first); the caller owns it. */
+static TcpChannel *tcp_pending_take(TcpListener *l, unsigned i)
+{
+    TcpChannel *ch = l->pending[i].ch;
+    memmove(&l->pending[i], &l->pending[i + 1], (l->npending - i - 1) * sizeof(l->pending[0]));
+    l->npending--;
+    return ch;
+}
+
+static void tcp_pending_drop(TcpListener *l, unsigned i, const char *why)
+{
+    TcpChannel *ch = tcp_pending_take(l, i);
+    xp_log_limited(&l->drop_log, G_LOG_DOMAIN, "%s: dropped connection from %s: %s", l->uri,
+                   ch->peer, why);
+    tcp_close(&ch->base);
+}
+
+/* Takes every connection the kernel has queued into the pending table. False with error
+ * only when accepting itself fails (not a peer's doing). */
+static bool tcp_pending_accept(TcpListener *l, GError **error)
+{
+    int hello_ms = MIN(tcp_timeout_ms(&l->dom->opts), XP_HELLO_TIMEOUT_MS);
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED) {
+                return true;
+            }
+            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "accept on %s: %s", l->uri,
+                        g_strerror(errno));
+            return false;
+        }
+        if (l->npending == XP_PENDING_MAX) {
+            /* the oldest has had the longest to send its hello: a real source sends it at
+             * once, so this only ever drops an idle peer */
+            g_autofree char *why = g_strdup_printf("%u connections wait for a hello already",
+                                                   XP_PENDING_MAX);
+            tcp_pending_drop(l, 0, why);
+        }
+        l->pending[l->npending++] = (TcpPending){
+            .ch = tcp_channel_new(fd, &l->dom->opts), .deadline = tcp_deadline(hello_ms),
+        };
+    }
+}
+
+/* Reads what pending connection i sent, without waiting. Its channel once the hello is
+ * complete (taken out of the table, hello copied out); NULL while incomplete or dropped. */
+static TcpChannel *tcp_pending_read(TcpListener *l, unsigned i, void *hello, size_t *hello_len)
+{
+    size_t n = 0;
+    int rc = tcp_recv_frame(l->pending[i].ch, hello, XP_HELLO_MAX, &n, tcp_deadline(0), -1);
+    switch (rc) {
+    case 0:
+        *hello_len = n;
+        return tcp_pending_take(l, i);
+    case -ETIMEDOUT:
+        return NULL;
+    case -EMSGSIZE: {
+        g_autofree char *why = g_strdup_printf("hello longer than %u bytes", XP_HELLO_MAX);
+        tcp_pending_drop(l, i, why);
+        return NULL;
+    }
+    case -EPIPE:
+        tcp_pending_drop(l, i, "closed before its hello");
+        return NULL;
+    default:
+        tcp_pending_drop(l, i, g_strerror(-rc));
+        return NULL;
+    }
+}
+
+/* Drops the pending connections past their deadline and fills pfd from index 2 with the
+ * others; returns when poll() must wake at the latest (the earliest deadline of the
+ * accept() itself and of every pending hello, monotonic us, -1: never). */
+static int64_t tcp_pending_poll_set(TcpListener *l, struct pollfd *pfd, int64_t deadline)
+{
+    int64_t now = g_get_monotonic_time();
+    int64_t wake_at = deadline;
+    for (unsigned i = l->npending; i-- > 0;) {
+        if (l->pending[i].deadline <= now) {
+            tcp_pending_drop(l, i, "no hello within its deadline");
+        }
+    }
+    for (unsigned i = 0; i < l->npending; i++) {
+        pfd[2 + i] = (struct pollfd){ .fd = l->pending[i].ch->fd, .events = POLLIN };
+        if (wake_at < 0 || l->pending[i].deadline < wake_at) {
+            wake_at = l->pending[i].deadline;
+        }
+    }
+    return wake_at;
+}
+
+/* Waits for the next connection whose hello is complete: every pending connection is read
+ * as its bytes arrive, so idle or slow peers delay nobody (admission rules: XP_PENDING_MAX).
+ * The hello buffer must hold XP_HELLO_MAX bytes; *hello_len is set to the hello's length. */
 XpChannel *tcp_accept(XpListener *lb, int timeout_ms, void *hello, size_t *hello_len,
                       GError **error)
 {
     TcpListener *l = (TcpListener *)lb;
     int64_t deadline = tcp_deadline(timeout_ms);
-    int fd = -1;
-    while (fd < 0) {
-        struct pollfd pfd[2] = {
+    for (;;) {
+        struct pollfd pfd[2 + XP_PENDING_MAX] = {
             { .fd = l->fd, .events = POLLIN },
             { .fd = l->wake_fd, .events = POLLIN },
         };
-        int rc = poll(pfd, 2, tcp_remaining_ms(deadline));
+        int64_t wake_at = tcp_pending_poll_set(l, pfd, deadline);
+        unsigned npoll = l->npending;
+        int rc = poll(pfd, 2 + npoll, tcp_remaining_ms(wake_at));
         if (rc < 0 && errno != EINTR) {
             g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "accept on %s: poll: %s", l->uri,
                         g_strerror(errno));
@@ -154,51 +254,24 @@ XpChannel *tcp_accept(XpListener *lb, int timeout_ms, void *hello, size_t *hello
             g_set_error(error, XP_ERROR, XP_ERROR_CLOSED, "listener %s was shut down", l->uri);
             return NULL;
         }
-        if (rc == 0) {
+        /* backwards: taking entry i out moves only the ones after it */
+        for (unsigned i = npoll; rc > 0 && i-- > 0;) {
+            TcpChannel *ch = pfd[2 + i].revents ? tcp_pending_read(l, i, hello, hello_len)
+                                                : NULL;
+            if (ch) {
+                g_debug("%s: connection from %s", l->uri, ch->peer);
+                return &ch->base;
+            }
+        }
+        if (rc > 0 && (pfd[0].revents & POLLIN) && !tcp_pending_accept(l, error)) {
+            return NULL;
+        }
+        if (deadline >= 0 && g_get_monotonic_time() >= deadline) {
             g_set_error(error, XP_ERROR, XP_ERROR_TIMEOUT, "no connection on %s within %d ms",
                         l->uri, timeout_ms);
             return NULL;
         }
-        if (rc < 0 || !(pfd[0].revents & POLLIN)) {
-            continue;
-        }
-        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-            errno != ECONNABORTED) {
-            g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "accept on %s: %s", l->uri,
-                        g_strerror(errno));
-            return NULL;
-        }
     }
-
-    TcpChannel *ch = tcp_channel_new(fd, &l->dom->opts);
-    g_autoptr(XpChannel) cb = &ch->base;
-    /* A connected peer that never says hello must not hold the listener forever. */
-    int hello_ms = tcp_timeout_ms(&l->dom->opts);
-    size_t n = 0;
-    int rc = tcp_recv_frame(ch, hello, XP_HELLO_MAX, &n, tcp_deadline(hello_ms), l->wake_fd);
-    switch (rc) {
-    case 0:
-        break;
-    case -ECANCELED:
-        g_set_error(error, XP_ERROR, XP_ERROR_CLOSED, "listener %s was shut down", l->uri);
-        return NULL;
-    case -ETIMEDOUT:
-        g_set_error(error, XP_ERROR, XP_ERROR_TIMEOUT, "%s sent no hello within %d ms",
-                    ch->peer, hello_ms);
-        return NULL;
-    case -EMSGSIZE:
-        g_set_error(error, XP_ERROR, XP_ERROR_FAILED, "hello from %s is longer than %u bytes",
-                    ch->peer, XP_HELLO_MAX);
-        return NULL;
-    default:
-        g_set_error(error, XP_ERROR, XP_ERROR_CONNECT, "reading hello from %s: %s", ch->peer,
-                    g_strerror(-rc));
-        return NULL;
-    }
-    *hello_len = n;
-    g_debug("%s: connection from %s", l->uri, ch->peer);
-    return g_steal_pointer(&cb);
 }
 
 bool tcp_answer(XpChannel *c, uint32_t status, const char *reason, GError **error)

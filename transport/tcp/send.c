@@ -29,7 +29,7 @@ static inline void tcp_send_elem(TcpChannel *ch, const void *msg, size_t len, co
 /* sendmsg() of elements [first, last) from byte off of the first one, until all are gone.
  * sendmsg rather than writev: MSG_NOSIGNAL turns a dead peer into EPIPE instead of SIGPIPE. */
 static int tcp_send_elems(TcpChannel *ch, const void *msg, size_t len, const XpSeg *segs,
-                          unsigned first, unsigned last, int flags)
+                          unsigned first, unsigned last, int flags, int64_t deadline)
 {
     unsigned i = first;
     size_t off = 0;
@@ -59,7 +59,7 @@ static int tcp_send_elems(TcpChannel *ch, const void *msg, size_t len, const XpS
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                int rc = tcp_wait(ch, POLLOUT, -1, -1);
+                int rc = tcp_wait(ch, POLLOUT, deadline, -1);
                 if (rc < 0) {
                     return rc;
                 }
@@ -108,14 +108,18 @@ int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *segs,
     if (len > XP_MSG_MAX) {
         return -EMSGSIZE;
     }
+    if (ch->send_broken) {
+        return -ETIMEDOUT;
+    }
     tcp_wire_pack_hdr((uint32_t)len, ch->sendhdr);
+    int64_t deadline = tcp_deadline(ch->send_timeout_ms);
     if (ch->zerocopy && nsegs > 0 &&
         atomic_load_explicit(&ch->zc_copied_run, memory_order_relaxed) < XP_TCP_ZC_GIVE_UP) {
         /* The message must be free for reuse on return, so only the segments (stable until
          * close by contract) go zero copy; MSG_MORE keeps the two parts in one segment. */
-        rc = tcp_send_elems(ch, msg, len, segs, 0, 2, MSG_MORE);
+        rc = tcp_send_elems(ch, msg, len, segs, 0, 2, MSG_MORE, deadline);
         if (rc == 0) {
-            rc = tcp_send_elems(ch, msg, len, segs, 2, nsegs + 2, MSG_ZEROCOPY);
+            rc = tcp_send_elems(ch, msg, len, segs, 2, nsegs + 2, MSG_ZEROCOPY, deadline);
         }
         /* Each pending completion holds socket option memory: do not let them pile up. */
         if (ch->zc_sent - atomic_load_explicit(&ch->zc_done, memory_order_relaxed) >=
@@ -123,7 +127,12 @@ int tcp_send_msg(XpChannel *c, const void *msg, size_t len, const XpSeg *segs,
             tcp_zc_reap(ch);
         }
     } else {
-        rc = tcp_send_elems(ch, msg, len, segs, 0, nsegs + 2, 0);
+        rc = tcp_send_elems(ch, msg, len, segs, 0, nsegs + 2, 0, deadline);
+    }
+    if (rc == -ETIMEDOUT) {
+        /* Part of the frame may be in the stream, so nothing may follow it; receiving goes
+         * on, since the peer may still say why it stopped reading (its ERROR). */
+        ch->send_broken = true;
     }
     if (rc == 0) {
         /* Message and payload bytes, not our framing, so backends compare. */

@@ -176,4 +176,5 @@ const XpOps xp_tcp_ops = {
     .recv_payload = tcp_recv_payload,
     .counters = tcp_counters,
     .inject_fault = tcp_inject_fault,
+    .set_send_timeout = tcp_set_send_timeout,
 };

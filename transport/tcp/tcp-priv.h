@@ -42,14 +42,6 @@ typedef struct {
     int rcvbuf;      /* SO_RCVBUF likewise */
 } TcpDomain;
 
-typedef struct {
-    XpListener base;
-    TcpDomain *dom;    /* not owned; outlives the listener */
-    int fd;
-    int wake_fd;       /* eventfd; listener_shutdown() makes it readable for good */
-    char *uri;
-} TcpListener;
-
 /* One connection. Owned by whoever got it from accept()/connect(); the send side fields are
  * used by one sending thread, the receive side fields by one receiving thread. */
 typedef struct {
@@ -62,6 +54,8 @@ typedef struct {
     XpCounters ctr;
 
     /* send side */
+    int send_timeout_ms;      /* <0: a send waits as long as the peer does not read */
+    bool send_broken;         /* a send gave up mid-frame: no later one may follow it */
     uint32_t zc_sent;         /* zerocopy sendmsg() calls issued (the kernel numbers them) */
     /* Completions are reaped by the sender, and by a receiver whose poll() reports them as
      * POLLERR; the lock keeps the two apart (zerocopy channels only, never contended). */
@@ -76,6 +70,24 @@ typedef struct {
     struct iovec riov[IOV_MAX];
     uint8_t rbuf[TCP_RBUF_SIZE];
 } TcpChannel;
+
+/* An accepted connection whose hello has not fully arrived yet (see tcp_accept()). */
+typedef struct {
+    TcpChannel *ch;
+    int64_t deadline; /* monotonic us: dropped when its hello is not complete by then */
+} TcpPending;
+
+typedef struct {
+    XpListener base;
+    TcpDomain *dom;    /* not owned; outlives the listener */
+    int fd;
+    int wake_fd;       /* eventfd; listener_shutdown() makes it readable for good */
+    char *uri;
+    /* Oldest first; owned. Only the thread calling accept() touches them. */
+    TcpPending pending[XP_PENDING_MAX];
+    unsigned npending;
+    XpLogLimit drop_log; /* dropped connections are logged rate-limited */
+} TcpListener;
 
 static inline TcpChannel *tcp_ch(XpChannel *c)
 {
@@ -109,6 +121,7 @@ void tcp_close(XpChannel *c);
 const char *tcp_peer(XpChannel *c);
 void tcp_counters(XpChannel *c, XpCounters *out);
 void tcp_inject_fault(XpChannel *c, int err);
+void tcp_set_send_timeout(XpChannel *c, int timeout_ms);
 
 /* zerocopy.c */
 unsigned tcp_zc_reap(TcpChannel *ch);

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Side by side, with the same patched QEMU binary and QEMU's A-B test guest, in one run:
+  --where host  rdma+multifd: (libmfrdma over tcp; with and without libmfrdma's digest check,
+                which runs within the downtime) vs QEMU's own multifd over tcp
+  --where vm    rdma+multifd: (rdma on rxe0, with and without digests) vs legacy rdma: vs
+                multifd over tcp
+                (run it inside the soft-RoCE VM: bench/qemu-bench.sh does)
+For each mode, --repeats migrations of a fresh guest; prints a markdown table (median of the
+repeats: total time, downtime, setup, bytes, source and destination CPU from /proc/PID/stat)
+and, with --json FILE, every run. The downtime limit is raised after 3 dirty syncs so the A-B
+guest (it dirties ~100 MB in a loop) switches over, as QEMU's own migration test does."""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../qemu"))
+import migtest  # noqa: E402
+
+
+def one_run(qemu, boot, wd, mode, host, mem, lib_dir, timeout):
+    src = migtest.Vm(qemu, wd, "src", mem, boot, lib_dir=lib_dir)
+    dst = None
+    try:
+        migtest.wait_until("guest printing B", lambda: src.serial_count() >= 2, 120)
+        dst = migtest.Vm(qemu, wd, "dst", mem, boot, incoming=True, lib_dir=lib_dir)
+        _, cpu0 = migtest.start_migration(src, dst, mode, host)
+        info = migtest.finish_migration(src, dst, cpu0, timeout)
+        s = migtest.summary(info)
+        if s["status"] == "completed":
+            s["ram_identical"] = migtest.ram_identical(src, dst)
+        return s
+    finally:
+        migtest.kill_quietly(dst, src)
+
+
+def median(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def table(results, mem):
+    out = [f"| mode ({mem} MiB A-B guest) | runs ok | total ms | downtime ms | setup ms | "
+           "transferred MB | source CPU s | dest CPU s | RAM identical |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in results:
+        ok = [r for r in runs if r["status"] == "completed"]
+
+        def f(key, scale=1.0, fmt="{:.0f}"):
+            v = median(ok, key)
+            return "-" if v is None else fmt.format(v / scale)
+        out.append(f"| {name} | {len(ok)}/{len(runs)} | {f('total_ms')} | "
+                   f"{f('downtime_ms')} | {f('setup_ms')} | {f('transferred', 1e6)} | "
+                   f"{f('cpu_src_s', fmt='{:.2f}')} | {f('cpu_dst_s', fmt='{:.2f}')} | "
+                   f"{'yes' if ok and all(r.get('ram_identical') for r in ok) else 'no'} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--where", choices=["host", "vm"], default="host")
+    ap.add_argument("--build", default=os.path.join(migtest.ROOT, "build"))
+    ap.add_argument("--mem", type=int, default=128, help="guest RAM, MiB")
+    ap.add_argument("--channels", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--json", help="write every run here")
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    qemu, qemu_src = migtest.qemu_binary(build, os.environ.get("CI") == "true")
+    lib_dir = os.path.join(build, "multifd-rdma")
+    if args.where == "host":
+        host = "127.0.0.1"
+        modes = [migtest.mode_mfrdma("tcp", args.channels),
+                 migtest.mode_mfrdma("tcp", args.channels, verify=False),
+                 migtest.mode_multifd_tcp(args.channels)]
+    else:
+        host = os.environ.get("MFR_TEST_RDMA_ADDR")
+        if not host:
+            sys.exit("--where vm runs inside the soft-RoCE VM (MFR_TEST_RDMA_ADDR unset)")
+        modes = [migtest.mode_mfrdma("rdma", args.channels),
+                 migtest.mode_mfrdma("rdma", args.channels, verify=False),
+                 migtest.mode_legacy_rdma(), migtest.mode_multifd_tcp(args.channels)]
+    results = [(m.name, []) for m in modes]
+    with migtest.workdir("mfrdma-qemu-bench-") as wd:
+        boot = os.path.join(wd, "boot.img")
+        migtest.bootblock(qemu_src, boot)
+        # interleaved, so drift of the shared machine hits every mode alike
+        for rep in range(args.repeats):
+            for m, (_, runs) in zip(modes, results):
+                r = one_run(qemu, boot, wd, m, host, args.mem, lib_dir, args.timeout)
+                print(f"run {rep + 1} {m.name}: {r}", flush=True)
+                runs.append(r)
+    print()
+    print(table(results, args.mem))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({name: runs for name, runs in results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Drives real QEMU migrations of QEMU's own A-B test guest (a boot sector that increments
+the first byte of every page in [1 MiB, 100 MiB) in a loop and prints 'B' after each pass)
+between two QEMU processes over QMP. Shared by tests/qemu/ and bench/qemu-bench.py; stdlib
+only. RAM lives in memory-backend-file files, so both sides can be compared byte for byte."""
+
+import contextlib
+import filecmp
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class QmpError(Exception):
+    pass
+
+
+class Qmp:
+    """One QMP connection: commands in order, events kept aside."""
+
+    def __init__(self, path, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.file = self.sock.makefile("rw")
+        self.events = []
+        self._read()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        line = self.file.readline()
+        if not line:
+            raise QmpError("QMP connection closed")
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+        self.file.flush()
+        while True:
+            msg = self._read()
+            if "event" in msg:
+                self.events.append(msg)
+            elif "error" in msg:
+                raise QmpError(msg["error"]["desc"])
+            else:
+                return msg["return"]
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def bootblock(qemu_src, path):
+    """Writes the A-B boot sector (its bytes from QEMU's a-b-bootblock.h) to a disk image."""
+    header = os.path.join(qemu_src, "tests/qtest/migration/i386/a-b-bootblock.h")
+    with open(header) as f:
+        array = re.search(r"x86_bootsect\[\] = \{(.*?)\};", f.read(), re.S)
+    data = bytes(int(x, 16) for x in re.findall(r"0x([0-9a-fA-F]{2})", array.group(1))) \
+        if array else b""
+    if len(data) != 512 or data[510:] != b"\x55\xaa":
+        raise RuntimeError(f"{header}: not a 512-byte boot sector")
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class Vm:
+    """One QEMU running the A-B guest; RAM in dir/<name>.ram, serial in dir/<name>.serial."""
+
+    def __init__(self, qemu, workdir, name, mem_mb, boot, incoming=False, env=None,
+                 lib_dir=None):
+        self.name = name
+        self.ram = os.path.join(workdir, name + ".ram")
+        self.serial = os.path.join(workdir, name + ".serial")
+        self.stats = os.path.join(workdir, name + ".mfrdma.json")
+        self.log = os.path.join(workdir, name + ".log")
+        qmp_path = os.path.join(workdir, name + ".qmp")
+        for p in (self.ram, self.serial, self.stats, qmp_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+        # debug-threads: named threads, so cpu_s() can tell the vCPUs apart
+        args = [qemu, "-name", f"{name},debug-threads=on", "-M", "pc", "-accel", "tcg",
+                "-m", f"{mem_mb}M",
+                "-object", f"memory-backend-file,id=mem0,size={mem_mb}M,mem-path={self.ram},"
+                "share=on", "-machine", "memory-backend=mem0",
+                "-L", "/usr/share/seabios", "-nodefaults", "-display", "none",
+                "-drive", f"if=none,id=d0,file={boot},format=raw",
+                "-device", "ide-hd,drive=d0,secs=1,cyls=1,heads=1",
+                "-serial", f"file:{self.serial}",
+                "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+        if incoming:
+            args += ["-S", "-incoming", "defer"]
+        e = dict(os.environ)
+        e["MFRDMA_QEMU_STATS"] = self.stats
+        if lib_dir:
+            e["LD_LIBRARY_PATH"] = lib_dir + ":" + e.get("LD_LIBRARY_PATH", "")
+        e.update(env or {})
+        self.logf = open(self.log, "w")
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=e)
+        try:
+            self.qmp = Qmp(qmp_path, 30)
+        except Exception:
+            self.kill()
+            raise RuntimeError(f"{name}: QEMU did not start: {self.log_text()}")
+
+    def log_text(self):
+        with open(self.log) as f:
+            return f.read().strip()
+
+    def serial_count(self, ch="B"):
+        try:
+            with open(self.serial, "rb") as f:
+                return f.read().count(ch.encode())
+        except FileNotFoundError:
+            return 0
+
+    def status(self):
+        return self.qmp.cmd("query-status")["status"]
+
+    def cpu_s(self):
+        """CPU seconds (user + system) this QEMU used so far, minus its vCPU threads' (the
+        guest's own work is no migration cost). The process total also counts threads that
+        exited, such as libmfrdma's when its session ended."""
+        def ticks(path):
+            with open(path) as f:
+                head, rest = f.read().rsplit(")", 1)
+            fields = rest.split()
+            return head.split("(", 1)[1], int(fields[11]) + int(fields[12])
+        pid = self.proc.pid
+        total = ticks(f"/proc/{pid}/stat")[1]
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
+            except FileNotFoundError:
+                continue
+            if re.match(r"CPU \d+/", comm):
+                total -= t
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def mfrdma_stats(self):
+        with open(self.stats) as f:
+            return json.load(f)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.logf.close()
+
+    def quit(self):
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.qmp.cmd("quit")
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+
+def wait_until(what, cond, timeout, poll=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+
+
+def free_port_pair(host):
+    """A port P with P+1 free as well (rdma+multifd uses both). Chosen below the kernel's
+    ephemeral range: there, connections of other programs (thousands in TIME_WAIT on a busy
+    machine) leave few pairs of neighbours free."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError):
+        low = 32768
+    low = max(low, 2048)
+    for _ in range(200):
+        p = random.randrange(1024, low - 1)
+        try:
+            for port in (p, p + 1):
+                with socket.socket(fam) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((host, port))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+def hostport(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Mode:
+    """How to migrate: the URI scheme, and the caps/params both sides need."""
+
+    def __init__(self, name, scheme, caps=None, params=None):
+        self.name, self.scheme = name, scheme
+        self.caps = caps or {}
+        self.params = params or {}
+
+    def setup(self, vm):
+        if self.caps:
+            vm.qmp.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": k, "state": v} for k, v in self.caps.items()])
+        if self.params:
+            vm.qmp.cmd("migrate-set-parameters", **self.params)
+
+
+def mode_mfrdma(transport, channels, verify=True):
+    return Mode(f"rdma+multifd ({transport}, {channels} ch{'' if verify else ', no verify'})",
+                "rdma+multifd", params={"mfrdma-transport": transport,
+                                        "multifd-channels": channels, "mfrdma-verify": verify})
+
+
+def mode_multifd_tcp(channels):
+    return Mode(f"multifd tcp ({channels} ch)", "tcp", caps={"multifd": True},
+                params={"multifd-channels": channels})
+
+
+def mode_legacy_rdma():
+    return Mode("legacy rdma", "rdma")
+
+
+def start_migration(src, dst, mode, host, max_bandwidth=0):
+    port = free_port_pair(host)
+    uri = f"{mode.scheme}:{hostport(host, port)}"
+    mode.setup(dst)
+    dst.qmp.cmd("migrate-incoming", uri=uri)
+    mode.setup(src)
+    # 0 = QEMU's default (128 MiB/s); the tests want the link's own speed
+    src.qmp.cmd("migrate-set-parameters", **{
+        "downtime-limit": 300, "max-bandwidth": max_bandwidth or 100 * 1024 ** 3})
+    cpu0 = (src.cpu_s(), dst.cpu_s())
+    src.qmp.cmd("migrate", uri=uri)
+    return uri, cpu0
+
+
+def finish_migration(src, dst, cpu0, timeout, raise_after_syncs=3):
+    """Waits for the end; after a few dirty syncs raises downtime-limit so the A-B guest
+    (it dirties ~100 MB again and again) switches over, as QEMU's own test does."""
+    raised = False
+
+    def done():
+        nonlocal raised
+        info = src.qmp.cmd("query-migrate")
+        st = info.get("status")
+        if st in ("completed", "failed", "cancelled"):
+            return info
+        syncs = info.get("ram", {}).get("dirty-sync-count", 0)
+        if not raised and syncs >= raise_after_syncs:
+            src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": 60000})
+            raised = True
+        return None
+
+    info = wait_until("the migration's end", done, timeout, poll=0.02)
+    info["cpu_src_s"] = src.cpu_s() - cpu0[0]
+    info["cpu_dst_s"] = dst.cpu_s() - cpu0[1] if dst.proc.poll() is None else None
+    info["downtime_raised"] = raised
+    return info
+
+
+def ram_identical(a, b):
+    return filecmp.cmp(a.ram, b.ram, shallow=False)
+
+
+def qemu_binary(build_dir, ci):
+    """The patched QEMU: MFR_QEMU_BINARY, or built (cached) by qemu/fetch-build.sh.
+    Returns (binary, source dir); exits 77 (skip) with the reason when it cannot be had,
+    unless in CI, where that is a failure."""
+    binary = os.environ.get("MFR_QEMU_BINARY")
+    if not binary:
+        r = subprocess.run([os.path.join(ROOT, "qemu/fetch-build.sh"), "--mfrdma-build",
+                            build_dir], stdout=subprocess.PIPE, text=True)
+        if r.returncode == 0 and r.stdout.strip():
+            binary = r.stdout.strip().splitlines()[-1]
+        else:
+            msg = f"qemu/fetch-build.sh failed (status {r.returncode}): no patched QEMU"
+            if ci:
+                sys.exit(f"error: {msg} (CI=true: the build must work)")
+            print(f"SKIP: {msg}")
+            sys.exit(77)
+    if not os.access(binary, os.X_OK):
+        msg = f"QEMU binary {binary} is missing"
+        if ci:
+            sys.exit(f"error: {msg}")
+        print(f"SKIP: {msg}")
+        sys.exit(77)
+    src = os.path.join(os.path.dirname(os.path.dirname(binary)), "src")
+    return binary, src
+
+
+@contextlib.contextmanager
+def workdir(prefix):
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) \
+        else None
+    d = tempfile.mkdtemp(prefix=prefix, dir=base)
+    try:
+        yield d
+    finally:
+        if os.environ.get("MFR_QEMU_KEEP"):
+            print(f"kept {d}")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def summary(info):
+    ram = info.get("ram", {})
+    return {"status": info.get("status"), "total_ms": info.get("total-time"),
+            "downtime_ms": info.get("downtime"), "setup_ms": info.get("setup-time"),
+            "transferred": ram.get("transferred"), "normal": ram.get("normal"),
+            "duplicate": ram.get("duplicate"), "mbps": ram.get("mbps"),
+            "syncs": ram.get("dirty-sync-count"),
+            "cpu_src_s": round(info["cpu_src_s"], 2),
+            "cpu_dst_s": None if info["cpu_dst_s"] is None else round(info["cpu_dst_s"], 2),
+            "error": info.get("error-desc")}
+
+
+def kill_quietly(*vms):
+    for vm in vms:
+        if vm is not None:
+            with contextlib.suppress(Exception):
+                vm.quit()
+
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
