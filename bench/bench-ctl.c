@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Same socket buffers as transport/tcp.c asks for on data channels, when the sysctls allow. */
+/* Same socket buffers as transport/tcp/ asks for on data channels, when the sysctls allow. */
 #define BENCH_SOCKBUF (4 * 1024 * 1024)
 
 G_DEFINE_QUARK(mfr-bench-error-quark, bench_error)
@@ -143,7 +143,7 @@ static int bench_sysctl_int(const char *path)
     return (int)g_ascii_strtoll(text, NULL, 10);
 }
 
-/* Buffers before connect/listen (window scaling is fixed at SYN), as transport/tcp.c does. */
+/* Buffers before connect/listen (window scaling is fixed at SYN), as transport/tcp/ does. */
 static void bench_data_bufs(int fd)
 {
     if (bench_sysctl_int("/proc/sys/net/core/wmem_max") >= BENCH_SOCKBUF) {

@@ -5,7 +5,7 @@
  * iovecs, as the engine's channels do), read with readv straight into a destination buffer.
  * It is the number mfrdma over TCP is measured against.
  *
- * With zerocopy (the tcpzc cases) each stream sends the way transport/tcp.c does with
+ * With zerocopy (the tcpzc cases) each stream sends the way transport/tcp/ does with
  * MfrSourceConfig.transport.zerocopy: SO_ZEROCOPY on the socket, the header with MSG_MORE, the
  * chunk with MSG_ZEROCOPY, completions reaped from the error queue once 32 are pending, ENOBUFS
  * sent with a copy, and no more MSG_ZEROCOPY after 256 completions in a row that the kernel
@@ -14,7 +14,7 @@
  * how many sends the kernel really left uncopied.
  */
 #include "bench.h"
-#include "xp.h"
+#include "xp-tcp.h"
 
 #include <errno.h>
 #include <linux/errqueue.h>
@@ -25,17 +25,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#ifndef SO_ZEROCOPY
-#define SO_ZEROCOPY 60
-#endif
-#ifndef MSG_ZEROCOPY
-#define MSG_ZEROCOPY 0x4000000
-#endif
-
 #define BENCH_HDR_MAX 8192u
-/* The engine's TCP_ZC_REAP_BATCH and TCP_ZC_GIVE_UP (transport/tcp.c). */
-#define RAW_ZC_REAP_BATCH 32u
-#define RAW_ZC_GIVE_UP 256u
 
 typedef struct {
     int fd;
@@ -89,7 +79,7 @@ static void raw_zc_reap(RawStream *s)
         uint32_t n = hi - lo + 1;
         if (copied) {
             s->zc_copied += n;
-            s->zc_copied_run = MIN(s->zc_copied_run + n, RAW_ZC_GIVE_UP);
+            s->zc_copied_run = MIN(s->zc_copied_run + n, XP_TCP_ZC_GIVE_UP);
         } else {
             s->zc_copied_run = 0;
         }
@@ -134,10 +124,10 @@ static gpointer raw_send_thread(gpointer opaque)
     for (uint64_t off = 0; off < s->len && !s->err;) {
         uint64_t n = MIN(s->chunk, s->len - off);
         struct iovec v[2] = { { hdr, s->hdr }, { s->base + off, n } };
-        if (s->zerocopy && s->zc_copied_run < RAW_ZC_GIVE_UP) {
+        if (s->zerocopy && s->zc_copied_run < XP_TCP_ZC_GIVE_UP) {
             if (raw_send_all(s, &v[0], 1, MSG_MORE) &&
                 raw_send_all(s, &v[1], 1, MSG_ZEROCOPY) &&
-                s->zc_sent - s->zc_done >= RAW_ZC_REAP_BATCH) {
+                s->zc_sent - s->zc_done >= XP_TCP_ZC_REAP_BATCH) {
                 raw_zc_reap(s);
             }
         } else {

@@ -81,7 +81,7 @@ typedef struct {
     uint64_t chunk;    /* payload per message (pages_per_packet pages) */
     uint64_t hdr;      /* bytes of header in front of each chunk (tcp only) */
     bool fresh;        /* destination buffer freshly mapped (true) or the previous one (warm) */
-    bool zerocopy;     /* tcp, sender only: payload with MSG_ZEROCOPY, as transport/tcp.c */
+    bool zerocopy;     /* tcp, sender only: payload with MSG_ZEROCOPY, as transport/tcp/ */
 } BenchRawSpec;
 
 /* Source side of the raw TCP baseline: asks the agent on ctl_fd to receive, then pushes. */

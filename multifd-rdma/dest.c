@@ -89,8 +89,8 @@ static void dest_on_fail(void *opaque, const GError *err, bool quiet)
     for (unsigned i = 0; !quiet && i < d->nchan; i++) {
         xp_channel_shutdown(d->chan[i]->xp);
     }
-    if (!quiet && d->listener && d->ops->listener_shutdown) {
-        d->ops->listener_shutdown(d->listener);
+    if (!quiet && d->listener) {
+        xp_listener_shutdown(d->listener);
         atomic_store(&d->listener_down, true);
     }
     g_mutex_unlock(&d->lock);
@@ -138,7 +138,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     mfr_fail_init(&d->fail, dest_on_fail, d);
     d->ram.fail = &d->fail;
     d->sync_round = 1;
-    g_strlcpy(d->stats.transport, ops->name, sizeof(d->stats.transport));
+    g_strlcpy(d->stats.transport, xp_ops_name(ops), sizeof(d->stats.transport));
     d->stats_pub = d->stats;
     d->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (d->event_fd < 0) {
@@ -150,20 +150,20 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
 
     XpOptions o;
     mfr_transport_xp_options(&d->cfg.transport, d->cfg.timeout_ms, false, &o);
-    d->dom = ops->domain_new(&o, &xerr);
+    d->dom = xp_domain_new(ops, &o, &xerr);
     if (!d->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
         mfr_dest_free(d);
         return NULL;
     }
-    d->listener = ops->listen(d->dom, host, port, &xerr);
+    d->listener = xp_listen(d->dom, host, port, &xerr);
     if (!d->listener) {
         /* the transport's message says "cannot listen on URI: cause" */
         g_propagate_error(error, mfr_error_from_xp(xerr, "destination"));
         mfr_dest_free(d);
         return NULL;
     }
-    d->uri = g_strdup(ops->listener_uri(d->listener));
+    d->uri = g_strdup(xp_listener_uri(d->listener));
     return d;
 }
 
@@ -232,7 +232,7 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
         uint8_t hello[XP_HELLO_MAX];
         size_t hlen = sizeof(hello);
         GError *xerr = NULL;
-        XpChannel *ch = d->ops->accept(d->listener, tick, hello, &hlen, &xerr);
+        XpChannel *ch = xp_accept(d->listener, tick, hello, &hlen, &xerr);
         if (!ch) {
             if (g_error_matches(xerr, XP_ERROR, XP_ERROR_TIMEOUT)) {
                 g_error_free(xerr);
@@ -269,11 +269,11 @@ static XpChannel *dest_accept(MfrDest *d, DestHelloCheck check, MfrHello *out, g
             xp_log_limited(&d->refuse_log, G_LOG_DOMAIN,
                            "destination: refused connection from %s: %s",
                            xp_channel_peer(ch), reason);
-            d->ops->answer(ch, 1, reason, NULL);
+            xp_answer(ch, 1, reason, NULL);
             xp_channel_close(ch);
             continue;
         }
-        if (!d->ops->answer(ch, 0, NULL, &xerr)) {
+        if (!xp_answer(ch, 0, NULL, &xerr)) {
             xp_log_limited(&d->refuse_log, G_LOG_DOMAIN,
                            "destination: accepting %s failed: %s", xp_channel_peer(ch),
                            xerr->message);
@@ -444,7 +444,7 @@ static bool dest_publish_region(void *opaque, unsigned block, uint32_t chunk, GE
     }
     MfrRegionMsg r = { .block = block, .chunk = chunk };
     mfr_region_table_chunk_range(d->ram.local, block, chunk, &r.offset, &r.length);
-    d->ops->region_export(mfr_region_table_local(d->ram.local, block, chunk), r.desc);
+    xp_region_export(d->dom, mfr_region_table_local(d->ram.local, block, chunk), r.desc);
     uint8_t body[MFR_REGION_SIZE];
     mfr_wire_pack_region(&r, body);
     return mfr_control_send(d->ctl, MFR_CTRL_REGION, body, sizeof(body), error);
@@ -492,12 +492,12 @@ static bool dest_blocks(MfrDest *d, GError **error)
     }
     /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
     MfrRegisterJob job = {
-        .ops = d->ops, .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
+        .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
         .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.transport.odp,
         .threads = d->cfg.transport.registration_threads, .channels = d->nchan_expected,
         .side = "destination",
     };
-    if (d->ops->caps & XP_CAP_REGIONS) {
+    if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* the budget now, so a memlock failure comes before the reply and pins nothing */
         if (!mfr_register_budget(&job, error)) {
             return false;
@@ -506,7 +506,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
         mfr_chunk_map_init(&map, d->ram.blocks, n, d->cfg.registration_chunk,
                            mfr_register_threads(d->cfg.transport.registration_threads,
                                                 UINT32_MAX));
-        d->ram.local = mfr_region_table_new(d->ops, MFR_REGIONS_LOCAL, d->ram.blocks, &map,
+        d->ram.local = mfr_region_table_new(d->dom, MFR_REGIONS_LOCAL, d->ram.blocks, &map,
                                             "the destination");
         reply.flags = MFR_REPLY_REGIONS;
         memcpy(reply.layout, map.layout, n * sizeof(reply.layout[0]));
@@ -518,7 +518,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
     if (!mfr_control_send(d->ctl, MFR_CTRL_BLOCKS_REPLY, body, len, error)) {
         return false;
     }
-    if (d->ops->caps & XP_CAP_REGIONS) {
+    if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* every REGION follows the reply: the threads start only now */
         MfrRegisterChunksJob cj = {
             .base = job, .table = d->ram.local, .fail = &d->fail,
@@ -553,7 +553,7 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
     }
     bool ok = true;
     if (++d->sync_count == d->nchan_expected) {
-        uint8_t body[8];
+        uint8_t body[MFR_SYNC_ACK_SIZE];
         mfr_wire_pack_u64(round, body);
         GError *err = NULL;
         if (!mfr_control_send(d->ctl, MFR_CTRL_SYNC_ACK, body, sizeof(body), &err)) {
@@ -670,7 +670,7 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
 {
     uint64_t round;
     uint64_t digest[MFR_MAX_BLOCKS];
-    uint32_t count = m->len == 16 ? 0 : d->ram.nblocks;
+    uint32_t count = m->len == MFR_COMPLETE_HDR_SIZE ? 0 : d->ram.nblocks;
     if (!mfr_wire_unpack_complete(m->body, m->len, count, &round, digest, error)) {
         g_prefix_error(error, "destination: COMPLETE: ");
         return false;
@@ -710,7 +710,7 @@ static bool dest_complete(MfrDest *d, MfrCtrlMsg *m, GError **error)
         }
     }
     d->stats.verify_ms = (mfr_now_s() - t0) * 1000;
-    uint8_t body[8];
+    uint8_t body[MFR_COMPLETE_REPLY_SIZE];
     mfr_wire_pack_complete_reply(&r, body);
     /* done first: once the source has the reply it may close at once, and that must not
      * race our reader into reporting a lost connection */

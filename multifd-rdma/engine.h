@@ -14,6 +14,9 @@
 
 #include <stdatomic.h>
 
+/* The engine carries the transport's region descriptors in its messages unchanged. */
+G_STATIC_ASSERT(MFR_REGION_DESC_SIZE == XP_REGION_DESC_SIZE);
+
 G_BEGIN_DECLS
 
 #define MFR_LOG_DOMAIN "mfrdma"
@@ -115,7 +118,6 @@ uint64_t mfr_digest_final(MfrDigestState *st, const void *tail, uint64_t tail_le
 #define MFR_REGISTER_MAX_THREADS 16u
 
 typedef struct {
-    const XpOps *ops;
     XpDomain *dom;
     const MfrRamBlock *blocks;
     unsigned nblocks;

@@ -91,7 +91,7 @@ static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
     uint32_t ps = ram->page_size;
     unsigned niov = mfr_recv_packet_layout(host, ps, c->offsets, h->normal_pages, c->iov);
 
-    if (niov && !(c->xp->ops->caps & XP_CAP_PLACED_PAYLOAD)) {
+    if (niov && !xp_channel_has_cap(c->xp, XP_CAP_PLACED_PAYLOAD)) {
         recv_prefault(ram, h->block, host, c->offsets, h->normal_pages);
         int r = xp_recv_payload(c->xp, c->iov, niov);
         if (r < 0) {

@@ -56,7 +56,7 @@ void mfr_chunk_map_from_layout(MfrChunkMap *m, const MfrChunkLayout *layout, uns
 /* ---------- the table ---------- */
 
 struct MfrRegionTable {
-    const XpOps *ops;
+    XpDomain *dom;         /* not owned; outlives the table */
     MfrRegionKind kind;
     const MfrRamBlock *blocks;
     MfrChunkMap map;
@@ -70,12 +70,12 @@ struct MfrRegionTable {
     uint32_t in_order[MFR_MAX_BLOCKS];
 };
 
-MfrRegionTable *mfr_region_table_new(const XpOps *ops, MfrRegionKind kind,
+MfrRegionTable *mfr_region_table_new(XpDomain *dom, MfrRegionKind kind,
                                      const MfrRamBlock *blocks, const MfrChunkMap *map,
                                      const char *registrar)
 {
     MfrRegionTable *t = g_new0(MfrRegionTable, 1);
-    t->ops = ops;
+    t->dom = dom;
     t->kind = kind;
     t->blocks = blocks;
     t->map = *map;
@@ -98,10 +98,10 @@ void mfr_region_table_free(MfrRegionTable *t)
     }
     for (uint32_t i = 0; i < t->map.total; i++) {
         if (t->local && t->local[i]) {
-            t->ops->region_deregister(t->local[i]);
+            xp_region_deregister(t->dom, t->local[i]);
         }
         if (t->remote && t->remote[i]) {
-            t->ops->remote_free(t->remote[i]);
+            xp_remote_free(t->dom, t->remote[i]);
         }
     }
     g_free(t->local);

@@ -58,10 +58,11 @@ typedef struct MfrRegionTable MfrRegionTable;
 typedef bool (*MfrRegionPublishFn)(void *opaque, unsigned block, uint32_t chunk,
                                    GError **error);
 
-/* blocks (names and lengths, for messages and ranges) outlive the table; map is copied.
+/* dom (whose regions the table holds) and blocks (names and lengths, for messages and
+ * ranges) outlive the table; map is copied.
  * registrar names who makes chunks ready, for the wait's timeout message ("the destination
  * rdma:10.0.0.2:4444"). */
-MfrRegionTable *mfr_region_table_new(const XpOps *ops, MfrRegionKind kind,
+MfrRegionTable *mfr_region_table_new(XpDomain *dom, MfrRegionKind kind,
                                      const MfrRamBlock *blocks, const MfrChunkMap *map,
                                      const char *registrar);
 /* Deregisters (local) or frees (remote) every region that was set, whatever the table's

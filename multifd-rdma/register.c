@@ -39,15 +39,13 @@ bool mfr_register_budget(const MfrRegisterJob *job, GError **error)
     for (unsigned b = 0; b < job->nblocks; b++) {
         bytes += job->blocks[b].length;
     }
-    if (job->ops->region_budget) {
-        GError *xerr = NULL;
-        if (!job->ops->region_budget(job->dom, bytes, job->channels, &xerr)) {
-            g_autofree char *what = g_strdup_printf(
-                "%s: cannot pin %u block%s (%.1f MiB) and %u channels' buffers", job->side,
-                job->nblocks, job->nblocks == 1 ? "" : "s", bytes / 1048576.0, job->channels);
-            g_propagate_error(error, mfr_error_from_xp(xerr, what));
-            return false;
-        }
+    GError *xerr = NULL;
+    if (!xp_region_budget(job->dom, bytes, job->channels, &xerr)) {
+        g_autofree char *what = g_strdup_printf(
+            "%s: cannot pin %u block%s (%.1f MiB) and %u channels' buffers", job->side,
+            job->nblocks, job->nblocks == 1 ? "" : "s", bytes / 1048576.0, job->channels);
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
     }
     return true;
 }
@@ -111,7 +109,7 @@ static bool chunk_register(MfrRegisterBg *bg, uint32_t c, unsigned b, uint32_t k
                                    "registration failed (injected by the test seam)");
         ok = false;
     } else {
-        ok = base->ops->region_register(base->dom, addr, len, base->access, &r, &xerr);
+        ok = xp_region_register(base->dom, addr, len, base->access, &r, &xerr);
     }
     if (!ok) {
         /* a block of one chunk is named as a whole */

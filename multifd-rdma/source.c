@@ -220,7 +220,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     for (unsigned i = 0; i < nblocks; i++) {
         s->prog.ram_bytes += blocks[i].length;
     }
-    g_strlcpy(s->stats.transport, ops->name, sizeof(s->stats.transport));
+    g_strlcpy(s->stats.transport, xp_ops_name(ops), sizeof(s->stats.transport));
     s->stats_pub = s->stats;
     s->round = 1;
     s->q_mask = page_size - 1;
@@ -251,7 +251,7 @@ static XpChannel *source_connect(MfrSource *s, MfrRole role, unsigned index, uns
                              &o);
     source_hello(s, role, index, count, hello);
     GError *xerr = NULL;
-    XpChannel *ch = s->ops->connect(s->dom, s->host, s->port, hello, sizeof(hello), &o, &xerr);
+    XpChannel *ch = xp_connect(s->dom, s->host, s->port, hello, sizeof(hello), &o, &xerr);
     if (!ch) {
         g_autofree char *what = role == MFR_ROLE_CONTROL
             ? g_strdup_printf("source: control connection to %s", s->uri)
@@ -323,13 +323,13 @@ static bool source_announce(MfrSource *s, GError **error)
         return false;
     }
     /* Our registration overlaps the destination's: both only depend on the block list. */
-    if (s->ops->caps & XP_CAP_REGIONS) {
+    if (xp_has_cap(s->ops, XP_CAP_REGIONS)) {
         MfrChunkMap whole;
         mfr_chunk_map_whole(&whole, s->blocks, s->nblocks);
-        s->ram.local = mfr_region_table_new(s->ops, MFR_REGIONS_LOCAL, s->blocks, &whole,
+        s->ram.local = mfr_region_table_new(s->dom, MFR_REGIONS_LOCAL, s->blocks, &whole,
                                             "the source");
         MfrRegisterJob job = {
-            .ops = s->ops, .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
+            .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
             .threads = s->cfg.transport.registration_threads, .channels = s->caps.channels,
             .side = "source",
@@ -354,11 +354,11 @@ static bool source_announce(MfrSource *s, GError **error)
         g_prefix_error(error, "source: BLOCKS_REPLY from %s: ", s->uri);
         return false;
     }
-    bool regions = s->ops->caps & XP_CAP_REGIONS;
+    bool regions = xp_has_cap(s->ops, XP_CAP_REGIONS);
     if (!(reply.flags & MFR_REPLY_REGIONS) != !regions) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_PROTOCOL,
                     "source: BLOCKS_REPLY from %s %s registration chunks, but %s %s regions",
-                    s->uri, regions ? "lacks" : "announces", s->ops->name,
+                    s->uri, regions ? "lacks" : "announces", xp_ops_name(s->ops),
                     regions ? "needs" : "has no");
         return false;
     }
@@ -372,7 +372,7 @@ static bool source_expect_chunks(MfrSource *s, const MfrChunkLayout *layout, GEr
     MfrChunkMap map;
     mfr_chunk_map_from_layout(&map, layout, s->nblocks);
     g_autofree char *registrar = g_strdup_printf("the destination %s", s->uri);
-    MfrRegionTable *remote = mfr_region_table_new(s->ops, MFR_REGIONS_REMOTE, s->blocks, &map,
+    MfrRegionTable *remote = mfr_region_table_new(s->dom, MFR_REGIONS_REMOTE, s->blocks, &map,
                                                   registrar);
     g_mutex_lock(&s->lock);
     s->ram.remote = remote;
@@ -403,7 +403,7 @@ static bool source_region(void *opaque, const MfrCtrlMsg *m, GError **error)
     }
     GError *xerr = NULL;
     XpRemote *remote = NULL;
-    if (!s->ops->remote_import(s->dom, r.desc, r.length, &remote, &xerr)) {
+    if (!xp_remote_import(s->dom, r.desc, r.length, &remote, &xerr)) {
         g_autofree char *what = g_strdup_printf("source: block '%s' chunk %u",
                                                 s->blocks[r.block].name, r.chunk);
         g_propagate_error(error, mfr_error_from_xp(xerr, what));
@@ -850,7 +850,8 @@ static bool source_complete_exchange(MfrSource *s, GError **error)
         count = s->nblocks;
     }
     uint8_t body[XP_MSG_MAX];
-    size_t len = mfr_wire_pack_complete(s->round - 1, digest, count, body, sizeof(body) - 64);
+    size_t len = mfr_wire_pack_complete(s->round - 1, digest, count, body,
+                                        sizeof(body) - MFR_CTRL_HDR_SIZE);
     g_assert(len);
     if (!mfr_control_send(s->ctl, MFR_CTRL_COMPLETE, body, len, error)) {
         return false;
@@ -899,7 +900,7 @@ static bool source_setup(MfrSource *s, GError **error)
     GError *xerr = NULL;
     XpOptions o;
     mfr_transport_xp_options(&s->cfg.transport, s->cfg.timeout_ms, true, &o);
-    s->dom = s->ops->domain_new(&o, &xerr);
+    s->dom = xp_domain_new(s->ops, &o, &xerr);
     if (!s->dom) {
         g_propagate_error(error, mfr_error_from_xp(xerr, "source"));
         return false;
@@ -951,13 +952,10 @@ static void source_collect_stats(MfrSource *s)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
-        const XpOps *ops = s->chan[i]->xp->ops;
-        if (ops->counters) {
-            XpCounters xc;
-            ops->counters(s->chan[i]->xp, &xc);
-            st->zerocopy_sends += xc.zerocopy_sends;
-            st->zerocopy_copied += xc.zerocopy_copied;
-        }
+        XpCounters xc;
+        xp_channel_counters(s->chan[i]->xp, &xc); /* zeros without counters */
+        st->zerocopy_sends += xc.zerocopy_sends;
+        st->zerocopy_copied += xc.zerocopy_copied;
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
 }
@@ -1246,9 +1244,8 @@ bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
 {
     bool ok = false;
     g_mutex_lock(&s->lock);
-    if (channel < s->nchan && s->chan[channel] && s->ops->inject_fault) {
-        s->ops->inject_fault(s->chan[channel]->xp, err);
-        ok = true;
+    if (channel < s->nchan && s->chan[channel]) {
+        ok = xp_inject_fault(s->chan[channel]->xp, err);
     }
     g_mutex_unlock(&s->lock);
     return ok;
@@ -1258,9 +1255,8 @@ bool mfr_source_inject_completion_error(MfrSource *s, unsigned channel)
 {
     bool ok = false;
     g_mutex_lock(&s->lock);
-    if (channel < s->nchan && s->chan[channel] && s->ops->inject_completion_error) {
-        s->ops->inject_completion_error(s->chan[channel]->xp);
-        ok = true;
+    if (channel < s->nchan && s->chan[channel]) {
+        ok = xp_inject_completion_error(s->chan[channel]->xp);
     }
     g_mutex_unlock(&s->lock);
     return ok;

@@ -743,14 +743,14 @@ bool mfr_wire_unpack_region(const uint8_t *buf, size_t len, const MfrRegionLimit
 
 /* ---------- u64 body (SYNC_ACK) ---------- */
 
-void mfr_wire_pack_u64(uint64_t v, uint8_t buf[8])
+void mfr_wire_pack_u64(uint64_t v, uint8_t buf[MFR_SYNC_ACK_SIZE])
 {
     put_u64(buf, v);
 }
 
 bool mfr_wire_unpack_u64(const uint8_t *buf, size_t len, uint64_t *v, GError **error)
 {
-    if (!check_len("u64 body", len, 8, error)) {
+    if (!check_len("u64 body", len, MFR_SYNC_ACK_SIZE, error)) {
         return false;
     }
     *v = get_u64(buf);
@@ -763,6 +763,7 @@ enum {
     COMPLETE_ROUND = 8,
     COMPLETE_DIGESTS = 16,
 };
+G_STATIC_ASSERT(COMPLETE_DIGESTS == MFR_COMPLETE_HDR_SIZE);
 
 size_t mfr_wire_pack_complete(uint64_t round, const uint64_t *digest, uint32_t count,
                               uint8_t *buf, size_t cap)
@@ -803,7 +804,8 @@ bool mfr_wire_unpack_complete(const uint8_t *buf, size_t len, uint32_t expect_co
 
 /* ---------- complete reply ---------- */
 
-void mfr_wire_pack_complete_reply(const MfrCompleteReply *r, uint8_t buf[8])
+void mfr_wire_pack_complete_reply(const MfrCompleteReply *r,
+                                  uint8_t buf[MFR_COMPLETE_REPLY_SIZE])
 {
     put_u32(buf, r->status);
     put_u32(buf + 4, r->block);
@@ -814,7 +816,7 @@ bool mfr_wire_unpack_complete_reply(const uint8_t *buf, size_t len, uint32_t nbl
 {
     MfrCompleteReply v;
 
-    if (!check_len("complete reply", len, 8, error)) {
+    if (!check_len("complete reply", len, MFR_COMPLETE_REPLY_SIZE, error)) {
         return false;
     }
     v.status = get_u32(buf);

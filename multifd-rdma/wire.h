@@ -36,6 +36,10 @@ G_BEGIN_DECLS
 #define MFR_BLOCK_ANNOUNCE_SIZE 80u  /* per block */
 #define MFR_BLOCK_REPLY_SIZE 16u     /* per block: chunk layout (or zeros) */
 #define MFR_REGION_SIZE 40u          /* REGION body */
+#define MFR_REGION_DESC_SIZE 16u     /* transport region descriptor (XP_REGION_DESC_SIZE) */
+#define MFR_SYNC_ACK_SIZE 8u         /* SYNC_ACK body: u64 round */
+#define MFR_COMPLETE_HDR_SIZE 16u    /* COMPLETE body without digests (verification off) */
+#define MFR_COMPLETE_REPLY_SIZE 8u
 /* Registration chunks one block may be split into (REGION messages per block). */
 #define MFR_MAX_CHUNKS_PER_BLOCK 65536u
 
@@ -141,7 +145,7 @@ typedef struct {
     uint32_t chunk;
     uint64_t offset;  /* chunk * chunk_size */
     uint64_t length;  /* chunk_size, or what is left of the block for the last chunk */
-    uint8_t desc[16];
+    uint8_t desc[MFR_REGION_DESC_SIZE];
 } MfrRegionMsg;
 
 /* What a REGION is validated against: the announced layout and the chunks received so far
@@ -238,7 +242,7 @@ bool mfr_wire_unpack_region(const uint8_t *buf, size_t len, const MfrRegionLimit
                             MfrRegionMsg *m, GError **error);
 
 /* Body: u64 round. */
-void mfr_wire_pack_u64(uint64_t v, uint8_t buf[8]);
+void mfr_wire_pack_u64(uint64_t v, uint8_t buf[MFR_SYNC_ACK_SIZE]);
 bool mfr_wire_unpack_u64(const uint8_t *buf, size_t len, uint64_t *v, GError **error);
 
 /* Body: u32 count, u32 reserved, u64 final round, count * u64 digests. */
@@ -247,7 +251,8 @@ size_t mfr_wire_pack_complete(uint64_t round, const uint64_t *digest, uint32_t c
 bool mfr_wire_unpack_complete(const uint8_t *buf, size_t len, uint32_t expect_count,
                               uint64_t *round, uint64_t *digest, GError **error);
 
-void mfr_wire_pack_complete_reply(const MfrCompleteReply *r, uint8_t buf[8]);
+void mfr_wire_pack_complete_reply(const MfrCompleteReply *r,
+                                  uint8_t buf[MFR_COMPLETE_REPLY_SIZE]);
 bool mfr_wire_unpack_complete_reply(const uint8_t *buf, size_t len, uint32_t nblocks,
                                     MfrCompleteReply *r, GError **error);
 

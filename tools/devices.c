@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * `mfrdma devices`: RDMA devices, ports, GIDs and the limits that matter for migration, as a
- * table or JSON; and the demo's check for a usable device. The only tool file that talks to
- * the verbs layer (verbs/vb.h), and only through its device descriptions.
+ * table or JSON; and the demo's check for a usable device. The only tool file that reads
+ * below the public API: the rdma transport's device descriptions (xp-rdma.h), which
+ * libmfrdma exports for it.
  */
 #include "devices.h"
 
-#include "vb.h"
+#include "xp-rdma.h"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -36,10 +37,10 @@ static const char *yes_no(bool b)
 }
 
 /* First network interface named by a GID of the port, "" if none. */
-static const char *port_netdev(const VbPortInfo *pi)
+static const char *port_netdev(const XpRdmaPort *pi)
 {
     for (guint g = 0; g < pi->gids->len; g++) {
-        const VbGidInfo *gi = &g_array_index(pi->gids, VbGidInfo, g);
+        const XpRdmaGid *gi = &g_array_index(pi->gids, XpRdmaGid, g);
         if (gi->netdev[0]) {
             return gi->netdev;
         }
@@ -50,24 +51,23 @@ static const char *port_netdev(const VbPortInfo *pi)
 static void print_table(FILE *out, GPtrArray *devs)
 {
     for (guint i = 0; i < devs->len; i++) {
-        const VbDevInfo *d = devs->pdata[i];
-        const VbDeviceAttr *a = &d->attr;
-        fprintf(out, "%s  (%s, NUMA node %d, node GUID %016" PRIx64 ")\n", a->name,
-                d->transport, d->numa_node, (uint64_t)GUINT64_FROM_BE(a->node_guid));
+        const XpRdmaDevice *d = devs->pdata[i];
+        fprintf(out, "%s  (%s, NUMA node %d, node GUID %016" PRIx64 ")\n", d->name,
+                d->transport, d->numa_node, d->node_guid);
         fprintf(out, "  limits: max_qp %d, max_qp_wr %d, max_sge %d, max_cqe %d, max_mr %d, "
-                     "max_mr_size %" PRIu64 "\n", a->max_qp, a->max_qp_wr, a->max_sge,
-                a->max_cqe, a->max_mr, a->max_mr_size);
+                     "max_mr_size %" PRIu64 "\n", d->max_qp, d->max_qp_wr, d->max_sge,
+                d->max_cqe, d->max_mr, d->max_mr_size);
         fprintf(out, "  ODP: %s (RC send %s, recv %s, write %s, read %s, implicit %s)\n",
-                yes_no(a->odp), yes_no(a->odp_rc_send), yes_no(a->odp_rc_recv),
-                yes_no(a->odp_rc_write), yes_no(a->odp_rc_read), yes_no(a->odp_implicit));
+                yes_no(d->odp), yes_no(d->odp_rc_send), yes_no(d->odp_rc_recv),
+                yes_no(d->odp_rc_write), yes_no(d->odp_rc_read), yes_no(d->odp_implicit));
         for (guint p = 0; p < d->ports->len; p++) {
-            const VbPortInfo *pi = &g_array_index(d->ports, VbPortInfo, p);
+            const XpRdmaPort *pi = &g_array_index(d->ports, XpRdmaPort, p);
             const char *nd = port_netdev(pi);
             fprintf(out, "  port %d: %-6s %-10s MTU %d (max %d)%s%s\n", pi->num,
-                    pi->attr.state_str, pi->attr.link_layer, pi->attr.active_mtu,
-                    pi->attr.max_mtu, nd[0] ? ", netdev " : "", nd);
+                    pi->state, pi->link_layer, pi->active_mtu,
+                    pi->max_mtu, nd[0] ? ", netdev " : "", nd);
             for (guint g = 0; g < pi->gids->len; g++) {
-                const VbGidInfo *gi = &g_array_index(pi->gids, VbGidInfo, g);
+                const XpRdmaGid *gi = &g_array_index(pi->gids, XpRdmaGid, g);
                 fprintf(out, "    GID %-3d %-8s %s%s%s\n", gi->index, gi->type, gi->addr,
                         gi->netdev[0] ? "  " : "", gi->netdev);
             }
@@ -79,38 +79,37 @@ static void print_json(FILE *out, GPtrArray *devs)
 {
     g_autoptr(GString) o = g_string_new("{\"devices\":[");
     for (guint i = 0; i < devs->len; i++) {
-        const VbDevInfo *d = devs->pdata[i];
-        const VbDeviceAttr *a = &d->attr;
+        const XpRdmaDevice *d = devs->pdata[i];
         g_string_append(o, i ? ",{\"name\":" : "{\"name\":");
-        json_str(o, a->name);
+        json_str(o, d->name);
         g_string_append(o, ",\"transport\":");
         json_str(o, d->transport);
         g_string_append_printf(o, ",\"numa_node\":%d,\"node_guid\":\"%016" PRIx64 "\"",
-                               d->numa_node, (uint64_t)GUINT64_FROM_BE(a->node_guid));
+                               d->numa_node, d->node_guid);
         g_string_append_printf(o, ",\"max_qp\":%d,\"max_qp_wr\":%d,\"max_sge\":%d,"
                                   "\"max_cqe\":%d,\"max_mr\":%d,\"max_mr_size\":%" PRIu64,
-                               a->max_qp, a->max_qp_wr, a->max_sge, a->max_cqe, a->max_mr,
-                               a->max_mr_size);
+                               d->max_qp, d->max_qp_wr, d->max_sge, d->max_cqe, d->max_mr,
+                               d->max_mr_size);
         g_string_append_printf(o, ",\"odp\":{\"supported\":%s,\"rc_send\":%s,\"rc_recv\":%s,"
                                   "\"rc_write\":%s,\"rc_read\":%s,\"implicit\":%s}",
-                               a->odp ? "true" : "false", a->odp_rc_send ? "true" : "false",
-                               a->odp_rc_recv ? "true" : "false",
-                               a->odp_rc_write ? "true" : "false",
-                               a->odp_rc_read ? "true" : "false",
-                               a->odp_implicit ? "true" : "false");
+                               d->odp ? "true" : "false", d->odp_rc_send ? "true" : "false",
+                               d->odp_rc_recv ? "true" : "false",
+                               d->odp_rc_write ? "true" : "false",
+                               d->odp_rc_read ? "true" : "false",
+                               d->odp_implicit ? "true" : "false");
         g_string_append(o, ",\"ports\":[");
         for (guint p = 0; p < d->ports->len; p++) {
-            const VbPortInfo *pi = &g_array_index(d->ports, VbPortInfo, p);
+            const XpRdmaPort *pi = &g_array_index(d->ports, XpRdmaPort, p);
             g_string_append_printf(o, "%s{\"port\":%d,\"state\":", p ? "," : "", pi->num);
-            json_str(o, pi->attr.state_str);
+            json_str(o, pi->state);
             g_string_append(o, ",\"link_layer\":");
-            json_str(o, pi->attr.link_layer);
+            json_str(o, pi->link_layer);
             g_string_append_printf(o, ",\"active_mtu\":%d,\"max_mtu\":%d,\"netdev\":",
-                                   pi->attr.active_mtu, pi->attr.max_mtu);
+                                   pi->active_mtu, pi->max_mtu);
             json_str(o, port_netdev(pi));
             g_string_append(o, ",\"gids\":[");
             for (guint g = 0; g < pi->gids->len; g++) {
-                const VbGidInfo *gi = &g_array_index(pi->gids, VbGidInfo, g);
+                const XpRdmaGid *gi = &g_array_index(pi->gids, XpRdmaGid, g);
                 g_string_append_printf(o, "%s{\"index\":%d,\"type\":", g ? "," : "", gi->index);
                 json_str(o, gi->type);
                 g_string_append(o, ",\"gid\":");
@@ -155,7 +154,7 @@ int mfr_tool_devices(int argc, char **argv)
                         "Try 'mfrdma devices --help'.\n", argv[1]);
         return 2;
     }
-    g_autoptr(GPtrArray) devs = vb_devinfo_list(&err);
+    g_autoptr(GPtrArray) devs = xp_rdma_devices(&err);
     if (!devs) {
         fprintf(stderr, "mfrdma devices: %s\n", err->message);
         return 1;
@@ -199,16 +198,16 @@ bool mfr_tool_rdma_available(char **device, char **address)
     if (address) {
         *address = NULL;
     }
-    g_autoptr(GPtrArray) devs = vb_devinfo_list(NULL);
+    g_autoptr(GPtrArray) devs = xp_rdma_devices(NULL);
     for (guint i = 0; devs && i < devs->len; i++) {
-        const VbDevInfo *d = devs->pdata[i];
+        const XpRdmaDevice *d = devs->pdata[i];
         for (guint p = 0; p < d->ports->len; p++) {
-            const VbPortInfo *pi = &g_array_index(d->ports, VbPortInfo, p);
-            if (!pi->attr.active) {
+            const XpRdmaPort *pi = &g_array_index(d->ports, XpRdmaPort, p);
+            if (!pi->active) {
                 continue;
             }
             if (device) {
-                *device = g_strdup(d->attr.name);
+                *device = g_strdup(d->name);
             }
             if (address) {
                 *address = first_ipv4_of(port_netdev(pi));

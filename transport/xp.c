@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Backend registry and URI parsing for the transport layer, plus the NULL-safe lifetime
- * wrappers. The registry is a constant table: no process-wide mutable state.
+ * Backend registry, the check of a table before it is chosen, URI parsing, and the xp_*()
+ * wrappers the engine calls instead of the ops (NULL-safe where they free, defaults where an
+ * op is optional). The registry is a constant table: no process-wide mutable state.
  */
 #include "xp.h"
+#include "xp-rdma.h"
+#include "xp-tcp.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -21,34 +24,78 @@ const XpOps *const *xp_ops_all(void)
     return xp_backends;
 }
 
-/* A backend is usable only when its version matches and every required op (and the optional
- * ones its capability bits promise) is there. */
-static bool xp_ops_complete(const XpOps *o)
+/* Names the first missing op; always false so callers can `return xp_ops_missing(...)`. */
+static bool xp_ops_missing(const XpOps *o, const char *op, const char *why, GError **error)
 {
-    if (o->version != XP_OPS_VERSION || !o->domain_new || !o->domain_free || !o->listen ||
-        !o->listener_uri || !o->accept || !o->answer || !o->listener_close || !o->connect ||
-        !o->send_msg || !o->recv_msg || !o->shutdown || !o->close || !o->peer) {
+    g_set_error(error, XP_ERROR, XP_ERROR_UNSUPPORTED, "transport '%s': op %s is missing%s",
+                o->name, op, why);
+    return false;
+}
+
+bool xp_ops_check(const XpOps *o, GError **error)
+{
+    if (o->version != XP_OPS_VERSION) {
+        g_set_error(error, XP_ERROR, XP_ERROR_UNSUPPORTED,
+                    "transport '%s': ops version %u, this build needs %u",
+                    o->name ? o->name : "?", o->version, XP_OPS_VERSION);
         return false;
+    }
+    if (!o->name || !*o->name) {
+        g_set_error(error, XP_ERROR, XP_ERROR_UNSUPPORTED, "transport ops without a name");
+        return false;
+    }
+    /* every op the engine calls without asking first */
+    const struct {
+        const char *name;
+        bool present;
+    } required[] = {
+        { "domain_new", o->domain_new }, { "domain_free", o->domain_free },
+        { "listen", o->listen }, { "listener_uri", o->listener_uri },
+        { "accept", o->accept }, { "answer", o->answer },
+        { "listener_shutdown", o->listener_shutdown },
+        { "listener_close", o->listener_close }, { "connect", o->connect },
+        { "send_msg", o->send_msg }, { "recv_msg", o->recv_msg },
+        { "shutdown", o->shutdown }, { "close", o->close }, { "peer", o->peer },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(required); i++) {
+        if (!required[i].present) {
+            return xp_ops_missing(o, required[i].name, "", error);
+        }
     }
     if (!(o->caps & XP_CAP_PLACED_PAYLOAD) && !o->recv_payload) {
-        return false;
+        return xp_ops_missing(o, "recv_payload", " (required without PLACED_PAYLOAD)", error);
     }
-    if ((o->caps & XP_CAP_REGIONS) && (!o->region_register || !o->region_deregister ||
-                                       !o->region_export || !o->remote_import ||
-                                       !o->remote_free)) {
-        return false;
+    const struct {
+        const char *name;
+        bool present;
+    } regions[] = {
+        { "region_register", o->region_register },
+        { "region_deregister", o->region_deregister },
+        { "region_export", o->region_export }, { "remote_import", o->remote_import },
+        { "remote_free", o->remote_free },
+    };
+    for (size_t i = 0; (o->caps & XP_CAP_REGIONS) && i < G_N_ELEMENTS(regions); i++) {
+        if (!regions[i].present) {
+            return xp_ops_missing(o, regions[i].name, " (required with REGIONS)", error);
+        }
     }
     return true;
 }
 
-const XpOps *xp_ops_lookup(const char *name)
+static const XpOps *xp_ops_find(const char *name)
 {
     for (const XpOps *const *o = xp_backends; *o; o++) {
-        if (strcmp((*o)->name, name) == 0 && xp_ops_complete(*o)) {
+        if (strcmp((*o)->name, name) == 0) {
             return *o;
         }
     }
     return NULL;
+}
+
+const XpOps *xp_ops_lookup(const char *name)
+{
+    const XpOps *o = xp_ops_find(name);
+    return o && xp_ops_check(o, NULL) ? o : NULL;
 }
 
 void xp_options_init(XpOptions *opts)
@@ -67,20 +114,18 @@ const XpOps *xp_uri_parse(const char *uri, char **host, char **port, GError **er
         return NULL;
     }
     g_autofree char *scheme = g_strndup(uri, colon - uri);
-    const XpOps *ops = xp_ops_lookup(scheme);
+    const XpOps *ops = xp_ops_find(scheme);
     if (!ops) {
-        bool known = false;
-        for (const XpOps *const *o = xp_backends; *o; o++) {
-            known |= strcmp((*o)->name, scheme) == 0;
-        }
-        if (known) {
-            g_set_error(error, XP_ERROR, XP_ERROR_UNSUPPORTED,
-                        "transport '%s' of URI '%s' is not available in this build", scheme,
-                        uri);
-        } else {
-            g_set_error(error, XP_ERROR, XP_ERROR_URI,
-                        "bad URI '%s': unknown transport '%s' (known: tcp, rdma)", uri, scheme);
-        }
+        g_set_error(error, XP_ERROR, XP_ERROR_URI,
+                    "bad URI '%s': unknown transport '%s' (known: tcp, rdma)", uri, scheme);
+        return NULL;
+    }
+    GError *cerr = NULL;
+    if (!xp_ops_check(ops, &cerr)) {
+        g_set_error(error, XP_ERROR, XP_ERROR_UNSUPPORTED,
+                    "transport '%s' of URI '%s' is not available in this build: %s", scheme,
+                    uri, cerr->message);
+        g_error_free(cerr);
         return NULL;
     }
     const char *rest = colon + 1;
@@ -166,6 +211,124 @@ void xp_domain_free(XpDomain *dom)
     if (dom) {
         dom->ops->domain_free(dom);
     }
+}
+
+const char *xp_ops_name(const XpOps *ops)
+{
+    return ops->name;
+}
+
+bool xp_has_cap(const XpOps *ops, uint32_t cap)
+{
+    return (ops->caps & cap) == cap;
+}
+
+bool xp_channel_has_cap(XpChannel *ch, uint32_t cap)
+{
+    return xp_has_cap(ch->ops, cap);
+}
+
+XpDomain *xp_domain_new(const XpOps *ops, const XpOptions *opts, GError **error)
+{
+    return ops->domain_new(opts, error);
+}
+
+XpListener *xp_listen(XpDomain *dom, const char *host, const char *port, GError **error)
+{
+    return dom->ops->listen(dom, host, port, error);
+}
+
+const char *xp_listener_uri(XpListener *l)
+{
+    return l->ops->listener_uri(l);
+}
+
+XpChannel *xp_accept(XpListener *l, int timeout_ms, void *hello, size_t *hello_len,
+                     GError **error)
+{
+    return l->ops->accept(l, timeout_ms, hello, hello_len, error);
+}
+
+bool xp_answer(XpChannel *ch, uint32_t status, const char *reason, GError **error)
+{
+    return ch->ops->answer(ch, status, reason, error);
+}
+
+void xp_listener_shutdown(XpListener *l)
+{
+    if (l) {
+        l->ops->listener_shutdown(l);
+    }
+}
+
+XpChannel *xp_connect(XpDomain *dom, const char *host, const char *port, const void *hello,
+                      size_t hello_len, const XpOptions *opts, GError **error)
+{
+    return dom->ops->connect(dom, host, port, hello, hello_len, opts, error);
+}
+
+bool xp_region_register(XpDomain *dom, void *addr, size_t len, uint32_t access,
+                        XpRegion **out, GError **error)
+{
+    return dom->ops->region_register(dom, addr, len, access, out, error);
+}
+
+void xp_region_deregister(XpDomain *dom, XpRegion *r)
+{
+    if (r) {
+        dom->ops->region_deregister(r);
+    }
+}
+
+void xp_region_export(XpDomain *dom, XpRegion *r, uint8_t desc[XP_REGION_DESC_SIZE])
+{
+    dom->ops->region_export(r, desc);
+}
+
+bool xp_remote_import(XpDomain *dom, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
+                      XpRemote **out, GError **error)
+{
+    return dom->ops->remote_import(dom, desc, len, out, error);
+}
+
+void xp_remote_free(XpDomain *dom, XpRemote *r)
+{
+    if (r) {
+        dom->ops->remote_free(r);
+    }
+}
+
+bool xp_region_budget(XpDomain *dom, uint64_t bytes, unsigned channels, GError **error)
+{
+    return !dom->ops->region_budget || dom->ops->region_budget(dom, bytes, channels, error);
+}
+
+bool xp_channel_counters(XpChannel *ch, XpCounters *out)
+{
+    if (!ch->ops->counters) {
+        memset(out, 0, sizeof(*out));
+        return false;
+    }
+    ch->ops->counters(ch, out);
+    return true;
+}
+
+bool xp_inject_fault(XpChannel *ch, int err)
+{
+    if (!ch->ops->inject_fault) {
+        return false;
+    }
+    ch->ops->inject_fault(ch, err);
+    return true;
+}
+
+bool xp_inject_completion_error(XpChannel *ch)
+{
+    if (!ch->ops->inject_completion_error) {
+        return false;
+    }
+    ch->ops->inject_completion_error(ch);
+    return true;
 }
 
 void xp_channel_set_send_timeout(XpChannel *ch, int timeout_ms)

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Transport channel abstraction: one versioned ops table per backend (tcp, rdma), chosen once
- * from a URI. The engine talks to transports only through the xp_*() wrappers below. A
- * transport knows messages, payload segments and registered memory regions; it knows nothing
- * of RAM blocks, rounds or pages.
+ * from a URI and checked then (xp_ops_check()). The engine talks to transports only through
+ * the xp_*() wrappers below, never through the table (tests/check-layering.sh enforces it).
+ * A transport knows messages, payload segments and registered memory regions; it knows
+ * nothing of RAM blocks, rounds or pages. Backends: transport/tcp/, transport/rdma/.
  */
 #pragma once
 
@@ -183,31 +184,56 @@ struct XpDomain { const XpOps *ops; };
 struct XpListener { const XpOps *ops; };
 struct XpChannel { const XpOps *ops; };
 
-/* URI "scheme:HOST:PORT", HOST may be [IPv6]. Returns the backend's ops. */
+/* URI "scheme:HOST:PORT", HOST may be [IPv6]. Returns the backend's ops, which passed
+ * xp_ops_check(). */
 const XpOps *xp_uri_parse(const char *uri, char **host, char **port, GError **error);
+/* The backend named `name` if it is compiled in and passes xp_ops_check(), else NULL. */
 const XpOps *xp_ops_lookup(const char *name);
 /* All compiled-in backends, NULL-terminated. */
 const XpOps *const *xp_ops_all(void);
+/* A table is usable only with the current version, a name, every required op, and the
+ * optional ops its capability bits promise; the error names the first thing missing. */
+bool xp_ops_check(const XpOps *ops, GError **error);
 void xp_options_init(XpOptions *opts);
 
-/* tcp helper, shared with bench/'s raw baseline so both read completions alike: takes the
- * next MSG_ZEROCOPY completion off socket fd's error queue without blocking. True with the
- * inclusive range [*lo, *hi] of completed zerocopy sendmsg() calls and whether the kernel
- * copied them after all; false when the queue holds none. */
-bool xp_tcp_zerocopy_next(int fd, uint32_t *lo, uint32_t *hi, bool *copied);
+/* --- the chosen table --- */
+const char *xp_ops_name(const XpOps *ops);
+bool xp_has_cap(const XpOps *ops, uint32_t cap);
+bool xp_channel_has_cap(XpChannel *ch, uint32_t cap);
 
-/* rdma helper for tests and diagnostics: the RC parameters channel ch's QP runs with. */
-bool xp_rdma_channel_rc(XpChannel *ch, unsigned *retry, unsigned *rnr_retry,
-                        unsigned *ack_timeout, GError **error);
+/* --- control path: the ops of the same name (see XpOps) --- */
+XpDomain *xp_domain_new(const XpOps *ops, const XpOptions *opts, GError **error);
+XpListener *xp_listen(XpDomain *dom, const char *host, const char *port, GError **error);
+const char *xp_listener_uri(XpListener *l);
+XpChannel *xp_accept(XpListener *l, int timeout_ms, void *hello, size_t *hello_len,
+                     GError **error);
+bool xp_answer(XpChannel *ch, uint32_t status, const char *reason, GError **error);
+void xp_listener_shutdown(XpListener *l); /* NULL-safe */
+XpChannel *xp_connect(XpDomain *dom, const char *host, const char *port, const void *hello,
+                      size_t hello_len, const XpOptions *opts, GError **error);
 
 #ifdef MFR_FUZZ_RECORDER
 /* Fuzz build: writes a received message to $MFR_RECORD_DIR (transport/record.c). */
 void xp_record_msg(const void *msg, size_t len);
 #endif
 
-extern const XpOps xp_tcp_ops;
-extern const XpOps xp_rdma_ops;
+/* --- regions (XP_CAP_REGIONS): the domain says whose ops --- */
+bool xp_region_register(XpDomain *dom, void *addr, size_t len, uint32_t access,
+                        XpRegion **out, GError **error);
+void xp_region_deregister(XpDomain *dom, XpRegion *r); /* NULL-safe */
+void xp_region_export(XpDomain *dom, XpRegion *r, uint8_t desc[XP_REGION_DESC_SIZE]);
+bool xp_remote_import(XpDomain *dom, const uint8_t desc[XP_REGION_DESC_SIZE], uint64_t len,
+                      XpRemote **out, GError **error);
+void xp_remote_free(XpDomain *dom, XpRemote *r);      /* NULL-safe */
+/* True at once for a backend without a budget (nothing to pin). */
+bool xp_region_budget(XpDomain *dom, uint64_t bytes, unsigned channels, GError **error);
 
+/* --- optional channel ops: false (and *out zeroed) when the backend has none --- */
+bool xp_channel_counters(XpChannel *ch, XpCounters *out);
+bool xp_inject_fault(XpChannel *ch, int err);
+bool xp_inject_completion_error(XpChannel *ch);
+
+/* --- data path: inline calls of the ops, 0 or -errno (see XpOps) --- */
 static inline int xp_send_msg(XpChannel *ch, const void *msg, size_t len, const XpSeg *segs,
                               unsigned nsegs)
 {
@@ -226,7 +252,7 @@ static inline int xp_recv_payload(XpChannel *ch, const struct iovec *iov, unsign
 
 /* Rate limit for log lines a peer can trigger at will (refused or dropped connections): at
  * most XP_LOG_BURST lines per second; the next line let through says how many were left out.
- * Zero-initialised; one thread at a time. */
+ * Zero-initialised; one thread at a time. For the backends' listeners. */
 #define XP_LOG_BURST 5u
 typedef struct {
     int64_t window_us; /* monotonic start of the current one-second window */
@@ -236,6 +262,7 @@ typedef struct {
 void xp_log_limited(XpLogLimit *rl, const char *domain, const char *fmt, ...)
     G_GNUC_PRINTF(3, 4);
 
+/* --- channel and lifetime --- */
 /* No-op for a backend without set_send_timeout. */
 void xp_channel_set_send_timeout(XpChannel *ch, int timeout_ms);
 /* 0 at once for a backend without drain (its sends fail synchronously). */

@@ -97,20 +97,6 @@ VbDevice *vb_device_open(const char *name, GError **error)
     return dev;
 }
 
-VbDevice *vb_device_from_cm_id(VbCmId *id, GError **error)
-{
-    if (!id->cm->verbs) {
-        g_set_error(error, VB_ERROR, VB_ERROR_NO_DEVICE,
-                    "cm_id %s is not bound to an RDMA device (unresolved or wildcard address)",
-                    vb_cm_local_str(id));
-        return NULL;
-    }
-    VbDevice *dev = g_new0(VbDevice, 1);
-    dev->ctx = id->cm->verbs;
-    vb_device_query(dev);
-    return dev;
-}
-
 void vb_device_free(VbDevice *dev)
 {
     if (!dev) {
@@ -174,9 +160,4 @@ bool vb_device_port_attr(VbDevice *dev, int port, VbPortAttr *out, GError **erro
 bool vb_device_same(const VbDevice *a, const VbDevice *b)
 {
     return a && b && a->ctx == b->ctx;
-}
-
-bool vb_device_is_cm_id_device(const VbDevice *dev, VbCmId *id)
-{
-    return id->cm->verbs == dev->ctx;
 }

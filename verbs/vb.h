@@ -65,15 +65,12 @@ typedef struct {
 /* Open by name through librdmacm's context list (so cm_ids on it share the context);
  * name NULL picks the first device with an ACTIVE port. */
 VbDevice *vb_device_open(const char *name, GError **error);
-/* Wrap the device a connected/bound cm_id resolved to (not owned by the VbDevice). */
-VbDevice *vb_device_from_cm_id(VbCmId *id, GError **error);
 void vb_device_free(VbDevice *dev);
 const char *vb_device_name(const VbDevice *dev);
 const VbDeviceAttr *vb_device_attr(const VbDevice *dev);
 bool vb_device_port_attr(VbDevice *dev, int port, VbPortAttr *out, GError **error);
 /* true when both refer to the same verbs context. */
 bool vb_device_same(const VbDevice *a, const VbDevice *b);
-bool vb_device_is_cm_id_device(const VbDevice *dev, VbCmId *id);
 
 /* ---------------------------------------------------------------- pd.c */
 
@@ -296,6 +293,18 @@ bool vb_cm_reject(VbCmId *id, const void *pdata, size_t len, GError **error);
 /* Starts a disconnect (moves the QP to error, sends DREQ). Idempotent. */
 void vb_cm_disconnect(VbCmId *id);
 
+/* ---------------------------------------------------------------- cm-route.c */
+
+/* Wrap the device a connected/bound cm_id resolved to (not owned by the VbDevice). */
+VbDevice *vb_device_from_cm_id(VbCmId *id, GError **error);
+/* true when id resolved to dev's verbs context. */
+bool vb_device_is_cm_id_device(const VbDevice *dev, VbCmId *id);
+/* The source address that makes rdma_cm use device dev, port (0: its first ACTIVE one) and
+ * GID gid_index (-1: its first RoCE v2 GID, else any GID, of the family) towards a
+ * destination of family AF_INET / AF_INET6: the GID's IP address, textual, into out. */
+bool vb_source_addr_for(const char *dev, int port, int gid_index, int family, char *out,
+                        size_t outlen, GError **error);
+
 /* ---------------------------------------------------------------- devinfo.c */
 
 typedef struct {
@@ -321,11 +330,6 @@ typedef struct {
 /* Describe every RDMA device; an empty array (not an error) when there is none. */
 GPtrArray *vb_devinfo_list(GError **error);
 void vb_devinfo_free(VbDevInfo *info);
-/* The source address that makes rdma_cm use device dev, port (0: its first ACTIVE one) and
- * GID gid_index (-1: its first RoCE v2 GID, else any GID, of the family) towards a
- * destination of family AF_INET / AF_INET6: the GID's IP address, textual, into out. */
-bool vb_source_addr_for(const char *dev, int port, int gid_index, int family, char *out,
-                        size_t outlen, GError **error);
 /* First device with an ACTIVE port: its name (caller frees) or NULL. */
 char *vb_devinfo_first_active(void);
 

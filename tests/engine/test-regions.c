@@ -35,6 +35,9 @@ static const XpOps count_ops = {
     .remote_free = count_remote_free,
 };
 
+/* the tables free through the domain's ops */
+static XpDomain count_dom = { .ops = &count_ops };
+
 /* 3 MiB + one page, 1 MiB, 8 MiB of 2 MiB pages; no memory behind them (none is touched). */
 static const MfrRamBlock blocks[3] = {
     { .name = "ram0", .length = (3u << 20) + 4096, .page_size = 4096 },
@@ -46,7 +49,7 @@ static MfrRegionTable *table_new(MfrRegionKind kind, uint64_t chunk)
 {
     MfrChunkMap map;
     mfr_chunk_map_init(&map, blocks, 3, chunk, 1);
-    return mfr_region_table_new(&count_ops, kind, blocks, &map, "the test");
+    return mfr_region_table_new(&count_dom, kind, blocks, &map, "the test");
 }
 
 static void test_layout(void)

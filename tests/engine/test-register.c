@@ -143,19 +143,19 @@ static void fake_init(FakeDom *d, const Ram *r)
 
 static MfrRegisterJob job_for(FakeDom *d, const Ram *r, unsigned threads)
 {
-    return (MfrRegisterJob){ .ops = &fake_ops, .dom = &d->base, .blocks = r->blocks,
+    return (MfrRegisterJob){ .dom = &d->base, .blocks = r->blocks,
                              .nblocks = r->n, .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL,
                              .prefault = false, .threads = threads, .channels = 4,
                              .side = "destination" };
 }
 
 /* The whole blocks of r as a region table, as the source registers its RAM. */
-static MfrRegionTable *whole_table(const Ram *r)
+static MfrRegionTable *whole_table(FakeDom *d, const Ram *r)
 {
     MfrChunkMap whole;
     mfr_chunk_map_whole(&whole, r->blocks, r->n);
     g_assert_cmpuint(whole.total, ==, r->n);
-    return mfr_region_table_new(&fake_ops, MFR_REGIONS_LOCAL, r->blocks, &whole, "the test");
+    return mfr_region_table_new(&d->base, MFR_REGIONS_LOCAL, r->blocks, &whole, "the test");
 }
 
 static void test_each_block_once(void)
@@ -166,7 +166,7 @@ static void test_each_block_once(void)
         FakeDom d;
         fake_init(&d, &r);
         MfrRegisterJob job = job_for(&d, &r, threads);
-        MfrRegionTable *t = whole_table(&r);
+        MfrRegionTable *t = whole_table(&d, &r);
         MfrRegisterResult res;
         g_autoptr(GError) err = NULL;
         g_assert_true(mfr_register_blocks(&job, t, &res, &err));
@@ -202,7 +202,7 @@ static void test_bad_budget(void)
     fake_init(&d, &r);
     d.budget_fails = true;
     MfrRegisterJob job = job_for(&d, &r, 2);
-    MfrRegionTable *t = whole_table(&r);
+    MfrRegionTable *t = whole_table(&d, &r);
     MfrRegisterResult res;
     g_autoptr(GError) err = NULL;
     g_assert_false(mfr_register_blocks(&job, t, &res, &err));
@@ -225,7 +225,7 @@ static void test_bad_block(void)
     fake_init(&d, &r);
     d.fail_block = 2;
     MfrRegisterJob job = job_for(&d, &r, 1); /* one thread: blocks in order, stops at 2 */
-    MfrRegionTable *t = whole_table(&r);
+    MfrRegionTable *t = whole_table(&d, &r);
     MfrRegisterResult res;
     g_autoptr(GError) err = NULL;
     g_assert_false(mfr_register_blocks(&job, t, &res, &err));
@@ -386,12 +386,12 @@ static bool run_chunks(Ram *r, unsigned threads, int64_t inject, MfrFail *fail, 
     d->seen = g_new0(uint8_t, map->total);
     memset(k, 0, sizeof(*k));
     g_mutex_init(&k->lock);
-    k->table = mfr_region_table_new(&chunk_ops, MFR_REGIONS_LOCAL, r->blocks, map,
+    k->table = mfr_region_table_new(&d->base, MFR_REGIONS_LOCAL, r->blocks, map,
                                     "the test");
     k->map = map;
     k->ready = g_new0(uint8_t, map->total);
     MfrRegisterChunksJob job = {
-        .base = { .ops = &chunk_ops, .dom = &d->base, .blocks = r->blocks, .nblocks = r->n,
+        .base = { .dom = &d->base, .blocks = r->blocks, .nblocks = r->n,
                   .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = true,
                   .threads = threads, .channels = 4, .side = "destination" },
         .table = k->table, .fail = fail, .publish = chunk_publish, .publish_opaque = k,

@@ -10,6 +10,7 @@
 #include "fuzz.h"
 #include "wire.h"
 #include "xp.h"
+#include "xp-rdma.h"
 
 #include <assert.h>
 

@@ -10,6 +10,7 @@
  */
 #include "fuzz.h"
 #include "xp.h"
+#include "xp-tcp.h"
 
 #include <arpa/inet.h>
 #include <assert.h>

@@ -8,6 +8,8 @@
  */
 #include "vb.h"
 #include "xp.h"
+#include "xp-rdma.h"
+#include "rdma/wire.h"
 
 #include <errno.h>
 #include <linux/capability.h>
@@ -396,6 +398,77 @@ static void test_xp_bad_hello_reason(void)
     expect_warnings(NULL);
     g_clear_error(&j.err);
     vb_cm_id_free(j.id);
+}
+
+/* A raw peer (verbs alone, with the transport's hello framing) that sends a SEND whose
+ * immediate data sets a reserved bit: the channel fails with -EPROTO and says why. */
+typedef struct {
+    const char *host, *port;
+    VbCmId *id;
+    VbDevice *dev;
+    VbPd *pd;
+    VbCq *cq;
+    VbQp *qp;
+    GError *err;
+} RawPeer;
+
+static gpointer raw_peer_connect(gpointer data)
+{
+    RawPeer *r = data;
+    const VbQpCaps want = { .max_send_wr = 4, .max_recv_wr = 4, .max_send_sge = 1,
+                            .max_recv_sge = 1 };
+    uint8_t pdata[RDMA_WIRE_PDATA_SIZE];
+    uint8_t mark;
+    xp_rdma_wire_pack_hello("raw", 4, pdata, &mark);
+    if ((r->id = vb_cm_id_new(&r->err)) &&
+        vb_cm_resolve(r->id, r->host, r->port, T_TIMEOUT_MS, -1, &r->err) &&
+        (r->dev = vb_device_from_cm_id(r->id, &r->err)) &&
+        (r->pd = vb_pd_new(r->dev, &r->err)) &&
+        (r->cq = vb_cq_new(r->dev, 16, &r->err)) &&
+        (r->qp = vb_qp_new(r->id, r->pd, r->cq, &want, &r->err))) {
+        vb_cm_connect(r->id, pdata, sizeof(pdata), mark, T_TIMEOUT_MS, -1, NULL, &r->err);
+    }
+    return NULL;
+}
+
+static void test_xp_bad_imm_reserved(void)
+{
+    if (!need_addr()) {
+        return;
+    }
+    g_autoptr(GError) err = NULL;
+    g_autoptr(XpDomain) dom = domain_new();
+    g_autoptr(XpListener) l = xp_listen(dom, test_addr(), "0", &err);
+    g_assert_no_error(err);
+    g_autofree char *host = NULL, *port = NULL;
+    g_assert_true(xp_uri_parse(xp_listener_uri(l), &host, &port, &err));
+    RawPeer r = { .host = host, .port = port };
+    GThread *t = g_thread_new("raw-peer", raw_peer_connect, &r);
+    uint8_t hello[XP_HELLO_MAX];
+    size_t hlen = 0;
+    g_autoptr(XpChannel) ch = xp_accept(l, T_TIMEOUT_MS, hello, &hlen, &err);
+    g_assert_no_error(err);
+    g_assert_cmpmem(hello, hlen, "raw", 4);
+    g_assert_true(xp_answer(ch, 0, NULL, &err));
+    g_thread_join(t);
+    g_assert_no_error(r.err);
+
+    /* credits 1, plus bit 16 (reserved): never sent by a v1 peer */
+    g_assert_cmpint(vb_qp_post_send(r.qp, NULL, 0, true, 0x00010001u, NULL), ==, 0);
+    uint8_t buf[64];
+    size_t len = 0;
+    g_assert_cmpint(xp_recv_msg(ch, buf, sizeof(buf), &len, T_TIMEOUT_MS), ==, -EPROTO);
+    g_assert_cmpstr(xp_channel_error_detail(ch), ==,
+                    "credit check failed: immediate data 0x00010001 has reserved bits set");
+    const char *const want[] = { "rdma channel *: credit check failed: immediate data "
+                                 "0x00010001 has reserved bits set", NULL };
+    expect_warnings(want);
+    g_clear_pointer(&ch, xp_channel_close);
+    vb_cm_disconnect(r.id);
+    vb_cm_id_free(r.id); /* destroys the QP too */
+    vb_cq_free(r.cq);
+    vb_pd_free(r.pd);
+    vb_device_free(r.dev);
 }
 
 static void test_cm_bad_unreachable(void)
@@ -924,6 +997,7 @@ int main(int argc, char **argv)
     g_test_add_func("/rdma/xp/connect_bad_overrides", test_connect_bad_overrides);
     g_test_add_func("/rdma/xp/rc_params", test_rc_params);
     g_test_add_func("/rdma/xp/bad_hello_reason", test_xp_bad_hello_reason);
+    g_test_add_func("/rdma/xp/bad_imm_reserved", test_xp_bad_imm_reserved);
     int rc = g_test_run();
     g_ptr_array_unref(warnings);
     return rc;

@@ -10,25 +10,8 @@
 #include <glib.h>
 
 #include "mfrdma.h"
+#include "test-le.h"
 #include "wire.h"
-
-/* Test-side LE helpers, written independently of wire.c's. */
-static void le_set(uint8_t *p, unsigned size, uint64_t v)
-{
-    for (unsigned i = 0; i < size; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static uint64_t le_get(const uint8_t *p, unsigned size)
-{
-    uint64_t v = 0;
-
-    for (unsigned i = 0; i < size; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
 
 /* ---------- valid sample messages ---------- */
 
