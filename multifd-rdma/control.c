@@ -219,6 +219,29 @@ static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t
     return control_dispatch(c, m);
 }
 
+/* A keepalive when we have sent nothing for keepalive_ms. trylock: a sender holding the lock
+ * may be blocked by the peer (it gives up at the send deadline), and the reader's silence
+ * check must run meanwhile; a keepalive then is pointless anyway. A keepalive that itself
+ * meets a full send queue fails the session after the same deadline, with the reason (false:
+ * the reader stops); other send errors are left to the reader's receive, which may still
+ * read the peer's ERROR first. */
+static bool control_keepalive(MfrControl *c, gint64 now, int keepalive_ms)
+{
+    if (now - atomic_load(&c->last_tx_us) < keepalive_ms * 1000LL || atomic_load(&c->done) ||
+        mfr_failed(c->fail) || !g_mutex_trylock(&c->send_lock)) {
+        return true;
+    }
+    GError *kerr = NULL;
+    bool sent = control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, &kerr);
+    g_mutex_unlock(&c->send_lock);
+    if (!sent && g_error_matches(kerr, MFR_ERROR, MFR_ERROR_TIMEOUT) && !atomic_load(&c->done)) {
+        mfr_fail_set(c->fail, g_steal_pointer(&kerr));
+        return false;
+    }
+    g_clear_error(&kerr);
+    return true;
+}
+
 static gpointer control_reader(gpointer opaque)
 {
     MfrControl *c = opaque;
@@ -247,22 +270,8 @@ static gpointer control_reader(gpointer opaque)
                 break;
             }
         }
-        /* trylock: a sender holding the lock may be blocked by the peer (it gives up at
-         * the send deadline), and the silence check below must run meanwhile; a keepalive
-         * then is pointless anyway. A keepalive that itself meets a full send queue fails
-         * the session after the same deadline, with the reason; other send errors are left
-         * to the receive below, which may still read the peer's ERROR first. */
-        if (now - atomic_load(&c->last_tx_us) >= keepalive_ms * 1000LL &&
-            !atomic_load(&c->done) && !mfr_failed(c->fail) && g_mutex_trylock(&c->send_lock)) {
-            GError *kerr = NULL;
-            bool sent = control_send_locked(c, MFR_CTRL_KEEPALIVE, NULL, 0, &kerr);
-            g_mutex_unlock(&c->send_lock);
-            if (!sent && g_error_matches(kerr, MFR_ERROR, MFR_ERROR_TIMEOUT) &&
-                !atomic_load(&c->done)) {
-                mfr_fail_set(c->fail, g_steal_pointer(&kerr));
-                break;
-            }
-            g_clear_error(&kerr);
+        if (!control_keepalive(c, now, keepalive_ms)) {
+            break;
         }
         size_t len = 0;
         int r = xp_recv_msg(c->ch, buf, XP_MSG_MAX, &len, tick_ms);

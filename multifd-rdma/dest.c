@@ -450,6 +450,26 @@ static bool dest_publish_region(void *opaque, unsigned block, uint32_t chunk, GE
     return mfr_control_send(d->ctl, MFR_CTRL_REGION, body, sizeof(body), error);
 }
 
+/* The receive side's view of the matched blocks: lengths, and per page whether data or a
+ * zero page arrived (verification reads only those; zero pages need it too). */
+static void dest_ram_init(MfrDest *d)
+{
+    unsigned n = d->blocks->len;
+    d->ram.nblocks = n;
+    d->ram.blocks = (const MfrRamBlock *)(void *)d->blocks->data;
+    d->ram.block_len = g_new0(uint64_t, n);
+    d->ram.received = g_new0(uint64_t *, n);
+    d->ram.zero_seen = g_new0(uint64_t *, n);
+    d->ram.memory_zeroed = d->cfg.memory_zeroed;
+    for (unsigned i = 0; i < n; i++) {
+        d->ram.block_len[i] = d->ram.blocks[i].length;
+        uint64_t npages = d->ram.blocks[i].length / d->ram.page_size;
+        d->ram.received[i] = g_new0(uint64_t, (npages + 63) / 64);
+        d->ram.zero_seen[i] = g_new0(uint64_t, (npages + 63) / 64);
+        d->stats.ram_bytes += d->ram.blocks[i].length;
+    }
+}
+
 static bool dest_blocks(MfrDest *d, GError **error)
 {
     g_autofree MfrCtrlMsg *m = mfr_control_expect(d->ctl, MFR_CTRL_BLOCKS, d->cfg.timeout_ms,
@@ -475,21 +495,9 @@ static bool dest_blocks(MfrDest *d, GError **error)
     if (!dest_match_blocks(d, info, count, error)) {
         return false;
     }
-    unsigned n = d->blocks->len;
-    d->ram.nblocks = n;
-    d->ram.blocks = (const MfrRamBlock *)(void *)d->blocks->data;
-    d->ram.block_len = g_new0(uint64_t, n);
-    d->ram.received = g_new0(uint64_t *, n);
-    d->ram.zero_seen = g_new0(uint64_t *, n);
-    d->ram.memory_zeroed = d->cfg.memory_zeroed;
+    dest_ram_init(d);
+    unsigned n = d->ram.nblocks;
     MfrBlocksReply reply = { .count = n };
-    for (unsigned i = 0; i < n; i++) {
-        d->ram.block_len[i] = d->ram.blocks[i].length;
-        uint64_t npages = d->ram.blocks[i].length / d->ram.page_size;
-        d->ram.received[i] = g_new0(uint64_t, (npages + 63) / 64);
-        d->ram.zero_seen[i] = g_new0(uint64_t, (npages + 63) / 64);
-        d->stats.ram_bytes += d->ram.blocks[i].length;
-    }
     /* fresh memory: populate in parallel first, unless ODP pins nothing up front */
     MfrRegisterJob job = {
         .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,

@@ -120,56 +120,72 @@ bool mfr_source_check_uri(const char *uri, GError **error)
     return true;
 }
 
-MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
-                          unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
-                          GError **error)
+/* Everything mfr_source_new() refuses, before anything is allocated: the packet size and
+ * the smallest page size of the blocks come out. */
+static bool source_config_check(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
+                                unsigned nblocks, const MfrDirtyOps *dirty, unsigned *ppp_out,
+                                uint32_t *page_size_out, GError **error)
 {
     if (!cfg->uri) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: no destination URI given");
-        return NULL;
+        return false;
     }
     if (cfg->channels < 1 || cfg->channels > MFR_MAX_CHANNELS) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
                     "source: %u channels requested, allowed 1..%u", cfg->channels,
                     MFR_MAX_CHANNELS);
-        return NULL;
+        return false;
     }
     if (nblocks < 1 || nblocks > MFR_MAX_BLOCKS) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "source: %u RAM blocks, allowed 1..%u",
                     nblocks, MFR_MAX_BLOCKS);
-        return NULL;
+        return false;
     }
     if (dirty && (!dirty->harvest || !dirty->stop)) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
                     "source: dirty tracking needs harvest() and stop()");
-        return NULL;
+        return false;
     }
     if (!mfr_transport_check("source", &cfg->transport, error)) {
-        return NULL;
+        return false;
     }
     unsigned ppp = cfg->pages_per_packet ? cfg->pages_per_packet : 128;
     if (ppp > MFR_MAX_PAGES_PER_PACKET) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
                     "source: %u pages per packet, allowed 1..%u", ppp, MFR_MAX_PAGES_PER_PACKET);
-        return NULL;
+        return false;
     }
     uint32_t page_size = UINT32_MAX;
     for (unsigned i = 0; i < nblocks; i++) {
         const MfrRamBlock *b = &blocks[i];
         if (!mfr_ram_block_check(b, true, error)) {
             g_prefix_error(error, "source: block %u ", i);
-            return NULL;
+            return false;
         }
         for (unsigned j = 0; j < i; j++) {
             if (strcmp(blocks[j].name, b->name) == 0) {
                 g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
                             "source: block name '%s' used twice", b->name);
-                return NULL;
+                return false;
             }
         }
         page_size = MIN(page_size, b->page_size);
     }
     if (!mfr_source_check_uri(cfg->uri, error)) {
+        return false;
+    }
+    *ppp_out = ppp;
+    *page_size_out = page_size;
+    return true;
+}
+
+MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
+                          unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
+                          GError **error)
+{
+    unsigned ppp;
+    uint32_t page_size;
+    if (!source_config_check(cfg, blocks, nblocks, dirty, &ppp, &page_size, error)) {
         return NULL;
     }
     g_autofree char *host = NULL, *port = NULL;

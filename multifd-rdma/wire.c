@@ -920,12 +920,51 @@ size_t mfr_wire_pack_packet(const MfrPacketHdr *h, const uint64_t *offsets, uint
     return (size_t)need;
 }
 
+/* A SYNC is a pure barrier marker: anything else in it is a sender bug. */
+static bool packet_check_sync(const MfrPacketHdr *v, size_t len, GError **error)
+{
+    if (v->block != 0 || v->normal_pages != 0 || v->zero_pages != 0 || v->payload_len != 0) {
+        return fail(error, "packet: SYNC of round %" G_GUINT64_FORMAT " carries block %u, "
+                    "%u normal and %u zero pages, payload %" G_GUINT64_FORMAT ", all must "
+                    "be 0", v->round, v->block, v->normal_pages, v->zero_pages, v->payload_len);
+    }
+    if (len != MFR_PACKET_HDR_SIZE) {
+        return fail(error, "packet: SYNC message length %zu, expected %u", len,
+                    MFR_PACKET_HDR_SIZE);
+    }
+    return true;
+}
+
+/* The npages offsets after the header: each page-aligned and inside block `block`. */
+static bool packet_unpack_offsets(const uint8_t *buf, uint64_t npages, uint32_t block,
+                                  const MfrPacketLimits *lim, uint64_t *offsets, GError **error)
+{
+    uint64_t page_mask = (uint64_t)lim->page_size - 1;
+    uint64_t block_len = lim->block_len[block];
+    for (uint64_t i = 0; i < npages; i++) {
+        uint64_t off = get_u64(buf + PKT_OFFSETS + i * 8);
+
+        if (off & page_mask) {
+            return fail(error, "packet: offset 0x%" G_GINT64_MODIFIER "x of page %"
+                        G_GUINT64_FORMAT " not aligned to page size 0x%x", off, i,
+                        lim->page_size);
+        }
+        /* Written as a subtraction so an offset near UINT64_MAX cannot wrap around. */
+        if (block_len < lim->page_size || off > block_len - lim->page_size) {
+            return fail(error, "packet: offset 0x%" G_GINT64_MODIFIER "x of page %"
+                        G_GUINT64_FORMAT " beyond block %u length 0x%" G_GINT64_MODIFIER "x",
+                        off, i, block, block_len);
+        }
+        offsets[i] = off;
+    }
+    return true;
+}
+
 bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimits *lim,
                             MfrPacketHdr *h, uint64_t *offsets, GError **error)
 {
     MfrPacketHdr v;
-    uint64_t npages, block_len;
-    uint64_t page_mask = (uint64_t)lim->page_size - 1;
+    uint64_t npages;
 
     if (len < MFR_PACKET_HDR_SIZE) {
         return fail(error, "packet: message length %zu below header size %u", len,
@@ -962,15 +1001,8 @@ bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimit
     }
 
     if (v.flags & MFR_PACKET_SYNC) {
-        /* A SYNC is a pure barrier marker: anything else in it is a sender bug. */
-        if (v.block != 0 || v.normal_pages != 0 || v.zero_pages != 0 || v.payload_len != 0) {
-            return fail(error, "packet: SYNC of round %" G_GUINT64_FORMAT " carries block %u, "
-                        "%u normal and %u zero pages, payload %" G_GUINT64_FORMAT ", all must "
-                        "be 0", v.round, v.block, v.normal_pages, v.zero_pages, v.payload_len);
-        }
-        if (len != MFR_PACKET_HDR_SIZE) {
-            return fail(error, "packet: SYNC message length %zu, expected %u", len,
-                        MFR_PACKET_HDR_SIZE);
+        if (!packet_check_sync(&v, len, error)) {
+            return false;
         }
         *h = v;
         return true;
@@ -1000,22 +1032,8 @@ bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimit
                     "pages * page size %u = %" G_GUINT64_FORMAT, v.payload_len, v.normal_pages,
                     lim->page_size, (uint64_t)v.normal_pages * lim->page_size);
     }
-    block_len = lim->block_len[v.block];
-    for (uint64_t i = 0; i < npages; i++) {
-        uint64_t off = get_u64(buf + PKT_OFFSETS + i * 8);
-
-        if (off & page_mask) {
-            return fail(error, "packet: offset 0x%" G_GINT64_MODIFIER "x of page %"
-                        G_GUINT64_FORMAT " not aligned to page size 0x%x", off, i,
-                        lim->page_size);
-        }
-        /* Written as a subtraction so an offset near UINT64_MAX cannot wrap around. */
-        if (block_len < lim->page_size || off > block_len - lim->page_size) {
-            return fail(error, "packet: offset 0x%" G_GINT64_MODIFIER "x of page %"
-                        G_GUINT64_FORMAT " beyond block %u length 0x%" G_GINT64_MODIFIER "x",
-                        off, i, v.block, block_len);
-        }
-        offsets[i] = off;
+    if (!packet_unpack_offsets(buf, npages, v.block, lim, offsets, error)) {
+        return false;
     }
     *h = v;
     return true;
