@@ -111,7 +111,9 @@ typedef bool (*MfrSyncFn)(void *opaque, unsigned channel, uint64_t round);
 
 /* Test seam (mfr_dest_inject_hold()): channel `channel` holds the first data packet it
  * receives, before landing it, until every other channel has finished a packet (landed
- * its data or delivered its SYNC) after the hold began; shared by the session's channels. */
+ * its data or delivered its SYNC) after the hold began, or has delivered the SYNC of the
+ * held packet's round already (it has nothing more to land before the barrier, so waiting
+ * for it would never end); shared by the session's channels. */
 typedef struct {
     GMutex lock;
     GCond cond;
@@ -120,6 +122,7 @@ typedef struct {
     bool holding;        /* the packet is held now or was */
     bool released;
     uint64_t finished;   /* bit per other channel that finished a packet while holding */
+    uint64_t synced_round[MFR_MAX_CHANNELS]; /* per channel: the last SYNC it delivered */
 } MfrRecvHold;
 
 struct MfrRecvChannel {

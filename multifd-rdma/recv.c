@@ -118,6 +118,18 @@ static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
 
 /* ---------- hold seam ---------- */
 
+/* Under h->lock: every other channel finished a packet since the hold began, or delivered
+ * the SYNC of the held packet's round (c->round) before. */
+static bool recv_hold_done(const MfrRecvHold *h, const MfrRecvChannel *c)
+{
+    for (unsigned j = 0; j < h->nchan && j < MFR_MAX_CHANNELS; j++) {
+        if (j != c->index && !(h->finished & (1ULL << j)) && h->synced_round[j] < c->round) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The held channel, before it lands its first data packet: waits for the others. Polls the
  * quit flag and the failure latch, since nothing else would wake it at teardown. */
 static void recv_hold(MfrRecvChannel *c)
@@ -127,10 +139,7 @@ static void recv_hold(MfrRecvChannel *c)
     if (!h->holding) {
         h->holding = true;
         g_cond_broadcast(&h->cond);
-        uint64_t others = h->nchan >= 64 ? ~0ULL : (1ULL << h->nchan) - 1;
-        others &= ~(1ULL << c->index);
-        while ((h->finished & others) != others && !atomic_load(&c->quit) &&
-               !mfr_failed(c->ram->fail)) {
+        while (!recv_hold_done(h, c) && !atomic_load(&c->quit) && !mfr_failed(c->ram->fail)) {
             g_cond_wait_until(&h->cond, &h->lock, g_get_monotonic_time() + 50 * 1000);
         }
         h->released = true;
@@ -138,11 +147,16 @@ static void recv_hold(MfrRecvChannel *c)
     g_mutex_unlock(&h->lock);
 }
 
-/* Any other channel, after each packet it finished. */
-static void recv_hold_finished(MfrRecvChannel *c)
+/* Any other channel, after each packet it finished (sync_round: the round of a SYNC it
+ * delivered, else 0). */
+static void recv_hold_finished(MfrRecvChannel *c, uint64_t sync_round)
 {
     MfrRecvHold *h = c->hold;
     g_mutex_lock(&h->lock);
+    if (sync_round) {
+        h->synced_round[c->index] = sync_round;
+        g_cond_broadcast(&h->cond);
+    }
     if (h->holding && !h->released) {
         h->finished |= 1ULL << c->index;
         g_cond_broadcast(&h->cond);
@@ -188,13 +202,16 @@ static gpointer recv_channel_thread(gpointer opaque)
         c->stats.wire_bytes += len + h.payload_len;
         bool held = c->hold && c->hold->channel == c->index;
         if (h.flags & MFR_PACKET_SYNC) {
+            /* before the barrier, which waits for the held channel too: marked after it, a
+             * channel that reached its SYNC before the held one began holding (a slow thread,
+             * a busy host) would wait for it forever, and it for this one */
+            if (c->hold && !held) {
+                recv_hold_finished(c, h.round);
+            }
             if (!c->sync(c->sync_opaque, c->index, h.round)) {
                 break;
             }
             c->round++;
-            if (c->hold && !held) {
-                recv_hold_finished(c);
-            }
             continue;
         }
         if (held) {
@@ -211,7 +228,7 @@ static gpointer recv_channel_thread(gpointer opaque)
             break;
         }
         if (c->hold && !held) {
-            recv_hold_finished(c);
+            recv_hold_finished(c, 0);
         }
     }
     c->stats.busy_s = mfr_thread_cpu_s();
