@@ -7,6 +7,7 @@
 #pragma once
 
 #include "engine.h"
+#include "ratelimit.h"
 
 #include <semaphore.h>
 
@@ -32,6 +33,7 @@ typedef struct {
     bool zero_detect;        /* source: send zero pages as offsets */
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
     unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */
+    MfrRateLimit *rate;      /* source: the bandwidth cap all channels share (NULL: none) */
     MfrFail *fail;
 } MfrRamView;
 
@@ -100,6 +102,10 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
                                 XpSeg *segs);
 /* Stops the thread (after its current batch) and closes the transport channel. */
 void mfr_send_channel_free(MfrSendChannel *c);
+/* Before a packet goes (ratelimit.c): waits until the session's cap lets wire_bytes more on
+ * the wire. 0, or -ECANCELED once the session failed or the channel is told to quit (the
+ * packet must not go then; the session's error says why). */
+int mfr_send_channel_throttle(MfrSendChannel *c, uint64_t wire_bytes);
 
 /* ---------------- destination ---------------- */
 

@@ -159,6 +159,10 @@ typedef struct {
     MfrTransportConfig transport;
     MfrProgressFn progress;     /* optional, called from the migration thread ~10/s */
     void *progress_opaque;
+    /* Bandwidth cap in bytes per second on the wire (headers and payload of every channel
+     * together); 0 = unlimited, the default. Changeable while migrating:
+     * mfr_source_set_max_bandwidth(). */
+    uint64_t max_bandwidth;
 } MfrSourceConfig;
 
 typedef struct {
@@ -255,6 +259,9 @@ void mfr_source_mark_stopped(MfrSource *src);
 void mfr_source_cancel(MfrSource *src);
 /* Thread-safe; the next round boundary switches over whatever remains. */
 void mfr_source_force_switchover(MfrSource *src);
+/* Thread-safe, any time (since MFRDMA_0.3): the bandwidth cap from now on, bytes per second
+ * on the wire, 0 = unlimited. Channels waiting under the old cap go on at once. */
+void mfr_source_set_max_bandwidth(MfrSource *src, uint64_t bytes_per_s);
 /* Thread-safe, any time: a consistent snapshot, taken at the end of start(), of every
  * barrier and of the session (final after run()/complete()/abort()). */
 void mfr_source_get_stats(MfrSource *src, MfrStats *out);

@@ -86,6 +86,9 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
 
     size_t len = mfr_wire_pack_packet(&h, c->offsets, c->msg, sizeof(c->msg));
     g_assert(len > 0);
+    if (mfr_send_channel_throttle(c, len + h.payload_len) < 0) {
+        return 0; /* the session failed or the channel quits: not this packet's error */
+    }
     int r = xp_send_msg(c->xp, c->msg, len, c->segs, nseg);
     if (r < 0) {
         return r;

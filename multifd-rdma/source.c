@@ -221,6 +221,8 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     s->ram.zero_detect = cfg->zero_detect;
     s->ram.fail = &s->fail;
     s->ram.timeout_ms = s->cfg.timeout_ms;
+    /* always there, so a cap can be set mid-migration; unlimited costs one load a packet */
+    s->ram.rate = mfr_ratelimit_new(cfg->max_bandwidth, NULL);
     g_mutex_init(&s->lock);
     g_mutex_init(&s->stats_lock);
     sem_init(&s->ready, 0, 0);
@@ -1283,6 +1285,11 @@ void mfr_source_force_switchover(MfrSource *s)
     atomic_store(&s->force, true);
 }
 
+void mfr_source_set_max_bandwidth(MfrSource *s, uint64_t bytes_per_s)
+{
+    mfr_ratelimit_set(s->ram.rate, bytes_per_s);
+}
+
 void mfr_source_get_stats(MfrSource *s, MfrStats *out)
 {
     g_mutex_lock(&s->stats_lock);
@@ -1307,6 +1314,7 @@ void mfr_source_free(MfrSource *s)
     }
     xp_domain_free(s->dom);
     g_free(s->ram.block_len);
+    mfr_ratelimit_free(s->ram.rate);
     g_free(s->blocks);
     g_free(s->bitmap);
     g_free(s->npages);

@@ -186,6 +186,21 @@ bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **
     return true;
 }
 
+bool tool_parse_rate(const char *opt, const char *text, uint64_t *out, GError **error)
+{
+    if (strcmp(text, "0") == 0) {
+        *out = 0;
+        return true;
+    }
+    if (!tool_parse_size(opt, text, out, NULL)) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: '%s' is not a rate in bytes per second (examples: 125M, 1G, 500K, "
+                    "0 for unlimited)", opt, text);
+        return false;
+    }
+    return true;
+}
+
 bool tool_parse_token(const char *text, uint8_t token[16], GError **error)
 {
     g_autoptr(GError) err = NULL;
@@ -258,6 +273,7 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->transport);
     g_free(a->address);
     g_free(a->token);
+    g_free(a->max_bandwidth);
     tool_rdma_args_clear(&a->rdma);
 }
 
@@ -295,6 +311,9 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Skip the per-block digests (and, in demo, the memcmp)", NULL },
         { "timeout", 't', 0, G_OPTION_ARG_INT, &a->timeout_ms,
           "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
+        { "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a->max_bandwidth,
+          "Cap on the wire, bytes per second over all channels (K/M/G binary as for --size: "
+          "125M, 1G; default 0 = unlimited)", "RATE" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
         G_OPTION_ENTRY_NULL,
@@ -421,6 +440,10 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     mfr_guest_options_init(go);
     mfr_source_config_init(cfg);
     if (a->size && !tool_parse_size("--size", a->size, &go->size, error)) {
+        return false;
+    }
+    if (a->max_bandwidth &&
+        !tool_parse_rate("--max-bandwidth", a->max_bandwidth, &cfg->max_bandwidth, error)) {
         return false;
     }
     if (a->mix && !mfr_guest_parse_mix(a->mix, go, error)) {
