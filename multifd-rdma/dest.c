@@ -70,6 +70,8 @@ struct MfrDest {
      * and at the end, so get_stats() from any thread reads one consistent snapshot */
     MfrStats stats;
     MfrStats stats_pub;
+    MfrPlacement place;      /* like stats: session thread, published with them */
+    MfrPlacement place_pub;
     GMutex stats_lock;
 };
 
@@ -100,6 +102,7 @@ static void dest_publish_stats(MfrDest *d)
 {
     g_mutex_lock(&d->stats_lock);
     d->stats_pub = d->stats;
+    d->place_pub = d->place;
     g_mutex_unlock(&d->stats_lock);
 }
 
@@ -140,6 +143,8 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     d->sync_round = 1;
     g_strlcpy(d->stats.transport, xp_ops_name(ops), sizeof(d->stats.transport));
     d->stats_pub = d->stats;
+    mfr_placement_init(&d->place);
+    d->place_pub = d->place;
     d->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (d->event_fd < 0) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "destination: eventfd: %s",
@@ -815,6 +820,8 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
         st->cpu_s += c->busy_s;
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
+    /* first touch is over: what backs the blocks now is what the migration wrote into */
+    mfr_placement_memory(&d->place, d->ram.blocks, d->ram.nblocks);
 }
 
 /* Nothing of the session outlives run(): channels (QPs) first, then the registrations, so
@@ -986,6 +993,13 @@ void mfr_dest_get_stats(MfrDest *d, MfrStats *out)
 {
     g_mutex_lock(&d->stats_lock);
     *out = d->stats_pub;
+    g_mutex_unlock(&d->stats_lock);
+}
+
+void mfr_dest_get_placement(MfrDest *d, MfrPlacement *out)
+{
+    g_mutex_lock(&d->stats_lock);
+    *out = d->place_pub;
     g_mutex_unlock(&d->stats_lock);
 }
 

@@ -97,6 +97,15 @@ bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError *
 void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, bool control,
                               XpOptions *o);
 
+/* ---------- placement (placement.c) ---------- */
+
+/* Nothing known yet: not placed, no thread seen. */
+void mfr_placement_init(MfrPlacement *p);
+/* ram_bytes, huge_bytes and thp_advised of p for these blocks, from /proc/self/smaps (all
+ * zero and false where it cannot be read). Control path: reads a file the size of the
+ * process's mappings. */
+void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n);
+
 /* ---------- digest in pieces (digest.c) ---------- */
 
 /* mfr_digest() fed piece by piece: the destination verifies in slices between which it

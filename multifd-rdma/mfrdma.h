@@ -124,8 +124,36 @@ typedef struct {
     unsigned region_chunks;    /* destination regions (MRs) of the blocks; 0 on tcp */
 } MfrStats;
 
+/* Where a side's memory and threads were (since MFRDMA_0.3), beside MfrStats: filled by
+ * value like it, so its layout is part of the get_placement functions' ABI (placement.c
+ * pins the size). */
+typedef struct {
+    int node;   /* NUMA node of the CPU the thread started on; -1 unknown */
+    int cpu;    /* the CPU it started on; -1 unknown */
+    bool bound; /* its CPU affinity was the chosen node's CPUs */
+} MfrThreadPlacement;
+
+typedef struct {
+    uint64_t ram_bytes;   /* this side's blocks */
+    /* Of those, bytes backed by huge pages when the session ended: the blocks' share of
+     * AnonHugePages (transparent huge pages) and of Private/Shared_Hugetlb (hugetlbfs) in
+     * /proc/self/smaps. Measured, not inferred from the THP setting. */
+    uint64_t huge_bytes;
+    bool thp_advised;     /* every block lies in mappings madvised MADV_HUGEPAGE or hugetlbfs
+                           * (VmFlags hg/ht) */
+    int numa_node;        /* node the channel and registration threads (and the channels'
+                           * buffers) were placed on; -1: not placed */
+    char numa_source[32]; /* why: "numa_node" (configured), "device DEV" (the RDMA device's
+                           * or NIC's node), "memory" (node of the blocks' pages), "off",
+                           * "unknown" (auto found no node) */
+    unsigned channels;
+    MfrThreadPlacement channel[64];
+} MfrPlacement;
+
 /* Fills stats as JSON (one object); caller frees. */
 char *mfr_stats_to_json(const MfrStats *s, const char *side);
+/* The same for a placement (since MFRDMA_0.3). */
+char *mfr_placement_to_json(const MfrPlacement *p);
 
 typedef void (*MfrProgressFn)(const MfrProgress *p, void *opaque);
 
@@ -265,6 +293,8 @@ void mfr_source_set_max_bandwidth(MfrSource *src, uint64_t bytes_per_s);
 /* Thread-safe, any time: a consistent snapshot, taken at the end of start(), of every
  * barrier and of the session (final after run()/complete()/abort()). */
 void mfr_source_get_stats(MfrSource *src, MfrStats *out);
+/* Thread-safe, any time (since MFRDMA_0.3): final once the session ended (threads joined). */
+void mfr_source_get_placement(MfrSource *src, MfrPlacement *out);
 void mfr_source_free(MfrSource *src);
 
 /* Binds and listens at once, so mfr_dest_uri() is valid before run(). */
@@ -297,6 +327,8 @@ void mfr_dest_cancel(MfrDest *dst);
 /* Thread-safe, any time: a consistent snapshot, taken after setup and at the session's end
  * (final once mfr_dest_wait() returned or the eventfd fired). */
 void mfr_dest_get_stats(MfrDest *dst, MfrStats *out);
+/* Thread-safe, any time (since MFRDMA_0.3): final once mfr_dest_wait() returned. */
+void mfr_dest_get_placement(MfrDest *dst, MfrPlacement *out);
 /* Blocks as received (valid after run); n set to the count. */
 const MfrRamBlock *mfr_dest_blocks(MfrDest *dst, unsigned *n);
 void mfr_dest_free(MfrDest *dst);

@@ -70,6 +70,8 @@ struct MfrSource {
      * thread reads one consistent snapshot */
     MfrStats stats;
     MfrStats stats_pub;
+    MfrPlacement place;     /* like stats: producer thread, published with them */
+    MfrPlacement place_pub;
     GMutex stats_lock;
 };
 
@@ -240,6 +242,8 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     }
     g_strlcpy(s->stats.transport, xp_ops_name(ops), sizeof(s->stats.transport));
     s->stats_pub = s->stats;
+    mfr_placement_init(&s->place);
+    s->place_pub = s->place;
     s->round = 1;
     s->q_mask = page_size - 1;
     return s;
@@ -488,6 +492,7 @@ static void source_publish_stats(MfrSource *s)
 {
     g_mutex_lock(&s->stats_lock);
     s->stats_pub = s->stats;
+    s->place_pub = s->place;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -976,6 +981,7 @@ static void source_collect_stats(MfrSource *s)
         st->zerocopy_copied += xc.zerocopy_copied;
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
+    mfr_placement_memory(&s->place, s->blocks, s->nblocks);
 }
 
 /* Nothing of the session outlives it: channels (QPs) first, then the registrations they
@@ -1294,6 +1300,13 @@ void mfr_source_get_stats(MfrSource *s, MfrStats *out)
 {
     g_mutex_lock(&s->stats_lock);
     *out = s->stats_pub;
+    g_mutex_unlock(&s->stats_lock);
+}
+
+void mfr_source_get_placement(MfrSource *s, MfrPlacement *out)
+{
+    g_mutex_lock(&s->stats_lock);
+    *out = s->place_pub;
     g_mutex_unlock(&s->stats_lock);
 }
 

@@ -292,8 +292,11 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Writer threads sharing the dirty rate (default 1)", "N" },
         { "seed", 0, 0, G_OPTION_ARG_INT64, &a->seed,
           "Seed of the guest contents and writers (default 1)", "N" },
-        { "thp", 0, 0, G_OPTION_ARG_NONE, &a->thp,
-          "madvise(MADV_HUGEPAGE) guest and destination memory", NULL },
+        { "no-thp", 0, 0, G_OPTION_ARG_NONE, &a->no_thp,
+          "Do not madvise(MADV_HUGEPAGE) guest and destination memory (default: do, as "
+          "QEMU does with guest RAM)", NULL },
+        { "thp", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &a->thp,
+          "Accepted for old scripts: huge pages are the default", NULL },
         { "hugetlb", 0, 0, G_OPTION_ARG_NONE, &a->hugetlb,
           "Back the guest with 2 MiB hugetlbfs pages (needs vm.nr_hugepages)", NULL },
         G_OPTION_ENTRY_NULL,
@@ -486,7 +489,11 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     go->nblocks = (unsigned)a->blocks;
     go->writers = (unsigned)a->writers;
     go->seed = (uint64_t)a->seed;
-    go->thp = a->thp;
+    if (a->thp && a->no_thp) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "--thp and --no-thp contradict");
+        return false;
+    }
+    go->thp = !a->no_thp;
     go->hugetlb = a->hugetlb;
 
     cfg->channels = (unsigned)a->channels;
@@ -790,6 +797,28 @@ static void json_string(GString *s, const char *text)
 void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
                      const GError *error, const char *memcmp_result)
 {
+    tool_print_json_placed(out, src, dst, NULL, NULL, result, error, memcmp_result);
+}
+
+/* one side's stats object, with its placement inside when known */
+static void json_side(GString *s, const char *side, const MfrStats *st, const MfrPlacement *p)
+{
+    g_autofree char *j = mfr_stats_to_json(st, side);
+    g_string_append_printf(s, ",\"%s\":", side);
+    if (p) {
+        g_autofree char *pj = mfr_placement_to_json(p);
+        j[strlen(j) - 1] = '\0'; /* the closing brace */
+        g_string_append_printf(s, "%s,\"placement\":%s}", j, pj);
+    } else {
+        g_string_append(s, j);
+    }
+}
+
+void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
+                            const MfrPlacement *psrc, const MfrPlacement *pdst,
+                            const char *result, const GError *error,
+                            const char *memcmp_result)
+{
     g_autoptr(GString) s = g_string_new("{\"version\":");
     json_string(s, MFR_VERSION);
     g_string_append(s, ",\"result\":");
@@ -805,15 +834,47 @@ void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const 
         json_string(s, memcmp_result);
     }
     if (src) {
-        g_autofree char *j = mfr_stats_to_json(src, "source");
-        g_string_append_printf(s, ",\"source\":%s", j);
+        json_side(s, "source", src, psrc);
     }
     if (dst) {
-        g_autofree char *j = mfr_stats_to_json(dst, "destination");
-        g_string_append_printf(s, ",\"destination\":%s", j);
+        json_side(s, "destination", dst, pdst);
     }
     g_string_append(s, "}\n");
     fputs(s->str, out);
+    fflush(out);
+}
+
+/* ---- placement -------------------------------------------------------------------------- */
+
+static void print_placement_side(FILE *out, const char *side, const MfrPlacement *p)
+{
+    fprintf(out, "memory: %s %.1f MiB, %.1f MiB (%.0f%%) on huge pages (smaps), %s\n", side,
+            mib(p->ram_bytes), mib(p->huge_bytes),
+            p->ram_bytes ? 100.0 * (double)p->huge_bytes / (double)p->ram_bytes : 0.0,
+            p->thp_advised ? "madvised for huge pages" : "not madvised for huge pages");
+    g_autoptr(GString) ch = g_string_new("");
+    for (unsigned i = 0; i < p->channels && i < G_N_ELEMENTS(p->channel); i++) {
+        const MfrThreadPlacement *t = &p->channel[i];
+        g_string_append_printf(ch, "%s%d/%d%s", i ? " " : "", t->node, t->cpu,
+                               t->bound ? "" : "*");
+    }
+    if (p->numa_node >= 0) {
+        fprintf(out, "placement: %s threads on NUMA node %d (%s); channels node/cpu: %s\n",
+                side, p->numa_node, p->numa_source, ch->str);
+    } else {
+        fprintf(out, "placement: %s threads not placed (%s); channels node/cpu: %s\n", side,
+                p->numa_source, ch->str);
+    }
+}
+
+void tool_print_placement(FILE *out, const MfrPlacement *src, const MfrPlacement *dst)
+{
+    if (src) {
+        print_placement_side(out, "source", src);
+    }
+    if (dst) {
+        print_placement_side(out, "destination", dst);
+    }
     fflush(out);
 }
 

@@ -82,15 +82,16 @@ static char *pick_uri(const ToolSourceArgs *a, FILE *info, GError **error)
     return g_strdup_printf("rdma:%s:0", addr);
 }
 
-static int finish(bool json, const MfrStats *ss, const MfrStats *ds, const GError *error,
-                  const char *memcmp_result, int code)
+static int finish(bool json, const MfrStats *ss, const MfrStats *ds, const MfrPlacement *sp,
+                  const MfrPlacement *dp, const GError *error, const char *memcmp_result,
+                  int code)
 {
     if (json) {
         static const char *const results[] = {
             [TOOL_EXIT_OK] = "ok", [TOOL_EXIT_FAILED] = "failed",
             [TOOL_EXIT_USAGE] = "usage", [TOOL_EXIT_VERIFY] = "verify-failed",
         };
-        tool_print_json(stdout, ss, ds, results[code], error, memcmp_result);
+        tool_print_json_placed(stdout, ss, ds, sp, dp, results[code], error, memcmp_result);
     }
     return code;
 }
@@ -117,6 +118,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     MfrSourceConfig scfg;
     MfrDestConfig dcfg;
     MfrStats ss = { 0 }, ds = { 0 };
+    MfrPlacement sp, dp;
     ToolProgress progress;
     const char *memcmp_result = NULL;
     uint64_t reg_chunk = 0;
@@ -161,7 +163,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
         goto out;
     }
 
-    mem = tool_dest_mem_new(a.thp, 0);
+    mem = tool_dest_mem_new(go.thp, 0);
     mfr_dest_config_init(&dcfg);
     dcfg.uri = listen_uri;
     tool_random_token(dcfg.token);
@@ -210,7 +212,10 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
 
     mfr_source_get_stats(src, &ss);
     mfr_dest_get_stats(dest, &ds);
+    mfr_source_get_placement(src, &sp);
+    mfr_dest_get_placement(dest, &dp);
     tool_print_summary(info, &ss, &ds, ok && !dest_error);
+    tool_print_placement(info, &sp, &dp);
     tool_print_guest_writes(info, guest);
 
     if (!ok) {
@@ -258,7 +263,8 @@ out:
         g_clear_error(&dd.error);
     }
     tool_signals_watch(ctx->signals, NULL, NULL);
-    code = finish(a.json, src ? &ss : NULL, dest ? &ds : NULL, error, memcmp_result, code);
+    code = finish(a.json, src ? &ss : NULL, dest ? &ds : NULL, src ? &sp : NULL,
+                  dest ? &dp : NULL, error, memcmp_result, code);
     g_clear_pointer(&src, mfr_source_free);
     g_clear_pointer(&dest, mfr_dest_free);
     tool_dest_mem_free(mem);

@@ -63,6 +63,7 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
     cfg->progress_opaque = &progress;
     int code = TOOL_EXIT_FAILED;
     MfrStats st = { 0 };
+    MfrPlacement pl;
     char hex[33];
     mfr_token_format(cfg->token, hex);
     g_autoptr(GError) error = NULL;
@@ -86,7 +87,9 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_dest_get_stats(dest, &st);
+    mfr_dest_get_placement(dest, &pl);
     tool_print_summary(info, NULL, &st, ok);
+    tool_print_placement(info, NULL, &pl);
     unsigned n = 0;
     const MfrRamBlock *blocks = ok ? mfr_dest_blocks(dest, &n) : NULL;
     for (unsigned i = 0; i < n; i++) {
@@ -106,7 +109,7 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
 
 out:
     if (json) {
-        tool_print_json(stdout, NULL, dest ? &st : NULL,
+        tool_print_json_placed(stdout, NULL, dest ? &st : NULL, NULL, dest ? &pl : NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
                         error, NULL);
@@ -121,7 +124,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
 {
     g_autofree char *token = NULL;
     g_autofree char *max_ram_arg = NULL;
-    gboolean json = FALSE, thp = FALSE;
+    gboolean json = FALSE, thp = FALSE, no_thp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
     gint timeout_ms = (gint)cfg.timeout_ms;
@@ -135,8 +138,10 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
         { "max-ram", 0, 0, G_OPTION_ARG_STRING, &max_ram_arg,
           "Refuse a source whose blocks together exceed SIZE (default: this host's RAM + "
           "swap)", "SIZE" },
-        { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
-          "madvise(MADV_HUGEPAGE) the received blocks", NULL },
+        { "no-thp", 0, 0, G_OPTION_ARG_NONE, &no_thp,
+          "Do not madvise(MADV_HUGEPAGE) the received blocks (default: do)", NULL },
+        { "thp", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &thp,
+          "Accepted for old scripts: huge pages are the default", NULL },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
           "Print the stats as JSON on stdout; everything else goes to stderr", NULL },
         G_OPTION_ENTRY_NULL,
@@ -150,8 +155,11 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     if (tool_parse(oc, "listen", &argc, &argv)) {
         code = listen_config(argc, argv, token, timeout_ms, max_ram_arg, &rdma, &cfg, &max_ram);
     }
+    if (code == TOOL_EXIT_OK && thp && no_thp) {
+        code = tool_usage_error("listen", "--thp and --no-thp contradict");
+    }
     if (code == TOOL_EXIT_OK) {
-        code = listen_serve(ctx, argv[1], json, thp, max_ram, &cfg);
+        code = listen_serve(ctx, argv[1], json, !no_thp, max_ram, &cfg);
     }
     tool_rdma_args_clear(&rdma);
     return code;

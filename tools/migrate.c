@@ -34,6 +34,7 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     ToolProgress progress;
     tool_progress_init(&progress, info, "source");
     MfrStats st = { 0 };
+    MfrPlacement pl;
     g_autoptr(GError) error = NULL;
     g_autoptr(MfrSource) src = NULL;
     g_autoptr(MfrGuest) guest = mfr_guest_new(go, &error);
@@ -65,7 +66,9 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_source_get_stats(src, &st);
+    mfr_source_get_placement(src, &pl);
     tool_print_summary(info, &st, NULL, ok);
+    tool_print_placement(info, &pl, NULL);
     tool_print_guest_writes(info, guest);
     if (idle) {
         uint64_t digest1 = guest_digest(guest);
@@ -85,7 +88,7 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
 
 out:
     if (a->json) {
-        tool_print_json(stdout, src ? &st : NULL, NULL,
+        tool_print_json_placed(stdout, src ? &st : NULL, NULL, src ? &pl : NULL, NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
                         error, NULL);

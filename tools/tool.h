@@ -76,7 +76,7 @@ typedef struct {
     ToolRdmaArgs rdma;
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
     gint64 seed;
-    gboolean force_switchover, no_verify, json, thp, hugetlb;
+    gboolean force_switchover, no_verify, json, thp, no_thp, hugetlb;
 } ToolSourceArgs;
 
 /* Defaults from mfr_source_config_init() and mfr_guest_options_init(). */
@@ -137,6 +137,14 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, boo
 /* {"source":...,"destination":...,...} on out; either side may be NULL. */
 void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
                      const GError *error, const char *memcmp_result);
+
+/* "memory:" and "placement:" lines of each side (either may be NULL). */
+void tool_print_placement(FILE *out, const MfrPlacement *src, const MfrPlacement *dst);
+/* As tool_print_json(), with each side's placement as "placement" beside its stats. */
+void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
+                            const MfrPlacement *psrc, const MfrPlacement *pdst,
+                            const char *result, const GError *error,
+                            const char *memcmp_result);
 
 /* "guest: ..." line: size, blocks, mix, fill time, dirty rate. */
 void tool_print_guest(FILE *out, MfrGuest *g, const MfrGuestOptions *go);
