@@ -34,6 +34,7 @@ typedef struct {
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
     unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */
     MfrRateLimit *rate;      /* source: the bandwidth cap all channels share (NULL: none) */
+    int numa_node;           /* channel threads run (and allocate) there; -1: anywhere */
     MfrFail *fail;
 } MfrRamView;
 
@@ -59,6 +60,7 @@ struct MfrSendChannel {
     atomic_bool quit;
     MfrBatch *batch;       /* owned by the channel while pending, else by the producer slot */
     uint64_t packet_num;
+    XpThreadPlace place;   /* where the thread started; read after the join */
     /* counters: written by the channel thread only, read after join or as estimates */
     MfrChannelStats stats;
     uint8_t msg[XP_MSG_MAX];
@@ -142,6 +144,7 @@ struct MfrRecvChannel {
     atomic_bool quit;
     uint64_t packet_num;   /* last accepted */
     uint64_t round;        /* round of the packets expected next */
+    XpThreadPlace place;   /* where the thread started; read after the join */
     MfrChannelStats stats;
     uint8_t msg[XP_MSG_MAX];
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];

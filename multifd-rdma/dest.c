@@ -114,7 +114,8 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
         return NULL;
     }
-    if (!mfr_transport_check("destination", &cfg->transport, error)) {
+    if (!mfr_transport_check("destination", &cfg->transport, error) ||
+        !mfr_numa_check("destination", cfg->numa_node, error)) {
         return NULL;
     }
     g_autofree char *host = NULL, *port = NULL;
@@ -140,6 +141,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     g_mutex_init(&d->stats_lock);
     mfr_fail_init(&d->fail, dest_on_fail, d);
     d->ram.fail = &d->fail;
+    d->ram.numa_node = -1; /* chosen once the blocks are known */
     d->sync_round = 1;
     g_strlcpy(d->stats.transport, xp_ops_name(ops), sizeof(d->stats.transport));
     d->stats_pub = d->stats;
@@ -473,6 +475,9 @@ static void dest_ram_init(MfrDest *d)
         d->ram.zero_seen[i] = g_new0(uint64_t, (npages + 63) / 64);
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
+    /* before registration and the channels: the control connection knows the device */
+    d->ram.numa_node = mfr_numa_choose(d->cfg.numa_node, mfr_control_channel(d->ctl),
+                                       d->ram.blocks, n, &d->place);
 }
 
 static bool dest_blocks(MfrDest *d, GError **error)
@@ -508,7 +513,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
         .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
         .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.transport.odp,
         .threads = d->cfg.transport.registration_threads, .channels = d->nchan_expected,
-        .side = "destination",
+        .side = "destination", .numa_node = d->ram.numa_node,
     };
     if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* the budget now, so a memlock failure comes before the reply and pins nothing */
@@ -588,6 +593,9 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
 
 static bool dest_open_channels(MfrDest *d, GError **error)
 {
+    /* the channels' buffers (rings, headers) are allocated while they are accepted */
+    g_auto(MfrNumaPolicy) numa_policy;
+    mfr_numa_prefer(d->ram.numa_node, &numa_policy);
     d->chan = g_new0(MfrRecvChannel *, d->nchan_expected);
     gint64 deadline = g_get_monotonic_time() + d->cfg.timeout_ms * 1000LL;
     while (d->nchan < d->nchan_expected) {
@@ -818,6 +826,7 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
+        mfr_placement_thread(&d->place, d->chan[i]->index, &d->chan[i]->place);
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
     /* first touch is over: what backs the blocks now is what the migration wrote into */

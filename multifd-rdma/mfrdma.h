@@ -173,6 +173,10 @@ typedef struct {
                                     * 0 = rdma_cm's default */
 } MfrTransportConfig;
 
+/* MfrSourceConfig.numa_node / MfrDestConfig.numa_node: choose, or do not place at all. */
+#define MFR_NUMA_AUTO (-1)
+#define MFR_NUMA_OFF (-2)
+
 typedef struct {
     const char *uri;            /* where the destination listens: tcp:HOST:PORT, rdma:HOST:PORT */
     unsigned channels;          /* default 4 */
@@ -191,6 +195,11 @@ typedef struct {
      * together); 0 = unlimited, the default. Changeable while migrating:
      * mfr_source_set_max_bandwidth(). */
     uint64_t max_bandwidth;
+    /* NUMA node of the channel and registration threads and the channels' buffers: a node
+     * (one that does not exist is MFR_ERROR_USAGE), MFR_NUMA_AUTO (the default: the RDMA
+     * device's or NIC's node, else the node of the blocks' pages, else anywhere) or
+     * MFR_NUMA_OFF. MfrPlacement says what was chosen and where each channel ran. */
+    int numa_node;
 } MfrSourceConfig;
 
 typedef struct {
@@ -213,6 +222,7 @@ typedef struct {
      * sends); 0 = up to 64 MiB, less for small RAM (about 8 chunks per registration thread,
      * at least 2 MiB). Rounded up to a multiple of each block's page size. */
     uint64_t registration_chunk;
+    int numa_node;              /* as MfrSourceConfig's */
 } MfrDestConfig;
 
 void mfr_source_config_init(MfrSourceConfig *cfg);

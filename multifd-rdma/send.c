@@ -150,7 +150,7 @@ MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRam
     sem_init(&c->go, 0, 0);
     g_autofree char *name = g_strdup_printf("mfr-send-%u", index);
     GError *terr = NULL;
-    c->thread = xp_thread_new(name, send_channel_thread, c, &terr);
+    c->thread = xp_thread_new_on(name, send_channel_thread, c, ram->numa_node, &c->place, &terr);
     if (!c->thread) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "source: channel %u: %s", index,
                     terr->message);

@@ -148,7 +148,8 @@ static bool source_config_check(const MfrSourceConfig *cfg, const MfrRamBlock *b
                     "source: dirty tracking needs harvest() and stop()");
         return false;
     }
-    if (!mfr_transport_check("source", &cfg->transport, error)) {
+    if (!mfr_transport_check("source", &cfg->transport, error) ||
+        !mfr_numa_check("source", cfg->numa_node, error)) {
         return false;
     }
     unsigned ppp = cfg->pages_per_packet ? cfg->pages_per_packet : 128;
@@ -225,6 +226,7 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     s->ram.timeout_ms = s->cfg.timeout_ms;
     /* always there, so a cap can be set mid-migration; unlimited costs one load a packet */
     s->ram.rate = mfr_ratelimit_new(cfg->max_bandwidth, NULL);
+    s->ram.numa_node = -1; /* chosen once connected */
     g_mutex_init(&s->lock);
     g_mutex_init(&s->stats_lock);
     sem_init(&s->ready, 0, 0);
@@ -354,7 +356,7 @@ static bool source_announce(MfrSource *s, GError **error)
             .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
             .threads = s->cfg.transport.registration_threads, .channels = s->caps.channels,
-            .side = "source",
+            .side = "source", .numa_node = s->ram.numa_node,
         };
         MfrRegisterResult res;
         bool ok = mfr_register_blocks(&job, s->ram.local, &res, error);
@@ -460,6 +462,9 @@ static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk)
 
 static bool source_open_channels(MfrSource *s, GError **error)
 {
+    /* the channels' buffers (rings, headers) are allocated while they connect */
+    g_auto(MfrNumaPolicy) numa_policy;
+    mfr_numa_prefer(s->ram.numa_node, &numa_policy);
     unsigned n = s->caps.channels;
     s->chan = g_new0(MfrSendChannel *, n);
     for (unsigned i = 0; i < n; i++) {
@@ -940,6 +945,8 @@ static bool source_setup(MfrSource *s, GError **error)
     s->ctl = ctl;
     mfr_control_track_state(s->ctl, &s->state);
     g_mutex_unlock(&s->lock);
+    /* before anything registers or opens: the control connection knows the device */
+    s->ram.numa_node = mfr_numa_choose(s->cfg.numa_node, ch, s->blocks, s->nblocks, &s->place);
     if (!mfr_state_move(&s->state, MFR_STATE_CONNECTED, error) ||
         !source_negotiate(s, error) ||
         !mfr_state_move(&s->state, MFR_STATE_NEGOTIATED, error) ||
@@ -975,6 +982,7 @@ static void source_collect_stats(MfrSource *s)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
+        mfr_placement_thread(&s->place, i, &s->chan[i]->place);
         XpCounters xc;
         xp_channel_counters(s->chan[i]->xp, &xc); /* zeros without counters */
         st->zerocopy_sends += xc.zerocopy_sends;

@@ -186,6 +186,23 @@ bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **
     return true;
 }
 
+bool tool_parse_numa_node(const char *opt, const char *text, int *out, GError **error)
+{
+    guint64 v = 0;
+    if (strcmp(text, "auto") == 0) {
+        *out = MFR_NUMA_AUTO;
+    } else if (strcmp(text, "off") == 0) {
+        *out = MFR_NUMA_OFF;
+    } else if (g_ascii_string_to_unsigned(text, 10, 0, 4095, &v, NULL)) {
+        *out = (int)v;
+    } else {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: '%s' is not a NUMA node (a number, auto or off)", opt, text);
+        return false;
+    }
+    return true;
+}
+
 bool tool_parse_rate(const char *opt, const char *text, uint64_t *out, GError **error)
 {
     if (strcmp(text, "0") == 0) {
@@ -274,6 +291,7 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->address);
     g_free(a->token);
     g_free(a->max_bandwidth);
+    g_free(a->numa_node);
     tool_rdma_args_clear(&a->rdma);
 }
 
@@ -314,6 +332,10 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Skip the per-block digests (and, in demo, the memcmp)", NULL },
         { "timeout", 't', 0, G_OPTION_ARG_INT, &a->timeout_ms,
           "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
+        { "numa-node", 0, 0, G_OPTION_ARG_STRING, &a->numa_node,
+          "NUMA node of the channel and registration threads and their buffers: N, auto (the "
+          "RDMA device's or NIC's node, else the guest memory's) or off (default auto)",
+          "N|auto|off" },
         { "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a->max_bandwidth,
           "Cap on the wire, bytes per second over all channels (K/M/G binary as for --size: "
           "125M, 1G; default 0 = unlimited)", "RATE" },
@@ -447,6 +469,10 @@ bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSou
     }
     if (a->max_bandwidth &&
         !tool_parse_rate("--max-bandwidth", a->max_bandwidth, &cfg->max_bandwidth, error)) {
+        return false;
+    }
+    if (a->numa_node && !tool_parse_numa_node("--numa-node", a->numa_node, &cfg->numa_node,
+                                               error)) {
         return false;
     }
     if (a->mix && !mfr_guest_parse_mix(a->mix, go, error)) {
@@ -853,10 +879,15 @@ static void print_placement_side(FILE *out, const char *side, const MfrPlacement
             p->ram_bytes ? 100.0 * (double)p->huge_bytes / (double)p->ram_bytes : 0.0,
             p->thp_advised ? "madvised for huge pages" : "not madvised for huge pages");
     g_autoptr(GString) ch = g_string_new("");
+    bool unbound = false;
     for (unsigned i = 0; i < p->channels && i < G_N_ELEMENTS(p->channel); i++) {
         const MfrThreadPlacement *t = &p->channel[i];
         g_string_append_printf(ch, "%s%d/%d%s", i ? " " : "", t->node, t->cpu,
                                t->bound ? "" : "*");
+        unbound |= !t->bound;
+    }
+    if (unbound) {
+        g_string_append(ch, " (*: not bound)");
     }
     if (p->numa_node >= 0) {
         fprintf(out, "placement: %s threads on NUMA node %d (%s); channels node/cpu: %s\n",

@@ -174,9 +174,11 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     /* one process, one set of transport options for both sides */
     dcfg.transport = scfg.transport;
     dcfg.registration_chunk = reg_chunk;
+    dcfg.numa_node = scfg.numa_node;
     dest = mfr_dest_new(&dcfg, &error);
     if (!dest) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        code = tool_exit_code(error);
         goto out;
     }
     fprintf(info, "destination: listening on %s\n", mfr_dest_uri(dest));
@@ -190,6 +192,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     src = mfr_source_new(&scfg, blocks, nblocks, mfr_guest_dirty_ops(), guest, &error);
     if (!src) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        code = tool_exit_code(error);
         goto out;
     }
 

@@ -124,6 +124,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
 {
     g_autofree char *token = NULL;
     g_autofree char *max_ram_arg = NULL;
+    g_autofree char *numa_arg = NULL;
     gboolean json = FALSE, thp = FALSE, no_thp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
@@ -138,6 +139,9 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
         { "max-ram", 0, 0, G_OPTION_ARG_STRING, &max_ram_arg,
           "Refuse a source whose blocks together exceed SIZE (default: this host's RAM + "
           "swap)", "SIZE" },
+        { "numa-node", 0, 0, G_OPTION_ARG_STRING, &numa_arg,
+          "NUMA node of the channel and registration threads and their buffers: N, auto (the "
+          "RDMA device's or NIC's node, else the memory's) or off (default auto)", "N|auto|off" },
         { "no-thp", 0, 0, G_OPTION_ARG_NONE, &no_thp,
           "Do not madvise(MADV_HUGEPAGE) the received blocks (default: do)", NULL },
         { "thp", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &thp,
@@ -157,6 +161,11 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     }
     if (code == TOOL_EXIT_OK && thp && no_thp) {
         code = tool_usage_error("listen", "--thp and --no-thp contradict");
+    }
+    g_autoptr(GError) numa_err = NULL;
+    if (code == TOOL_EXIT_OK && numa_arg &&
+        !tool_parse_numa_node("--numa-node", numa_arg, &cfg.numa_node, &numa_err)) {
+        code = tool_usage_error("listen", "%s", numa_err->message);
     }
     if (code == TOOL_EXIT_OK) {
         code = listen_serve(ctx, argv[1], json, !no_thp, max_ram, &cfg);

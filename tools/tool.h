@@ -72,7 +72,7 @@ bool tool_rdma_args_apply(const ToolRdmaArgs *a, MfrTransportConfig *t,
 
 /* Source-side options shared by demo and migrate. */
 typedef struct {
-    char *size, *dirty_rate, *mix, *transport, *address, *token, *max_bandwidth;
+    char *size, *dirty_rate, *mix, *transport, *address, *token, *max_bandwidth, *numa_node;
     ToolRdmaArgs rdma;
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
     gint64 seed;
@@ -96,6 +96,9 @@ bool tool_parse(GOptionContext *ctx, const char *cmd, int *argc, char ***argv);
 int tool_usage_error(const char *cmd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **error);
+/* --numa-node N|auto|off: a node (its existence is the library's check), MFR_NUMA_AUTO or
+ * MFR_NUMA_OFF. */
+bool tool_parse_numa_node(const char *opt, const char *text, int *out, GError **error);
 /* A rate in bytes per second: a size as tool_parse_size() reads it (125M, 1G, 500K, plain
  * bytes; binary suffixes), or 0 for unlimited. */
 bool tool_parse_rate(const char *opt, const char *text, uint64_t *out, GError **error);
