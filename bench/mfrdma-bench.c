@@ -28,7 +28,7 @@ typedef enum {
     M_GIBS_RAM, M_GIBS_WIRE, M_GIBS_TOTAL,
     M_SRC_CPU_GIB, M_SRC_CPU_GIB_XREG, M_DST_CPU_GIB, M_DST_CPU_GIB_XREG,
     M_SRC_REG_MS_GIB, M_DST_REG_MS_GIB, M_SRC_REG_CPU_GIB, M_DST_REG_CPU_GIB,
-    M_ZC_SENDS, M_ZC_COPIED,
+    M_ZC_SENDS, M_ZC_COPIED, M_DST_HUGE_PCT,
     M_BASE_GIBS_FRESH, M_BASE_GIBS_WARM, M_BASE_SRC_CPU_GIB, M_BASE_SRC_CPU_GIB_XREG,
     M_BASE_DST_CPU_GIB_FRESH, M_BASE_DST_CPU_GIB_FRESH_XREG, M_BASE_DST_CPU_GIB_WARM,
     M_BASE_SRC_REG_MS_GIB, M_BASE_DST_REG_MS_GIB, M_BASE_SRC_REG_CPU_GIB,
@@ -70,6 +70,8 @@ static const MetricInfo metrics[M_COUNT] = {
     [M_DST_REG_CPU_GIB] = { "dst_reg_cpu_s_per_gib", "destination registration CPU s per GiB" },
     [M_ZC_SENDS] = { "zerocopy_sends", "tcpzc: source sendmsg(MSG_ZEROCOPY) calls" },
     [M_ZC_COPIED] = { "zerocopy_copied", "tcpzc: of those, copied by the kernel anyway" },
+    [M_DST_HUGE_PCT] = { "dst_huge_pct", "percent of the destination's blocks on huge pages at "
+                                         "the end (MfrPlacement, from smaps)" },
     [M_BASE_GIBS_FRESH] = { "base_gib_s_fresh", "raw streams into fresh memory, GiB/s" },
     [M_BASE_GIBS_WARM] = { "base_gib_s_warm", "raw streams into warm memory, GiB/s" },
     [M_BASE_SRC_CPU_GIB] = { "base_src_cpu_s_per_gib", "raw sender CPU s per GiB (fresh run), "
@@ -321,6 +323,7 @@ typedef struct {
     double total_ms, setup_ms, reg_ms, downtime_ms, transfer_ms, cpu_s;
     uint64_t wire_bytes;
     double reg_cpu_s; /* NAN from an agent that does not report it */
+    double huge_bytes; /* likewise */
 } DestFigures;
 
 static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
@@ -376,9 +379,10 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
         return false;
     }
     df->reg_cpu_s = NAN;
-    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT " %lf", &df->total_ms,
+    df->huge_bytes = NAN;
+    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT " %lf %lf", &df->total_ms,
                &df->setup_ms, &df->reg_ms, &df->downtime_ms, &df->transfer_ms, &df->cpu_s,
-               &df->wire_bytes, &df->reg_cpu_s) < 7) {
+               &df->wire_bytes, &df->reg_cpu_s, &df->huge_bytes) < 7) {
         if (ok) {
             g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "agent: %s", line);
         } else if (g_str_has_prefix(line, "ERR ")) {
@@ -433,6 +437,7 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
     v[M_DST_REG_MS_GIB] = df.reg_ms / ram_gib;
     v[M_SRC_REG_CPU_GIB] = ss.registration_cpu_s / ram_gib;
     v[M_DST_REG_CPU_GIB] = df.reg_cpu_s / ram_gib;
+    v[M_DST_HUGE_PCT] = 100.0 * df.huge_bytes / (double)c->size;
     if (c->zerocopy) {
         v[M_ZC_SENDS] = (double)ss.zerocopy_sends;
         v[M_ZC_COPIED] = (double)ss.zerocopy_copied;

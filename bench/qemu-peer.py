@@ -9,7 +9,8 @@ with the same channels and the same --max-bandwidth, alternately, repetition by 
 so drift of the shared machine hits every mode alike. Each destination is on fresh memory
 the way it is by default: mfrdma-bench's agent maps fresh anonymous memory (MADV_HUGEPAGE
 unless --no-thp); QEMU's memory-backend-ram is fresh anonymous memory, which QEMU madvises
-for huge pages itself. The QEMU source maps the dumped file privately (share=off) and stays
+for huge pages itself. How much of each destination huge pages backed at the end is read
+from smaps (mfrdma: MfrPlacement; QEMU: its RAM mapping's AnonHugePages). The QEMU source maps the dumped file privately (share=off) and stays
 paused (-S): an idle guest, as mfrdma-bench's dirty rate 0. CPU: mfrdma's engine counts the
 CPU of its migration threads (MfrStats.cpu_s); for QEMU the process's CPU from
 /proc/PID/stat over the migration minus its vCPU threads (paused: none). Prints one
@@ -167,6 +168,8 @@ def mfrdma_run(bench, wd, size, mix, channels, cap, extra):
             "src_cpu_s": fig["src_cpu_s_per_gib"] * gib,
             "dst_cpu_s": fig["dst_cpu_s_per_gib"] * gib,
             "base_gib_s": fig["base_gib_s_fresh"],
+            "dst_huge_bytes": None if fig.get("dst_huge_pct") is None
+            else fig["dst_huge_pct"] / 100 * size,
             "base_src_cpu_s_per_gib": fig["base_src_cpu_s_per_gib"],
             "base_dst_cpu_s_per_gib": fig["base_dst_cpu_s_per_gib_fresh"]}
 
@@ -176,43 +179,58 @@ def med(runs, key):
     return statistics.median(vals) if vals else None
 
 
-def table(results, size, cap, channels, mix):
-    gib = size / GIB
-    capt = f"cap {cap / 1e6:.0f} MB/s" if cap else "no cap"
-    out = [f"| {size >> 20} MiB guest, mix {mix}, {channels} channels, {capt} | runs ok | "
-           "total ms | GiB/s (RAM / total) | wire MB | src CPU s/GiB | dst CPU s/GiB | "
-           "dst huge pages | GiB/s vs QEMU same compression |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    qemu_gibs = {}
-    for name, comp, runs in results:
-        t = med(runs, "total_ms")
-        if name.startswith("QEMU") and t:
-            qemu_gibs[comp] = gib / (t / 1000)
-    for name, comp, runs in results:
-        ok = [r for r in runs if r.get("status") == "completed"]
-        t = med(runs, "total_ms")
-        gibs = gib / (t / 1000) if t else None
-        w = med(runs, "wire_bytes")
-        sc, dc = med(runs, "src_cpu_s"), med(runs, "dst_cpu_s")
-        hb = med(runs, "dst_huge_bytes")
-        ratio = "-"
-        if name.startswith("mfrdma") and gibs and qemu_gibs.get(comp):
-            ratio = f"{gibs / qemu_gibs[comp]:.2f}x"
+def cap_label(cap):
+    return f"{cap / 1e6:.0f} MB/s" if cap else "none"
 
-        def f(v, fmt):
-            return "-" if v is None else fmt.format(v)
-        out.append(f"| {name} | {len(ok)}/{len(runs)} | {f(t, '{:.0f}')} | "
-                   f"{f(gibs, '{:.3f}')} | {f(w and w / 1e6, '{:.0f}')} | "
-                   f"{f(sc and sc / gib, '{:.2f}')} | {f(dc and dc / gib, '{:.2f}')} | "
-                   f"{f(hb and 100 * hb / size, '{:.0f}%') if hb is not None else 'madvised (smaps)' if name.startswith('mfrdma') else '-'} | "
-                   f"{ratio} |")
-    base = med(results[0][2], "base_gib_s")
+
+def table(results, size, channels, mix):
+    gib = size / GIB
+    out = [f"| {size >> 20} MiB guest, mix {mix}, {channels} channels | cap | runs ok | "
+           "total ms | GiB/s (RAM / total) | wire MB | src CPU s/GiB | dst CPU s/GiB | "
+           "dst huge pages | vs QEMU, same compression and cap: GiB/s, src CPU, dst CPU |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def figures(runs):
+        t = med(runs, "total_ms")
+        sc, dc = med(runs, "src_cpu_s"), med(runs, "dst_cpu_s")
+        return (gib / (t / 1000) if t else None, sc and sc / gib, dc and dc / gib)
+    qemu = {(comp, cap): figures(runs) for name, comp, cap, runs in results
+            if name.startswith("QEMU")}
+
+    def f(v, fmt):
+        return "-" if v is None else fmt.format(v)
+    for name, comp, cap, runs in results:
+        ok = [r for r in runs if r.get("status") == "completed"]
+        gibs, scg, dcg = figures(runs)
+        w = med(runs, "wire_bytes")
+        hb = med(runs, "dst_huge_bytes")
+        huge = "-" if hb is None else f"{100 * hb / size:.0f}%"
+        vs = "-"
+        q = qemu.get((comp, cap))
+        if name.startswith("mfrdma") and q and all(q) and gibs and scg and dcg:
+            vs = f"{gibs / q[0]:.2f}x, {scg / q[1]:.2f}x, {dcg / q[2]:.2f}x"
+        out.append(f"| {name} | {cap_label(cap)} | {len(ok)}/{len(runs)} | "
+                   f"{f(med(runs, 'total_ms'), '{:.0f}')} | {f(gibs, '{:.3f}')} | "
+                   f"{f(w and w / 1e6, '{:.0f}')} | {f(scg, '{:.2f}')} | {f(dcg, '{:.2f}')} | "
+                   f"{huge} | {vs} |")
+    mfr = [runs for name, comp, cap, runs in results if name.startswith("mfrdma") and not cap]
+    base = med(mfr[0], "base_gib_s") if mfr else None
     if base:
+        gibs = figures(mfr[0])[0]
         out.append("")
-        out.append(f"raw tcp baseline of the same runs ({channels} streams into fresh memory): "
-                   f"{base:.3f} GiB/s, sender {med(results[0][2], 'base_src_cpu_s_per_gib'):.2f}"
-                   f" / receiver {med(results[0][2], 'base_dst_cpu_s_per_gib'):.2f} CPU s/GiB")
+        out.append(f"raw tcp baseline of the same runs ({channels} streams into fresh memory, "
+                   f"uncapped): {base:.3f} GiB/s, sender "
+                   f"{med(mfr[0], 'base_src_cpu_s_per_gib'):.2f} / receiver "
+                   f"{med(mfr[0], 'base_dst_cpu_s_per_gib'):.2f} CPU s/GiB; uncapped mfrdma "
+                   f"(tcp) {gibs / base:.2f}x its GiB/s (guest RAM / total time: zero pages "
+                   "count, as for QEMU)")
     return "\n".join(out)
+
+
+def qemu_version(binary):
+    out = subprocess.run([binary, "--version"], stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r"version (\d+\.\d+)", out)
+    return m.group(1) if m else "?"
 
 
 def main():
@@ -224,8 +242,9 @@ def main():
     ap.add_argument("--size", type=parse_size, default=1 * GIB)
     ap.add_argument("--mix", default="40:40:20", help="random:compressible:zero percent")
     ap.add_argument("--channels", type=int, default=4)
-    ap.add_argument("--max-bandwidth", type=parse_size, default=0,
-                    help="bytes/s on the wire for both (binary suffixes: 125M); 0 = none")
+    ap.add_argument("--max-bandwidth", default="0",
+                    help="bytes/s on the wire for both (binary suffixes: 125M); 0 = none; "
+                         "comma-separated: every mode at every cap, e.g. 0,125M")
     ap.add_argument("--compress", default="none,zstd",
                     help="QEMU multifd compressions to run (none, zstd); mfrdma runs "
                          "uncompressed until its --compress exists")
@@ -236,7 +255,20 @@ def main():
     ap.add_argument("--json", help="write every run here")
     ap.add_argument("--no-thp", action="store_true",
                     help="mfrdma's destination without MADV_HUGEPAGE (QEMU's is its own)")
+    ap.add_argument("--table-from", metavar="JSON",
+                    help="only print the table of an earlier run's --json (same options)")
     args = ap.parse_args()
+    caps = [parse_size(c) for c in args.max_bandwidth.split(",") if c]
+    if args.table_from:
+        with open(args.table_from) as f:
+            runs = json.load(f)["runs"]
+        results = []
+        for key, r in runs.items():
+            name, _, cap = key.partition(" @ ")
+            results.append((name, "zstd" if "zstd" in name else "none",
+                            int(cap) if cap else caps[0], r))
+        print(table(results, args.size, args.channels, args.mix))
+        return
     if not os.access(args.qemu, os.X_OK):
         print(f"SKIP: {args.qemu} missing (scripts/setup.sh installs qemu-system-x86)")
         sys.exit(77)
@@ -251,38 +283,31 @@ def main():
         mfr_modes.append(("mfrdma (tcp, zstd)", "zstd"))
     modes = mfr_modes + [(f"QEMU {qemu_version(args.qemu)} multifd (tcp, {c})", c)
                          for c in comps]
-    results = [(n, c, []) for n, c in modes]
+    results = [(n, c, cap, []) for cap in caps for n, c in modes]
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="mfrdma-qemu-peer-", dir=base) as wd:
         ram = os.path.join(wd, "guest.ram")
         subprocess.run([bench, "-c", f"tcp/1/{args.size >> 20}M/{args.mix}/0",
                         "--dump-guest", ram], check=True)
         for rep in range(args.warmup + args.repeats):
-            for name, comp, runs in results:
+            for name, comp, cap, runs in results:
                 if name.startswith("mfrdma"):
                     e = extra + (["--compress", comp] if comp != "none" else [])
-                    r = mfrdma_run(bench, wd, args.size, args.mix, args.channels,
-                                   args.max_bandwidth, e)
+                    r = mfrdma_run(bench, wd, args.size, args.mix, args.channels, cap, e)
                 else:
-                    r = qemu_run(args.qemu, wd, ram, args.size, args.channels, comp,
-                                 args.max_bandwidth, args.timeout)
+                    r = qemu_run(args.qemu, wd, ram, args.size, args.channels, comp, cap,
+                                 args.timeout)
                 warm = rep < args.warmup
-                print(f"{'warm-up' if warm else 'run'} {rep + 1} {name}: {json.dumps(r)}",
-                      flush=True)
+                print(f"{'warm-up' if warm else 'run'} {rep + 1} {name} (cap "
+                      f"{cap_label(cap)}): {json.dumps(r)}", flush=True)
                 if not warm:
                     runs.append(r)
     print()
-    print(table(results, args.size, args.max_bandwidth, args.channels, args.mix))
+    print(table(results, args.size, args.channels, args.mix))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": sys.argv, "runs": {n: r for n, _, r in results}}, f,
-                      indent=1)
-
-
-def qemu_version(binary):
-    out = subprocess.run([binary, "--version"], stdout=subprocess.PIPE, text=True).stdout
-    m = re.search(r"version (\d+\.\d+)", out)
-    return m.group(1) if m else "?"
+            json.dump({"command": sys.argv,
+                       "runs": {f"{n} @ {cap}": r for n, _, cap, r in results}}, f, indent=1)
 
 
 if __name__ == "__main__":
