@@ -72,6 +72,9 @@ struct MfrDest {
     MfrStats stats_pub;
     MfrPlacement place;      /* like stats: session thread, published with them */
     MfrPlacement place_pub;
+    bool place_ready;        /* the session ended: place is final (session thread) */
+    bool place_final;        /* place_pub is final; under stats_lock */
+    bool place_measured;     /* its memory figures were read (get_placement()); likewise */
     GMutex stats_lock;
 };
 
@@ -103,6 +106,7 @@ static void dest_publish_stats(MfrDest *d)
     g_mutex_lock(&d->stats_lock);
     d->stats_pub = d->stats;
     d->place_pub = d->place;
+    d->place_final = d->place_ready;
     g_mutex_unlock(&d->stats_lock);
 }
 
@@ -829,8 +833,9 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
         mfr_placement_thread(&d->place, d->chan[i]->index, &d->chan[i]->place);
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
-    /* first touch is over: what backs the blocks now is what the migration wrote into */
-    mfr_placement_memory(&d->place, d->ram.blocks, d->ram.nblocks);
+    /* the memory figures are read when asked for (mfr_dest_get_placement()): reading smaps
+     * walks the page tables of all guest RAM, which must not delay the guest's resume */
+    d->place_ready = true;
 }
 
 /* Nothing of the session outlives run(): channels (QPs) first, then the registrations, so
@@ -1008,6 +1013,10 @@ void mfr_dest_get_stats(MfrDest *d, MfrStats *out)
 void mfr_dest_get_placement(MfrDest *d, MfrPlacement *out)
 {
     g_mutex_lock(&d->stats_lock);
+    if (d->place_final && !d->place_measured) {
+        mfr_placement_memory(&d->place_pub, d->ram.blocks, d->ram.nblocks);
+        d->place_measured = true;
+    }
     *out = d->place_pub;
     g_mutex_unlock(&d->stats_lock);
 }

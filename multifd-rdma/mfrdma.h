@@ -134,10 +134,13 @@ typedef struct {
 } MfrThreadPlacement;
 
 typedef struct {
+    /* Memory figures: read from /proc/self/smaps by the first get_placement() after the
+     * session ended (never inside it: on a large guest that takes a while), so the blocks
+     * must still be mapped then; zero before. */
     uint64_t ram_bytes;   /* this side's blocks */
-    /* Of those, bytes backed by huge pages when the session ended: the blocks' share of
-     * AnonHugePages (transparent huge pages) and of Private/Shared_Hugetlb (hugetlbfs) in
-     * /proc/self/smaps. Measured, not inferred from the THP setting. */
+    /* Of those, bytes backed by huge pages: the blocks' share of AnonHugePages (transparent
+     * huge pages) and of Private/Shared_Hugetlb (hugetlbfs). Measured, not inferred from
+     * the THP setting. */
     uint64_t huge_bytes;
     bool thp_advised;     /* every block lies in mappings madvised MADV_HUGEPAGE or hugetlbfs
                            * (VmFlags hg/ht) */
@@ -303,7 +306,8 @@ void mfr_source_set_max_bandwidth(MfrSource *src, uint64_t bytes_per_s);
 /* Thread-safe, any time: a consistent snapshot, taken at the end of start(), of every
  * barrier and of the session (final after run()/complete()/abort()). */
 void mfr_source_get_stats(MfrSource *src, MfrStats *out);
-/* Thread-safe, any time (since MFRDMA_0.3): final once the session ended (threads joined). */
+/* Thread-safe, any time (since MFRDMA_0.3): final once the session ended (threads joined);
+ * the first call after that reads the memory figures (MfrPlacement). */
 void mfr_source_get_placement(MfrSource *src, MfrPlacement *out);
 void mfr_source_free(MfrSource *src);
 
@@ -337,7 +341,8 @@ void mfr_dest_cancel(MfrDest *dst);
 /* Thread-safe, any time: a consistent snapshot, taken after setup and at the session's end
  * (final once mfr_dest_wait() returned or the eventfd fired). */
 void mfr_dest_get_stats(MfrDest *dst, MfrStats *out);
-/* Thread-safe, any time (since MFRDMA_0.3): final once mfr_dest_wait() returned. */
+/* Thread-safe, any time (since MFRDMA_0.3): final once mfr_dest_wait() returned; the first
+ * call after that reads the memory figures (MfrPlacement), so call it before unmapping. */
 void mfr_dest_get_placement(MfrDest *dst, MfrPlacement *out);
 /* Blocks as received (valid after run); n set to the count. */
 const MfrRamBlock *mfr_dest_blocks(MfrDest *dst, unsigned *n);

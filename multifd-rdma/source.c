@@ -72,6 +72,9 @@ struct MfrSource {
     MfrStats stats_pub;
     MfrPlacement place;     /* like stats: producer thread, published with them */
     MfrPlacement place_pub;
+    bool place_ready;        /* the session ended: place is final (producer thread) */
+    bool place_final;        /* place_pub is final; under stats_lock */
+    bool place_measured;     /* its memory figures were read (get_placement()); likewise */
     GMutex stats_lock;
 };
 
@@ -498,6 +501,7 @@ static void source_publish_stats(MfrSource *s)
     g_mutex_lock(&s->stats_lock);
     s->stats_pub = s->stats;
     s->place_pub = s->place;
+    s->place_final = s->place_ready;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -989,7 +993,9 @@ static void source_collect_stats(MfrSource *s)
         st->zerocopy_copied += xc.zerocopy_copied;
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
-    mfr_placement_memory(&s->place, s->blocks, s->nblocks);
+    /* the memory figures are read when asked for (mfr_source_get_placement()): reading
+     * smaps walks the page tables of all guest RAM, which must not delay complete() */
+    s->place_ready = true;
 }
 
 /* Nothing of the session outlives it: channels (QPs) first, then the registrations they
@@ -1314,6 +1320,10 @@ void mfr_source_get_stats(MfrSource *s, MfrStats *out)
 void mfr_source_get_placement(MfrSource *s, MfrPlacement *out)
 {
     g_mutex_lock(&s->stats_lock);
+    if (s->place_final && !s->place_measured) {
+        mfr_placement_memory(&s->place_pub, s->blocks, s->nblocks);
+        s->place_measured = true;
+    }
     *out = s->place_pub;
     g_mutex_unlock(&s->stats_lock);
 }

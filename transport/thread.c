@@ -45,6 +45,9 @@ static gpointer thread_start(gpointer opaque)
 {
     XpThreadStart st = *(XpThreadStart *)opaque;
     g_free(opaque);
+    if (st.node < 0 && !st.where) {
+        return st.fn(st.data); /* an unplaced thread pays nothing */
+    }
     bool numa = numa_available() >= 0;
     bool bound = false;
     if (numa && st.node >= 0) {
