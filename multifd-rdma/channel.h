@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include "compress.h"
 #include "engine.h"
 
 #include <semaphore.h>
@@ -33,6 +34,13 @@ typedef struct {
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
     unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */
     MfrFail *fail;
+    /* zstd negotiated (CAPS): packets may travel compressed. comp_raw_max is the largest raw
+     * payload one of them carries this session (max_pages * page_size, at most
+     * MFR_COMP_MAX_RAW): it sizes the channels' buffers. */
+    bool compress;
+    bool comp_adaptive;      /* source: auto */
+    int comp_level;          /* source */
+    uint64_t comp_raw_max;
 } MfrRamView;
 
 /* ---------------- source ---------------- */
@@ -62,6 +70,12 @@ struct MfrSendChannel {
     uint8_t msg[XP_MSG_MAX];
     XpSeg segs[MFR_MAX_PAGES_PER_PACKET];
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
+    /* compression (ram->compress): the channel's own context, output buffer and policy */
+    MfrCompressor *zc;
+    uint8_t *zbuf;         /* mfr_comp_bound(ram->comp_raw_max) bytes */
+    MfrCompPolicy policy;
+    MfrCompressionChannelStats zstats; /* written by the channel thread only */
+    struct iovec ziov[MFR_MAX_PAGES_PER_PACKET];
 };
 
 /* Takes ownership of xp (closed on failure); starts the channel's thread. */
@@ -140,6 +154,11 @@ struct MfrRecvChannel {
     uint8_t msg[XP_MSG_MAX];
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
     struct iovec iov[MFR_MAX_PAGES_PER_PACKET];
+    /* compression (ram->compress): the channel's own context and input buffer (stream
+     * transports read a compressed payload into it before decompressing into the pages) */
+    MfrDecompressor *zd;
+    uint8_t *zbuf;         /* mfr_comp_bound(ram->comp_raw_max) bytes */
+    MfrCompressionChannelStats zstats; /* written by the channel thread only */
 };
 
 /* Takes ownership of xp (closed on failure); starts the channel's thread. */

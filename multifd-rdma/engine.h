@@ -97,6 +97,13 @@ bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError *
 void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, bool control,
                               XpOptions *o);
 
+/* ---------- compression stats (stats.c) ---------- */
+
+/* Adds channel `index`'s counters to s (channel entry and total; channels grows to cover
+ * index) and recomputes the ratio. */
+void mfr_compression_stats_add(MfrCompressionStats *s, unsigned index,
+                               const MfrCompressionChannelStats *c);
+
 /* ---------- digest in pieces (digest.c) ---------- */
 
 /* mfr_digest() fed piece by piece: the destination verifies in slices between which it

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Source data channels: each thread takes the batch the producer handed over, detects zero
- * pages, coalesces contiguous data pages into segments and sends one packet (header part +
- * segments) through the transport. Mirrors recv.c section by section.
+ * pages, coalesces contiguous data pages into segments, compresses them when zstd was
+ * negotiated and it pays, and sends one packet (header part + segments) through the
+ * transport. Mirrors recv.c section by section.
  */
 #include "channel.h"
 
@@ -51,9 +52,96 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
     return nseg;
 }
 
-static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
+/* ---------- compression ---------- */
+
+/* Whether the packet's data pages (its nseg segments, raw bytes) go compressed: compressed
+ * into zbuf when eligible and the policy says try, kept when they shrank to 7/8 or less;
+ * *clen is then the frame's length. Counts the outcome. */
+static bool send_channel_compress(MfrSendChannel *c, unsigned nseg, uint64_t raw,
+                                  uint64_t *clen)
+{
+    if (!c->zc || raw == 0 || raw > c->ram->comp_raw_max) {
+        return false;
+    }
+    if (!mfr_comp_policy_try(&c->policy)) {
+        c->zstats.packets_skipped++;
+        return false;
+    }
+    for (unsigned i = 0; i < nseg; i++) {
+        c->ziov[i] = (struct iovec){ .iov_base = (void *)c->segs[i].addr,
+                                     .iov_len = c->segs[i].len };
+    }
+    double cpu0 = mfr_thread_cpu_s();
+    int64_t t0 = g_get_monotonic_time();
+    int64_t n = mfr_compress_iov(c->zc, c->ziov, nseg, raw, c->zbuf, MFR_COMP_MAX_KEEP(raw));
+    double wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
+    c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
+    /* a zstd failure (never seen: allocation is done) sends the pages as they are */
+    mfr_comp_policy_tried(&c->policy, raw, n > 0 ? (uint64_t)n : raw, wall_s);
+    c->zstats.pauses = c->policy.backoffs;
+    if (n <= 0) {
+        c->zstats.packets_not_shrunk++;
+        c->zstats.bytes_not_shrunk += raw;
+        return false;
+    }
+    c->zstats.packets++;
+    c->zstats.raw_bytes += raw;
+    c->zstats.compressed_bytes += (uint64_t)n;
+    *clen = (uint64_t)n;
+    return true;
+}
+
+/* ---------- packet sending ---------- */
+
+/* Hands the packet to the transport. A data packet is timed for the auto policy: how long
+ * its wire bytes take to leave is the link's speed as this channel sees it (a full socket
+ * buffer or missing credits count, and so must the wait of a bandwidth cap: it belongs
+ * inside this timed section). */
+static int send_channel_post(MfrSendChannel *c, size_t len, unsigned nseg, uint64_t wire)
+{
+    int64_t t0 = g_get_monotonic_time();
+    int r = xp_send_msg(c->xp, c->msg, len, c->segs, nseg);
+    if (r == 0 && c->zc && nseg) {
+        mfr_comp_policy_sent(&c->policy, wire, (double)(g_get_monotonic_time() - t0) / 1e6);
+    }
+    return r;
+}
+
+/* The data pages of b as segments (and the header's counts and offsets); compressed into
+ * one segment when that pays. Returns the segment count. */
+static unsigned send_channel_pages(MfrSendChannel *c, const MfrBatch *b, MfrPacketHdr *h)
 {
     const MfrRamView *ram = c->ram;
+    uint32_t ps = ram->page_size;
+    XpRemote *const *remotes = NULL;
+    uint64_t chunk_size = 0;
+    if (ram->remote) {
+        remotes = mfr_region_table_remotes(ram->remote, b->block);
+        chunk_size = mfr_region_table_map(ram->remote)->layout[b->block].chunk_size;
+    }
+    /* the source registers its blocks whole: chunk 0 is the block */
+    XpRegion *region = ram->local ? mfr_region_table_local(ram->local, b->block, 0) : NULL;
+    unsigned nseg = mfr_send_packet_layout(b, ram->blocks[b->block].host, ps,
+                                           ram->zero_detect, region, remotes, chunk_size,
+                                           c->offsets, &h->normal_pages, c->segs);
+    h->zero_pages = b->npages - h->normal_pages;
+    uint64_t raw = (uint64_t)h->normal_pages * ps;
+    h->payload_len = raw;
+    c->stats.pages += h->normal_pages;
+    c->stats.zero_pages += h->zero_pages;
+    c->stats.bytes += raw;
+    uint64_t clen;
+    if (send_channel_compress(c, nseg, raw, &clen)) {
+        h->flags |= MFR_PACKET_COMPRESSED;
+        h->payload_len = clen;
+        c->segs[0] = (XpSeg){ .addr = c->zbuf, .len = clen };
+        nseg = 1;
+    }
+    return nseg;
+}
+
+static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
+{
     MfrPacketHdr h = {
         .magic = MFR_PACKET_MAGIC,
         .version = MFR_WIRE_VERSION,
@@ -65,28 +153,11 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
     unsigned nseg = 0;
 
     if (!(b->flags & MFR_PACKET_SYNC)) {
-        uint32_t ps = ram->page_size;
-        XpRemote *const *remotes = NULL;
-        uint64_t chunk_size = 0;
-        if (ram->remote) {
-            remotes = mfr_region_table_remotes(ram->remote, b->block);
-            chunk_size = mfr_region_table_map(ram->remote)->layout[b->block].chunk_size;
-        }
-        /* the source registers its blocks whole: chunk 0 is the block */
-        XpRegion *region = ram->local ? mfr_region_table_local(ram->local, b->block, 0) : NULL;
-        nseg = mfr_send_packet_layout(b, ram->blocks[b->block].host, ps, ram->zero_detect,
-                                      region, remotes, chunk_size, c->offsets,
-                                      &h.normal_pages, c->segs);
-        h.zero_pages = b->npages - h.normal_pages;
-        h.payload_len = (uint64_t)h.normal_pages * ps;
-        c->stats.pages += h.normal_pages;
-        c->stats.zero_pages += h.zero_pages;
-        c->stats.bytes += h.payload_len;
+        nseg = send_channel_pages(c, b, &h);
     }
-
     size_t len = mfr_wire_pack_packet(&h, c->offsets, c->msg, sizeof(c->msg));
     g_assert(len > 0);
-    int r = xp_send_msg(c->xp, c->msg, len, c->segs, nseg);
+    int r = send_channel_post(c, len, nseg, len + h.payload_len);
     if (r < 0) {
         return r;
     }
@@ -97,7 +168,7 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
          * acknowledged, so an error completion fails the session now, with its status,
          * instead of the destination only seeing its QP flushed. The barrier waits for the
          * destination's ack anyway, so this costs no throughput. */
-        r = xp_channel_drain(c->xp, (int)ram->timeout_ms);
+        r = xp_channel_drain(c->xp, (int)c->ram->timeout_ms);
     }
     return r;
 }
@@ -145,6 +216,16 @@ MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRam
     c->ready = ready;
     c->batch = g_new0(MfrBatch, 1);
     sem_init(&c->go, 0, 0);
+    if (ram->compress) {
+        mfr_comp_policy_init(&c->policy, ram->comp_adaptive);
+        c->zc = mfr_compressor_new(ram->comp_level, error);
+        if (!c->zc) {
+            g_prefix_error(error, "source: channel %u: ", index);
+            mfr_send_channel_free(c);
+            return NULL;
+        }
+        c->zbuf = g_malloc(mfr_comp_bound(ram->comp_raw_max));
+    }
     g_autofree char *name = g_strdup_printf("mfr-send-%u", index);
     GError *terr = NULL;
     c->thread = xp_thread_new(name, send_channel_thread, c, &terr);
@@ -180,6 +261,8 @@ void mfr_send_channel_free(MfrSendChannel *c)
     }
     xp_channel_close(c->xp);
     sem_destroy(&c->go);
+    mfr_compressor_free(c->zc);
+    g_free(c->zbuf);
     g_free(c->batch);
     g_free(c);
 }

@@ -70,7 +70,12 @@ struct MfrSource {
      * thread reads one consistent snapshot */
     MfrStats stats;
     MfrStats stats_pub;
+    MfrCompressionStats zstats;     /* same rule as stats */
+    MfrCompressionStats zstats_pub;
     GMutex stats_lock;
+    /* mfr_source_set_compression(), before start */
+    MfrCompression comp_mode;
+    int comp_level;
 };
 
 /* ---------- failure ---------- */
@@ -240,7 +245,29 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     s->stats_pub = s->stats;
     s->round = 1;
     s->q_mask = page_size - 1;
+    s->comp_level = MFR_COMP_DEFAULT_LEVEL;
+    s->zstats.level = s->comp_level;
+    s->zstats_pub = s->zstats;
     return s;
+}
+
+bool mfr_source_set_compression(MfrSource *s, MfrCompression mode, int level, GError **error)
+{
+    if (s->started) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: compression set after mfr_source_start()");
+        return false;
+    }
+    if (!mfr_compression_check(mode, level, error)) {
+        g_prefix_error(error, "source: ");
+        return false;
+    }
+    s->comp_mode = mode;
+    s->comp_level = level ? level : MFR_COMP_DEFAULT_LEVEL;
+    s->zstats.mode = mode;
+    s->zstats.level = s->comp_level;
+    s->zstats_pub = s->zstats;
+    return true;
 }
 
 static void source_hello(MfrSource *s, MfrRole role, unsigned index, unsigned count,
@@ -282,7 +309,9 @@ static bool source_negotiate(MfrSource *s, GError **error)
     MfrCaps offer = {
         .page_size = s->ram.page_size,
         .zero_modes = s->cfg.zero_detect ? (MFR_ZERO_DETECT | MFR_ZERO_NONE) : MFR_ZERO_NONE,
-        .compression = MFR_COMP_NONE,
+        .compression = s->comp_mode == MFR_COMPRESSION_ZSTD ? MFR_COMP_ZSTD
+                     : s->comp_mode == MFR_COMPRESSION_AUTO ? (MFR_COMP_NONE | MFR_COMP_ZSTD)
+                     : MFR_COMP_NONE,
         .channels = s->cfg.channels,
         .max_channels = MFR_MAX_CHANNELS,
         .max_pages_per_packet = s->cfg.pages_per_packet,
@@ -317,6 +346,12 @@ static bool source_negotiate(MfrSource *s, GError **error)
     s->caps = c;
     s->ram.zero_detect = c.zero_modes == MFR_ZERO_DETECT;
     s->ram.max_pages = c.max_pages_per_packet;
+    s->ram.compress = c.compression == MFR_COMP_ZSTD;
+    s->ram.comp_adaptive = s->comp_mode == MFR_COMPRESSION_AUTO;
+    s->ram.comp_level = s->comp_level;
+    s->ram.comp_raw_max = MIN((uint64_t)c.max_pages_per_packet * c.page_size,
+                              (uint64_t)MFR_COMP_MAX_RAW);
+    s->zstats.negotiated = s->ram.compress;
     return true;
 }
 
@@ -486,6 +521,7 @@ static void source_publish_stats(MfrSource *s)
 {
     g_mutex_lock(&s->stats_lock);
     s->stats_pub = s->stats;
+    s->zstats_pub = s->zstats;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -957,6 +993,7 @@ static void source_collect_stats(MfrSource *s)
     st->cpu_s = s->cpu_s + mfr_control_cpu_s(s->ctl) + s->reg_helper_cpu_s;
     st->normal_pages = st->zero_pages = st->packets = st->wire_bytes = 0;
     st->zerocopy_sends = st->zerocopy_copied = 0;
+    s->zstats.total = (MfrCompressionChannelStats){ 0 };
     double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
                         1e-6);
     for (unsigned i = 0; i < s->nchan && i < G_N_ELEMENTS(st->channel); i++) {
@@ -968,6 +1005,7 @@ static void source_collect_stats(MfrSource *s)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
+        mfr_compression_stats_add(&s->zstats, i, &s->chan[i]->zstats);
         XpCounters xc;
         xp_channel_counters(s->chan[i]->xp, &xc); /* zeros without counters */
         st->zerocopy_sends += xc.zerocopy_sends;
@@ -1287,6 +1325,13 @@ void mfr_source_get_stats(MfrSource *s, MfrStats *out)
 {
     g_mutex_lock(&s->stats_lock);
     *out = s->stats_pub;
+    g_mutex_unlock(&s->stats_lock);
+}
+
+void mfr_source_get_compression_stats(MfrSource *s, MfrCompressionStats *out)
+{
+    g_mutex_lock(&s->stats_lock);
+    *out = s->zstats_pub;
     g_mutex_unlock(&s->stats_lock);
 }
 

@@ -165,8 +165,9 @@ typedef struct {
 /* ---------- channel packets ---------- */
 
 enum {
-    MFR_PACKET_SYNC = 1u << 0, /* end of round: no pages; round says which */
-    MFR_PACKET_FLAGS_ALL = MFR_PACKET_SYNC,
+    MFR_PACKET_SYNC = 1u << 0,       /* end of round: no pages; round says which */
+    MFR_PACKET_COMPRESSED = 1u << 1, /* payload is one zstd frame of the normal pages */
+    MFR_PACKET_FLAGS_ALL = MFR_PACKET_SYNC | MFR_PACKET_COMPRESSED,
 };
 
 typedef struct {
@@ -178,11 +179,13 @@ typedef struct {
     uint32_t block;         /* index in the announced block list */
     uint32_t normal_pages;  /* pages with data */
     uint32_t zero_pages;    /* pages the destination must see as zero */
-    uint32_t reserved;      /* must be 0 */
-    uint64_t payload_len;   /* normal_pages * page_size in v1 */
+    uint32_t slot;          /* COMPRESSED on a placed transport: the staging slot the
+                             * payload was written to; else 0 */
+    uint64_t payload_len;   /* normal_pages * page_size; COMPRESSED: the frame's length */
 } MfrPacketHdr;
 /* On the wire the header is followed by normal_pages + zero_pages u64 block offsets
- * (normal first), then (stream transports) payload_len bytes of page data. */
+ * (normal first), then (stream transports) payload_len bytes of page data, or of the zstd
+ * frame that decompresses to them (COMPRESSED). */
 
 /* What the receiver validates a packet against. */
 typedef struct {
@@ -192,6 +195,8 @@ typedef struct {
     uint32_t max_pages;        /* negotiated max_pages_per_packet */
     uint64_t expect_packet_num;
     uint64_t expect_round;     /* a page packet's round must equal it; SYNC too */
+    bool compressed;           /* zstd negotiated: COMPRESSED packets are allowed */
+    uint32_t slots;            /* staging slots of a placed transport; 0: stream */
 } MfrPacketLimits;
 
 /* ---------- pack / unpack ----------
@@ -266,7 +271,9 @@ size_t mfr_wire_pack_packet(const MfrPacketHdr *h, const uint64_t *offsets, uint
                             size_t cap);
 /* Validates the header and every offset against lim (known flags, packet number and round as
  * expected, block index, counts <= max_pages, message length, payload_len, alignment and
- * offset + page_size <= block length). offsets must hold lim->max_pages entries. */
+ * offset + page_size <= block length; COMPRESSED: negotiated, raw size <= MFR_COMP_MAX_RAW,
+ * 1 <= payload_len <= mfr_comp_bound(raw), slot < lim->slots). offsets must hold
+ * lim->max_pages entries. */
 bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimits *lim,
                             MfrPacketHdr *h, uint64_t *offsets, GError **error);
 

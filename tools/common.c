@@ -258,6 +258,7 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->transport);
     g_free(a->address);
     g_free(a->token);
+    g_free(a->compress);
     tool_rdma_args_clear(&a->rdma);
 }
 
@@ -297,6 +298,12 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
+        { "compress", 0, 0, G_OPTION_ARG_STRING, &a->compress,
+          "zstd on the data channels: off, zstd (every packet; the destination must accept "
+          "it) or auto (per packet, while it pays; off if the destination refuses) "
+          "(default off)", "MODE" },
+        { "compress-level", 0, 0, G_OPTION_ARG_INT, &a->compress_level,
+          "zstd level; negative levels are faster (default 1)", "N" },
         G_OPTION_ENTRY_NULL,
     };
     const GOptionEntry xport[] = {
@@ -415,11 +422,35 @@ bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
     return true;
 }
 
-bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
+bool tool_parse_compress(const char *text, gint level, MfrCompression def, MfrCompression *mode,
+                         GError **error)
+{
+    *mode = def;
+    if (text && !mfr_compression_parse(text, mode, error)) {
+        g_prefix_error(error, "--compress: ");
+        return false;
+    }
+    if (!mfr_compression_check(*mode, level, error)) {
+        g_prefix_error(error, "--compress-level: ");
+        return false;
+    }
+    return true;
+}
+
+bool tool_source_compression(const ToolSourceArgs *a, MfrSource *src, GError **error)
+{
+    return mfr_source_set_compression(src, a->comp_mode, a->compress_level, error);
+}
+
+bool tool_source_args_apply(ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
                             uint64_t *registration_chunk, GError **error)
 {
     mfr_guest_options_init(go);
     mfr_source_config_init(cfg);
+    if (!tool_parse_compress(a->compress, a->compress_level, MFR_COMPRESSION_OFF,
+                             &a->comp_mode, error)) {
+        return false;
+    }
     if (a->size && !tool_parse_size("--size", a->size, &go->size, error)) {
         return false;
     }
@@ -749,6 +780,67 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, boo
     fflush(out);
 }
 
+static void comp_row(FILE *out, const char *label, const MfrCompressionStats *src,
+                     const MfrCompressionStats *dst, size_t off, bool is_double)
+{
+    fprintf(out, "  %-22s", label);
+    const MfrCompressionStats *sides[2] = { src, dst };
+    for (unsigned i = 0; i < 2; i++) {
+        if (!sides[i]) {
+            continue;
+        }
+        const char *base = (const char *)&sides[i]->total + off;
+        if (is_double) {
+            fprintf(out, " %14.2f", *(const double *)base);
+        } else {
+            fprintf(out, " %14" G_GUINT64_FORMAT, *(const uint64_t *)base);
+        }
+    }
+    fputc('\n', out);
+}
+
+void tool_print_compression(FILE *out, const MfrCompressionStats *src,
+                            const MfrCompressionStats *dst)
+{
+    if (!(src && src->negotiated) && !(dst && dst->negotiated)) {
+        if (src && src->mode != MFR_COMPRESSION_OFF) {
+            fprintf(out, "compression: %s requested, the destination refused it: none used\n",
+                    mfr_compression_str(src->mode));
+        }
+        return;
+    }
+    if (src) {
+        fprintf(out, "compression: %s, zstd level %d\n", mfr_compression_str(src->mode),
+                src->level);
+    }
+    fprintf(out, "  %-22s", "");
+    if (src) {
+        fprintf(out, " %14s", "source");
+    }
+    if (dst) {
+        fprintf(out, " %14s", "destination");
+    }
+    fputc('\n', out);
+    typedef MfrCompressionChannelStats Z;
+    comp_row(out, "compressed packets", src, dst, G_STRUCT_OFFSET(Z, packets), false);
+    comp_row(out, "raw bytes", src, dst, G_STRUCT_OFFSET(Z, raw_bytes), false);
+    comp_row(out, "compressed bytes", src, dst, G_STRUCT_OFFSET(Z, compressed_bytes), false);
+    fprintf(out, "  %-22s", "ratio (raw/compressed)");
+    if (src) {
+        fprintf(out, " %14.2f", src->ratio);
+    }
+    if (dst) {
+        fprintf(out, " %14.2f", dst->ratio);
+    }
+    fputc('\n', out);
+    comp_row(out, "sent raw: no shrink", src, dst, G_STRUCT_OFFSET(Z, packets_not_shrunk), false);
+    comp_row(out, "sent raw: auto paused", src, dst, G_STRUCT_OFFSET(Z, packets_skipped), false);
+    comp_row(out, "auto pauses", src, dst, G_STRUCT_OFFSET(Z, pauses), false);
+    comp_row(out, "zstd CPU s", src, dst, G_STRUCT_OFFSET(Z, cpu_s), true);
+    fputc('\n', out);
+    fflush(out);
+}
+
 static void json_string(GString *s, const char *text)
 {
     g_string_append_c(s, '"');
@@ -764,8 +856,24 @@ static void json_string(GString *s, const char *text)
     g_string_append_c(s, '"');
 }
 
+/* A side's stats object, with its compression stats inside as "compression". */
+static void json_side(GString *s, const char *side, const MfrStats *st,
+                      const MfrCompressionStats *z)
+{
+    g_autofree char *j = mfr_stats_to_json(st, side);
+    g_string_append_printf(s, ",\"%s\":", side);
+    if (!z) {
+        g_string_append(s, j);
+        return;
+    }
+    g_autofree char *zj = mfr_compression_stats_to_json(z);
+    g_string_append_len(s, j, (gssize)strlen(j) - 1); /* without its closing brace */
+    g_string_append_printf(s, ",\"compression\":%s}", zj);
+}
+
 void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
-                     const GError *error, const char *memcmp_result)
+                     const GError *error, const char *memcmp_result,
+                     const MfrCompressionStats *zsrc, const MfrCompressionStats *zdst)
 {
     g_autoptr(GString) s = g_string_new("{\"version\":");
     json_string(s, MFR_VERSION);
@@ -782,12 +890,10 @@ void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const 
         json_string(s, memcmp_result);
     }
     if (src) {
-        g_autofree char *j = mfr_stats_to_json(src, "source");
-        g_string_append_printf(s, ",\"source\":%s", j);
+        json_side(s, "source", src, zsrc);
     }
     if (dst) {
-        g_autofree char *j = mfr_stats_to_json(dst, "destination");
-        g_string_append_printf(s, ",\"destination\":%s", j);
+        json_side(s, "destination", dst, zdst);
     }
     g_string_append(s, "}\n");
     fputs(s->str, out);

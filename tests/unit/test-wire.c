@@ -781,7 +781,7 @@ static void test_packet_roundtrip(void)
     g_assert_cmpuint(out.block, ==, 1);
     g_assert_cmpuint(out.normal_pages, ==, 2);
     g_assert_cmpuint(out.zero_pages, ==, 1);
-    g_assert_cmpuint(out.reserved, ==, 0);
+    g_assert_cmpuint(out.slot, ==, 0);
     g_assert_cmpuint(out.payload_len, ==, 8192);
     g_assert_cmpmem(off, sizeof(sample_offsets), sample_offsets, sizeof(sample_offsets));
 }
@@ -1157,9 +1157,11 @@ static const BadCase bad_cases[] = {
     { "packet/bad_version", MSG_PACKET, 4, 2, 0xffff, 0, NULL,
       "packet: version 65535, only version 1 is supported" },
     { "packet/bad_flags", MSG_PACKET, 6, 2, 0x8001, 0, NULL,
-      "packet: flags 0x8001 has bits outside the known 0x0001" },
-    { "packet/bad_reserved", MSG_PACKET, 36, 4, 1, 0, NULL,
-      "packet: reserved 0x00000001, must be 0" },
+      "packet: flags 0x8001 has bits outside the known 0x0003" },
+    { "packet/bad_slot_uncompressed", MSG_PACKET, 36, 4, 1, 0, NULL,
+      "packet: slot 1 in a packet without flag COMPRESSED, must be 0" },
+    { "packet/bad_compressed_not_negotiated", MSG_PACKET, 6, 2, MFR_PACKET_COMPRESSED, 0, NULL,
+      "packet: flag COMPRESSED, but compression was not negotiated" },
     { "packet/bad_packet_num_old", MSG_PACKET, 8, 8, 2, 0, NULL,
       "packet: number 2, expected 3" },
     { "packet/bad_packet_num_skip", MSG_PACKET, 8, 8, UINT64_MAX, 0, NULL,
