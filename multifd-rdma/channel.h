@@ -38,6 +38,7 @@ typedef struct {
      * payload one of them carries this session (max_pages * page_size, at most
      * MFR_COMP_MAX_RAW): it sizes the channels' buffers. */
     bool compress;
+    XpDomain *dom;           /* compress over a placed transport: for the staging rings */
     bool comp_adaptive;      /* source: auto */
     int comp_level;          /* source */
     uint64_t comp_raw_max;
@@ -72,10 +73,20 @@ struct MfrSendChannel {
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
     /* compression (ram->compress): the channel's own context, output buffer and policy */
     MfrCompressor *zc;
-    uint8_t *zbuf;         /* mfr_comp_bound(ram->comp_raw_max) bytes */
+    uint8_t *zbuf;         /* stream: one slot; placed: `slots` slots, registered */
+    size_t zslot;          /* bytes per slot: mfr_comp_slot_size(ram->comp_raw_max) */
     MfrCompPolicy policy;
     MfrCompressionChannelStats zstats; /* written by the channel thread only */
     struct iovec ziov[MFR_MAX_PAGES_PER_PACKET];
+    /* placed transport: the destination's staging ring. Local slot i is written into remote
+     * slot i and stays busy until the destination returns it (CREDIT): its WRITE has then
+     * been read out of local memory too. used/freed: slots taken / returned, cumulative. */
+    XpRegion *zregion;
+    XpRemote *ring;
+    uint32_t slots;
+    uint64_t used, freed;
+    uint8_t rmsg[XP_MSG_MAX];
+    atomic_bool inject_bad_frame; /* test seam: the next compressed frame is garbage */
 };
 
 /* Takes ownership of xp (closed on failure); starts the channel's thread. */
@@ -157,8 +168,15 @@ struct MfrRecvChannel {
     /* compression (ram->compress): the channel's own context and input buffer (stream
      * transports read a compressed payload into it before decompressing into the pages) */
     MfrDecompressor *zd;
-    uint8_t *zbuf;         /* mfr_comp_bound(ram->comp_raw_max) bytes */
+    uint8_t *zbuf;         /* stream: mfr_comp_bound(ram->comp_raw_max) bytes */
     MfrCompressionChannelStats zstats; /* written by the channel thread only */
+    /* placed transport: this channel's staging ring, remotely writable by the source; slots
+     * are taken in order, each returned (CREDIT) once decompressed */
+    uint8_t *ring;         /* slots * zslot bytes */
+    XpRegion *ring_region;
+    uint32_t slots;
+    size_t zslot;
+    uint64_t freed;
 };
 
 /* Takes ownership of xp (closed on failure); starts the channel's thread. */

@@ -28,6 +28,11 @@ size_t mfr_comp_bound(uint64_t raw)
     return ZSTD_compressBound((size_t)MIN(raw, (uint64_t)MFR_COMP_MAX_RAW));
 }
 
+size_t mfr_comp_slot_size(uint64_t raw_max)
+{
+    return (mfr_comp_bound(raw_max) + 63) & ~(size_t)63;
+}
+
 bool mfr_comp_level_ok(int level, int *min, int *max)
 {
     *min = ZSTD_minCLevel();

@@ -24,6 +24,9 @@ G_BEGIN_DECLS
 
 /* Largest compressed payload of raw bytes (ZSTD_compressBound()); raw <= MFR_COMP_MAX_RAW. */
 size_t mfr_comp_bound(uint64_t raw);
+/* Bytes of one staging slot for packets of up to raw_max raw bytes: the bound, rounded up to
+ * a cache line. Both sides compute it; a destination's ring must have exactly this size. */
+size_t mfr_comp_slot_size(uint64_t raw_max);
 /* Whether level is a zstd compression level of the linked library (negative: faster). */
 bool mfr_comp_level_ok(int level, int *min, int *max);
 

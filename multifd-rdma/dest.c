@@ -163,6 +163,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
         mfr_dest_free(d);
         return NULL;
     }
+    d->ram.dom = d->dom;
     d->listener = xp_listen(d->dom, host, port, &xerr);
     if (!d->listener) {
         /* the transport's message says "cannot listen on URI: cause" */

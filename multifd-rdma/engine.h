@@ -238,6 +238,10 @@ bool mfr_source_inject_fault(MfrSource *src, unsigned channel, int err);
 /* The next pages channel `channel` writes fail in the device with an error completion
  * (transport inject_completion_error). False without the channel or the seam. */
 bool mfr_source_inject_completion_error(MfrSource *src, unsigned channel);
+/* The next frame channel `channel` compresses goes out without its zstd magic, so the
+ * destination must refuse it (MFR_ERROR_PROTOCOL). False without the channel or without
+ * compression. Thread-safe. */
+bool mfr_source_inject_bad_frame(MfrSource *src, unsigned channel);
 /* Before run(): the destination's registration of chunk `chunk` of block `block` (in announce
  * order) fails, as a failed ibv_reg_mr() would. */
 void mfr_dest_inject_register_failure(MfrDest *dst, unsigned block, uint32_t chunk);

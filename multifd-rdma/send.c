@@ -58,22 +58,15 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
  * into zbuf when eligible and the policy says try, kept when they shrank to 7/8 or less;
  * *clen is then the frame's length. Counts the outcome. */
 static bool send_channel_compress(MfrSendChannel *c, unsigned nseg, uint64_t raw,
-                                  uint64_t *clen)
+                                  uint8_t *out, uint64_t *clen)
 {
-    if (!c->zc || raw == 0 || raw > c->ram->comp_raw_max) {
-        return false;
-    }
-    if (!mfr_comp_policy_try(&c->policy)) {
-        c->zstats.packets_skipped++;
-        return false;
-    }
     for (unsigned i = 0; i < nseg; i++) {
         c->ziov[i] = (struct iovec){ .iov_base = (void *)c->segs[i].addr,
                                      .iov_len = c->segs[i].len };
     }
     double cpu0 = mfr_thread_cpu_s();
     int64_t t0 = g_get_monotonic_time();
-    int64_t n = mfr_compress_iov(c->zc, c->ziov, nseg, raw, c->zbuf, MFR_COMP_MAX_KEEP(raw));
+    int64_t n = mfr_compress_iov(c->zc, c->ziov, nseg, raw, out, MFR_COMP_MAX_KEEP(raw));
     double wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
     c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
     /* a zstd failure (never seen: allocation is done) sends the pages as they are */
@@ -88,7 +81,75 @@ static bool send_channel_compress(MfrSendChannel *c, unsigned nseg, uint64_t raw
     c->zstats.raw_bytes += raw;
     c->zstats.compressed_bytes += (uint64_t)n;
     *clen = (uint64_t)n;
+    if (atomic_exchange(&c->inject_bad_frame, false)) {
+        memset(out, 0xa5, 4); /* no zstd magic: the destination must refuse the frame */
+    }
     return true;
+}
+
+/* ---------- staging ring (placed transports) ---------- */
+
+/* The channel's first message: the destination's ring. Its slots are imported, and as many
+ * local ones (the compression buffer) registered. */
+static bool send_channel_ring_setup(MfrSendChannel *c, GError **error)
+{
+    const MfrRamView *ram = c->ram;
+    size_t len = 0;
+    int r = xp_recv_msg(c->xp, c->rmsg, sizeof(c->rmsg), &len, (int)ram->timeout_ms);
+    if (r < 0) {
+        g_set_error(error, MFR_ERROR, r == -ETIMEDOUT ? MFR_ERROR_TIMEOUT : MFR_ERROR_TRANSPORT,
+                    "source: channel %u to %s: no staging ring from the destination: %s",
+                    c->index, xp_channel_peer(c->xp), g_strerror(-r));
+        return false;
+    }
+    MfrRingMsg m;
+    if (!mfr_wire_unpack_ring(c->rmsg, len, MFR_RING_DESC, c->zslot, c->zslot, &m, error)) {
+        g_prefix_error(error, "source: channel %u from %s: ", c->index, xp_channel_peer(c->xp));
+        return false;
+    }
+    c->slots = m.slots;
+    GError *xerr = NULL;
+    g_autofree char *what = g_strdup_printf("source: channel %u: staging ring", c->index);
+    if (!xp_remote_import(ram->dom, m.desc, (uint64_t)m.slots * c->zslot, &c->ring, &xerr)) {
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
+    }
+    c->zbuf = g_realloc(c->zbuf, m.slots * c->zslot);
+    if (!xp_region_register(ram->dom, c->zbuf, m.slots * c->zslot, XP_REGION_LOCAL,
+                            &c->zregion, &xerr)) {
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
+    }
+    return true;
+}
+
+/* Returns when a slot is free (reading CREDITs while none is), 0; or the transport's error,
+ * or -EBADMSG once the session failed here with the reason (a bad CREDIT, none in time). */
+static int send_channel_slot(MfrSendChannel *c)
+{
+    while (c->used - c->freed >= c->slots) {
+        size_t len = 0;
+        int r = xp_recv_msg(c->xp, c->rmsg, sizeof(c->rmsg), &len, (int)c->ram->timeout_ms);
+        if (r == -ETIMEDOUT) {
+            mfr_fail(c->ram->fail, MFR_ERROR_TIMEOUT, "source: channel %u to %s: no staging "
+                     "slot returned within %u ms", c->index, xp_channel_peer(c->xp),
+                     c->ram->timeout_ms);
+            return -EBADMSG;
+        }
+        if (r < 0) {
+            return r;
+        }
+        MfrRingMsg m;
+        g_autoptr(GError) err = NULL;
+        if (!mfr_wire_unpack_ring(c->rmsg, len, MFR_RING_CREDIT, c->freed + 1, c->used, &m,
+                                  &err)) {
+            mfr_fail(c->ram->fail, MFR_ERROR_PROTOCOL, "source: channel %u from %s: %s",
+                     c->index, xp_channel_peer(c->xp), err->message);
+            return -EBADMSG;
+        }
+        c->freed = m.freed;
+    }
+    return 0;
 }
 
 /* ---------- packet sending ---------- */
@@ -107,9 +168,46 @@ static int send_channel_post(MfrSendChannel *c, size_t len, unsigned nseg, uint6
     return r;
 }
 
+/* The packet compressed into one segment when eligible, tried and shrunk: into the next
+ * staging slot over a placed transport (its remote twin the target), else the buffer. Returns
+ * the segment count, < 0 on failure. */
+static int send_channel_compressed(MfrSendChannel *c, MfrPacketHdr *h, unsigned nseg,
+                                   uint64_t raw)
+{
+    if (!c->zc || raw == 0 || raw > c->ram->comp_raw_max) {
+        return (int)nseg;
+    }
+    if (!mfr_comp_policy_try(&c->policy)) {
+        c->zstats.packets_skipped++;
+        return (int)nseg;
+    }
+    uint32_t slot = 0;
+    if (c->ring) {
+        int r = send_channel_slot(c);
+        if (r < 0) {
+            return r;
+        }
+        slot = (uint32_t)(c->used % c->slots);
+    }
+    uint8_t *out = c->zbuf + slot * c->zslot;
+    uint64_t clen;
+    if (!send_channel_compress(c, nseg, raw, out, &clen)) {
+        return (int)nseg;
+    }
+    h->flags |= MFR_PACKET_COMPRESSED;
+    h->payload_len = clen;
+    c->segs[0] = (XpSeg){ .addr = out, .len = clen, .region = c->zregion, .remote = c->ring,
+                          .remote_offset = slot * c->zslot };
+    if (c->ring) {
+        h->slot = slot;
+        c->used++;
+    }
+    return 1;
+}
+
 /* The data pages of b as segments (and the header's counts and offsets); compressed into
- * one segment when that pays. Returns the segment count. */
-static unsigned send_channel_pages(MfrSendChannel *c, const MfrBatch *b, MfrPacketHdr *h)
+ * one segment when that pays. Returns the segment count, < 0 on failure. */
+static int send_channel_pages(MfrSendChannel *c, const MfrBatch *b, MfrPacketHdr *h)
 {
     const MfrRamView *ram = c->ram;
     uint32_t ps = ram->page_size;
@@ -130,14 +228,7 @@ static unsigned send_channel_pages(MfrSendChannel *c, const MfrBatch *b, MfrPack
     c->stats.pages += h->normal_pages;
     c->stats.zero_pages += h->zero_pages;
     c->stats.bytes += raw;
-    uint64_t clen;
-    if (send_channel_compress(c, nseg, raw, &clen)) {
-        h->flags |= MFR_PACKET_COMPRESSED;
-        h->payload_len = clen;
-        c->segs[0] = (XpSeg){ .addr = c->zbuf, .len = clen };
-        nseg = 1;
-    }
-    return nseg;
+    return send_channel_compressed(c, h, nseg, raw);
 }
 
 static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
@@ -150,14 +241,17 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
         .round = b->round,
         .block = b->block,
     };
-    unsigned nseg = 0;
+    int nseg = 0;
 
     if (!(b->flags & MFR_PACKET_SYNC)) {
         nseg = send_channel_pages(c, b, &h);
+        if (nseg < 0) {
+            return nseg;
+        }
     }
     size_t len = mfr_wire_pack_packet(&h, c->offsets, c->msg, sizeof(c->msg));
     g_assert(len > 0);
-    int r = send_channel_post(c, len, nseg, len + h.payload_len);
+    int r = send_channel_post(c, len, (unsigned)nseg, len + h.payload_len);
     if (r < 0) {
         return r;
     }
@@ -190,7 +284,8 @@ static gpointer send_channel_thread(gpointer opaque)
         }
         if (!mfr_failed(c->ram->fail)) {
             int r = send_channel_packet(c, c->batch);
-            if (r < 0 && !atomic_load(&c->quit)) {
+            /* -EBADMSG: failed here already, with the reason */
+            if (r < 0 && r != -EBADMSG && !atomic_load(&c->quit)) {
                 g_autofree char *what = g_strdup_printf("channel %u to %s", c->index,
                                                         xp_channel_peer(c->xp));
                 mfr_fail_transport(c->ram->fail, what, r, xp_channel_error_detail(c->xp));
@@ -224,7 +319,12 @@ MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRam
             mfr_send_channel_free(c);
             return NULL;
         }
-        c->zbuf = g_malloc(mfr_comp_bound(ram->comp_raw_max));
+        c->zslot = mfr_comp_slot_size(ram->comp_raw_max);
+        c->zbuf = g_malloc(c->zslot);
+        if (xp_channel_has_cap(xp, XP_CAP_PLACED_PAYLOAD) && !send_channel_ring_setup(c, error)) {
+            mfr_send_channel_free(c);
+            return NULL;
+        }
     }
     g_autofree char *name = g_strdup_printf("mfr-send-%u", index);
     GError *terr = NULL;
@@ -261,6 +361,9 @@ void mfr_send_channel_free(MfrSendChannel *c)
     }
     xp_channel_close(c->xp);
     sem_destroy(&c->go);
+    /* after the channel: no WRITE of the staging buffer is in flight any more */
+    xp_remote_free(c->ram->dom, c->ring);
+    xp_region_deregister(c->ram->dom, c->zregion);
     mfr_compressor_free(c->zc);
     g_free(c->zbuf);
     g_free(c->batch);

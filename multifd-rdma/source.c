@@ -957,6 +957,7 @@ static bool source_setup(MfrSource *s, GError **error)
         g_propagate_error(error, mfr_error_from_xp(xerr, "source"));
         return false;
     }
+    s->ram.dom = s->dom;
     XpChannel *ch = source_connect(s, MFR_ROLE_CONTROL, 0, s->cfg.channels, error);
     if (!ch) {
         return false;
@@ -1300,6 +1301,18 @@ bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
     g_mutex_lock(&s->lock);
     if (channel < s->nchan && s->chan[channel]) {
         ok = xp_inject_fault(s->chan[channel]->xp, err);
+    }
+    g_mutex_unlock(&s->lock);
+    return ok;
+}
+
+bool mfr_source_inject_bad_frame(MfrSource *s, unsigned channel)
+{
+    bool ok = false;
+    g_mutex_lock(&s->lock);
+    if (channel < s->nchan && s->chan[channel] && s->chan[channel]->zc) {
+        atomic_store(&s->chan[channel]->inject_bad_frame, true);
+        ok = true;
     }
     g_mutex_unlock(&s->lock);
     return ok;

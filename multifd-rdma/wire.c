@@ -1075,3 +1075,85 @@ bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimit
     *h = v;
     return true;
 }
+
+/* ---------- staging ring ---------- */
+
+enum {
+    RING_MAGIC = 0,
+    RING_VERSION = 4,
+    RING_TYPE = 6,
+    RING_SLOTS = 8,
+    RING_SLOT_SIZE = 12,
+    RING_FREED = 16,
+    RING_DESC = 24,
+};
+G_STATIC_ASSERT(RING_DESC + MFR_REGION_DESC_SIZE == MFR_RING_MSG_SIZE);
+
+void mfr_wire_pack_ring(const MfrRingMsg *m, uint8_t buf[MFR_RING_MSG_SIZE])
+{
+    put_u32(buf + RING_MAGIC, m->magic);
+    put_u16(buf + RING_VERSION, m->version);
+    put_u16(buf + RING_TYPE, m->type);
+    put_u32(buf + RING_SLOTS, m->slots);
+    put_u32(buf + RING_SLOT_SIZE, m->slot_size);
+    put_u64(buf + RING_FREED, m->freed);
+    memcpy(buf + RING_DESC, m->desc, MFR_REGION_DESC_SIZE);
+}
+
+static bool ring_desc_zero(const uint8_t *desc)
+{
+    for (unsigned i = 0; i < MFR_REGION_DESC_SIZE; i++) {
+        if (desc[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool mfr_wire_unpack_ring(const uint8_t *buf, size_t len, MfrRingType expect, uint64_t min_a,
+                          uint64_t max_a, MfrRingMsg *m, GError **error)
+{
+    MfrRingMsg v;
+    if (!check_len("ring", len, MFR_RING_MSG_SIZE, error)) {
+        return false;
+    }
+    v.magic = get_u32(buf + RING_MAGIC);
+    v.version = get_u16(buf + RING_VERSION);
+    v.type = get_u16(buf + RING_TYPE);
+    v.slots = get_u32(buf + RING_SLOTS);
+    v.slot_size = get_u32(buf + RING_SLOT_SIZE);
+    v.freed = get_u64(buf + RING_FREED);
+    memcpy(v.desc, buf + RING_DESC, MFR_REGION_DESC_SIZE);
+    if (!check_magic_version("ring", v.magic, MFR_RING_MAGIC, v.version, error)) {
+        return false;
+    }
+    if (v.type != expect) {
+        return fail(error, "ring: type %u, expected %u (%s)", v.type, expect,
+                    expect == MFR_RING_DESC ? "DESC" : "CREDIT");
+    }
+    if (expect == MFR_RING_DESC) {
+        if (v.slots < 1 || v.slots > MFR_RING_MAX_SLOTS) {
+            return fail(error, "ring: %u slots outside 1..%u", v.slots, MFR_RING_MAX_SLOTS);
+        }
+        if (v.slot_size < min_a || v.slot_size > max_a) {
+            return fail(error, "ring: slot size %u outside %" G_GUINT64_FORMAT "..%"
+                        G_GUINT64_FORMAT, v.slot_size, min_a, max_a);
+        }
+        if (v.freed != 0) {
+            return fail(error, "ring: DESC with freed %" G_GUINT64_FORMAT ", must be 0",
+                        v.freed);
+        }
+    } else {
+        if (v.slots != 0 || v.slot_size != 0 || !ring_desc_zero(v.desc)) {
+            return fail(error, "ring: CREDIT with slots %u, slot size %u or a descriptor, "
+                        "all must be 0", v.slots, v.slot_size);
+        }
+        if (v.freed < min_a || v.freed > max_a) {
+            return fail(error, "ring: CREDIT frees %" G_GUINT64_FORMAT " slots in all, expected "
+                        "%" G_GUINT64_FORMAT "..%" G_GUINT64_FORMAT " (never backwards, never "
+                        "more than were used)", v.freed, min_a, max_a);
+        }
+    }
+    *m = v;
+    return true;
+}

@@ -5,6 +5,7 @@
  * asserted), negotiation refused, and a hostile source whose compressed frames lie (tcp).
  * Registered per transport like test-migrate.
  */
+#include "engine.h"
 #include "harness.h"
 #include "peer.h"
 #include "wire.h"
@@ -248,6 +249,46 @@ static void test_bad_refused(gconstpointer data)
     tguest_free(g);
 }
 
+/* A source whose compressed frame is garbage (test seam; over rdma it lands in a staging
+ * slot): the destination refuses it by name and the session fails on both sides. */
+static void test_bad_frame_injected(gconstpointer data)
+{
+    const TCase *tc = data;
+    TGuest *g = tguest_new(1, tc->size, 10);
+    tguest_mix(g, MIX_TEXT);
+    uint8_t token[16];
+    ttoken(token, 11);
+    TDestOpts none = { 0 };
+    TDest *t = tdest_start_opts(tc->listen_uri, token, &none);
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = mfr_dest_uri(t->dst);
+    memcpy(cfg.token, token, 16);
+    cfg.channels = 2;
+    GError *err = NULL;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, NULL, NULL, &err);
+    g_assert_true(mfr_source_set_compression(s, MFR_COMPRESSION_ZSTD, 0, &err));
+    g_assert_true(mfr_source_start(s, &err));
+    g_assert_true(mfr_source_inject_bad_frame(s, 0));
+    g_assert_true(mfr_source_inject_bad_frame(s, 1));
+    mfr_source_queue_pages(s, 0, 0, tc->size / PS);
+    g_assert_false(mfr_source_barrier(s, &err));
+    g_assert_nonnull(err);
+    g_test_message("source: %s", err->message);
+    g_assert_nonnull(strstr(err->message, "not a valid zstd frame"));
+    g_clear_error(&err);
+    mfr_source_abort(s);
+    tdest_join(t);
+    g_assert_false(t->ok);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_PROTOCOL);
+    g_assert_nonnull(strstr(t->error->message, "compressed payload: "));
+    g_assert_nonnull(strstr(t->error->message, "bytes are not a valid zstd frame (Unknown "
+                                               "frame descriptor)"));
+    mfr_source_free(s);
+    tdest_free(t);
+    tguest_free(g);
+}
+
 static void test_bad_level(void)
 {
     uint8_t token[16] = { 0 };
@@ -445,6 +486,7 @@ int main(int argc, char **argv)
         ADD("dirty_zstd", test_dirty_zstd);
         ADD("off", test_off);
         ADD("bad_refused", test_bad_refused);
+        ADD("bad_frame_injected", test_bad_frame_injected);
 #undef ADD
     }
     if (cases[0]) {
