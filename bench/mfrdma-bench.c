@@ -37,6 +37,8 @@ typedef enum {
     M_RATIO_GIBS, M_RATIO_GIBS_WARM, M_RATIO_WIRE, M_RATIO_SRC_CPU, M_RATIO_SRC_CPU_XREG,
     M_RATIO_DST_CPU, M_RATIO_DST_CPU_XREG, M_RATIO_SRC_REG, M_RATIO_DST_REG,
     M_RATIO_SRC_REG_CPU, M_RATIO_DST_REG_CPU, M_RATIO_ZERO_SCAN,
+    M_COMP_RATIO, M_COMP_SHARE, M_COMP_SRC_CPU, M_COMP_DST_CPU, M_COMP_SKIPPED,
+    M_VS_OFF_TOTAL, M_VS_OFF_GIBS, M_VS_OFF_WIRE,
     M_COUNT
 } Metric;
 
@@ -111,6 +113,19 @@ static const MetricInfo metrics[M_COUNT] = {
     [M_RATIO_DST_REG_CPU] = { "ratio_dst_reg_cpu", "dst_reg_cpu_s_per_gib / "
                                                    "base_dst_reg_cpu_s_per_gib" },
     [M_RATIO_ZERO_SCAN] = { "ratio_zero_scan", "gib_s_ram per channel (GB/s) / zero_scan_gb_s" },
+    [M_COMP_RATIO] = { "comp_ratio", "raw / compressed bytes of the packets sent compressed" },
+    [M_COMP_SHARE] = { "comp_share", "guest bytes of data packets that went compressed / all of "
+                                     "them" },
+    [M_COMP_SRC_CPU] = { "comp_src_cpu_s", "source CPU s in zstd (compressing)" },
+    [M_COMP_DST_CPU] = { "comp_dst_cpu_s", "destination CPU s in zstd (decompressing; local "
+                                           "agent only)" },
+    [M_COMP_SKIPPED] = { "comp_skipped_packets", "auto: data packets sent without trying" },
+    [M_VS_OFF_TOTAL] = { "ratio_total_vs_off", "total_ms / total_ms of the same case without "
+                                               "compression in this run (medians)" },
+    [M_VS_OFF_GIBS] = { "ratio_gib_s_vs_off", "gib_s_ram / that of the same case without "
+                                              "compression in this run (medians)" },
+    [M_VS_OFF_WIRE] = { "ratio_wire_vs_off", "wire bytes / those of the same case without "
+                                             "compression (medians of wire GiB/s x time)" },
 };
 
 typedef struct {
@@ -124,6 +139,7 @@ typedef struct {
     char mix[32];
     MfrGuestOptions go;
     double dirty_mbps;
+    MfrCompression comp;   /* optional 6th field: off (default), zstd, auto */
     GArray *runs[M_COUNT]; /* double per measured repetition; NAN = not applicable */
     char error[512];
 } BenchCase;
@@ -156,16 +172,22 @@ static bool parse_size(const char *t, uint64_t *out)
     return *end == '\0' && *out > 0;
 }
 
-/* "TRANSPORT/CHANNELS/SIZE/MIX/DIRTY_MBPS", e.g. "tcp/4/1G/random/0"; TRANSPORT tcp, tcpzc
- * (tcp with MSG_ZEROCOPY on the source) or rdma. */
+/* "TRANSPORT/CHANNELS/SIZE/MIX/DIRTY_MBPS[/COMPRESSION]", e.g. "tcp/4/1G/random/0" or
+ * "tcp/4/1G/mixed/0/auto"; TRANSPORT tcp, tcpzc (tcp with MSG_ZEROCOPY on the source) or
+ * rdma; COMPRESSION off (default), zstd or auto. */
 static bool case_parse(const char *text, BenchCase *c, GError **error)
 {
     g_auto(GStrv) f = g_strsplit(text, "/", 0);
     memset(c, 0, sizeof(*c));
     g_strlcpy(c->spec, text, sizeof(c->spec));
-    if (g_strv_length(f) != 5) {
+    unsigned nf = g_strv_length(f);
+    if (nf != 5 && nf != 6) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "case '%s': want TRANSPORT/CHANNELS/SIZE/"
-                    "MIX/DIRTY_MBPS, e.g. tcp/4/1G/random/0", text);
+                    "MIX/DIRTY_MBPS[/COMPRESSION], e.g. tcp/4/1G/random/0", text);
+        return false;
+    }
+    if (nf == 6 && !mfr_compression_parse(f[5], &c->comp, error)) {
+        g_prefix_error(error, "case '%s': ", text);
         return false;
     }
     static const struct { const char *name, *scheme; bool zerocopy; } transports[] = {
@@ -323,11 +345,13 @@ typedef struct {
     double total_ms, setup_ms, reg_ms, downtime_ms, transfer_ms, cpu_s;
     uint64_t wire_bytes;
     double reg_cpu_s; /* NAN from an agent that does not report it */
+    double zstd_cpu_s; /* NAN likewise */
     double huge_bytes; /* likewise */
 } DestFigures;
 
 static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
-                          MfrStats *ss, DestFigures *df, GError **error)
+                          MfrStats *ss, MfrCompressionStats *zs, DestFigures *df,
+                          GError **error)
 {
     MfrSourceConfig sc;
     mfr_source_config_init(&sc);
@@ -359,12 +383,13 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
     unsigned nb;
     const MfrRamBlock *blocks = mfr_guest_blocks(guest, &nb);
     g_autoptr(MfrSource) src = mfr_source_new(&sc, blocks, nb, mfr_guest_dirty_ops(), guest, error);
-    bool ok = src != NULL;
+    bool ok = src != NULL && mfr_source_set_compression(src, c->comp, 0, error);
     if (ok) {
         mfr_guest_start(guest, NULL);
         ok = mfr_source_run(src, error);
         mfr_guest_stop(guest);
         mfr_source_get_stats(src, ss);
+        mfr_source_get_compression_stats(src, zs);
     }
     if (!ok) {
         bench_ctl_send(ctl, NULL, "CANCEL");
@@ -379,10 +404,12 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
         return false;
     }
     df->reg_cpu_s = NAN;
+    df->zstd_cpu_s = NAN;
     df->huge_bytes = NAN;
-    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT " %lf %lf", &df->total_ms,
-               &df->setup_ms, &df->reg_ms, &df->downtime_ms, &df->transfer_ms, &df->cpu_s,
-               &df->wire_bytes, &df->reg_cpu_s, &df->huge_bytes) < 7) {
+    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT " %lf %lf %lf",
+               &df->total_ms, &df->setup_ms, &df->reg_ms, &df->downtime_ms, &df->transfer_ms,
+               &df->cpu_s, &df->wire_bytes, &df->reg_cpu_s, &df->zstd_cpu_s,
+               &df->huge_bytes) < 7) {
         if (ok) {
             g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "agent: %s", line);
         } else if (g_str_has_prefix(line, "ERR ")) {
@@ -409,8 +436,9 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
                      const uint8_t *zero, bool record, GError **error)
 {
     MfrStats ss = { 0 };
+    MfrCompressionStats zs = { 0 };
     DestFigures df = { 0 };
-    if (!run_migration(ctl, a, c, guest, &ss, &df, error)) {
+    if (!run_migration(ctl, a, c, guest, &ss, &zs, &df, error)) {
         return false;
     }
     double handled = (double)(ss.normal_pages + ss.zero_pages) * 4096;
@@ -441,6 +469,14 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
     if (c->zerocopy) {
         v[M_ZC_SENDS] = (double)ss.zerocopy_sends;
         v[M_ZC_COPIED] = (double)ss.zerocopy_copied;
+    }
+    if (c->comp != MFR_COMPRESSION_OFF) {
+        v[M_COMP_RATIO] = zs.ratio;
+        v[M_COMP_SHARE] = ss.normal_pages ? (double)zs.total.raw_bytes /
+                                                ((double)ss.normal_pages * 4096) : NAN;
+        v[M_COMP_SRC_CPU] = zs.total.cpu_s;
+        v[M_COMP_SKIPPED] = (double)zs.total.packets_skipped;
+        v[M_COMP_DST_CPU] = df.zstd_cpu_s;
     }
 
     if (!a->no_baseline) {
@@ -527,6 +563,32 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
                 v[M_ZC_SENDS], v[M_ZC_COPIED], v[M_BASE_ZC_SENDS], v[M_BASE_ZC_COPIED]);
     }
     return true;
+}
+
+/* Each compressed case against its twin without compression (same spec but the last field)
+ * of this run: ratios of the medians. */
+static void compare_to_off(BenchCase *cases, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        BenchCase *c = &cases[i];
+        if (c->comp == MFR_COMPRESSION_OFF || c->error[0]) {
+            continue;
+        }
+        for (unsigned j = 0; j < n; j++) {
+            BenchCase *o = &cases[j];
+            if (o->comp != MFR_COMPRESSION_OFF || o->error[0] ||
+                strcmp(o->transport, c->transport) || o->channels != c->channels ||
+                o->size != c->size || strcmp(o->mix, c->mix) || o->dirty_mbps != c->dirty_mbps) {
+                continue;
+            }
+            put(c, M_VS_OFF_TOTAL, ratio(case_median(c, M_TOTAL_MS), case_median(o, M_TOTAL_MS)));
+            put(c, M_VS_OFF_GIBS, ratio(case_median(c, M_GIBS_RAM), case_median(o, M_GIBS_RAM)));
+            double cw = case_median(c, M_GIBS_WIRE) * case_median(c, M_TRANSFER_MS);
+            double ow = case_median(o, M_GIBS_WIRE) * case_median(o, M_TRANSFER_MS);
+            put(c, M_VS_OFF_WIRE, ratio(cw, ow));
+            break;
+        }
+    }
 }
 
 /* ---------- output ---------- */
@@ -666,6 +728,39 @@ static void print_row(FILE *out, GString *row)
     g_string_truncate(row, 0);
 }
 
+static void print_compression(FILE *out, BenchCase *cases, unsigned n, GString *row)
+{
+    bool any = false;
+    for (unsigned i = 0; i < n; i++) {
+        any |= cases[i].comp != MFR_COMPRESSION_OFF && !cases[i].error[0];
+    }
+    if (!any) {
+        return;
+    }
+    fprintf(out, "\ncompression: vs off = ratio to the same case without compression in this "
+                 "run (total time,\nthroughput, wire bytes); ratio = raw/compressed of the "
+                 "packets sent compressed; share = of the\ndata bytes; zstd CPU s per run, "
+                 "source / destination; skipped = packets auto sent without trying\n");
+    fprintf(out, "%-34s %8s %8s %8s %7s %6s %8s %8s %8s\n", "case", "totalVs", "GiB/sVs",
+            "wireVs", "ratio", "share", "srcZstd", "dstZstd", "skipped");
+    for (unsigned i = 0; i < n; i++) {
+        BenchCase *c = &cases[i];
+        if (c->comp == MFR_COMPRESSION_OFF || c->error[0]) {
+            continue;
+        }
+        g_string_append_printf(row, "%-34s", c->spec);
+        put_cell(row, 8, "%.2f", c, M_VS_OFF_TOTAL, -1);
+        put_cell(row, 8, "%.2f", c, M_VS_OFF_GIBS, -1);
+        put_cell(row, 8, "%.2f", c, M_VS_OFF_WIRE, -1);
+        put_cell(row, 7, "%.2f", c, M_COMP_RATIO, -1);
+        put_cell(row, 6, "%.2f", c, M_COMP_SHARE, -1);
+        put_cell(row, 8, "%.2f", c, M_COMP_SRC_CPU, -1);
+        put_cell(row, 8, "%.2f", c, M_COMP_DST_CPU, -1);
+        put_cell(row, 8, "%.0f", c, M_COMP_SKIPPED, -1);
+        print_row(out, row);
+    }
+}
+
 static void print_table(FILE *out, BenchCase *cases, unsigned n)
 {
     g_autoptr(GString) row = g_string_new(NULL);
@@ -735,6 +830,7 @@ static void print_table(FILE *out, BenchCase *cases, unsigned n)
             print_row(out, row);
         }
     }
+    print_compression(out, cases, n, row);
     if (n) {
         fprintf(out, "memcpy (one thread): %.1f GB/s warm, %.1f GB/s into fresh memory\n",
                 case_median(&cases[0], M_MEMCPY_WARM_GBS),
@@ -1032,6 +1128,7 @@ int main(int argc, char **argv)
         g_thread_join(agent);
         close(la.lfd);
     }
+    compare_to_off(cases, ncases);
     bench_unmap(zero, ZERO_SCAN_BYTES);
     print_table(stdout, cases, ncases);
     int rc = failed ? 1 : 0;

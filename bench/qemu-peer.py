@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """mfrdma against a QEMU peer in one bench run: the same guest RAM (mfrdma-bench's synthetic
 guest of --size and --mix, written once with mfrdma-bench --dump-guest) migrated over loopback
-  - by mfrdma (mfrdma-bench, one case per repetition, with its raw tcp baseline), and
+  - by mfrdma (mfrdma-bench, one case per repetition, with its raw tcp baseline),
+    compression off, zstd and auto, and
   - between two QEMUs (Debian's qemu-system-x86, /usr/bin) with multifd, compression none
     and zstd,
 with the same channels and the same --max-bandwidth, alternately, repetition by repetition,
@@ -146,10 +147,10 @@ def qemu_run(binary, wd, ram_file, size, channels, compress, cap, timeout):
                 vm.kill()
 
 
-def mfrdma_run(bench, wd, size, mix, channels, cap, extra):
+def mfrdma_run(bench, wd, size, mix, channels, cap, comp, extra):
     out = os.path.join(wd, "mfrdma")
     shutil.rmtree(out, ignore_errors=True)
-    spec = f"tcp/{channels}/{size >> 20}M/{mix}/0"
+    spec = f"tcp/{channels}/{size >> 20}M/{mix}/0" + ("" if comp == "none" else f"/{comp}")
     # the warm-up migration (discarded) backs the host's pages as a previous run does for
     # the QEMU that follows: see "first touch" in docs/performance.md
     cmd = [bench, "-c", spec, "--repeats", "1", "--warmup", "1", "-o", out,
@@ -206,14 +207,15 @@ def table(results, size, channels, mix):
         hb = med(runs, "dst_huge_bytes")
         huge = "-" if hb is None else f"{100 * hb / size:.0f}%"
         vs = "-"
-        q = qemu.get((comp, cap))
+        q = qemu.get(("zstd" if comp == "auto" else comp, cap))
         if name.startswith("mfrdma") and q and all(q) and gibs and scg and dcg:
             vs = f"{gibs / q[0]:.2f}x, {scg / q[1]:.2f}x, {dcg / q[2]:.2f}x"
         out.append(f"| {name} | {cap_label(cap)} | {len(ok)}/{len(runs)} | "
                    f"{f(med(runs, 'total_ms'), '{:.0f}')} | {f(gibs, '{:.3f}')} | "
                    f"{f(w and w / 1e6, '{:.0f}')} | {f(scg, '{:.2f}')} | {f(dcg, '{:.2f}')} | "
                    f"{huge} | {vs} |")
-    mfr = [runs for name, comp, cap, runs in results if name.startswith("mfrdma") and not cap]
+    mfr = [runs for name, comp, cap, runs in results
+           if name.startswith("mfrdma") and not cap and comp == "none"]
     base = med(mfr[0], "base_gib_s") if mfr else None
     if base:
         gibs = figures(mfr[0])[0]
@@ -246,8 +248,10 @@ def main():
                     help="bytes/s on the wire for both (binary suffixes: 125M); 0 = none; "
                          "comma-separated: every mode at every cap, e.g. 0,125M")
     ap.add_argument("--compress", default="none,zstd",
-                    help="QEMU multifd compressions to run (none, zstd); mfrdma runs "
-                         "uncompressed until its --compress exists")
+                    help="QEMU multifd compressions to run (none, zstd)")
+    ap.add_argument("--mfrdma-compress", default="none,zstd,auto",
+                    help="mfrdma compressions to run (none, zstd, auto); each is compared "
+                         "with QEMU at the same compression (auto: with QEMU's zstd)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1,
                     help="discarded rounds of every mode first (default 1)")
@@ -265,7 +269,8 @@ def main():
         results = []
         for key, r in runs.items():
             name, _, cap = key.partition(" @ ")
-            results.append((name, "zstd" if "zstd" in name else "none",
+            comp = re.search(r"(none|zstd|auto)\)$", name)
+            results.append((name, comp.group(1) if comp else "none",
                             int(cap) if cap else caps[0], r))
         print(table(results, args.size, args.channels, args.mix))
         return
@@ -277,10 +282,7 @@ def main():
                    stdout=subprocess.DEVNULL)
     comps = [c for c in args.compress.split(",") if c]
     extra = ["--no-thp"] if args.no_thp else []
-    helptext = subprocess.run([bench, "--help"], stdout=subprocess.PIPE, text=True).stdout
-    mfr_modes = [("mfrdma (tcp)", "none")]
-    if "zstd" in comps and "--compress" in helptext:
-        mfr_modes.append(("mfrdma (tcp, zstd)", "zstd"))
+    mfr_modes = [(f"mfrdma (tcp, {c})", c) for c in args.mfrdma_compress.split(",") if c]
     modes = mfr_modes + [(f"QEMU {qemu_version(args.qemu)} multifd (tcp, {c})", c)
                          for c in comps]
     results = [(n, c, cap, []) for cap in caps for n, c in modes]
@@ -292,8 +294,8 @@ def main():
         for rep in range(args.warmup + args.repeats):
             for name, comp, cap, runs in results:
                 if name.startswith("mfrdma"):
-                    e = extra + (["--compress", comp] if comp != "none" else [])
-                    r = mfrdma_run(bench, wd, args.size, args.mix, args.channels, cap, e)
+                    r = mfrdma_run(bench, wd, args.size, args.mix, args.channels, cap, comp,
+                                   extra)
                 else:
                     r = qemu_run(args.qemu, wd, ram, args.size, args.channels, comp, cap,
                                  args.timeout)

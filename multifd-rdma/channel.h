@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include "compress.h"
 #include "engine.h"
 #include "ratelimit.h"
 
@@ -36,6 +37,14 @@ typedef struct {
     MfrRateLimit *rate;      /* source: the bandwidth cap all channels share (NULL: none) */
     int numa_node;           /* channel threads run (and allocate) there; -1: anywhere */
     MfrFail *fail;
+    /* zstd negotiated (CAPS): packets may travel compressed. comp_raw_max is the largest raw
+     * payload one of them carries this session (max_pages * page_size, at most
+     * MFR_COMP_MAX_RAW): it sizes the channels' buffers. */
+    bool compress;
+    XpDomain *dom;           /* compress over a placed transport: for the staging rings */
+    bool comp_adaptive;      /* source: auto */
+    int comp_level;          /* source */
+    uint64_t comp_raw_max;
 } MfrRamView;
 
 /* ---------------- source ---------------- */
@@ -66,6 +75,22 @@ struct MfrSendChannel {
     uint8_t msg[XP_MSG_MAX];
     XpSeg segs[MFR_MAX_PAGES_PER_PACKET];
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
+    /* compression (ram->compress): the channel's own context, output buffer and policy */
+    MfrCompressor *zc;
+    uint8_t *zbuf;         /* stream: one slot; placed: `slots` slots, registered */
+    size_t zslot;          /* bytes per slot: mfr_comp_slot_size(ram->comp_raw_max) */
+    MfrCompPolicy policy;
+    MfrCompressionChannelStats zstats; /* written by the channel thread only */
+    struct iovec ziov[MFR_MAX_PAGES_PER_PACKET];
+    /* placed transport: the destination's staging ring. Local slot i is written into remote
+     * slot i and stays busy until the destination returns it (CREDIT): its WRITE has then
+     * been read out of local memory too. used/freed: slots taken / returned, cumulative. */
+    XpRegion *zregion;
+    XpRemote *ring;
+    uint32_t slots;
+    uint64_t used, freed;
+    uint8_t rmsg[XP_MSG_MAX];
+    atomic_bool inject_bad_frame; /* test seam: the next compressed frame is garbage */
 };
 
 /* Takes ownership of xp (closed on failure); starts the channel's thread. */
@@ -149,6 +174,18 @@ struct MfrRecvChannel {
     uint8_t msg[XP_MSG_MAX];
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];
     struct iovec iov[MFR_MAX_PAGES_PER_PACKET];
+    /* compression (ram->compress): the channel's own context and input buffer (stream
+     * transports read a compressed payload into it before decompressing into the pages) */
+    MfrDecompressor *zd;
+    uint8_t *zbuf;         /* stream: mfr_comp_bound(ram->comp_raw_max) bytes */
+    MfrCompressionChannelStats zstats; /* written by the channel thread only */
+    /* placed transport: this channel's staging ring, remotely writable by the source; slots
+     * are taken in order, each returned (CREDIT) once decompressed */
+    uint8_t *ring;         /* slots * zslot bytes */
+    XpRegion *ring_region;
+    uint32_t slots;
+    size_t zslot;
+    uint64_t freed;
 };
 
 /* Takes ownership of xp (closed on failure); starts the channel's thread. */

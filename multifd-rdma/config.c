@@ -4,6 +4,7 @@
  * the shared transport knobs and the XpOptions they become, and the session token's text
  * form. (The rule every RAM block obeys lives with the wire limits: wire.c.)
  */
+#include "compress.h"
 #include "engine.h"
 
 #include <string.h>
@@ -67,6 +68,49 @@ void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, 
     /* latency matters on the control connection, and it carries no pages */
     o->zerocopy = t->zerocopy && !control;
     o->control = control;
+}
+
+/* ---------- compression ---------- */
+
+static const char *const compression_name[] = {
+    [MFR_COMPRESSION_OFF] = "off",
+    [MFR_COMPRESSION_ZSTD] = "zstd",
+    [MFR_COMPRESSION_AUTO] = "auto",
+};
+
+const char *mfr_compression_str(MfrCompression c)
+{
+    return (unsigned)c < G_N_ELEMENTS(compression_name) ? compression_name[c] : "?";
+}
+
+bool mfr_compression_parse(const char *text, MfrCompression *out, GError **error)
+{
+    for (unsigned i = 0; text && i < G_N_ELEMENTS(compression_name); i++) {
+        if (g_ascii_strcasecmp(text, compression_name[i]) == 0) {
+            *out = (MfrCompression)i;
+            return true;
+        }
+    }
+    g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                "'%s' is not a compression mode (off, zstd or auto)", text ? text : "(null)");
+    return false;
+}
+
+bool mfr_compression_check(MfrCompression mode, int level, GError **error)
+{
+    int min, max;
+    if ((unsigned)mode > MFR_COMPRESSION_AUTO) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "compression mode %d, allowed 0 (off), 1 (zstd), 2 (auto)", (int)mode);
+        return false;
+    }
+    if (!mfr_comp_level_ok(level ? level : MFR_COMP_DEFAULT_LEVEL, &min, &max)) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "zstd compression level %d, allowed %d..%d (0: the default, %d)", level,
+                    min, max, MFR_COMP_DEFAULT_LEVEL);
+        return false;
+    }
+    return true;
 }
 
 /* ---------- token ---------- */

@@ -75,7 +75,10 @@ struct MfrDest {
     bool place_ready;        /* the session ended: place is final (session thread) */
     bool place_final;        /* place_pub is final; under stats_lock */
     bool place_measured;     /* its memory figures were read (get_placement()); likewise */
+    MfrCompressionStats zstats;     /* same rule as stats */
+    MfrCompressionStats zstats_pub;
     GMutex stats_lock;
+    MfrCompression comp_mode;       /* OFF refuses zstd; set before start */
 };
 
 /* ---------- failure ---------- */
@@ -107,6 +110,7 @@ static void dest_publish_stats(MfrDest *d)
     d->stats_pub = d->stats;
     d->place_pub = d->place;
     d->place_final = d->place_ready;
+    d->zstats_pub = d->zstats;
     g_mutex_unlock(&d->stats_lock);
 }
 
@@ -147,6 +151,9 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     d->ram.fail = &d->fail;
     d->ram.numa_node = -1; /* chosen once the blocks are known */
     d->sync_round = 1;
+    d->comp_mode = MFR_COMPRESSION_AUTO;
+    d->zstats.mode = d->comp_mode;
+    d->zstats_pub = d->zstats;
     g_strlcpy(d->stats.transport, xp_ops_name(ops), sizeof(d->stats.transport));
     d->stats_pub = d->stats;
     mfr_placement_init(&d->place);
@@ -167,6 +174,7 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
         mfr_dest_free(d);
         return NULL;
     }
+    d->ram.dom = d->dom;
     d->listener = xp_listen(d->dom, host, port, &xerr);
     if (!d->listener) {
         /* the transport's message says "cannot listen on URI: cause" */
@@ -176,6 +184,25 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     }
     d->uri = g_strdup(xp_listener_uri(d->listener));
     return d;
+}
+
+bool mfr_dest_set_compression(MfrDest *d, MfrCompression mode, GError **error)
+{
+    if (d->started) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "destination: compression set after mfr_dest_start()");
+        return false;
+    }
+    if ((unsigned)mode > MFR_COMPRESSION_AUTO) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: compression mode %d, "
+                    "allowed 0 (off), 1 (zstd), 2 (auto)", (int)mode);
+        return false;
+    }
+    /* a destination has nothing to decide per packet: zstd and auto both accept */
+    d->comp_mode = mode == MFR_COMPRESSION_OFF ? MFR_COMPRESSION_OFF : MFR_COMPRESSION_AUTO;
+    d->zstats.mode = d->comp_mode;
+    d->zstats_pub = d->zstats;
+    return true;
 }
 
 const char *mfr_dest_uri(MfrDest *d)
@@ -343,21 +370,26 @@ static bool dest_negotiate(MfrDest *d, GError **error)
                        xp_channel_peer(mfr_control_channel(d->ctl)));
         return false;
     }
+    bool zstd = d->comp_mode != MFR_COMPRESSION_OFF && (offer.compression & MFR_COMP_ZSTD);
     MfrCaps c = {
         .page_size = offer.page_size,
         .zero_modes = (offer.zero_modes & MFR_ZERO_DETECT) ? MFR_ZERO_DETECT
                     : (offer.zero_modes & MFR_ZERO_NONE) ? MFR_ZERO_NONE : 0,
-        .compression = offer.compression & MFR_COMP_NONE,
+        .compression = zstd ? MFR_COMP_ZSTD : offer.compression & MFR_COMP_NONE,
         .channels = MIN(offer.channels, d->cfg.max_channels),
         .max_channels = d->cfg.max_channels,
         .max_pages_per_packet = MIN(offer.max_pages_per_packet, MFR_MAX_PAGES_PER_PACKET),
     };
-    if (!c.zero_modes || !c.compression) {
+    if (!c.zero_modes) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_CAPS,
-                    "destination: no common %s (source offers 0x%x, destination supports "
-                    "0x%x)", !c.zero_modes ? "zero-page mode" : "compression",
-                    !c.zero_modes ? offer.zero_modes : offer.compression,
-                    !c.zero_modes ? (MFR_ZERO_NONE | MFR_ZERO_DETECT) : MFR_COMP_NONE);
+                    "destination: no common zero-page mode (source offers 0x%x, destination "
+                    "supports 0x%x)", offer.zero_modes, MFR_ZERO_NONE | MFR_ZERO_DETECT);
+        return false;
+    }
+    if (!c.compression) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_CAPS,
+                    "destination: the source requires compression 0x%x (zstd), which this "
+                    "destination refuses (compression off)", offer.compression);
         return false;
     }
     d->caps = c;
@@ -367,6 +399,10 @@ static bool dest_negotiate(MfrDest *d, GError **error)
     }
     d->ram.page_size = c.page_size;
     d->ram.max_pages = c.max_pages_per_packet;
+    d->ram.compress = zstd;
+    d->ram.comp_raw_max = MIN((uint64_t)c.max_pages_per_packet * c.page_size,
+                              (uint64_t)MFR_COMP_MAX_RAW);
+    d->zstats.negotiated = zstd;
     uint8_t body[MFR_CAPS_SIZE];
     mfr_wire_pack_caps(&c, body);
     return mfr_control_send(d->ctl, MFR_CTRL_CAPS, body, sizeof(body), error);
@@ -831,6 +867,7 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
         mfr_placement_thread(&d->place, d->chan[i]->index, &d->chan[i]->place);
+        mfr_compression_stats_add(&d->zstats, d->chan[i]->index, &d->chan[i]->zstats);
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
     /* the memory figures are read when asked for (mfr_dest_get_placement()): reading smaps
@@ -1018,6 +1055,13 @@ void mfr_dest_get_placement(MfrDest *d, MfrPlacement *out)
         d->place_measured = true;
     }
     *out = d->place_pub;
+    g_mutex_unlock(&d->stats_lock);
+}
+
+void mfr_dest_get_compression_stats(MfrDest *d, MfrCompressionStats *out)
+{
+    g_mutex_lock(&d->stats_lock);
+    *out = d->zstats_pub;
     g_mutex_unlock(&d->stats_lock);
 }
 

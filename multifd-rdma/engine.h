@@ -130,6 +130,12 @@ void mfr_placement_init(MfrPlacement *p);
  * zero and false where it cannot be read). Control path: reads a file the size of the
  * process's mappings. */
 void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n);
+/* ---------- compression stats (stats.c) ---------- */
+
+/* Adds channel `index`'s counters to s (channel entry and total; channels grows to cover
+ * index) and recomputes the ratio. */
+void mfr_compression_stats_add(MfrCompressionStats *s, unsigned index,
+                               const MfrCompressionChannelStats *c);
 
 /* ---------- digest in pieces (digest.c) ---------- */
 
@@ -266,6 +272,10 @@ bool mfr_source_inject_fault(MfrSource *src, unsigned channel, int err);
 /* The next pages channel `channel` writes fail in the device with an error completion
  * (transport inject_completion_error). False without the channel or the seam. */
 bool mfr_source_inject_completion_error(MfrSource *src, unsigned channel);
+/* The next frame channel `channel` compresses goes out without its zstd magic, so the
+ * destination must refuse it (MFR_ERROR_PROTOCOL). False without the channel or without
+ * compression. Thread-safe. */
+bool mfr_source_inject_bad_frame(MfrSource *src, unsigned channel);
 /* Before run(): the destination's registration of chunk `chunk` of block `block` (in announce
  * order) fails, as a failed ibv_reg_mr() would. */
 void mfr_dest_inject_register_failure(MfrDest *dst, unsigned block, uint32_t chunk);

@@ -362,6 +362,62 @@ uint64_t mfr_digest(const void *data, uint64_t len);
  * length would read past the end. */
 bool mfr_buffer_is_zero(const void *buf, size_t len);
 
+/* ---- Compression (since MFRDMA_0.3) ----
+ * zstd on the data channels, negotiated on the control connection. Set before
+ * mfr_source_start()/mfr_source_run() and mfr_dest_start()/mfr_dest_run(); separate calls
+ * rather than config fields, so the configs' layouts (caller-allocated) stay as they were. */
+typedef enum {
+    MFR_COMPRESSION_OFF = 0,  /* source: never; destination: refuse a source that requires it */
+    MFR_COMPRESSION_ZSTD = 1, /* source: every data packet tried, sent compressed if it
+                               * shrinks to 7/8 or less; requires the destination to accept */
+    MFR_COMPRESSION_AUTO = 2, /* source: zstd when the destination accepts, per packet while
+                               * it pays (not for incompressible data, nor when compressing is
+                               * slower than the link), else uncompressed; destination: accept */
+} MfrCompression;
+/* "off", "zstd", "auto". */
+const char *mfr_compression_str(MfrCompression c);
+/* The reverse, for option parsers; MFR_ERROR_USAGE naming the text otherwise. */
+bool mfr_compression_parse(const char *text, MfrCompression *out, GError **error);
+/* Checks mode and level as mfr_source_set_compression() does, without a source, so a client
+ * can refuse a typo before it prepares its guest. MFR_ERROR_USAGE naming the value. */
+bool mfr_compression_check(MfrCompression mode, int level, GError **error);
+/* Default OFF. level: zstd's (negative levels are faster), 0 = 1, the default; out of the
+ * linked zstd's range, or after start, is MFR_ERROR_USAGE. A destination that refuses zstd
+ * fails a ZSTD session with MFR_ERROR_CAPS; AUTO then runs uncompressed. */
+bool mfr_source_set_compression(MfrSource *src, MfrCompression mode, int level,
+                                GError **error);
+/* Default AUTO (accepts zstd); OFF refuses it. After start: MFR_ERROR_USAGE. */
+bool mfr_dest_set_compression(MfrDest *dst, MfrCompression mode, GError **error);
+
+/* One channel's compression counters. Source: what it sent; destination: what it received. */
+typedef struct {
+    uint64_t packets;            /* data packets that travelled compressed */
+    uint64_t raw_bytes;          /* guest bytes of those packets */
+    uint64_t compressed_bytes;   /* their payload on the wire */
+    uint64_t packets_not_shrunk; /* source: compressed, but above 7/8 of raw: sent raw */
+    uint64_t bytes_not_shrunk;   /* source: guest bytes of those */
+    uint64_t packets_skipped;    /* source, auto: sent raw without trying (paused) */
+    uint64_t pauses;             /* source, auto: times the channel stopped trying */
+    double cpu_s;                /* CPU seconds compressing (source) or decompressing */
+} MfrCompressionChannelStats;
+
+/* Filled by value: its layout is ABI of the two get functions, as MfrStats' is (mfrdma.h). */
+typedef struct {
+    MfrCompression mode;   /* source: as set; destination: OFF or AUTO (accepts) */
+    bool negotiated;       /* zstd was chosen in CAPS */
+    int level;             /* source: the zstd level used */
+    unsigned channels;
+    double ratio;          /* raw_bytes / compressed_bytes of compressed packets (0: none) */
+    MfrCompressionChannelStats total;
+    MfrCompressionChannelStats channel[64];
+} MfrCompressionStats;
+
+/* Same consistency as mfr_source_get_stats()/mfr_dest_get_stats(). */
+void mfr_source_get_compression_stats(MfrSource *src, MfrCompressionStats *out);
+void mfr_dest_get_compression_stats(MfrDest *dst, MfrCompressionStats *out);
+/* As JSON (one object); caller frees. */
+char *mfr_compression_stats_to_json(const MfrCompressionStats *s);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MfrSource, mfr_source_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MfrDest, mfr_dest_free)
 

@@ -2,8 +2,9 @@
 /*
  * Destination data channels: each thread receives packets, validates every field against the
  * session's blocks before touching memory, lands the payload in guest RAM (stream transports
- * read it in place; RDMA already wrote it), applies zero pages and reports SYNC to the
- * session's barrier. Mirrors send.c section by section.
+ * read it in place; RDMA already wrote it; a compressed payload is decompressed into them),
+ * applies zero pages and reports SYNC to the session's barrier. Mirrors send.c section by
+ * section.
  */
 #include "channel.h"
 
@@ -15,7 +16,7 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-/* ---------- packet landing ---------- */
+/* ---------- received bookkeeping ---------- */
 
 static void recv_mark_received(const MfrRamView *ram, uint32_t block, uint64_t off)
 {
@@ -84,16 +85,107 @@ unsigned mfr_recv_packet_layout(uint8_t *host, uint32_t page_size, const uint64_
     return niov;
 }
 
+/* ---------- staging ring (placed transports) ---------- */
+
+/* Registers the channel's staging ring and sends its descriptor, the channel's first message
+ * (docs/protocol.md 14.11). */
+static bool recv_channel_ring_setup(MfrRecvChannel *c, GError **error)
+{
+    const MfrRamView *ram = c->ram;
+    c->slots = MFR_RING_SLOTS;
+    c->zslot = mfr_comp_slot_size(ram->comp_raw_max);
+    size_t len = c->slots * c->zslot;
+    c->ring = g_aligned_alloc(len, 1, 4096);
+    GError *xerr = NULL;
+    if (!xp_region_register(ram->dom, c->ring, len, XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL,
+                            &c->ring_region, &xerr)) {
+        g_autofree char *what = g_strdup_printf("destination: channel %u: staging ring",
+                                                c->index);
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
+    }
+    MfrRingMsg m = { .magic = MFR_RING_MAGIC, .version = MFR_WIRE_VERSION,
+                     .type = MFR_RING_DESC, .slots = c->slots, .slot_size = (uint32_t)c->zslot };
+    xp_region_export(ram->dom, c->ring_region, m.desc);
+    mfr_wire_pack_ring(&m, c->msg);
+    int r = xp_send_msg(c->xp, c->msg, MFR_RING_MSG_SIZE, NULL, 0);
+    if (r < 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_TRANSPORT, "destination: channel %u to %s: "
+                    "staging ring: %s", c->index, xp_channel_peer(c->xp), g_strerror(-r));
+        return false;
+    }
+    return true;
+}
+
+/* The slot just decompressed is free again: CREDIT with the count freed so far. */
+static int recv_channel_credit(MfrRecvChannel *c)
+{
+    c->freed++;
+    MfrRingMsg m = { .magic = MFR_RING_MAGIC, .version = MFR_WIRE_VERSION,
+                     .type = MFR_RING_CREDIT, .freed = c->freed };
+    uint8_t buf[MFR_RING_MSG_SIZE];
+    mfr_wire_pack_ring(&m, buf);
+    return xp_send_msg(c->xp, buf, sizeof(buf), NULL, 0);
+}
+
+/* ---------- decompression ---------- */
+
+/* A COMPRESSED packet's frame (read into zbuf first over a stream) into its niov page runs.
+ * The runs hold exactly the announced pages, and mfr_decompress_iov() never writes outside
+ * them, so a hostile frame can damage nothing but those pages before the session fails.
+ * -EBADMSG when the frame is bad: the session has failed with the reason already. */
+static int recv_channel_decompress(MfrRecvChannel *c, const MfrPacketHdr *h, unsigned niov)
+{
+    const MfrRamView *ram = c->ram;
+    uint64_t raw = (uint64_t)h->normal_pages * ram->page_size;
+    struct iovec in = { .iov_base = c->zbuf, .iov_len = h->payload_len };
+    if (c->ring) {
+        /* placed: the frame is in the next slot already (the wire check bounded the slot
+         * index and the length by the slot size) */
+        if (h->slot != c->freed % c->slots) {
+            mfr_fail(ram->fail, MFR_ERROR_PROTOCOL, "destination: channel %u from %s: packet %"
+                     G_GUINT64_FORMAT ": staging slot %u, expected %u (slots are used in "
+                     "order)", c->index, xp_channel_peer(c->xp), h->packet_num, h->slot,
+                     (unsigned)(c->freed % c->slots));
+            return -EBADMSG;
+        }
+        in.iov_base = c->ring + h->slot * c->zslot;
+    } else {
+        int r = xp_recv_payload(c->xp, &in, 1);
+        if (r < 0) {
+            return r;
+        }
+    }
+    double cpu0 = mfr_thread_cpu_s();
+    g_autoptr(GError) err = NULL;
+    bool ok = mfr_decompress_iov(c->zd, in.iov_base, h->payload_len, c->iov, niov, raw, &err);
+    c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
+    if (!ok) {
+        mfr_fail(ram->fail, MFR_ERROR_PROTOCOL, "destination: channel %u from %s: packet %"
+                 G_GUINT64_FORMAT ": %s", c->index, xp_channel_peer(c->xp), h->packet_num,
+                 err->message);
+        return -EBADMSG;
+    }
+    c->zstats.packets++;
+    c->zstats.raw_bytes += raw;
+    c->zstats.compressed_bytes += h->payload_len;
+    return c->ring ? recv_channel_credit(c) : 0;
+}
+
+/* ---------- packet landing ---------- */
+
 static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
 {
     const MfrRamView *ram = c->ram;
     uint8_t *host = ram->blocks[h->block].host;
     uint32_t ps = ram->page_size;
     unsigned niov = mfr_recv_packet_layout(host, ps, c->offsets, h->normal_pages, c->iov);
+    bool compressed = h->flags & MFR_PACKET_COMPRESSED;
 
-    if (niov && !xp_channel_has_cap(c->xp, XP_CAP_PLACED_PAYLOAD)) {
+    if (niov && (compressed || !xp_channel_has_cap(c->xp, XP_CAP_PLACED_PAYLOAD))) {
         recv_prefault(ram, h->block, host, c->offsets, h->normal_pages);
-        int r = xp_recv_payload(c->xp, c->iov, niov);
+        int r = compressed ? recv_channel_decompress(c, h, niov)
+                           : xp_recv_payload(c->xp, c->iov, niov);
         if (r < 0) {
             return r;
         }
@@ -112,7 +204,7 @@ static int recv_channel_packet(MfrRecvChannel *c, const MfrPacketHdr *h)
     /* read by dest_progress() while this thread runs */
     mfr_counter_add(&c->stats.pages, h->normal_pages);
     mfr_counter_add(&c->stats.zero_pages, h->zero_pages);
-    c->stats.bytes += h->payload_len;
+    c->stats.bytes += (uint64_t)h->normal_pages * ps;
     return 0;
 }
 
@@ -175,6 +267,8 @@ static gpointer recv_channel_thread(gpointer opaque)
         .block_len = ram->block_len,
         .page_size = ram->page_size,
         .max_pages = ram->max_pages,
+        .compressed = ram->compress,
+        .slots = c->slots,
     };
 
     while (!atomic_load(&c->quit)) {
@@ -219,7 +313,7 @@ static gpointer recv_channel_thread(gpointer opaque)
         }
         r = recv_channel_packet(c, &h);
         if (r < 0) {
-            if (!atomic_load(&c->quit)) {
+            if (!atomic_load(&c->quit) && r != -EBADMSG) {
                 g_autofree char *what = g_strdup_printf(
                     "destination: channel %u from %s: payload of packet %" G_GUINT64_FORMAT,
                     c->index, xp_channel_peer(c->xp), h.packet_num);
@@ -249,6 +343,22 @@ MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRam
     c->sync_opaque = sync_opaque;
     c->hold = hold;
     c->round = 1;
+    if (ram->compress) {
+        c->zd = mfr_decompressor_new(error);
+        if (!c->zd) {
+            g_prefix_error(error, "destination: channel %u: ", index);
+            mfr_recv_channel_free(c);
+            return NULL;
+        }
+        if (xp_channel_has_cap(xp, XP_CAP_PLACED_PAYLOAD)) {
+            if (!recv_channel_ring_setup(c, error)) {
+                mfr_recv_channel_free(c);
+                return NULL;
+            }
+        } else {
+            c->zbuf = g_malloc(mfr_comp_bound(ram->comp_raw_max));
+        }
+    }
     g_autofree char *name = g_strdup_printf("mfr-recv-%u", index);
     GError *terr = NULL;
     c->thread = xp_thread_new_on(name, recv_channel_thread, c, ram->numa_node, &c->place, &terr);
@@ -273,5 +383,10 @@ void mfr_recv_channel_free(MfrRecvChannel *c)
         g_thread_join(c->thread);
     }
     xp_channel_close(c->xp);
+    /* after the channel (QP) is gone: the source can no longer write into the ring */
+    xp_region_deregister(c->ram->dom, c->ring_region);
+    g_aligned_free(c->ring);
+    mfr_decompressor_free(c->zd);
+    g_free(c->zbuf);
     g_free(c);
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Source data channels: each thread takes the batch the producer handed over, detects zero
- * pages, coalesces contiguous data pages into segments and sends one packet (header part +
- * segments) through the transport. Mirrors recv.c section by section.
+ * pages, coalesces contiguous data pages into segments, compresses them when zstd was
+ * negotiated and it pays, and sends one packet (header part + segments) through the
+ * transport. Mirrors recv.c section by section.
  */
 #include "channel.h"
 
@@ -51,9 +52,190 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
     return nseg;
 }
 
-static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
+/* ---------- compression ---------- */
+
+/* Whether the packet's data pages (its nseg segments, raw bytes) go compressed: compressed
+ * into zbuf when eligible and the policy says try, kept when they shrank to 7/8 or less;
+ * *clen is then the frame's length. Counts the outcome. */
+static bool send_channel_compress(MfrSendChannel *c, unsigned nseg, uint64_t raw,
+                                  uint8_t *out, uint64_t *clen)
+{
+    for (unsigned i = 0; i < nseg; i++) {
+        c->ziov[i] = (struct iovec){ .iov_base = (void *)c->segs[i].addr,
+                                     .iov_len = c->segs[i].len };
+    }
+    double cpu0 = mfr_thread_cpu_s();
+    int64_t t0 = g_get_monotonic_time();
+    int64_t n = mfr_compress_iov(c->zc, c->ziov, nseg, raw, out, MFR_COMP_MAX_KEEP(raw));
+    double wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
+    c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
+    /* a zstd failure (never seen: allocation is done) sends the pages as they are */
+    mfr_comp_policy_tried(&c->policy, raw, n > 0 ? (uint64_t)n : raw, wall_s);
+    c->zstats.pauses = c->policy.backoffs;
+    if (n <= 0) {
+        c->zstats.packets_not_shrunk++;
+        c->zstats.bytes_not_shrunk += raw;
+        return false;
+    }
+    c->zstats.packets++;
+    c->zstats.raw_bytes += raw;
+    c->zstats.compressed_bytes += (uint64_t)n;
+    *clen = (uint64_t)n;
+    if (atomic_exchange(&c->inject_bad_frame, false)) {
+        memset(out, 0xa5, 4); /* no zstd magic: the destination must refuse the frame */
+    }
+    return true;
+}
+
+/* ---------- staging ring (placed transports) ---------- */
+
+/* The channel's first message: the destination's ring. Its slots are imported, and as many
+ * local ones (the compression buffer) registered. */
+static bool send_channel_ring_setup(MfrSendChannel *c, GError **error)
 {
     const MfrRamView *ram = c->ram;
+    size_t len = 0;
+    int r = xp_recv_msg(c->xp, c->rmsg, sizeof(c->rmsg), &len, (int)ram->timeout_ms);
+    if (r < 0) {
+        g_set_error(error, MFR_ERROR, r == -ETIMEDOUT ? MFR_ERROR_TIMEOUT : MFR_ERROR_TRANSPORT,
+                    "source: channel %u to %s: no staging ring from the destination: %s",
+                    c->index, xp_channel_peer(c->xp), g_strerror(-r));
+        return false;
+    }
+    MfrRingMsg m;
+    if (!mfr_wire_unpack_ring(c->rmsg, len, MFR_RING_DESC, c->zslot, c->zslot, &m, error)) {
+        g_prefix_error(error, "source: channel %u from %s: ", c->index, xp_channel_peer(c->xp));
+        return false;
+    }
+    c->slots = m.slots;
+    GError *xerr = NULL;
+    g_autofree char *what = g_strdup_printf("source: channel %u: staging ring", c->index);
+    if (!xp_remote_import(ram->dom, m.desc, (uint64_t)m.slots * c->zslot, &c->ring, &xerr)) {
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
+    }
+    c->zbuf = g_realloc(c->zbuf, m.slots * c->zslot);
+    if (!xp_region_register(ram->dom, c->zbuf, m.slots * c->zslot, XP_REGION_LOCAL,
+                            &c->zregion, &xerr)) {
+        g_propagate_error(error, mfr_error_from_xp(xerr, what));
+        return false;
+    }
+    return true;
+}
+
+/* Returns when a slot is free (reading CREDITs while none is), 0; or the transport's error,
+ * or -EBADMSG once the session failed here with the reason (a bad CREDIT, none in time). */
+static int send_channel_slot(MfrSendChannel *c)
+{
+    while (c->used - c->freed >= c->slots) {
+        size_t len = 0;
+        int r = xp_recv_msg(c->xp, c->rmsg, sizeof(c->rmsg), &len, (int)c->ram->timeout_ms);
+        if (r == -ETIMEDOUT) {
+            mfr_fail(c->ram->fail, MFR_ERROR_TIMEOUT, "source: channel %u to %s: no staging "
+                     "slot returned within %u ms", c->index, xp_channel_peer(c->xp),
+                     c->ram->timeout_ms);
+            return -EBADMSG;
+        }
+        if (r < 0) {
+            return r;
+        }
+        MfrRingMsg m;
+        g_autoptr(GError) err = NULL;
+        if (!mfr_wire_unpack_ring(c->rmsg, len, MFR_RING_CREDIT, c->freed + 1, c->used, &m,
+                                  &err)) {
+            mfr_fail(c->ram->fail, MFR_ERROR_PROTOCOL, "source: channel %u from %s: %s",
+                     c->index, xp_channel_peer(c->xp), err->message);
+            return -EBADMSG;
+        }
+        c->freed = m.freed;
+    }
+    return 0;
+}
+
+/* ---------- packet sending ---------- */
+
+/* Hands the packet to the transport. A data packet is timed for the auto policy: how long
+ * its wire bytes take to leave is the link's speed as this channel sees it (a full socket
+ * buffer or missing credits count, and so must the wait of a bandwidth cap: it belongs
+ * inside this timed section). */
+static int send_channel_post(MfrSendChannel *c, size_t len, unsigned nseg, uint64_t wire)
+{
+    int64_t t0 = g_get_monotonic_time();
+    if (mfr_send_channel_throttle(c, wire) < 0) {
+        return -EBADMSG; /* the session failed (its error says why) or the channel quits */
+    }
+    int r = xp_send_msg(c->xp, c->msg, len, c->segs, nseg);
+    if (r == 0 && c->zc && nseg) {
+        mfr_comp_policy_sent(&c->policy, wire, (double)(g_get_monotonic_time() - t0) / 1e6);
+    }
+    return r;
+}
+
+/* The packet compressed into one segment when eligible, tried and shrunk: into the next
+ * staging slot over a placed transport (its remote twin the target), else the buffer. Returns
+ * the segment count, < 0 on failure. */
+static int send_channel_compressed(MfrSendChannel *c, MfrPacketHdr *h, unsigned nseg,
+                                   uint64_t raw)
+{
+    if (!c->zc || raw == 0 || raw > c->ram->comp_raw_max) {
+        return (int)nseg;
+    }
+    if (!mfr_comp_policy_try(&c->policy)) {
+        c->zstats.packets_skipped++;
+        return (int)nseg;
+    }
+    uint32_t slot = 0;
+    if (c->ring) {
+        int r = send_channel_slot(c);
+        if (r < 0) {
+            return r;
+        }
+        slot = (uint32_t)(c->used % c->slots);
+    }
+    uint8_t *out = c->zbuf + slot * c->zslot;
+    uint64_t clen;
+    if (!send_channel_compress(c, nseg, raw, out, &clen)) {
+        return (int)nseg;
+    }
+    h->flags |= MFR_PACKET_COMPRESSED;
+    h->payload_len = clen;
+    c->segs[0] = (XpSeg){ .addr = out, .len = clen, .region = c->zregion, .remote = c->ring,
+                          .remote_offset = slot * c->zslot };
+    if (c->ring) {
+        h->slot = slot;
+        c->used++;
+    }
+    return 1;
+}
+
+/* The data pages of b as segments (and the header's counts and offsets); compressed into
+ * one segment when that pays. Returns the segment count, < 0 on failure. */
+static int send_channel_pages(MfrSendChannel *c, const MfrBatch *b, MfrPacketHdr *h)
+{
+    const MfrRamView *ram = c->ram;
+    uint32_t ps = ram->page_size;
+    XpRemote *const *remotes = NULL;
+    uint64_t chunk_size = 0;
+    if (ram->remote) {
+        remotes = mfr_region_table_remotes(ram->remote, b->block);
+        chunk_size = mfr_region_table_map(ram->remote)->layout[b->block].chunk_size;
+    }
+    /* the source registers its blocks whole: chunk 0 is the block */
+    XpRegion *region = ram->local ? mfr_region_table_local(ram->local, b->block, 0) : NULL;
+    unsigned nseg = mfr_send_packet_layout(b, ram->blocks[b->block].host, ps,
+                                           ram->zero_detect, region, remotes, chunk_size,
+                                           c->offsets, &h->normal_pages, c->segs);
+    h->zero_pages = b->npages - h->normal_pages;
+    uint64_t raw = (uint64_t)h->normal_pages * ps;
+    h->payload_len = raw;
+    c->stats.pages += h->normal_pages;
+    c->stats.zero_pages += h->zero_pages;
+    c->stats.bytes += raw;
+    return send_channel_compressed(c, h, nseg, raw);
+}
+
+static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
+{
     MfrPacketHdr h = {
         .magic = MFR_PACKET_MAGIC,
         .version = MFR_WIRE_VERSION,
@@ -62,34 +244,17 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
         .round = b->round,
         .block = b->block,
     };
-    unsigned nseg = 0;
+    int nseg = 0;
 
     if (!(b->flags & MFR_PACKET_SYNC)) {
-        uint32_t ps = ram->page_size;
-        XpRemote *const *remotes = NULL;
-        uint64_t chunk_size = 0;
-        if (ram->remote) {
-            remotes = mfr_region_table_remotes(ram->remote, b->block);
-            chunk_size = mfr_region_table_map(ram->remote)->layout[b->block].chunk_size;
+        nseg = send_channel_pages(c, b, &h);
+        if (nseg < 0) {
+            return nseg;
         }
-        /* the source registers its blocks whole: chunk 0 is the block */
-        XpRegion *region = ram->local ? mfr_region_table_local(ram->local, b->block, 0) : NULL;
-        nseg = mfr_send_packet_layout(b, ram->blocks[b->block].host, ps, ram->zero_detect,
-                                      region, remotes, chunk_size, c->offsets,
-                                      &h.normal_pages, c->segs);
-        h.zero_pages = b->npages - h.normal_pages;
-        h.payload_len = (uint64_t)h.normal_pages * ps;
-        c->stats.pages += h.normal_pages;
-        c->stats.zero_pages += h.zero_pages;
-        c->stats.bytes += h.payload_len;
     }
-
     size_t len = mfr_wire_pack_packet(&h, c->offsets, c->msg, sizeof(c->msg));
     g_assert(len > 0);
-    if (mfr_send_channel_throttle(c, len + h.payload_len) < 0) {
-        return 0; /* the session failed or the channel quits: not this packet's error */
-    }
-    int r = xp_send_msg(c->xp, c->msg, len, c->segs, nseg);
+    int r = send_channel_post(c, len, (unsigned)nseg, len + h.payload_len);
     if (r < 0) {
         return r;
     }
@@ -100,7 +265,7 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
          * acknowledged, so an error completion fails the session now, with its status,
          * instead of the destination only seeing its QP flushed. The barrier waits for the
          * destination's ack anyway, so this costs no throughput. */
-        r = xp_channel_drain(c->xp, (int)ram->timeout_ms);
+        r = xp_channel_drain(c->xp, (int)c->ram->timeout_ms);
     }
     return r;
 }
@@ -122,7 +287,8 @@ static gpointer send_channel_thread(gpointer opaque)
         }
         if (!mfr_failed(c->ram->fail)) {
             int r = send_channel_packet(c, c->batch);
-            if (r < 0 && !atomic_load(&c->quit)) {
+            /* -EBADMSG: failed here already, with the reason */
+            if (r < 0 && r != -EBADMSG && !atomic_load(&c->quit)) {
                 g_autofree char *what = g_strdup_printf("channel %u to %s", c->index,
                                                         xp_channel_peer(c->xp));
                 mfr_fail_transport(c->ram->fail, what, r, xp_channel_error_detail(c->xp));
@@ -148,6 +314,21 @@ MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRam
     c->ready = ready;
     c->batch = g_new0(MfrBatch, 1);
     sem_init(&c->go, 0, 0);
+    if (ram->compress) {
+        mfr_comp_policy_init(&c->policy, ram->comp_adaptive);
+        c->zc = mfr_compressor_new(ram->comp_level, error);
+        if (!c->zc) {
+            g_prefix_error(error, "source: channel %u: ", index);
+            mfr_send_channel_free(c);
+            return NULL;
+        }
+        c->zslot = mfr_comp_slot_size(ram->comp_raw_max);
+        c->zbuf = g_malloc(c->zslot);
+        if (xp_channel_has_cap(xp, XP_CAP_PLACED_PAYLOAD) && !send_channel_ring_setup(c, error)) {
+            mfr_send_channel_free(c);
+            return NULL;
+        }
+    }
     g_autofree char *name = g_strdup_printf("mfr-send-%u", index);
     GError *terr = NULL;
     c->thread = xp_thread_new_on(name, send_channel_thread, c, ram->numa_node, &c->place, &terr);
@@ -183,6 +364,11 @@ void mfr_send_channel_free(MfrSendChannel *c)
     }
     xp_channel_close(c->xp);
     sem_destroy(&c->go);
+    /* after the channel: no WRITE of the staging buffer is in flight any more */
+    xp_remote_free(c->ram->dom, c->ring);
+    xp_region_deregister(c->ram->dom, c->zregion);
+    mfr_compressor_free(c->zc);
+    g_free(c->zbuf);
     g_free(c->batch);
     g_free(c);
 }

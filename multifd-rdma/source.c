@@ -75,7 +75,12 @@ struct MfrSource {
     bool place_ready;        /* the session ended: place is final (producer thread) */
     bool place_final;        /* place_pub is final; under stats_lock */
     bool place_measured;     /* its memory figures were read (get_placement()); likewise */
+    MfrCompressionStats zstats;     /* same rule as stats */
+    MfrCompressionStats zstats_pub;
     GMutex stats_lock;
+    /* mfr_source_set_compression(), before start */
+    MfrCompression comp_mode;
+    int comp_level;
 };
 
 /* ---------- failure ---------- */
@@ -251,7 +256,29 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     s->place_pub = s->place;
     s->round = 1;
     s->q_mask = page_size - 1;
+    s->comp_level = MFR_COMP_DEFAULT_LEVEL;
+    s->zstats.level = s->comp_level;
+    s->zstats_pub = s->zstats;
     return s;
+}
+
+bool mfr_source_set_compression(MfrSource *s, MfrCompression mode, int level, GError **error)
+{
+    if (s->started) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "source: compression set after mfr_source_start()");
+        return false;
+    }
+    if (!mfr_compression_check(mode, level, error)) {
+        g_prefix_error(error, "source: ");
+        return false;
+    }
+    s->comp_mode = mode;
+    s->comp_level = level ? level : MFR_COMP_DEFAULT_LEVEL;
+    s->zstats.mode = mode;
+    s->zstats.level = s->comp_level;
+    s->zstats_pub = s->zstats;
+    return true;
 }
 
 static void source_hello(MfrSource *s, MfrRole role, unsigned index, unsigned count,
@@ -293,7 +320,9 @@ static bool source_negotiate(MfrSource *s, GError **error)
     MfrCaps offer = {
         .page_size = s->ram.page_size,
         .zero_modes = s->cfg.zero_detect ? (MFR_ZERO_DETECT | MFR_ZERO_NONE) : MFR_ZERO_NONE,
-        .compression = MFR_COMP_NONE,
+        .compression = s->comp_mode == MFR_COMPRESSION_ZSTD ? MFR_COMP_ZSTD
+                     : s->comp_mode == MFR_COMPRESSION_AUTO ? (MFR_COMP_NONE | MFR_COMP_ZSTD)
+                     : MFR_COMP_NONE,
         .channels = s->cfg.channels,
         .max_channels = MFR_MAX_CHANNELS,
         .max_pages_per_packet = s->cfg.pages_per_packet,
@@ -328,6 +357,12 @@ static bool source_negotiate(MfrSource *s, GError **error)
     s->caps = c;
     s->ram.zero_detect = c.zero_modes == MFR_ZERO_DETECT;
     s->ram.max_pages = c.max_pages_per_packet;
+    s->ram.compress = c.compression == MFR_COMP_ZSTD;
+    s->ram.comp_adaptive = s->comp_mode == MFR_COMPRESSION_AUTO;
+    s->ram.comp_level = s->comp_level;
+    s->ram.comp_raw_max = MIN((uint64_t)c.max_pages_per_packet * c.page_size,
+                              (uint64_t)MFR_COMP_MAX_RAW);
+    s->zstats.negotiated = s->ram.compress;
     return true;
 }
 
@@ -502,6 +537,7 @@ static void source_publish_stats(MfrSource *s)
     s->stats_pub = s->stats;
     s->place_pub = s->place;
     s->place_final = s->place_ready;
+    s->zstats_pub = s->zstats;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -937,6 +973,7 @@ static bool source_setup(MfrSource *s, GError **error)
         g_propagate_error(error, mfr_error_from_xp(xerr, "source"));
         return false;
     }
+    s->ram.dom = s->dom;
     XpChannel *ch = source_connect(s, MFR_ROLE_CONTROL, 0, s->cfg.channels, error);
     if (!ch) {
         return false;
@@ -975,6 +1012,7 @@ static void source_collect_stats(MfrSource *s)
     st->cpu_s = s->cpu_s + mfr_control_cpu_s(s->ctl) + s->reg_helper_cpu_s;
     st->normal_pages = st->zero_pages = st->packets = st->wire_bytes = 0;
     st->zerocopy_sends = st->zerocopy_copied = 0;
+    s->zstats.total = (MfrCompressionChannelStats){ 0 };
     double xfer_s = MAX((st->transfer_ms ? st->transfer_ms : st->total_ms - st->setup_ms) / 1000,
                         1e-6);
     for (unsigned i = 0; i < s->nchan && i < G_N_ELEMENTS(st->channel); i++) {
@@ -987,6 +1025,7 @@ static void source_collect_stats(MfrSource *s)
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
         mfr_placement_thread(&s->place, i, &s->chan[i]->place);
+        mfr_compression_stats_add(&s->zstats, i, &s->chan[i]->zstats);
         XpCounters xc;
         xp_channel_counters(s->chan[i]->xp, &xc); /* zeros without counters */
         st->zerocopy_sends += xc.zerocopy_sends;
@@ -1289,6 +1328,18 @@ bool mfr_source_inject_fault(MfrSource *s, unsigned channel, int err)
     return ok;
 }
 
+bool mfr_source_inject_bad_frame(MfrSource *s, unsigned channel)
+{
+    bool ok = false;
+    g_mutex_lock(&s->lock);
+    if (channel < s->nchan && s->chan[channel] && s->chan[channel]->zc) {
+        atomic_store(&s->chan[channel]->inject_bad_frame, true);
+        ok = true;
+    }
+    g_mutex_unlock(&s->lock);
+    return ok;
+}
+
 bool mfr_source_inject_completion_error(MfrSource *s, unsigned channel)
 {
     bool ok = false;
@@ -1325,6 +1376,13 @@ void mfr_source_get_placement(MfrSource *s, MfrPlacement *out)
         s->place_measured = true;
     }
     *out = s->place_pub;
+    g_mutex_unlock(&s->stats_lock);
+}
+
+void mfr_source_get_compression_stats(MfrSource *s, MfrCompressionStats *out)
+{
+    g_mutex_lock(&s->stats_lock);
+    *out = s->zstats_pub;
     g_mutex_unlock(&s->stats_lock);
 }
 

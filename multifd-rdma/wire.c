@@ -8,6 +8,8 @@
  */
 #include "wire.h"
 
+#include "compress.h"
+
 #include <stdarg.h>
 #include <string.h>
 
@@ -888,7 +890,7 @@ enum {
     PKT_BLOCK = 24,
     PKT_NORMAL = 28,
     PKT_ZERO = 32,
-    PKT_RESERVED = 36,
+    PKT_SLOT = 36,
     PKT_PAYLOAD_LEN = 40,
     PKT_OFFSETS = 48,
 };
@@ -912,7 +914,7 @@ size_t mfr_wire_pack_packet(const MfrPacketHdr *h, const uint64_t *offsets, uint
     put_u32(buf + PKT_BLOCK, h->block);
     put_u32(buf + PKT_NORMAL, h->normal_pages);
     put_u32(buf + PKT_ZERO, h->zero_pages);
-    put_u32(buf + PKT_RESERVED, h->reserved);
+    put_u32(buf + PKT_SLOT, h->slot);
     put_u64(buf + PKT_PAYLOAD_LEN, h->payload_len);
     for (uint64_t i = 0; i < npages; i++) {
         put_u64(buf + PKT_OFFSETS + i * 8, offsets[i]);
@@ -923,6 +925,10 @@ size_t mfr_wire_pack_packet(const MfrPacketHdr *h, const uint64_t *offsets, uint
 /* A SYNC is a pure barrier marker: anything else in it is a sender bug. */
 static bool packet_check_sync(const MfrPacketHdr *v, size_t len, GError **error)
 {
+    if (v->flags != MFR_PACKET_SYNC) {
+        return fail(error, "packet: SYNC of round %" G_GUINT64_FORMAT " with flags 0x%04x, "
+                    "must be 0x%04x", v->round, v->flags, MFR_PACKET_SYNC);
+    }
     if (v->block != 0 || v->normal_pages != 0 || v->zero_pages != 0 || v->payload_len != 0) {
         return fail(error, "packet: SYNC of round %" G_GUINT64_FORMAT " carries block %u, "
                     "%u normal and %u zero pages, payload %" G_GUINT64_FORMAT ", all must "
@@ -931,6 +937,39 @@ static bool packet_check_sync(const MfrPacketHdr *v, size_t len, GError **error)
     if (len != MFR_PACKET_HDR_SIZE) {
         return fail(error, "packet: SYNC message length %zu, expected %u", len,
                     MFR_PACKET_HDR_SIZE);
+    }
+    return true;
+}
+
+/* payload_len against the pages: their bytes, or a zstd frame of them within its bounds. */
+static bool packet_check_payload(const MfrPacketHdr *v, const MfrPacketLimits *lim,
+                                 GError **error)
+{
+    /* u32 * u32 fits in u64. */
+    uint64_t raw = (uint64_t)v->normal_pages * lim->page_size;
+    if (!(v->flags & MFR_PACKET_COMPRESSED)) {
+        if (v->payload_len != raw) {
+            return fail(error, "packet: payload length %" G_GUINT64_FORMAT ", expected %u "
+                        "normal pages * page size %u = %" G_GUINT64_FORMAT, v->payload_len,
+                        v->normal_pages, lim->page_size, raw);
+        }
+        return true;
+    }
+    if (!lim->compressed) {
+        return fail(error, "packet: flag COMPRESSED, but compression was not negotiated");
+    }
+    if (v->normal_pages == 0 || raw > MFR_COMP_MAX_RAW) {
+        return fail(error, "packet: COMPRESSED with %u normal pages (%" G_GUINT64_FORMAT
+                    " bytes), allowed 1..%u bytes", v->normal_pages, raw, MFR_COMP_MAX_RAW);
+    }
+    if (v->payload_len == 0 || v->payload_len > mfr_comp_bound(raw)) {
+        return fail(error, "packet: compressed length %" G_GUINT64_FORMAT " outside 1..%zu "
+                    "(the zstd bound of %" G_GUINT64_FORMAT " bytes)", v->payload_len,
+                    mfr_comp_bound(raw), raw);
+    }
+    if (lim->slots ? v->slot >= lim->slots : v->slot != 0) {
+        return fail(error, "packet: staging slot %u, %s %u", v->slot,
+                    lim->slots ? "not below the slot count" : "must be", lim->slots);
     }
     return true;
 }
@@ -978,7 +1017,7 @@ bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimit
     v.block = get_u32(buf + PKT_BLOCK);
     v.normal_pages = get_u32(buf + PKT_NORMAL);
     v.zero_pages = get_u32(buf + PKT_ZERO);
-    v.reserved = get_u32(buf + PKT_RESERVED);
+    v.slot = get_u32(buf + PKT_SLOT);
     v.payload_len = get_u64(buf + PKT_PAYLOAD_LEN);
 
     if (!check_magic_version("packet", v.magic, MFR_PACKET_MAGIC, v.version, error)) {
@@ -988,8 +1027,9 @@ bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimit
         return fail(error, "packet: flags 0x%04x has bits outside the known 0x%04x", v.flags,
                     MFR_PACKET_FLAGS_ALL);
     }
-    if (v.reserved != 0) {
-        return fail(error, "packet: reserved 0x%08x, must be 0", v.reserved);
+    if (!(v.flags & MFR_PACKET_COMPRESSED) && v.slot != 0) {
+        return fail(error, "packet: slot %u in a packet without flag COMPRESSED, must be 0",
+                    v.slot);
     }
     if (v.packet_num != lim->expect_packet_num) {
         return fail(error, "packet: number %" G_GUINT64_FORMAT ", expected %" G_GUINT64_FORMAT,
@@ -1026,15 +1066,94 @@ bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimit
                     " for %" G_GUINT64_FORMAT " pages", len, MFR_PACKET_HDR_SIZE + 8 * npages,
                     npages);
     }
-    /* u32 * u32 fits in u64. */
-    if (v.payload_len != (uint64_t)v.normal_pages * lim->page_size) {
-        return fail(error, "packet: payload length %" G_GUINT64_FORMAT ", expected %u normal "
-                    "pages * page size %u = %" G_GUINT64_FORMAT, v.payload_len, v.normal_pages,
-                    lim->page_size, (uint64_t)v.normal_pages * lim->page_size);
+    if (!packet_check_payload(&v, lim, error)) {
+        return false;
     }
     if (!packet_unpack_offsets(buf, npages, v.block, lim, offsets, error)) {
         return false;
     }
     *h = v;
+    return true;
+}
+
+/* ---------- staging ring ---------- */
+
+enum {
+    RING_MAGIC = 0,
+    RING_VERSION = 4,
+    RING_TYPE = 6,
+    RING_SLOTS = 8,
+    RING_SLOT_SIZE = 12,
+    RING_FREED = 16,
+    RING_DESC = 24,
+};
+G_STATIC_ASSERT(RING_DESC + MFR_REGION_DESC_SIZE == MFR_RING_MSG_SIZE);
+
+void mfr_wire_pack_ring(const MfrRingMsg *m, uint8_t buf[MFR_RING_MSG_SIZE])
+{
+    put_u32(buf + RING_MAGIC, m->magic);
+    put_u16(buf + RING_VERSION, m->version);
+    put_u16(buf + RING_TYPE, m->type);
+    put_u32(buf + RING_SLOTS, m->slots);
+    put_u32(buf + RING_SLOT_SIZE, m->slot_size);
+    put_u64(buf + RING_FREED, m->freed);
+    memcpy(buf + RING_DESC, m->desc, MFR_REGION_DESC_SIZE);
+}
+
+static bool ring_desc_zero(const uint8_t *desc)
+{
+    for (unsigned i = 0; i < MFR_REGION_DESC_SIZE; i++) {
+        if (desc[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool mfr_wire_unpack_ring(const uint8_t *buf, size_t len, MfrRingType expect, uint64_t min_a,
+                          uint64_t max_a, MfrRingMsg *m, GError **error)
+{
+    MfrRingMsg v;
+    if (!check_len("ring", len, MFR_RING_MSG_SIZE, error)) {
+        return false;
+    }
+    v.magic = get_u32(buf + RING_MAGIC);
+    v.version = get_u16(buf + RING_VERSION);
+    v.type = get_u16(buf + RING_TYPE);
+    v.slots = get_u32(buf + RING_SLOTS);
+    v.slot_size = get_u32(buf + RING_SLOT_SIZE);
+    v.freed = get_u64(buf + RING_FREED);
+    memcpy(v.desc, buf + RING_DESC, MFR_REGION_DESC_SIZE);
+    if (!check_magic_version("ring", v.magic, MFR_RING_MAGIC, v.version, error)) {
+        return false;
+    }
+    if (v.type != expect) {
+        return fail(error, "ring: type %u, expected %u (%s)", v.type, expect,
+                    expect == MFR_RING_DESC ? "DESC" : "CREDIT");
+    }
+    if (expect == MFR_RING_DESC) {
+        if (v.slots < 1 || v.slots > MFR_RING_MAX_SLOTS) {
+            return fail(error, "ring: %u slots outside 1..%u", v.slots, MFR_RING_MAX_SLOTS);
+        }
+        if (v.slot_size < min_a || v.slot_size > max_a) {
+            return fail(error, "ring: slot size %u outside %" G_GUINT64_FORMAT "..%"
+                        G_GUINT64_FORMAT, v.slot_size, min_a, max_a);
+        }
+        if (v.freed != 0) {
+            return fail(error, "ring: DESC with freed %" G_GUINT64_FORMAT ", must be 0",
+                        v.freed);
+        }
+    } else {
+        if (v.slots != 0 || v.slot_size != 0 || !ring_desc_zero(v.desc)) {
+            return fail(error, "ring: CREDIT with slots %u, slot size %u or a descriptor, "
+                        "all must be 0", v.slots, v.slot_size);
+        }
+        if (v.freed < min_a || v.freed > max_a) {
+            return fail(error, "ring: CREDIT frees %" G_GUINT64_FORMAT " slots in all, expected "
+                        "%" G_GUINT64_FORMAT "..%" G_GUINT64_FORMAT " (never backwards, never "
+                        "more than were used)", v.freed, min_a, max_a);
+        }
+    }
+    *m = v;
     return true;
 }

@@ -20,6 +20,7 @@ G_BEGIN_DECLS
 #define MFR_HELLO_MAGIC 0x4846524du  /* "MRFH" as LE bytes 4d 52 46 48 */
 #define MFR_CTRL_MAGIC 0x4346524du   /* "MRFC" */
 #define MFR_PACKET_MAGIC 0x5046524du /* "MRFP" */
+#define MFR_RING_MAGIC 0x5246524du   /* "MRFR" */
 
 #define MFR_SESSION_ID_LEN 16u
 #define MFR_TOKEN_LEN 16u
@@ -40,6 +41,12 @@ G_BEGIN_DECLS
 #define MFR_SYNC_ACK_SIZE 8u         /* SYNC_ACK body: u64 round */
 #define MFR_COMPLETE_HDR_SIZE 16u    /* COMPLETE body without digests (verification off) */
 #define MFR_COMPLETE_REPLY_SIZE 8u
+#define MFR_RING_MSG_SIZE 40u        /* staging ring messages, destination -> source */
+/* At most 16 slots: every slot's CREDIT may sit unread at the source, and 16 stay well below
+ * the RDMA receive ring's 31 messages, so a CREDIT never waits for the source to read
+ * (docs/protocol.md 14.11: no deadlock). */
+#define MFR_RING_MAX_SLOTS 16u
+#define MFR_RING_SLOTS 4u      /* what this destination offers */
 /* Registration chunks one block may be split into (REGION messages per block). */
 #define MFR_MAX_CHUNKS_PER_BLOCK 65536u
 
@@ -165,8 +172,9 @@ typedef struct {
 /* ---------- channel packets ---------- */
 
 enum {
-    MFR_PACKET_SYNC = 1u << 0, /* end of round: no pages; round says which */
-    MFR_PACKET_FLAGS_ALL = MFR_PACKET_SYNC,
+    MFR_PACKET_SYNC = 1u << 0,       /* end of round: no pages; round says which */
+    MFR_PACKET_COMPRESSED = 1u << 1, /* payload is one zstd frame of the normal pages */
+    MFR_PACKET_FLAGS_ALL = MFR_PACKET_SYNC | MFR_PACKET_COMPRESSED,
 };
 
 typedef struct {
@@ -178,11 +186,31 @@ typedef struct {
     uint32_t block;         /* index in the announced block list */
     uint32_t normal_pages;  /* pages with data */
     uint32_t zero_pages;    /* pages the destination must see as zero */
-    uint32_t reserved;      /* must be 0 */
-    uint64_t payload_len;   /* normal_pages * page_size in v1 */
+    uint32_t slot;          /* COMPRESSED on a placed transport: the staging slot the
+                             * payload was written to; else 0 */
+    uint64_t payload_len;   /* normal_pages * page_size; COMPRESSED: the frame's length */
 } MfrPacketHdr;
 /* On the wire the header is followed by normal_pages + zero_pages u64 block offsets
- * (normal first), then (stream transports) payload_len bytes of page data. */
+ * (normal first), then (stream transports) payload_len bytes of page data, or of the zstd
+ * frame that decompresses to them (COMPRESSED). */
+
+/* ---------- staging ring (compressed packets over a placed transport) ----------
+ * The only messages a destination sends on a data channel: RING once, first, describing the
+ * channel's staging slots; then a CREDIT after each compressed packet it took out of a slot. */
+typedef enum {
+    MFR_RING_DESC = 1,   /* the ring: slots, slot_size, desc */
+    MFR_RING_CREDIT = 2, /* freed: slots taken out so far on this channel, cumulative */
+} MfrRingType;
+
+typedef struct {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t type;        /* MfrRingType */
+    uint32_t slots;       /* DESC: 1..MFR_RING_MAX_SLOTS; CREDIT: 0 */
+    uint32_t slot_size;   /* DESC: bytes per slot; CREDIT: 0 */
+    uint64_t freed;       /* CREDIT: slots freed since the channel began; DESC: 0 */
+    uint8_t desc[MFR_REGION_DESC_SIZE]; /* DESC: the ring's region; CREDIT: zeros */
+} MfrRingMsg;
 
 /* What the receiver validates a packet against. */
 typedef struct {
@@ -192,6 +220,8 @@ typedef struct {
     uint32_t max_pages;        /* negotiated max_pages_per_packet */
     uint64_t expect_packet_num;
     uint64_t expect_round;     /* a page packet's round must equal it; SYNC too */
+    bool compressed;           /* zstd negotiated: COMPRESSED packets are allowed */
+    uint32_t slots;            /* staging slots of a placed transport; 0: stream */
 } MfrPacketLimits;
 
 /* ---------- pack / unpack ----------
@@ -261,12 +291,21 @@ bool mfr_wire_unpack_complete_reply(const uint8_t *buf, size_t len, uint32_t nbl
 void mfr_wire_pack_error(const MfrCtrlError *e, uint8_t buf[MFR_CTRL_ERROR_SIZE]);
 bool mfr_wire_unpack_error(const uint8_t *buf, size_t len, MfrCtrlError *e, GError **error);
 
+void mfr_wire_pack_ring(const MfrRingMsg *m, uint8_t buf[MFR_RING_MSG_SIZE]);
+/* Checks magic, version, that the type is expect, and its fields: DESC: slots 1..
+ * MFR_RING_MAX_SLOTS, min_slot <= slot_size <= max_slot; CREDIT: min_freed <= freed <= max_freed
+ * (cumulative: never backwards, never more than were used). */
+bool mfr_wire_unpack_ring(const uint8_t *buf, size_t len, MfrRingType expect, uint64_t min_a,
+                          uint64_t max_a, MfrRingMsg *m, GError **error);
+
 /* Header + offsets as one message. Returns bytes written, 0 if cap is too small. */
 size_t mfr_wire_pack_packet(const MfrPacketHdr *h, const uint64_t *offsets, uint8_t *buf,
                             size_t cap);
 /* Validates the header and every offset against lim (known flags, packet number and round as
  * expected, block index, counts <= max_pages, message length, payload_len, alignment and
- * offset + page_size <= block length). offsets must hold lim->max_pages entries. */
+ * offset + page_size <= block length; COMPRESSED: negotiated, raw size <= MFR_COMP_MAX_RAW,
+ * 1 <= payload_len <= mfr_comp_bound(raw), slot < lim->slots). offsets must hold
+ * lim->max_pages entries. */
 bool mfr_wire_unpack_packet(const uint8_t *buf, size_t len, const MfrPacketLimits *lim,
                             MfrPacketHdr *h, uint64_t *offsets, GError **error);
 

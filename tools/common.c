@@ -292,6 +292,7 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->token);
     g_free(a->max_bandwidth);
     g_free(a->numa_node);
+    g_free(a->compress);
     tool_rdma_args_clear(&a->rdma);
 }
 
@@ -341,6 +342,12 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "125M, 1G; default 0 = unlimited)", "RATE" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
+        { "compress", 0, 0, G_OPTION_ARG_STRING, &a->compress,
+          "zstd on the data channels: off, zstd (every packet; the destination must accept "
+          "it) or auto (per packet, while it pays; off if the destination refuses) "
+          "(default off)", "MODE" },
+        { "compress-level", 0, 0, G_OPTION_ARG_INT, &a->compress_level,
+          "zstd level; negative levels are faster (default 1)", "N" },
         G_OPTION_ENTRY_NULL,
     };
     const GOptionEntry xport[] = {
@@ -459,11 +466,35 @@ bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error)
     return true;
 }
 
-bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
+bool tool_parse_compress(const char *text, gint level, MfrCompression def, MfrCompression *mode,
+                         GError **error)
+{
+    *mode = def;
+    if (text && !mfr_compression_parse(text, mode, error)) {
+        g_prefix_error(error, "--compress: ");
+        return false;
+    }
+    if (!mfr_compression_check(*mode, level, error)) {
+        g_prefix_error(error, "--compress-level: ");
+        return false;
+    }
+    return true;
+}
+
+bool tool_source_compression(const ToolSourceArgs *a, MfrSource *src, GError **error)
+{
+    return mfr_source_set_compression(src, a->comp_mode, a->compress_level, error);
+}
+
+bool tool_source_args_apply(ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
                             uint64_t *registration_chunk, GError **error)
 {
     mfr_guest_options_init(go);
     mfr_source_config_init(cfg);
+    if (!tool_parse_compress(a->compress, a->compress_level, MFR_COMPRESSION_OFF,
+                             &a->comp_mode, error)) {
+        return false;
+    }
     if (a->size && !tool_parse_size("--size", a->size, &go->size, error)) {
         return false;
     }
@@ -805,6 +836,67 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, boo
     fflush(out);
 }
 
+static void comp_row(FILE *out, const char *label, const MfrCompressionStats *src,
+                     const MfrCompressionStats *dst, size_t off, bool is_double)
+{
+    fprintf(out, "  %-22s", label);
+    const MfrCompressionStats *sides[2] = { src, dst };
+    for (unsigned i = 0; i < 2; i++) {
+        if (!sides[i]) {
+            continue;
+        }
+        const char *base = (const char *)&sides[i]->total + off;
+        if (is_double) {
+            fprintf(out, " %14.2f", *(const double *)base);
+        } else {
+            fprintf(out, " %14" G_GUINT64_FORMAT, *(const uint64_t *)base);
+        }
+    }
+    fputc('\n', out);
+}
+
+void tool_print_compression(FILE *out, const MfrCompressionStats *src,
+                            const MfrCompressionStats *dst)
+{
+    if (!(src && src->negotiated) && !(dst && dst->negotiated)) {
+        if (src && src->mode != MFR_COMPRESSION_OFF) {
+            fprintf(out, "compression: %s requested, the destination refused it: none used\n",
+                    mfr_compression_str(src->mode));
+        }
+        return;
+    }
+    if (src) {
+        fprintf(out, "compression: %s, zstd level %d\n", mfr_compression_str(src->mode),
+                src->level);
+    }
+    fprintf(out, "  %-22s", "");
+    if (src) {
+        fprintf(out, " %14s", "source");
+    }
+    if (dst) {
+        fprintf(out, " %14s", "destination");
+    }
+    fputc('\n', out);
+    typedef MfrCompressionChannelStats Z;
+    comp_row(out, "compressed packets", src, dst, G_STRUCT_OFFSET(Z, packets), false);
+    comp_row(out, "raw bytes", src, dst, G_STRUCT_OFFSET(Z, raw_bytes), false);
+    comp_row(out, "compressed bytes", src, dst, G_STRUCT_OFFSET(Z, compressed_bytes), false);
+    fprintf(out, "  %-22s", "ratio (raw/compressed)");
+    if (src) {
+        fprintf(out, " %14.2f", src->ratio);
+    }
+    if (dst) {
+        fprintf(out, " %14.2f", dst->ratio);
+    }
+    fputc('\n', out);
+    comp_row(out, "sent raw: no shrink", src, dst, G_STRUCT_OFFSET(Z, packets_not_shrunk), false);
+    comp_row(out, "sent raw: auto paused", src, dst, G_STRUCT_OFFSET(Z, packets_skipped), false);
+    comp_row(out, "auto pauses", src, dst, G_STRUCT_OFFSET(Z, pauses), false);
+    comp_row(out, "zstd CPU s", src, dst, G_STRUCT_OFFSET(Z, cpu_s), true);
+    fputc('\n', out);
+    fflush(out);
+}
+
 static void json_string(GString *s, const char *text)
 {
     g_string_append_c(s, '"');
@@ -820,30 +912,37 @@ static void json_string(GString *s, const char *text)
     g_string_append_c(s, '"');
 }
 
-void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
-                     const GError *error, const char *memcmp_result)
-{
-    tool_print_json_placed(out, src, dst, NULL, NULL, result, error, memcmp_result);
-}
-
-/* one side's stats object, with its placement inside when known */
-static void json_side(GString *s, const char *side, const MfrStats *st, const MfrPlacement *p)
+/* A side's stats object, with its compression stats inside as "compression". */
+/* One side's stats object, with its compression stats and placement inside when known. */
+static void json_side(GString *s, const char *side, const MfrStats *st,
+                      const MfrCompressionStats *z, const MfrPlacement *p)
 {
     g_autofree char *j = mfr_stats_to_json(st, side);
     g_string_append_printf(s, ",\"%s\":", side);
+    g_string_append_len(s, j, (gssize)strlen(j) - 1); /* without its closing brace */
+    if (z) {
+        g_autofree char *zj = mfr_compression_stats_to_json(z);
+        g_string_append_printf(s, ",\"compression\":%s", zj);
+    }
     if (p) {
         g_autofree char *pj = mfr_placement_to_json(p);
-        j[strlen(j) - 1] = '\0'; /* the closing brace */
-        g_string_append_printf(s, "%s,\"placement\":%s}", j, pj);
-    } else {
-        g_string_append(s, j);
+        g_string_append_printf(s, ",\"placement\":%s", pj);
     }
+    g_string_append_c(s, '}');
+}
+
+void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
+                     const GError *error, const char *memcmp_result,
+                     const MfrCompressionStats *zsrc, const MfrCompressionStats *zdst)
+{
+    tool_print_json_placed(out, src, dst, NULL, NULL, result, error, memcmp_result, zsrc, zdst);
 }
 
 void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
                             const MfrPlacement *psrc, const MfrPlacement *pdst,
                             const char *result, const GError *error,
-                            const char *memcmp_result)
+                            const char *memcmp_result, const MfrCompressionStats *zsrc,
+                            const MfrCompressionStats *zdst)
 {
     g_autoptr(GString) s = g_string_new("{\"version\":");
     json_string(s, MFR_VERSION);
@@ -860,10 +959,10 @@ void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
         json_string(s, memcmp_result);
     }
     if (src) {
-        json_side(s, "source", src, psrc);
+        json_side(s, "source", src, zsrc, psrc);
     }
     if (dst) {
-        json_side(s, "destination", dst, pdst);
+        json_side(s, "destination", dst, zdst, pdst);
     }
     g_string_append(s, "}\n");
     fputs(s->str, out);

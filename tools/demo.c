@@ -24,6 +24,7 @@ static const char demo_description[] =
     "  mfrdma demo --size 256M --channels 2 --dirty-rate 0\n"
     "  mfrdma demo --size 2G --mix 90:0:10 --dirty-rate 500 --max-rounds 5 --force-switchover\n"
     "  mfrdma demo --json > stats.json\n"
+    "  mfrdma demo --compress zstd --compress-level 3\n"
     "\n"
     TOOL_EXIT_CODES_HELP;
 
@@ -82,16 +83,18 @@ static char *pick_uri(const ToolSourceArgs *a, FILE *info, GError **error)
     return g_strdup_printf("rdma:%s:0", addr);
 }
 
-static int finish(bool json, const MfrStats *ss, const MfrStats *ds, const MfrPlacement *sp,
-                  const MfrPlacement *dp, const GError *error, const char *memcmp_result,
-                  int code)
+static int finish(bool json, const MfrStats *ss, const MfrStats *ds,
+                  const MfrCompressionStats *zs, const MfrCompressionStats *zd,
+                  const MfrPlacement *sp, const MfrPlacement *dp, const GError *error,
+                  const char *memcmp_result, int code)
 {
     if (json) {
         static const char *const results[] = {
             [TOOL_EXIT_OK] = "ok", [TOOL_EXIT_FAILED] = "failed",
             [TOOL_EXIT_USAGE] = "usage", [TOOL_EXIT_VERIFY] = "verify-failed",
         };
-        tool_print_json_placed(stdout, ss, ds, sp, dp, results[code], error, memcmp_result);
+        tool_print_json_placed(stdout, ss, ds, sp, dp, results[code], error, memcmp_result, zs,
+                               zd);
     }
     return code;
 }
@@ -118,7 +121,8 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     MfrSourceConfig scfg;
     MfrDestConfig dcfg;
     MfrStats ss = { 0 }, ds = { 0 };
-    MfrPlacement sp, dp;
+    MfrCompressionStats zs = { 0 }, zd = { 0 };
+    MfrPlacement sp = { .numa_node = -1 }, dp = { .numa_node = -1 };
     ToolProgress progress;
     const char *memcmp_result = NULL;
     uint64_t reg_chunk = 0;
@@ -176,6 +180,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     dcfg.registration_chunk = reg_chunk;
     dcfg.numa_node = scfg.numa_node;
     dest = mfr_dest_new(&dcfg, &error);
+    /* the demo's destination accepts zstd (auto) whatever the source asks */
     if (!dest) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);
         code = tool_exit_code(error);
@@ -190,6 +195,9 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     unsigned nblocks;
     const MfrRamBlock *blocks = mfr_guest_blocks(guest, &nblocks);
     src = mfr_source_new(&scfg, blocks, nblocks, mfr_guest_dirty_ops(), guest, &error);
+    if (src && !tool_source_compression(&a, src, &error)) {
+        g_clear_pointer(&src, mfr_source_free);
+    }
     if (!src) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);
         code = tool_exit_code(error);
@@ -215,9 +223,12 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
 
     mfr_source_get_stats(src, &ss);
     mfr_dest_get_stats(dest, &ds);
+    mfr_source_get_compression_stats(src, &zs);
+    mfr_dest_get_compression_stats(dest, &zd);
     mfr_source_get_placement(src, &sp);
     mfr_dest_get_placement(dest, &dp);
     tool_print_summary(info, &ss, &ds, ok && !dest_error);
+    tool_print_compression(info, &zs, &zd);
     tool_print_placement(info, &sp, &dp);
     tool_print_guest_writes(info, guest);
 
@@ -266,8 +277,9 @@ out:
         g_clear_error(&dd.error);
     }
     tool_signals_watch(ctx->signals, NULL, NULL);
-    code = finish(a.json, src ? &ss : NULL, dest ? &ds : NULL, src ? &sp : NULL,
-                  dest ? &dp : NULL, error, memcmp_result, code);
+    code = finish(a.json, src ? &ss : NULL, dest ? &ds : NULL, src ? &zs : NULL,
+                  dest ? &zd : NULL, src ? &sp : NULL, dest ? &dp : NULL, error, memcmp_result,
+                  code);
     g_clear_pointer(&src, mfr_source_free);
     g_clear_pointer(&dest, mfr_dest_free);
     tool_dest_mem_free(mem);

@@ -17,6 +17,7 @@ static const char listen_description[] =
     "Examples:\n"
     "  mfrdma listen tcp:0.0.0.0:4444\n"
     "  mfrdma listen rdma:192.168.1.2:4444 --token 00112233445566778899aabbccddeeff\n"
+    "  mfrdma listen tcp:0.0.0.0:4444 --compress off   # refuse compressed migrations\n"
     "\n"
     TOOL_EXIT_CODES_HELP;
 
@@ -49,7 +50,7 @@ static int listen_config(int argc, char **argv, const char *token, gint timeout_
 
 /* Serves one migration with cfg (token and transport set); the exit code. */
 static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint64_t max_ram,
-                        MfrDestConfig *cfg)
+                        MfrCompression comp, MfrDestConfig *cfg)
 {
     FILE *info = json ? stderr : stdout;
     ToolDestMem *mem = tool_dest_mem_new(thp, max_ram);
@@ -63,11 +64,15 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
     cfg->progress_opaque = &progress;
     int code = TOOL_EXIT_FAILED;
     MfrStats st = { 0 };
-    MfrPlacement pl;
+    MfrCompressionStats zst = { 0 };
+    MfrPlacement pl = { .numa_node = -1 };
     char hex[33];
     mfr_token_format(cfg->token, hex);
     g_autoptr(GError) error = NULL;
     g_autoptr(MfrDest) dest = mfr_dest_new(cfg, &error);
+    if (dest && !mfr_dest_set_compression(dest, comp, &error)) {
+        g_clear_pointer(&dest, mfr_dest_free);
+    }
     if (!dest) {
         /* the message names the URI already */
         code = tool_exit_code(error);
@@ -87,8 +92,10 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_dest_get_stats(dest, &st);
+    mfr_dest_get_compression_stats(dest, &zst);
     mfr_dest_get_placement(dest, &pl);
     tool_print_summary(info, NULL, &st, ok);
+    tool_print_compression(info, NULL, &zst);
     tool_print_placement(info, NULL, &pl);
     unsigned n = 0;
     const MfrRamBlock *blocks = ok ? mfr_dest_blocks(dest, &n) : NULL;
@@ -112,7 +119,7 @@ out:
         tool_print_json_placed(stdout, NULL, dest ? &st : NULL, NULL, dest ? &pl : NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
-                        error, NULL);
+                        error, NULL, NULL, dest ? &zst : NULL);
     }
     g_clear_pointer(&dest, mfr_dest_free);
     tool_dest_mem_free(mem);
@@ -125,6 +132,7 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     g_autofree char *token = NULL;
     g_autofree char *max_ram_arg = NULL;
     g_autofree char *numa_arg = NULL;
+    g_autofree char *compress = NULL;
     gboolean json = FALSE, thp = FALSE, no_thp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
@@ -148,6 +156,9 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
           "Accepted for old scripts: huge pages are the default", NULL },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
           "Print the stats as JSON on stdout; everything else goes to stderr", NULL },
+        { "compress", 0, 0, G_OPTION_ARG_STRING, &compress,
+          "off refuses a source that requires zstd compression; zstd or auto accept it "
+          "(default auto)", "MODE" },
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) oc = g_option_context_new("URI - receive one migration");
@@ -162,13 +173,17 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     if (code == TOOL_EXIT_OK && thp && no_thp) {
         code = tool_usage_error("listen", "--thp and --no-thp contradict");
     }
-    g_autoptr(GError) numa_err = NULL;
+    MfrCompression comp = MFR_COMPRESSION_AUTO;
+    g_autoptr(GError) error = NULL;
     if (code == TOOL_EXIT_OK && numa_arg &&
-        !tool_parse_numa_node("--numa-node", numa_arg, &cfg.numa_node, &numa_err)) {
-        code = tool_usage_error("listen", "%s", numa_err->message);
+        !tool_parse_numa_node("--numa-node", numa_arg, &cfg.numa_node, &error)) {
+        code = tool_usage_error("listen", "%s", error->message);
+    }
+    if (code == TOOL_EXIT_OK && !tool_parse_compress(compress, 0, comp, &comp, &error)) {
+        code = tool_usage_error("listen", "%s", error->message);
     }
     if (code == TOOL_EXIT_OK) {
-        code = listen_serve(ctx, argv[1], json, !no_thp, max_ram, &cfg);
+        code = listen_serve(ctx, argv[1], json, !no_thp, max_ram, comp, &cfg);
     }
     tool_rdma_args_clear(&rdma);
     return code;

@@ -12,6 +12,7 @@ static const char migrate_description[] =
     "Examples:\n"
     "  mfrdma migrate tcp:127.0.0.1:4444 --token 00112233445566778899aabbccddeeff\n"
     "  mfrdma migrate rdma:192.168.1.2:4444 --token $TOKEN --size 4G --channels 8\n"
+    "  mfrdma migrate tcp:10.0.0.2:4444 --token $TOKEN --compress auto\n"
     "\n"
     TOOL_EXIT_CODES_HELP;
 
@@ -34,7 +35,8 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     ToolProgress progress;
     tool_progress_init(&progress, info, "source");
     MfrStats st = { 0 };
-    MfrPlacement pl;
+    MfrPlacement pl = { .numa_node = -1 };
+    MfrCompressionStats zst = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(MfrSource) src = NULL;
     g_autoptr(MfrGuest) guest = mfr_guest_new(go, &error);
@@ -50,6 +52,9 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     unsigned n;
     const MfrRamBlock *blocks = mfr_guest_blocks(guest, &n);
     src = mfr_source_new(cfg, blocks, n, mfr_guest_dirty_ops(), guest, &error);
+    if (src && !tool_source_compression(a, src, &error)) {
+        g_clear_pointer(&src, mfr_source_free);
+    }
     if (!src) {
         fprintf(stderr, "mfrdma migrate: %s: %s\n", uri, error->message);
         code = tool_exit_code(error);
@@ -66,8 +71,10 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     tool_signals_watch(ctx->signals, NULL, NULL);
     tool_progress_finish(&progress);
     mfr_source_get_stats(src, &st);
+    mfr_source_get_compression_stats(src, &zst);
     mfr_source_get_placement(src, &pl);
     tool_print_summary(info, &st, NULL, ok);
+    tool_print_compression(info, &zst, NULL);
     tool_print_placement(info, &pl, NULL);
     tool_print_guest_writes(info, guest);
     if (idle) {
@@ -91,7 +98,7 @@ out:
         tool_print_json_placed(stdout, src ? &st : NULL, NULL, src ? &pl : NULL, NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
-                        error, NULL);
+                        error, NULL, src ? &zst : NULL, NULL);
     }
     g_clear_pointer(&src, mfr_source_free);
     g_clear_pointer(&guest, mfr_guest_free);

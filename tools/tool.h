@@ -77,6 +77,9 @@ typedef struct {
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
     gint64 seed;
     gboolean force_switchover, no_verify, json, thp, no_thp, hugetlb;
+    char *compress;         /* --compress off|zstd|auto */
+    gint compress_level;    /* --compress-level N */
+    MfrCompression comp_mode; /* parsed by tool_source_args_apply() */
 } ToolSourceArgs;
 
 /* Defaults from mfr_source_config_init() and mfr_guest_options_init(). */
@@ -85,10 +88,16 @@ void tool_source_args_clear(ToolSourceArgs *a);
 /* Adds the guest, migration and transport options; with_transport adds --transport/--address
  * and the destination's options (demo). */
 void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_transport);
-/* Validates and converts; errors are MFR_ERROR_USAGE naming the option. registration_chunk
- * as for tool_rdma_args_apply(). */
-bool tool_source_args_apply(const ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
+/* Validates and converts (a->comp_mode too); errors are MFR_ERROR_USAGE naming the option.
+ * registration_chunk as for tool_rdma_args_apply(). */
+bool tool_source_args_apply(ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceConfig *cfg,
                             uint64_t *registration_chunk, GError **error);
+
+/* --compress (NULL: default) and --compress-level into mode; MFR_ERROR_USAGE naming them. */
+bool tool_parse_compress(const char *text, gint level, MfrCompression def, MfrCompression *mode,
+                         GError **error);
+/* The source's compression as the options say (after mfr_source_new()). */
+bool tool_source_compression(const ToolSourceArgs *a, MfrSource *src, GError **error);
 
 /* Parses the subcommand line; on a usage error prints it with a hint and returns false. */
 bool tool_parse(GOptionContext *ctx, const char *cmd, int *argc, char ***argv);
@@ -137,17 +146,25 @@ void tool_progress_clear(ToolProgress *p);
 
 /* Summary table; either side may be NULL. ok: the migration succeeded. */
 void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, bool ok);
-/* {"source":...,"destination":...,...} on out; either side may be NULL. */
+/* Compression lines of the summary (nothing when neither side negotiated zstd); either side
+ * may be NULL. */
+void tool_print_compression(FILE *out, const MfrCompressionStats *src,
+                            const MfrCompressionStats *dst);
+/* {"source":...,"destination":...,...} on out; either side may be NULL. A side's compression
+ * stats (may be NULL) go inside its object as "compression". */
 void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
-                     const GError *error, const char *memcmp_result);
+                     const GError *error, const char *memcmp_result,
+                     const MfrCompressionStats *zsrc, const MfrCompressionStats *zdst);
 
 /* "memory:" and "placement:" lines of each side (either may be NULL). */
 void tool_print_placement(FILE *out, const MfrPlacement *src, const MfrPlacement *dst);
-/* As tool_print_json(), with each side's placement as "placement" beside its stats. */
+/* As tool_print_json(), with each side's placement (may be NULL) as "placement" inside its
+ * object too. */
 void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
                             const MfrPlacement *psrc, const MfrPlacement *pdst,
                             const char *result, const GError *error,
-                            const char *memcmp_result);
+                            const char *memcmp_result, const MfrCompressionStats *zsrc,
+                            const MfrCompressionStats *zdst);
 
 /* "guest: ..." line: size, blocks, mix, fill time, dirty rate. */
 void tool_print_guest(FILE *out, MfrGuest *g, const MfrGuestOptions *go);

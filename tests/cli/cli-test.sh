@@ -206,6 +206,36 @@ listen_migrate_json)
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["result"]=="ok" and "source" in d' "$work/out" || fail "bad JSON"
   wait_listen 0
   ;;
+demo_compress)
+  # the default mix: compressible pages shrink, random ones go raw; both sides agree
+  run 0 demo --size 64M --dirty-rate 0 --compress zstd --compress-level -1 --json
+  python3 - "$work/out" <<'PY' || fail "bad compression JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+s, t = d["source"]["compression"], d["destination"]["compression"]
+assert d["result"] == "ok" and s["negotiated"] and s["mode"] == "zstd" and s["level"] == -1
+assert s["total"]["packets"] > 0 and s["total"]["packets"] == t["total"]["packets"]
+assert s["total"]["compressed_bytes"] < s["total"]["raw_bytes"] and s["ratio"] > 1.2
+assert d["source"]["wire_bytes"] < 0.8 * d["source"]["ram_bytes"]
+PY
+  run 0 demo --size 32M --dirty-rate 0 --compress auto
+  has out "compression: auto, zstd level 1"; has out "sent raw: auto paused"
+  usage "mfrdma demo: --compress: 'lz4' is not a compression mode (off, zstd or auto)" demo --compress lz4
+  usage "mfrdma demo: --compress-level: zstd compression level 99, allowed -131072..22 (0: the default, 1)" demo --compress zstd --compress-level 99
+  ;;
+listen_migrate_bad_compress)
+  # a destination that refuses compression: zstd fails with the reason on both sides, auto
+  # falls back to none
+  start_listen --compress off
+  run 1 migrate "$URI" --token "$TOKEN" --size 32M --compress zstd
+  has err "reported: destination: the source requires compression 0x2 (zstd), which this destination refuses (compression off)"
+  wait_listen 1
+  start_listen --compress off
+  run 0 migrate "$URI" --token "$TOKEN" --size 32M --compress auto
+  has out "compression: auto requested, the destination refused it: none used"
+  wait_listen 0
+  usage "mfrdma listen: --compress: 'yes' is not a compression mode (off, zstd or auto)" listen tcp:127.0.0.1:0 --compress yes
+  ;;
 listen_migrate_bad_token)
   start_listen
   run 1 migrate "$URI" --token 00000000000000000000000000000000 --size 32M

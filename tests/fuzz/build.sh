@@ -21,5 +21,5 @@ if [ ! -f build-fuzz/build.ninja ]; then
   CC=clang-14 meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
 fi
 # the harnesses and the recorder's tool (make-corpus.sh); the rest of the tree is gcc's business
-ninja -C build-fuzz tools/mfrdma $(for h in hello ctrl packet regions tcp-stream dest-session rdma-wire; do
+ninja -C build-fuzz tools/mfrdma $(for h in hello ctrl packet regions tcp-stream dest-session rdma-wire compress; do
   echo tests/fuzz/fuzz-$h; done)

@@ -11,7 +11,7 @@ secs=${1:-600}
 export MFR_FUZZ_WORKDIR=${2:-build-fuzz/campaign}
 tests/fuzz/build.sh
 mkdir -p "$MFR_FUZZ_WORKDIR/logs"
-harnesses=(hello ctrl packet regions tcp-stream dest-session rdma-wire)
+harnesses=(hello ctrl packet regions tcp-stream dest-session rdma-wire compress)
 run() {
   local h=$1
   if tests/fuzz/fuzz-test.sh "build-fuzz/tests/fuzz/fuzz-$h" "$h" tests/fuzz "$secs" \

@@ -5,6 +5,7 @@
  * sequence checks to the offset checks; an accepted packet's every page must lie inside its
  * block, which is what keeps the receiver's writes inside guest RAM.
  */
+#include "compress.h"
 #include "fuzz.h"
 #include "mfrdma.h"
 #include "wire.h"
@@ -30,12 +31,21 @@ static void check_one(const uint8_t *data, size_t size, const MfrPacketLimits *l
     assert(h.packet_num == lim->expect_packet_num && h.round == lim->expect_round);
     if (h.flags & MFR_PACKET_SYNC) {
         assert(size == MFR_PACKET_HDR_SIZE && h.normal_pages == 0 && h.zero_pages == 0);
+        assert(h.flags == MFR_PACKET_SYNC && h.slot == 0);
         return;
     }
     uint64_t n = (uint64_t)h.normal_pages + h.zero_pages;
     assert(h.block < lim->nblocks && n >= 1 && n <= lim->max_pages);
     assert(size == MFR_PACKET_HDR_SIZE + 8 * n);
-    assert(h.payload_len == (uint64_t)h.normal_pages * lim->page_size);
+    uint64_t raw = (uint64_t)h.normal_pages * lim->page_size;
+    if (h.flags & MFR_PACKET_COMPRESSED) {
+        /* what sizes the receiver's buffers: the raw size and the frame's bound */
+        assert(lim->compressed && h.normal_pages >= 1 && raw <= MFR_COMP_MAX_RAW);
+        assert(h.payload_len >= 1 && h.payload_len <= mfr_comp_bound(raw));
+        assert(lim->slots ? h.slot < lim->slots : h.slot == 0);
+    } else {
+        assert(h.payload_len == raw && h.slot == 0);
+    }
     for (uint64_t i = 0; i < n; i++) {
         assert(offsets[i] % lim->page_size == 0);
         assert(offsets[i] + lim->page_size <= lim->block_len[h.block]);
@@ -55,6 +65,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lim.expect_packet_num = fuzz_le64(data + 8);
         lim.expect_round = fuzz_le64(data + 16);
         lim.max_pages = 1 + data[size - 1] % MFR_MAX_PAGES_PER_PACKET;
+        check_one(data, size, &lim);
+        /* zstd negotiated, over a stream or a ring of a few staging slots */
+        lim.compressed = true;
+        lim.slots = data[size - 2] % 4;
         check_one(data, size, &lim);
     }
     return 0;

@@ -195,6 +195,9 @@ static TDest *tdest_start_cfg(TDest *t, MfrDestConfig *cfg, const MfrRamBlock *b
     if (o && o->inject_register_failure) {
         mfr_dest_inject_register_failure(t->dst, o->inject_block, o->inject_chunk);
     }
+    if (o && o->refuse_compression) {
+        g_assert_true(mfr_dest_set_compression(t->dst, MFR_COMPRESSION_OFF, &err));
+    }
     for (unsigned i = 0; i < n; i++) {
         g_assert_true(mfr_dest_add_block(t->dst, &blocks[i], &err));
     }

@@ -65,6 +65,7 @@ typedef struct {
     uint32_t inject_chunk;
     MfrProgressFn progress;        /* the destination's progress callback, or NULL */
     void *progress_opaque;
+    bool refuse_compression;       /* mfr_dest_set_compression(OFF) */
 } TDestOpts;
 
 TDest *tdest_start_opts(const char *uri, const uint8_t token[16], const TDestOpts *o);

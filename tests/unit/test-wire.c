@@ -781,7 +781,7 @@ static void test_packet_roundtrip(void)
     g_assert_cmpuint(out.block, ==, 1);
     g_assert_cmpuint(out.normal_pages, ==, 2);
     g_assert_cmpuint(out.zero_pages, ==, 1);
-    g_assert_cmpuint(out.reserved, ==, 0);
+    g_assert_cmpuint(out.slot, ==, 0);
     g_assert_cmpuint(out.payload_len, ==, 8192);
     g_assert_cmpmem(off, sizeof(sample_offsets), sample_offsets, sizeof(sample_offsets));
 }
@@ -1157,9 +1157,11 @@ static const BadCase bad_cases[] = {
     { "packet/bad_version", MSG_PACKET, 4, 2, 0xffff, 0, NULL,
       "packet: version 65535, only version 1 is supported" },
     { "packet/bad_flags", MSG_PACKET, 6, 2, 0x8001, 0, NULL,
-      "packet: flags 0x8001 has bits outside the known 0x0001" },
-    { "packet/bad_reserved", MSG_PACKET, 36, 4, 1, 0, NULL,
-      "packet: reserved 0x00000001, must be 0" },
+      "packet: flags 0x8001 has bits outside the known 0x0003" },
+    { "packet/bad_slot_uncompressed", MSG_PACKET, 36, 4, 1, 0, NULL,
+      "packet: slot 1 in a packet without flag COMPRESSED, must be 0" },
+    { "packet/bad_compressed_not_negotiated", MSG_PACKET, 6, 2, MFR_PACKET_COMPRESSED, 0, NULL,
+      "packet: flag COMPRESSED, but compression was not negotiated" },
     { "packet/bad_packet_num_old", MSG_PACKET, 8, 8, 2, 0, NULL,
       "packet: number 2, expected 3" },
     { "packet/bad_packet_num_skip", MSG_PACKET, 8, 8, UINT64_MAX, 0, NULL,
@@ -1379,6 +1381,71 @@ static void test_fuzz_packet_extremes(void)
     g_assert_cmpuint(accepted, ==, 7);
 }
 
+/* ---------- staging ring messages ---------- */
+
+static void ring_expect_bad(const MfrRingMsg *m, MfrRingType t, uint64_t lo, uint64_t hi,
+                            const char *msg)
+{
+    uint8_t buf[MFR_RING_MSG_SIZE];
+    MfrRingMsg out;
+    g_autoptr(GError) err = NULL;
+    mfr_wire_pack_ring(m, buf);
+    g_assert_false(mfr_wire_unpack_ring(buf, sizeof(buf), t, lo, hi, &out, &err));
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_PROTOCOL);
+    g_assert_cmpstr(err->message, ==, msg);
+}
+
+static void test_ring(void)
+{
+    MfrRingMsg d = { .magic = MFR_RING_MAGIC, .version = MFR_WIRE_VERSION,
+                     .type = MFR_RING_DESC, .slots = 4, .slot_size = 4160 };
+    for (unsigned i = 0; i < MFR_REGION_DESC_SIZE; i++) {
+        d.desc[i] = (uint8_t)(i + 1);
+    }
+    uint8_t buf[MFR_RING_MSG_SIZE];
+    mfr_wire_pack_ring(&d, buf);
+    /* little-endian at the documented offsets */
+    g_assert_cmpmem(buf, 4, "MRFR", 4);
+    g_assert_cmpuint(buf[6], ==, 1);
+    g_assert_cmpuint(buf[8], ==, 4);
+    g_assert_cmpuint(buf[12] | buf[13] << 8, ==, 4160);
+    g_assert_cmpuint(buf[24], ==, 1);
+    MfrRingMsg out;
+    g_assert_true(mfr_wire_unpack_ring(buf, sizeof(buf), MFR_RING_DESC, 4160, 4160, &out, NULL));
+    g_assert_cmpmem(out.desc, 16, d.desc, 16);
+    g_assert_cmpuint(out.slots, ==, 4);
+    MfrRingMsg c = { .magic = MFR_RING_MAGIC, .version = MFR_WIRE_VERSION,
+                     .type = MFR_RING_CREDIT, .freed = 7 };
+    mfr_wire_pack_ring(&c, buf);
+    g_assert_true(mfr_wire_unpack_ring(buf, sizeof(buf), MFR_RING_CREDIT, 5, 9, &out, NULL));
+    g_assert_cmpuint(out.freed, ==, 7);
+    g_autoptr(GError) err = NULL;
+    g_assert_false(mfr_wire_unpack_ring(buf, sizeof(buf) - 1, MFR_RING_CREDIT, 5, 9, &out, &err));
+    g_assert_cmpstr(err->message, ==, "ring: message length 39, expected 40");
+
+    ring_expect_bad(&c, MFR_RING_DESC, 1, 1, "ring: type 2, expected 1 (DESC)");
+    ring_expect_bad(&c, MFR_RING_CREDIT, 8, 9, "ring: CREDIT frees 7 slots in all, expected "
+                    "8..9 (never backwards, never more than were used)");
+    ring_expect_bad(&c, MFR_RING_CREDIT, 1, 6, "ring: CREDIT frees 7 slots in all, expected "
+                    "1..6 (never backwards, never more than were used)");
+    c.slots = 1;
+    ring_expect_bad(&c, MFR_RING_CREDIT, 1, 9, "ring: CREDIT with slots 1, slot size 0 or a "
+                    "descriptor, all must be 0");
+    MfrRingMsg b = d;
+    b.slots = MFR_RING_MAX_SLOTS + 1;
+    ring_expect_bad(&b, MFR_RING_DESC, 4160, 4160, "ring: 17 slots outside 1..16");
+    b = d;
+    b.slots = 0;
+    ring_expect_bad(&b, MFR_RING_DESC, 4160, 4160, "ring: 0 slots outside 1..16");
+    ring_expect_bad(&d, MFR_RING_DESC, 8192, 8192, "ring: slot size 4160 outside 8192..8192");
+    b = d;
+    b.freed = 1;
+    ring_expect_bad(&b, MFR_RING_DESC, 4160, 4160, "ring: DESC with freed 1, must be 0");
+    b = d;
+    b.magic = MFR_PACKET_MAGIC;
+    ring_expect_bad(&b, MFR_RING_DESC, 4160, 4160, "ring: magic 0x5046524d, expected 0x5246524d");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -1422,5 +1489,6 @@ int main(int argc, char **argv)
     g_test_add_func("/wire/fuzz/random_bytes", test_fuzz_random_bytes);
     g_test_add_func("/wire/fuzz/mutations", test_fuzz_mutations);
     g_test_add_func("/wire/fuzz/packet_extremes", test_fuzz_packet_extremes);
+    g_test_add_func("/wire/ring", test_ring);
     return g_test_run();
 }

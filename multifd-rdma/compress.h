@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * zstd codec of a packet's data pages and the `auto` policy that decides, per packet and per
+ * channel, whether compressing is worth trying. Pure transforms: no I/O, no engine state; the
+ * channel threads (send.c, recv.c) own one codec each and call these per packet.
+ */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+G_BEGIN_DECLS
+
+/* Largest raw payload (normal_pages * page_size) a compressed packet may announce: bounds
+ * every compression buffer, the destination's staging slots and the decoder's window. */
+#define MFR_COMP_MAX_RAW (2u << 20)
+#define MFR_COMP_WINDOW_LOG 21 /* log2(MFR_COMP_MAX_RAW) */
+/* A packet goes compressed only if it shrinks to at most 7/8 of its raw size. */
+#define MFR_COMP_MAX_KEEP(raw) ((raw) - (raw) / 8)
+#define MFR_COMP_DEFAULT_LEVEL 1
+
+/* Largest compressed payload of raw bytes (ZSTD_compressBound()); raw <= MFR_COMP_MAX_RAW. */
+size_t mfr_comp_bound(uint64_t raw);
+/* Bytes of one staging slot for packets of up to raw_max raw bytes: the bound, rounded up to
+ * a cache line. Both sides compute it; a destination's ring must have exactly this size. */
+size_t mfr_comp_slot_size(uint64_t raw_max);
+/* Whether level is a zstd compression level of the linked library (negative: faster). */
+bool mfr_comp_level_ok(int level, int *min, int *max);
+
+typedef struct MfrCompressor MfrCompressor;
+typedef struct MfrDecompressor MfrDecompressor;
+
+/* level 0 means MFR_COMP_DEFAULT_LEVEL. NULL with MFR_ERROR_FAILED when zstd cannot allocate. */
+MfrCompressor *mfr_compressor_new(int level, GError **error);
+void mfr_compressor_free(MfrCompressor *z); /* NULL-safe */
+/* Compresses the n pieces of in (raw bytes in all, <= MFR_COMP_MAX_RAW) as one zstd frame
+ * that records its content size into out. Returns the frame's length when it is at most
+ * limit bytes (limit <= cap), 0 when it is not (compression stopped as soon as out passed
+ * limit: the packet goes raw), -EIO when zstd failed. */
+int64_t mfr_compress_iov(MfrCompressor *z, const struct iovec *in, unsigned n, uint64_t raw,
+                         void *out, size_t limit);
+
+MfrDecompressor *mfr_decompressor_new(GError **error);
+void mfr_decompressor_free(MfrDecompressor *z); /* NULL-safe */
+/* Decompresses in[0..len) into the n pieces of out, which hold exactly raw bytes in all. The
+ * input is hostile: anything but frames that decompress to exactly raw bytes (fewer, more,
+ * malformed, truncated, trailing garbage) fails with MFR_ERROR_PROTOCOL naming the cause,
+ * and nothing is ever written outside out's pieces (their contents are then undefined). */
+bool mfr_decompress_iov(MfrDecompressor *z, const void *in, size_t len,
+                        const struct iovec *out, unsigned n, uint64_t raw, GError **error);
+
+/* ---------- auto policy ---------- */
+
+/* Per channel. Compression pays when the time it saves on the link exceeds the time it
+ * costs: with r = compressed/raw, C = compression speed (raw bytes per second) and L = link
+ * speed (wire bytes per second of sending), compressing raw bytes costs raw/C and saves
+ * raw(1-r)/L, so it pays while C(1-r) > L. Both speeds and r are moving averages over the
+ * channel's recent packets. When it does not pay (or r > 7/8: incompressible data) the
+ * channel stops trying for `backoff` packets, then tries one packet again; each failed retry
+ * doubles the backoff (up to MFR_COMP_BACKOFF_MAX), a packet that pays resets it. */
+#define MFR_COMP_BACKOFF_MIN 8u
+#define MFR_COMP_BACKOFF_MAX 1024u
+
+typedef struct {
+    bool adaptive;      /* auto; without it every eligible packet is tried */
+    bool fresh;         /* the next sample replaces the averages (first one, after a pause) */
+    double ratio;       /* compressed / raw of tried packets (1 for a packet that did not
+                         * shrink enough) */
+    double comp_bps;    /* raw bytes per wall second of compressing */
+    double link_bps;    /* wire bytes per wall second of sending; 0: not measured yet */
+    uint32_t skip_left; /* packets still to send without trying */
+    uint32_t backoff;   /* length of the next pause */
+    uint64_t backoffs;  /* pauses so far */
+} MfrCompPolicy;
+
+void mfr_comp_policy_init(MfrCompPolicy *p, bool adaptive);
+/* Per eligible packet: whether to try compressing it (false: a pause is running; counts it). */
+bool mfr_comp_policy_try(MfrCompPolicy *p);
+/* A tried packet: raw bytes became out bytes (out = raw when it did not shrink enough) in
+ * seconds of compressing. May start a pause. */
+void mfr_comp_policy_tried(MfrCompPolicy *p, uint64_t raw, uint64_t out, double seconds);
+/* Any packet sent: wire bytes took seconds to hand to the transport (including any wait for
+ * the link or a rate limit). */
+void mfr_comp_policy_sent(MfrCompPolicy *p, uint64_t wire, double seconds);
+/* Whether compressing pays by the averages (C(1-r) > L and r <= 7/8). */
+bool mfr_comp_policy_pays(const MfrCompPolicy *p);
+
+G_END_DECLS
