@@ -7,7 +7,9 @@
  *
  * Control lines (source -> agent, agent's answers):
  *   MFR TRANSPORT TOKENHEX   -> OK URI, then DONE total setup reg downtime transfer cpu wire
- *                               reg_cpu zstd_cpu (or ERR text); a CANCEL line from the source aborts
+ *                               reg_cpu zstd_cpu huge_bytes (MfrPlacement: the blocks'
+ *                               bytes on huge pages) (or ERR text); a CANCEL line from the
+ *                               source aborts
  *                               the run. TRANSPORT is the URI scheme (tcp for tcpzc cases:
  *                               zerocopy is the source's business)
  *   TCPRAW N BYTES CHUNK HDR FRESH  -> OK HOST PORT, then DONE CPU
@@ -130,14 +132,16 @@ static bool agent_mfr(const BenchAgentConfig *cfg, int ctl_fd, const char *trans
     close(run.done_fd);
     MfrStats s;
     MfrCompressionStats z;
+    MfrPlacement pl;
     mfr_dest_get_stats(dest, &s);
     mfr_dest_get_compression_stats(dest, &z);
+    mfr_dest_get_placement(dest, &pl);
     bool sent;
     if (run.ok) {
         sent = bench_ctl_send(ctl_fd, NULL, "DONE %.3f %.3f %.3f %.3f %.3f %.6f %" G_GUINT64_FORMAT
-                              " %.6f %.6f", s.total_ms, s.setup_ms, s.registration_ms,
-                              s.downtime_ms, s.transfer_ms, s.cpu_s, s.wire_bytes,
-                              s.registration_cpu_s, z.total.cpu_s);
+                              " %.6f %.6f %" G_GUINT64_FORMAT, s.total_ms, s.setup_ms,
+                              s.registration_ms, s.downtime_ms, s.transfer_ms, s.cpu_s,
+                              s.wire_bytes, s.registration_cpu_s, z.total.cpu_s, pl.huge_bytes);
     } else {
         sent = bench_ctl_send(ctl_fd, NULL, "ERR destination: %s",
                               run.error ? run.error->message : "failed");

@@ -28,7 +28,7 @@ typedef enum {
     M_GIBS_RAM, M_GIBS_WIRE, M_GIBS_TOTAL,
     M_SRC_CPU_GIB, M_SRC_CPU_GIB_XREG, M_DST_CPU_GIB, M_DST_CPU_GIB_XREG,
     M_SRC_REG_MS_GIB, M_DST_REG_MS_GIB, M_SRC_REG_CPU_GIB, M_DST_REG_CPU_GIB,
-    M_ZC_SENDS, M_ZC_COPIED,
+    M_ZC_SENDS, M_ZC_COPIED, M_DST_HUGE_PCT,
     M_BASE_GIBS_FRESH, M_BASE_GIBS_WARM, M_BASE_SRC_CPU_GIB, M_BASE_SRC_CPU_GIB_XREG,
     M_BASE_DST_CPU_GIB_FRESH, M_BASE_DST_CPU_GIB_FRESH_XREG, M_BASE_DST_CPU_GIB_WARM,
     M_BASE_SRC_REG_MS_GIB, M_BASE_DST_REG_MS_GIB, M_BASE_SRC_REG_CPU_GIB,
@@ -72,6 +72,8 @@ static const MetricInfo metrics[M_COUNT] = {
     [M_DST_REG_CPU_GIB] = { "dst_reg_cpu_s_per_gib", "destination registration CPU s per GiB" },
     [M_ZC_SENDS] = { "zerocopy_sends", "tcpzc: source sendmsg(MSG_ZEROCOPY) calls" },
     [M_ZC_COPIED] = { "zerocopy_copied", "tcpzc: of those, copied by the kernel anyway" },
+    [M_DST_HUGE_PCT] = { "dst_huge_pct", "percent of the destination's blocks on huge pages at "
+                                         "the end (MfrPlacement, from smaps)" },
     [M_BASE_GIBS_FRESH] = { "base_gib_s_fresh", "raw streams into fresh memory, GiB/s" },
     [M_BASE_GIBS_WARM] = { "base_gib_s_warm", "raw streams into warm memory, GiB/s" },
     [M_BASE_SRC_CPU_GIB] = { "base_src_cpu_s_per_gib", "raw sender CPU s per GiB (fresh run), "
@@ -144,8 +146,9 @@ typedef struct {
 
 typedef struct {
     gint repeats, warmup, pages_per_packet, timeout_ms, registration_threads;
-    gboolean verify, thp, no_baseline;
-    char *listen, *peer, *address, *out;
+    gboolean verify, thp, no_thp, no_baseline;
+    char *listen, *peer, *address, *out, *max_bandwidth_arg, *dump_guest;
+    uint64_t max_bandwidth; /* bytes/s on the wire, 0 = unlimited */
     char **cases;
 } BenchArgs;
 
@@ -343,6 +346,7 @@ typedef struct {
     uint64_t wire_bytes;
     double reg_cpu_s; /* NAN from an agent that does not report it */
     double zstd_cpu_s; /* NAN likewise */
+    double huge_bytes; /* likewise */
 } DestFigures;
 
 static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
@@ -369,6 +373,7 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
     sc.channels = c->channels;
     sc.verify = a->verify;
     sc.force_switchover = true;
+    sc.max_bandwidth = a->max_bandwidth;
     sc.transport.zerocopy = c->zerocopy;
     sc.timeout_ms = (unsigned)a->timeout_ms;
     sc.transport.registration_threads = (unsigned)a->registration_threads;
@@ -400,9 +405,11 @@ static bool run_migration(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *g
     }
     df->reg_cpu_s = NAN;
     df->zstd_cpu_s = NAN;
-    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT " %lf %lf",
+    df->huge_bytes = NAN;
+    if (sscanf(line, "DONE %lf %lf %lf %lf %lf %lf %" G_GUINT64_FORMAT " %lf %lf %lf",
                &df->total_ms, &df->setup_ms, &df->reg_ms, &df->downtime_ms, &df->transfer_ms,
-               &df->cpu_s, &df->wire_bytes, &df->reg_cpu_s, &df->zstd_cpu_s) < 7) {
+               &df->cpu_s, &df->wire_bytes, &df->reg_cpu_s, &df->zstd_cpu_s,
+               &df->huge_bytes) < 7) {
         if (ok) {
             g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "agent: %s", line);
         } else if (g_str_has_prefix(line, "ERR ")) {
@@ -458,6 +465,7 @@ static bool run_once(int ctl, const BenchArgs *a, BenchCase *c, MfrGuest *guest,
     v[M_DST_REG_MS_GIB] = df.reg_ms / ram_gib;
     v[M_SRC_REG_CPU_GIB] = ss.registration_cpu_s / ram_gib;
     v[M_DST_REG_CPU_GIB] = df.reg_cpu_s / ram_gib;
+    v[M_DST_HUGE_PCT] = 100.0 * df.huge_bytes / (double)c->size;
     if (c->zerocopy) {
         v[M_ZC_SENDS] = (double)ss.zerocopy_sends;
         v[M_ZC_COPIED] = (double)ss.zerocopy_copied;
@@ -625,11 +633,12 @@ static bool write_results(const char *dir, const BenchArgs *a, BenchCase *cases,
     g_string_append_printf(j, "  \"machine\": {\"kernel\": \"%s %s\", \"cpus\": %ld},\n",
                            u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN));
     g_string_append_printf(j, "  \"config\": {\"repeats\": %d, \"warmup\": %d, \"verify\": %s, "
-                           "\"thp\": %s, \"pages_per_packet\": %d, \"two_hosts\": %s},\n",
+                           "\"thp\": %s, \"pages_per_packet\": %d, \"two_hosts\": %s, "
+                           "\"max_bandwidth\": %" G_GUINT64_FORMAT "},\n",
                            a->repeats, a->warmup, a->verify ? "true" : "false",
                            a->thp ? "true" : "false",
                            a->pages_per_packet > 0 ? a->pages_per_packet : 128,
-                           a->peer ? "true" : "false");
+                           a->peer ? "true" : "false", a->max_bandwidth);
     g_string_append(j, "  \"metrics\": {");
     for (unsigned m = 0; m < M_COUNT; m++) {
         g_autofree char *w = json_str(metrics[m].what);
@@ -917,6 +926,27 @@ static void bench_args_clear(BenchArgs *a)
     g_free(a->peer);
     g_free(a->address);
     g_free(a->out);
+    g_free(a->max_bandwidth_arg);
+    g_free(a->dump_guest);
+}
+
+/* --dump-guest FILE: the first case's guest, as the bench would migrate it, written to FILE
+ * (a peer such as QEMU maps it as its RAM: same size, same pages). */
+static int dump_guest(const BenchCase *c, const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(MfrGuest) guest = mfr_guest_new(&c->go, &error);
+    unsigned nb = 0;
+    const MfrRamBlock *b = guest ? mfr_guest_blocks(guest, &nb) : NULL;
+    if (!guest || nb != 1 || !g_file_set_contents(path, b[0].host, (gssize)b[0].length,
+                                                   &error)) {
+        fprintf(stderr, "mfrdma-bench: --dump-guest %s: %s\n", path,
+                error ? error->message : "want one block");
+        return 1;
+    }
+    fprintf(stderr, "mfrdma-bench: %s: %.0f MiB guest (%u:%u:%u)\n", path,
+            b[0].length / 1048576.0, c->go.pct_random, c->go.pct_compressible, c->go.pct_zero);
+    return 0;
 }
 
 /* case_clear() on an all-zero case is harmless, so a half-parsed array frees cleanly */
@@ -949,7 +979,16 @@ int main(int argc, char **argv)
           "$MFR_RDMA_ADDR, or the --listen host)", "ADDR" },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &a.verify,
           "let the engine compare per-block digests (costs CPU; off by default)", NULL },
-        { "thp", 0, 0, G_OPTION_ARG_NONE, &a.thp, "destination memory with MADV_HUGEPAGE", NULL },
+        { "no-thp", 0, 0, G_OPTION_ARG_NONE, &a.no_thp,
+          "destination memory without MADV_HUGEPAGE (default: with, as the tool and QEMU)",
+          NULL },
+        { "thp", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &a.thp,
+          "accepted for old scripts: the default", NULL },
+        { "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a.max_bandwidth_arg,
+          "cap the engine at RATE bytes/s on the wire (K/M/G binary: 125M, 1G; default 0 = "
+          "unlimited); the raw baselines stay uncapped", "RATE" },
+        { "dump-guest", 0, 0, G_OPTION_ARG_FILENAME, &a.dump_guest,
+          "write the first case's guest RAM to FILE and exit (bench/qemu-peer.py)", "FILE" },
         { "registration-threads", 0, 0, G_OPTION_ARG_INT, &a.registration_threads,
           "rdma: threads registering blocks on each side (0 = one per CPU)", "N" },
         { "pages-per-packet", 0, 0, G_OPTION_ARG_INT, &a.pages_per_packet,
@@ -980,6 +1019,14 @@ int main(int argc, char **argv)
         bench_args_clear(&a);
         return 2;
     }
+    a.thp = !a.no_thp;
+    if (a.max_bandwidth_arg && strcmp(a.max_bandwidth_arg, "0") != 0 &&
+        !parse_size(a.max_bandwidth_arg, &a.max_bandwidth)) {
+        fprintf(stderr, "mfrdma-bench: --max-bandwidth: '%s' is not a rate (125M, 1G, 0)\n",
+                a.max_bandwidth_arg);
+        bench_args_clear(&a);
+        return 2;
+    }
     if (a.listen) {
         int src = serve_forever(&a);
         bench_args_clear(&a);
@@ -996,6 +1043,13 @@ int main(int argc, char **argv)
             bench_args_clear(&a);
             return 2;
         }
+    }
+
+    if (a.dump_guest) {
+        int rc = dump_guest(&cases[0], a.dump_guest);
+        cases_free(cases, ncases);
+        bench_args_clear(&a);
+        return rc;
     }
 
     /* control connection to the agent */

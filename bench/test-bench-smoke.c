@@ -436,6 +436,66 @@ static void test_smoke_compress(void)
     g_rmdir(dir);
 }
 
+/* --max-bandwidth caps the engine (not the baselines) and is recorded in results.json */
+static void test_smoke_max_bandwidth(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *dir = g_dir_make_tmp("mfr-bench-XXXXXX", &error);
+    g_assert_no_error(error);
+    char *args[] = { "-c", "tcp/2/16M/mixed/0", "--repeats", "1", "--warmup", "0",
+                     "--no-baseline", "--max-bandwidth", "8M", "-o", dir, NULL };
+    int status = -1;
+    g_autofree char *out = NULL, *err = NULL, *text = NULL;
+    run_bench(args, &status, &out, &err);
+    g_test_message("stderr:\n%s", err);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    g_autofree char *jp = g_build_filename(dir, "results.json", NULL);
+    g_assert_true(g_file_get_contents(jp, &text, NULL, NULL));
+    Json j;
+    json_init(&j);
+    g_assert_true(json_parse(&j, text));
+    g_assert_cmpfloat(json_num(&j, "config.max_bandwidth"), ==, 8 << 20);
+    /* wire bytes per second of transfer stay under the cap (10 ms of burst allowance) */
+    double wire = json_num(&j, "cases.0.figures.gib_s_wire.median") * 1024 * 1024 * 1024;
+    g_assert_cmpfloat(wire, <=, 1.1 * (8 << 20));
+    g_assert_cmpfloat(json_num(&j, "cases.0.figures.transfer_ms.median"), >=, 1000);
+    json_clear(&j);
+    g_autofree char *cp = g_build_filename(dir, "results.csv", NULL);
+    g_unlink(jp);
+    g_unlink(cp);
+    g_rmdir(dir);
+}
+
+/* --dump-guest writes the case's guest RAM, the QEMU peer's RAM in bench/qemu-peer.py */
+static void test_smoke_dump_guest(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *dir = g_dir_make_tmp("mfr-bench-XXXXXX", &error);
+    g_assert_no_error(error);
+    g_autofree char *path = g_build_filename(dir, "guest.ram", NULL);
+    char *args[] = { "-c", "tcp/1/8M/mixed/0", "--dump-guest", path, NULL };
+    int status = -1;
+    g_autofree char *out = NULL, *err = NULL, *data = NULL;
+    run_bench(args, &status, &out, &err);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+    g_assert_cmpuint(len, ==, 8 << 20);
+    unsigned zero = 0, pages = (unsigned)(len / 4096);
+    for (unsigned p = 0; p < pages; p++) {
+        bool z = true;
+        for (unsigned k = 0; k < 4096 && z; k++) {
+            z = data[(gsize)p * 4096 + k] == 0;
+        }
+        zero += z;
+    }
+    /* the mixed guest: about 20% zero pages */
+    g_assert_cmpuint(zero, >=, pages / 10);
+    g_assert_cmpuint(zero, <=, pages * 3 / 10);
+    g_unlink(path);
+    g_rmdir(dir);
+}
+
 static void test_smoke_bad_case(void)
 {
     char *args[] = { "-c", "udp/4/1G/random/0", NULL };
@@ -456,5 +516,7 @@ int main(int argc, char **argv)
     g_test_add_func("/bench/smoke/tcp", test_smoke_tcp);
     g_test_add_func("/bench/smoke/bad_case", test_smoke_bad_case);
     g_test_add_func("/bench/smoke/compress", test_smoke_compress);
+    g_test_add_func("/bench/smoke/max_bandwidth", test_smoke_max_bandwidth);
+    g_test_add_func("/bench/smoke/dump_guest", test_smoke_dump_guest);
     return g_test_run();
 }

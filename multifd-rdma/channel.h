@@ -8,6 +8,7 @@
 
 #include "compress.h"
 #include "engine.h"
+#include "ratelimit.h"
 
 #include <semaphore.h>
 
@@ -33,6 +34,8 @@ typedef struct {
     bool zero_detect;        /* source: send zero pages as offsets */
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
     unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */
+    MfrRateLimit *rate;      /* source: the bandwidth cap all channels share (NULL: none) */
+    int numa_node;           /* channel threads run (and allocate) there; -1: anywhere */
     MfrFail *fail;
     /* zstd negotiated (CAPS): packets may travel compressed. comp_raw_max is the largest raw
      * payload one of them carries this session (max_pages * page_size, at most
@@ -66,6 +69,7 @@ struct MfrSendChannel {
     atomic_bool quit;
     MfrBatch *batch;       /* owned by the channel while pending, else by the producer slot */
     uint64_t packet_num;
+    XpThreadPlace place;   /* where the thread started; read after the join */
     /* counters: written by the channel thread only, read after join or as estimates */
     MfrChannelStats stats;
     uint8_t msg[XP_MSG_MAX];
@@ -125,6 +129,10 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
                                 XpSeg *segs);
 /* Stops the thread (after its current batch) and closes the transport channel. */
 void mfr_send_channel_free(MfrSendChannel *c);
+/* Before a packet goes (ratelimit.c): waits until the session's cap lets wire_bytes more on
+ * the wire. 0, or -ECANCELED once the session failed or the channel is told to quit (the
+ * packet must not go then; the session's error says why). */
+int mfr_send_channel_throttle(MfrSendChannel *c, uint64_t wire_bytes);
 
 /* ---------------- destination ---------------- */
 
@@ -161,6 +169,7 @@ struct MfrRecvChannel {
     atomic_bool quit;
     uint64_t packet_num;   /* last accepted */
     uint64_t round;        /* round of the packets expected next */
+    XpThreadPlace place;   /* where the thread started; read after the join */
     MfrChannelStats stats;
     uint8_t msg[XP_MSG_MAX];
     uint64_t offsets[MFR_MAX_PAGES_PER_PACKET];

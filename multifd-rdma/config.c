@@ -20,6 +20,7 @@ void mfr_source_config_init(MfrSourceConfig *cfg)
     cfg->timeout_ms = 5000;
     cfg->pages_per_packet = 128;
     cfg->transport.gid_index = -1;
+    cfg->numa_node = MFR_NUMA_AUTO;
 }
 
 void mfr_dest_config_init(MfrDestConfig *cfg)
@@ -28,6 +29,7 @@ void mfr_dest_config_init(MfrDestConfig *cfg)
     cfg->timeout_ms = 5000;
     cfg->max_channels = MFR_MAX_CHANNELS;
     cfg->transport.gid_index = -1;
+    cfg->numa_node = MFR_NUMA_AUTO;
 }
 
 bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError **error)

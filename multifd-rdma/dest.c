@@ -72,6 +72,8 @@ struct MfrDest {
     MfrStats stats_pub;
     MfrCompressionStats zstats;     /* same rule as stats */
     MfrCompressionStats zstats_pub;
+    MfrPlacement place;      /* like stats: session thread, published with them */
+    MfrPlacement place_pub;
     GMutex stats_lock;
     MfrCompression comp_mode;       /* OFF refuses zstd; set before start */
 };
@@ -104,6 +106,7 @@ static void dest_publish_stats(MfrDest *d)
     g_mutex_lock(&d->stats_lock);
     d->stats_pub = d->stats;
     d->zstats_pub = d->zstats;
+    d->place_pub = d->place;
     g_mutex_unlock(&d->stats_lock);
 }
 
@@ -115,7 +118,8 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
         return NULL;
     }
-    if (!mfr_transport_check("destination", &cfg->transport, error)) {
+    if (!mfr_transport_check("destination", &cfg->transport, error) ||
+        !mfr_numa_check("destination", cfg->numa_node, error)) {
         return NULL;
     }
     g_autofree char *host = NULL, *port = NULL;
@@ -141,12 +145,15 @@ MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
     g_mutex_init(&d->stats_lock);
     mfr_fail_init(&d->fail, dest_on_fail, d);
     d->ram.fail = &d->fail;
+    d->ram.numa_node = -1; /* chosen once the blocks are known */
     d->sync_round = 1;
     d->comp_mode = MFR_COMPRESSION_AUTO;
     d->zstats.mode = d->comp_mode;
     d->zstats_pub = d->zstats;
     g_strlcpy(d->stats.transport, xp_ops_name(ops), sizeof(d->stats.transport));
     d->stats_pub = d->stats;
+    mfr_placement_init(&d->place);
+    d->place_pub = d->place;
     d->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (d->event_fd < 0) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "destination: eventfd: %s",
@@ -504,6 +511,9 @@ static void dest_ram_init(MfrDest *d)
         d->ram.zero_seen[i] = g_new0(uint64_t, (npages + 63) / 64);
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
+    /* before registration and the channels: the control connection knows the device */
+    d->ram.numa_node = mfr_numa_choose(d->cfg.numa_node, mfr_control_channel(d->ctl),
+                                       d->ram.blocks, n, &d->place);
 }
 
 static bool dest_blocks(MfrDest *d, GError **error)
@@ -539,7 +549,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
         .dom = d->dom, .blocks = d->ram.blocks, .nblocks = n,
         .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.transport.odp,
         .threads = d->cfg.transport.registration_threads, .channels = d->nchan_expected,
-        .side = "destination",
+        .side = "destination", .numa_node = d->ram.numa_node,
     };
     if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* the budget now, so a memlock failure comes before the reply and pins nothing */
@@ -619,6 +629,9 @@ static bool dest_sync(void *opaque, unsigned channel, uint64_t round)
 
 static bool dest_open_channels(MfrDest *d, GError **error)
 {
+    /* the channels' buffers (rings, headers) are allocated while they are accepted */
+    g_auto(MfrNumaPolicy) numa_policy;
+    mfr_numa_prefer(d->ram.numa_node, &numa_policy);
     d->chan = g_new0(MfrRecvChannel *, d->nchan_expected);
     gint64 deadline = g_get_monotonic_time() + d->cfg.timeout_ms * 1000LL;
     while (d->nchan < d->nchan_expected) {
@@ -850,8 +863,11 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
         mfr_compression_stats_add(&d->zstats, d->chan[i]->index, &d->chan[i]->zstats);
+        mfr_placement_thread(&d->place, d->chan[i]->index, &d->chan[i]->place);
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
+    /* first touch is over: what backs the blocks now is what the migration wrote into */
+    mfr_placement_memory(&d->place, d->ram.blocks, d->ram.nblocks);
 }
 
 /* Nothing of the session outlives run(): channels (QPs) first, then the registrations, so
@@ -1030,6 +1046,13 @@ void mfr_dest_get_compression_stats(MfrDest *d, MfrCompressionStats *out)
 {
     g_mutex_lock(&d->stats_lock);
     *out = d->zstats_pub;
+    g_mutex_unlock(&d->stats_lock);
+}
+
+void mfr_dest_get_placement(MfrDest *d, MfrPlacement *out)
+{
+    g_mutex_lock(&d->stats_lock);
+    *out = d->place_pub;
     g_mutex_unlock(&d->stats_lock);
 }
 

@@ -103,6 +103,39 @@ void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, 
  * index) and recomputes the ratio. */
 void mfr_compression_stats_add(MfrCompressionStats *s, unsigned index,
                                const MfrCompressionChannelStats *c);
+/* ---------- placement (placement.c) ---------- */
+
+/* ---------- NUMA (numa.c) ---------- */
+
+/* A configured numa_node: MFR_NUMA_AUTO, MFR_NUMA_OFF, or a node this host has
+ * (MFR_ERROR_USAGE naming side and node otherwise). */
+bool mfr_numa_check(const char *side, int node, GError **error);
+/* The node a session's threads go on for the configured cfg_node: itself, or for
+ * MFR_NUMA_AUTO the node of ch's device, else of most of the blocks' present pages; -1 for
+ * none (MFR_NUMA_OFF, nothing known). Records it and why in p. */
+int mfr_numa_choose(int cfg_node, XpChannel *ch, const MfrRamBlock *blocks, unsigned n,
+                    MfrPlacement *p);
+/* The calling thread's memory policy, saved while it prefers a node. */
+typedef struct {
+    int mode;
+    unsigned long mask[1024 / (8 * sizeof(unsigned long))];
+    bool set;
+} MfrNumaPolicy;
+/* From now on the calling thread allocates from node by preference (the buffers of the
+ * channels it opens land there); node < 0: nothing changes. */
+void mfr_numa_prefer(int node, MfrNumaPolicy *saved);
+/* Back to the policy saved by mfr_numa_prefer(); idempotent. */
+void mfr_numa_restore(MfrNumaPolicy *saved);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MfrNumaPolicy, mfr_numa_restore)
+/* Channel index started as t says. */
+void mfr_placement_thread(MfrPlacement *p, unsigned index, const XpThreadPlace *t);
+
+/* Nothing known yet: not placed, no thread seen. */
+void mfr_placement_init(MfrPlacement *p);
+/* ram_bytes, huge_bytes and thp_advised of p for these blocks, from /proc/self/smaps (all
+ * zero and false where it cannot be read). Control path: reads a file the size of the
+ * process's mappings. */
+void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n);
 
 /* ---------- digest in pieces (digest.c) ---------- */
 
@@ -132,6 +165,7 @@ typedef struct {
     bool prefault;      /* populate each chunk first (fresh memory) */
     unsigned threads;   /* 0: one per online CPU */
     unsigned channels;  /* data channels, for the up-front pinning budget */
+    int numa_node;      /* the threads run there; -1: anywhere (every initializer sets it) */
     const char *side;   /* "source" / "destination", to prefix errors */
 } MfrRegisterJob;
 

@@ -124,8 +124,36 @@ typedef struct {
     unsigned region_chunks;    /* destination regions (MRs) of the blocks; 0 on tcp */
 } MfrStats;
 
+/* Where a side's memory and threads were (since MFRDMA_0.3), beside MfrStats: filled by
+ * value like it, so its layout is part of the get_placement functions' ABI (placement.c
+ * pins the size). */
+typedef struct {
+    int node;   /* NUMA node of the CPU the thread started on; -1 unknown */
+    int cpu;    /* the CPU it started on; -1 unknown */
+    bool bound; /* its CPU affinity was the chosen node's CPUs */
+} MfrThreadPlacement;
+
+typedef struct {
+    uint64_t ram_bytes;   /* this side's blocks */
+    /* Of those, bytes backed by huge pages when the session ended: the blocks' share of
+     * AnonHugePages (transparent huge pages) and of Private/Shared_Hugetlb (hugetlbfs) in
+     * /proc/self/smaps. Measured, not inferred from the THP setting. */
+    uint64_t huge_bytes;
+    bool thp_advised;     /* every block lies in mappings madvised MADV_HUGEPAGE or hugetlbfs
+                           * (VmFlags hg/ht) */
+    int numa_node;        /* node the channel and registration threads (and the channels'
+                           * buffers) were placed on; -1: not placed */
+    char numa_source[32]; /* why: "numa_node" (configured), "device DEV" (the RDMA device's
+                           * or NIC's node), "memory" (node of the blocks' pages), "off",
+                           * "unknown" (auto found no node) */
+    unsigned channels;
+    MfrThreadPlacement channel[64];
+} MfrPlacement;
+
 /* Fills stats as JSON (one object); caller frees. */
 char *mfr_stats_to_json(const MfrStats *s, const char *side);
+/* The same for a placement (since MFRDMA_0.3). */
+char *mfr_placement_to_json(const MfrPlacement *p);
 
 typedef void (*MfrProgressFn)(const MfrProgress *p, void *opaque);
 
@@ -145,6 +173,10 @@ typedef struct {
                                     * 0 = rdma_cm's default */
 } MfrTransportConfig;
 
+/* MfrSourceConfig.numa_node / MfrDestConfig.numa_node: choose, or do not place at all. */
+#define MFR_NUMA_AUTO (-1)
+#define MFR_NUMA_OFF (-2)
+
 typedef struct {
     const char *uri;            /* where the destination listens: tcp:HOST:PORT, rdma:HOST:PORT */
     unsigned channels;          /* default 4 */
@@ -159,6 +191,15 @@ typedef struct {
     MfrTransportConfig transport;
     MfrProgressFn progress;     /* optional, called from the migration thread ~10/s */
     void *progress_opaque;
+    /* Bandwidth cap in bytes per second on the wire (headers and payload of every channel
+     * together); 0 = unlimited, the default. Changeable while migrating:
+     * mfr_source_set_max_bandwidth(). */
+    uint64_t max_bandwidth;
+    /* NUMA node of the channel and registration threads and the channels' buffers: a node
+     * (one that does not exist is MFR_ERROR_USAGE), MFR_NUMA_AUTO (the default: the RDMA
+     * device's or NIC's node, else the node of the blocks' pages, else anywhere) or
+     * MFR_NUMA_OFF. MfrPlacement says what was chosen and where each channel ran. */
+    int numa_node;
 } MfrSourceConfig;
 
 typedef struct {
@@ -181,6 +222,7 @@ typedef struct {
      * sends); 0 = up to 64 MiB, less for small RAM (about 8 chunks per registration thread,
      * at least 2 MiB). Rounded up to a multiple of each block's page size. */
     uint64_t registration_chunk;
+    int numa_node;              /* as MfrSourceConfig's */
 } MfrDestConfig;
 
 void mfr_source_config_init(MfrSourceConfig *cfg);
@@ -255,9 +297,14 @@ void mfr_source_mark_stopped(MfrSource *src);
 void mfr_source_cancel(MfrSource *src);
 /* Thread-safe; the next round boundary switches over whatever remains. */
 void mfr_source_force_switchover(MfrSource *src);
+/* Thread-safe, any time (since MFRDMA_0.3): the bandwidth cap from now on, bytes per second
+ * on the wire, 0 = unlimited. Channels waiting under the old cap go on at once. */
+void mfr_source_set_max_bandwidth(MfrSource *src, uint64_t bytes_per_s);
 /* Thread-safe, any time: a consistent snapshot, taken at the end of start(), of every
  * barrier and of the session (final after run()/complete()/abort()). */
 void mfr_source_get_stats(MfrSource *src, MfrStats *out);
+/* Thread-safe, any time (since MFRDMA_0.3): final once the session ended (threads joined). */
+void mfr_source_get_placement(MfrSource *src, MfrPlacement *out);
 void mfr_source_free(MfrSource *src);
 
 /* Binds and listens at once, so mfr_dest_uri() is valid before run(). */
@@ -290,6 +337,8 @@ void mfr_dest_cancel(MfrDest *dst);
 /* Thread-safe, any time: a consistent snapshot, taken after setup and at the session's end
  * (final once mfr_dest_wait() returned or the eventfd fired). */
 void mfr_dest_get_stats(MfrDest *dst, MfrStats *out);
+/* Thread-safe, any time (since MFRDMA_0.3): final once mfr_dest_wait() returned. */
+void mfr_dest_get_placement(MfrDest *dst, MfrPlacement *out);
 /* Blocks as received (valid after run); n set to the count. */
 const MfrRamBlock *mfr_dest_blocks(MfrDest *dst, unsigned *n);
 void mfr_dest_free(MfrDest *dst);

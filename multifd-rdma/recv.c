@@ -361,7 +361,7 @@ MfrRecvChannel *mfr_recv_channel_new(unsigned index, XpChannel *xp, const MfrRam
     }
     g_autofree char *name = g_strdup_printf("mfr-recv-%u", index);
     GError *terr = NULL;
-    c->thread = xp_thread_new(name, recv_channel_thread, c, &terr);
+    c->thread = xp_thread_new_on(name, recv_channel_thread, c, ram->numa_node, &c->place, &terr);
     if (!c->thread) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED, "destination: channel %u: %s", index,
                     terr->message);

@@ -176,7 +176,8 @@ MfrRegisterBg *mfr_register_chunks_start(const MfrRegisterChunksJob *job, GError
     bg->t0 = bg->t_end = mfr_now_s();
     for (unsigned i = 0; i < n; i++) {
         GError *err = NULL;
-        bg->t[bg->nthreads] = xp_thread_new("mfr-register", chunk_worker, bg, &err);
+        bg->t[bg->nthreads] = xp_thread_new_on("mfr-register", chunk_worker, bg,
+                                               base->numa_node, NULL, &err);
         if (!bg->t[bg->nthreads]) {
             if (bg->nthreads == 0) {
                 g_set_error(error, MFR_ERROR, MFR_ERROR_FAILED,

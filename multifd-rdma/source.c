@@ -72,6 +72,8 @@ struct MfrSource {
     MfrStats stats_pub;
     MfrCompressionStats zstats;     /* same rule as stats */
     MfrCompressionStats zstats_pub;
+    MfrPlacement place;     /* like stats: producer thread, published with them */
+    MfrPlacement place_pub;
     GMutex stats_lock;
     /* mfr_source_set_compression(), before start */
     MfrCompression comp_mode;
@@ -151,7 +153,8 @@ static bool source_config_check(const MfrSourceConfig *cfg, const MfrRamBlock *b
                     "source: dirty tracking needs harvest() and stop()");
         return false;
     }
-    if (!mfr_transport_check("source", &cfg->transport, error)) {
+    if (!mfr_transport_check("source", &cfg->transport, error) ||
+        !mfr_numa_check("source", cfg->numa_node, error)) {
         return false;
     }
     unsigned ppp = cfg->pages_per_packet ? cfg->pages_per_packet : 128;
@@ -226,6 +229,9 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     s->ram.zero_detect = cfg->zero_detect;
     s->ram.fail = &s->fail;
     s->ram.timeout_ms = s->cfg.timeout_ms;
+    /* always there, so a cap can be set mid-migration; unlimited costs one load a packet */
+    s->ram.rate = mfr_ratelimit_new(cfg->max_bandwidth, NULL);
+    s->ram.numa_node = -1; /* chosen once connected */
     g_mutex_init(&s->lock);
     g_mutex_init(&s->stats_lock);
     sem_init(&s->ready, 0, 0);
@@ -243,6 +249,8 @@ MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
     }
     g_strlcpy(s->stats.transport, xp_ops_name(ops), sizeof(s->stats.transport));
     s->stats_pub = s->stats;
+    mfr_placement_init(&s->place);
+    s->place_pub = s->place;
     s->round = 1;
     s->q_mask = page_size - 1;
     s->comp_level = MFR_COMP_DEFAULT_LEVEL;
@@ -383,7 +391,7 @@ static bool source_announce(MfrSource *s, GError **error)
             .dom = s->dom, .blocks = s->blocks, .nblocks = s->nblocks,
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
             .threads = s->cfg.transport.registration_threads, .channels = s->caps.channels,
-            .side = "source",
+            .side = "source", .numa_node = s->ram.numa_node,
         };
         MfrRegisterResult res;
         bool ok = mfr_register_blocks(&job, s->ram.local, &res, error);
@@ -489,6 +497,9 @@ static bool source_wait_chunk(MfrSource *s, unsigned b, uint32_t chunk)
 
 static bool source_open_channels(MfrSource *s, GError **error)
 {
+    /* the channels' buffers (rings, headers) are allocated while they connect */
+    g_auto(MfrNumaPolicy) numa_policy;
+    mfr_numa_prefer(s->ram.numa_node, &numa_policy);
     unsigned n = s->caps.channels;
     s->chan = g_new0(MfrSendChannel *, n);
     for (unsigned i = 0; i < n; i++) {
@@ -522,6 +533,7 @@ static void source_publish_stats(MfrSource *s)
     g_mutex_lock(&s->stats_lock);
     s->stats_pub = s->stats;
     s->zstats_pub = s->zstats;
+    s->place_pub = s->place;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -970,6 +982,8 @@ static bool source_setup(MfrSource *s, GError **error)
     s->ctl = ctl;
     mfr_control_track_state(s->ctl, &s->state);
     g_mutex_unlock(&s->lock);
+    /* before anything registers or opens: the control connection knows the device */
+    s->ram.numa_node = mfr_numa_choose(s->cfg.numa_node, ch, s->blocks, s->nblocks, &s->place);
     if (!mfr_state_move(&s->state, MFR_STATE_CONNECTED, error) ||
         !source_negotiate(s, error) ||
         !mfr_state_move(&s->state, MFR_STATE_NEGOTIATED, error) ||
@@ -1007,12 +1021,14 @@ static void source_collect_stats(MfrSource *s)
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
         mfr_compression_stats_add(&s->zstats, i, &s->chan[i]->zstats);
+        mfr_placement_thread(&s->place, i, &s->chan[i]->place);
         XpCounters xc;
         xp_channel_counters(s->chan[i]->xp, &xc); /* zeros without counters */
         st->zerocopy_sends += xc.zerocopy_sends;
         st->zerocopy_copied += xc.zerocopy_copied;
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * s->ram.page_size / xfer_s;
+    mfr_placement_memory(&s->place, s->blocks, s->nblocks);
 }
 
 /* Nothing of the session outlives it: channels (QPs) first, then the registrations they
@@ -1334,6 +1350,11 @@ void mfr_source_force_switchover(MfrSource *s)
     atomic_store(&s->force, true);
 }
 
+void mfr_source_set_max_bandwidth(MfrSource *s, uint64_t bytes_per_s)
+{
+    mfr_ratelimit_set(s->ram.rate, bytes_per_s);
+}
+
 void mfr_source_get_stats(MfrSource *s, MfrStats *out)
 {
     g_mutex_lock(&s->stats_lock);
@@ -1345,6 +1366,13 @@ void mfr_source_get_compression_stats(MfrSource *s, MfrCompressionStats *out)
 {
     g_mutex_lock(&s->stats_lock);
     *out = s->zstats_pub;
+    g_mutex_unlock(&s->stats_lock);
+}
+
+void mfr_source_get_placement(MfrSource *s, MfrPlacement *out)
+{
+    g_mutex_lock(&s->stats_lock);
+    *out = s->place_pub;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -1365,6 +1393,7 @@ void mfr_source_free(MfrSource *s)
     }
     xp_domain_free(s->dom);
     g_free(s->ram.block_len);
+    mfr_ratelimit_free(s->ram.rate);
     g_free(s->blocks);
     g_free(s->bitmap);
     g_free(s->npages);

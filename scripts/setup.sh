@@ -8,7 +8,7 @@ build=${1:-build}; shift || true
 
 pkgs=(build-essential meson ninja-build pkg-config libglib2.0-dev libzstd-dev libnuma-dev
       libibverbs-dev librdmacm-dev rdma-core ibverbs-utils ibverbs-providers perftest
-      gnuplot-nox iproute2 kmod)
+      gnuplot-nox iproute2 kmod qemu-system-x86)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

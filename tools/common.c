@@ -186,6 +186,38 @@ bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **
     return true;
 }
 
+bool tool_parse_numa_node(const char *opt, const char *text, int *out, GError **error)
+{
+    guint64 v = 0;
+    if (strcmp(text, "auto") == 0) {
+        *out = MFR_NUMA_AUTO;
+    } else if (strcmp(text, "off") == 0) {
+        *out = MFR_NUMA_OFF;
+    } else if (g_ascii_string_to_unsigned(text, 10, 0, 4095, &v, NULL)) {
+        *out = (int)v;
+    } else {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: '%s' is not a NUMA node (a number, auto or off)", opt, text);
+        return false;
+    }
+    return true;
+}
+
+bool tool_parse_rate(const char *opt, const char *text, uint64_t *out, GError **error)
+{
+    if (strcmp(text, "0") == 0) {
+        *out = 0;
+        return true;
+    }
+    if (!tool_parse_size(opt, text, out, NULL)) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE,
+                    "%s: '%s' is not a rate in bytes per second (examples: 125M, 1G, 500K, "
+                    "0 for unlimited)", opt, text);
+        return false;
+    }
+    return true;
+}
+
 bool tool_parse_token(const char *text, uint8_t token[16], GError **error)
 {
     g_autoptr(GError) err = NULL;
@@ -259,6 +291,8 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->address);
     g_free(a->token);
     g_free(a->compress);
+    g_free(a->max_bandwidth);
+    g_free(a->numa_node);
     tool_rdma_args_clear(&a->rdma);
 }
 
@@ -277,8 +311,11 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Writer threads sharing the dirty rate (default 1)", "N" },
         { "seed", 0, 0, G_OPTION_ARG_INT64, &a->seed,
           "Seed of the guest contents and writers (default 1)", "N" },
-        { "thp", 0, 0, G_OPTION_ARG_NONE, &a->thp,
-          "madvise(MADV_HUGEPAGE) guest and destination memory", NULL },
+        { "no-thp", 0, 0, G_OPTION_ARG_NONE, &a->no_thp,
+          "Do not madvise(MADV_HUGEPAGE) guest and destination memory (default: do, as "
+          "QEMU does with guest RAM)", NULL },
+        { "thp", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &a->thp,
+          "Accepted for old scripts: huge pages are the default", NULL },
         { "hugetlb", 0, 0, G_OPTION_ARG_NONE, &a->hugetlb,
           "Back the guest with 2 MiB hugetlbfs pages (needs vm.nr_hugepages)", NULL },
         G_OPTION_ENTRY_NULL,
@@ -296,6 +333,13 @@ void tool_add_source_options(GOptionContext *ctx, ToolSourceArgs *a, bool with_t
           "Skip the per-block digests (and, in demo, the memcmp)", NULL },
         { "timeout", 't', 0, G_OPTION_ARG_INT, &a->timeout_ms,
           "Fail when the peer is silent this long, in ms (default 5000)", "MS" },
+        { "numa-node", 0, 0, G_OPTION_ARG_STRING, &a->numa_node,
+          "NUMA node of the channel and registration threads and their buffers: N, auto (the "
+          "RDMA device's or NIC's node, else the guest memory's) or off (default auto)",
+          "N|auto|off" },
+        { "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a->max_bandwidth,
+          "Cap on the wire, bytes per second over all channels (K/M/G binary as for --size: "
+          "125M, 1G; default 0 = unlimited)", "RATE" },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &a->json,
           "Print the stats as JSON on stdout; progress and messages go to stderr", NULL },
         { "compress", 0, 0, G_OPTION_ARG_STRING, &a->compress,
@@ -454,6 +498,14 @@ bool tool_source_args_apply(ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceCon
     if (a->size && !tool_parse_size("--size", a->size, &go->size, error)) {
         return false;
     }
+    if (a->max_bandwidth &&
+        !tool_parse_rate("--max-bandwidth", a->max_bandwidth, &cfg->max_bandwidth, error)) {
+        return false;
+    }
+    if (a->numa_node && !tool_parse_numa_node("--numa-node", a->numa_node, &cfg->numa_node,
+                                               error)) {
+        return false;
+    }
     if (a->mix && !mfr_guest_parse_mix(a->mix, go, error)) {
         g_prefix_error(error, "--mix: ");
         return false;
@@ -494,7 +546,11 @@ bool tool_source_args_apply(ToolSourceArgs *a, MfrGuestOptions *go, MfrSourceCon
     go->nblocks = (unsigned)a->blocks;
     go->writers = (unsigned)a->writers;
     go->seed = (uint64_t)a->seed;
-    go->thp = a->thp;
+    if (a->thp && a->no_thp) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "--thp and --no-thp contradict");
+        return false;
+    }
+    go->thp = !a->no_thp;
     go->hugetlb = a->hugetlb;
 
     cfg->channels = (unsigned)a->channels;
@@ -856,24 +912,26 @@ static void json_string(GString *s, const char *text)
     g_string_append_c(s, '"');
 }
 
-/* A side's stats object, with its compression stats inside as "compression". */
-static void json_side(GString *s, const char *side, const MfrStats *st,
-                      const MfrCompressionStats *z)
+/* A side's stats object, with its compression stats ("compression") and placement
+ * ("placement") inside when known. */
+static void json_side(GString *s, const char *name, const ToolSide *side)
 {
-    g_autofree char *j = mfr_stats_to_json(st, side);
-    g_string_append_printf(s, ",\"%s\":", side);
-    if (!z) {
-        g_string_append(s, j);
-        return;
-    }
-    g_autofree char *zj = mfr_compression_stats_to_json(z);
+    g_autofree char *j = mfr_stats_to_json(side->stats, name);
+    g_string_append_printf(s, ",\"%s\":", name);
     g_string_append_len(s, j, (gssize)strlen(j) - 1); /* without its closing brace */
-    g_string_append_printf(s, ",\"compression\":%s}", zj);
+    if (side->comp) {
+        g_autofree char *zj = mfr_compression_stats_to_json(side->comp);
+        g_string_append_printf(s, ",\"compression\":%s", zj);
+    }
+    if (side->place) {
+        g_autofree char *pj = mfr_placement_to_json(side->place);
+        g_string_append_printf(s, ",\"placement\":%s", pj);
+    }
+    g_string_append_c(s, '}');
 }
 
-void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
-                     const GError *error, const char *memcmp_result,
-                     const MfrCompressionStats *zsrc, const MfrCompressionStats *zdst)
+void tool_print_json(FILE *out, const ToolSide *src, const ToolSide *dst, const char *result,
+                     const GError *error, const char *memcmp_result)
 {
     g_autoptr(GString) s = g_string_new("{\"version\":");
     json_string(s, MFR_VERSION);
@@ -889,14 +947,53 @@ void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const 
         g_string_append(s, ",\"memcmp\":");
         json_string(s, memcmp_result);
     }
-    if (src) {
-        json_side(s, "source", src, zsrc);
+    if (src && src->stats) {
+        json_side(s, "source", src);
     }
-    if (dst) {
-        json_side(s, "destination", dst, zdst);
+    if (dst && dst->stats) {
+        json_side(s, "destination", dst);
     }
     g_string_append(s, "}\n");
     fputs(s->str, out);
+    fflush(out);
+}
+
+/* ---- placement -------------------------------------------------------------------------- */
+
+static void print_placement_side(FILE *out, const char *side, const MfrPlacement *p)
+{
+    fprintf(out, "memory: %s %.1f MiB, %.1f MiB (%.0f%%) on huge pages (smaps), %s\n", side,
+            mib(p->ram_bytes), mib(p->huge_bytes),
+            p->ram_bytes ? 100.0 * (double)p->huge_bytes / (double)p->ram_bytes : 0.0,
+            p->thp_advised ? "madvised for huge pages" : "not madvised for huge pages");
+    g_autoptr(GString) ch = g_string_new("");
+    bool unbound = false;
+    for (unsigned i = 0; i < p->channels && i < G_N_ELEMENTS(p->channel); i++) {
+        const MfrThreadPlacement *t = &p->channel[i];
+        g_string_append_printf(ch, "%s%d/%d%s", i ? " " : "", t->node, t->cpu,
+                               t->bound ? "" : "*");
+        unbound |= !t->bound;
+    }
+    if (unbound) {
+        g_string_append(ch, " (*: not bound)");
+    }
+    if (p->numa_node >= 0) {
+        fprintf(out, "placement: %s threads on NUMA node %d (%s); channels node/cpu: %s\n",
+                side, p->numa_node, p->numa_source, ch->str);
+    } else {
+        fprintf(out, "placement: %s threads not placed (%s); channels node/cpu: %s\n", side,
+                p->numa_source, ch->str);
+    }
+}
+
+void tool_print_placement(FILE *out, const MfrPlacement *src, const MfrPlacement *dst)
+{
+    if (src) {
+        print_placement_side(out, "source", src);
+    }
+    if (dst) {
+        print_placement_side(out, "destination", dst);
+    }
     fflush(out);
 }
 

@@ -83,16 +83,15 @@ static char *pick_uri(const ToolSourceArgs *a, FILE *info, GError **error)
     return g_strdup_printf("rdma:%s:0", addr);
 }
 
-static int finish(bool json, const MfrStats *ss, const MfrStats *ds,
-                  const MfrCompressionStats *zs, const MfrCompressionStats *zd,
-                  const GError *error, const char *memcmp_result, int code)
+static int finish(bool json, const ToolSide *src, const ToolSide *dst, const GError *error,
+                  const char *memcmp_result, int code)
 {
     if (json) {
         static const char *const results[] = {
             [TOOL_EXIT_OK] = "ok", [TOOL_EXIT_FAILED] = "failed",
             [TOOL_EXIT_USAGE] = "usage", [TOOL_EXIT_VERIFY] = "verify-failed",
         };
-        tool_print_json(stdout, ss, ds, results[code], error, memcmp_result, zs, zd);
+        tool_print_json(stdout, src, dst, results[code], error, memcmp_result);
     }
     return code;
 }
@@ -120,6 +119,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     MfrDestConfig dcfg;
     MfrStats ss = { 0 }, ds = { 0 };
     MfrCompressionStats zs = { 0 }, zd = { 0 };
+    MfrPlacement sp = { 0 }, dp = { 0 };
     ToolProgress progress;
     const char *memcmp_result = NULL;
     uint64_t reg_chunk = 0;
@@ -164,7 +164,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
         goto out;
     }
 
-    mem = tool_dest_mem_new(a.thp, 0);
+    mem = tool_dest_mem_new(go.thp, 0);
     mfr_dest_config_init(&dcfg);
     dcfg.uri = listen_uri;
     tool_random_token(dcfg.token);
@@ -175,10 +175,12 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     /* one process, one set of transport options for both sides */
     dcfg.transport = scfg.transport;
     dcfg.registration_chunk = reg_chunk;
+    dcfg.numa_node = scfg.numa_node;
     dest = mfr_dest_new(&dcfg, &error);
     /* the demo's destination accepts zstd (auto) whatever the source asks */
     if (!dest) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        code = tool_exit_code(error);
         goto out;
     }
     fprintf(info, "destination: listening on %s\n", mfr_dest_uri(dest));
@@ -195,6 +197,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     }
     if (!src) {
         fprintf(stderr, "mfrdma demo: %s\n", error->message);
+        code = tool_exit_code(error);
         goto out;
     }
 
@@ -219,8 +222,11 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     mfr_dest_get_stats(dest, &ds);
     mfr_source_get_compression_stats(src, &zs);
     mfr_dest_get_compression_stats(dest, &zd);
+    mfr_source_get_placement(src, &sp);
+    mfr_dest_get_placement(dest, &dp);
     tool_print_summary(info, &ss, &ds, ok && !dest_error);
     tool_print_compression(info, &zs, &zd);
+    tool_print_placement(info, &sp, &dp);
     tool_print_guest_writes(info, guest);
 
     if (!ok) {
@@ -268,8 +274,9 @@ out:
         g_clear_error(&dd.error);
     }
     tool_signals_watch(ctx->signals, NULL, NULL);
-    code = finish(a.json, src ? &ss : NULL, dest ? &ds : NULL, src ? &zs : NULL,
-                  dest ? &zd : NULL, error, memcmp_result, code);
+    ToolSide side_src = { &ss, &zs, &sp }, side_dst = { &ds, &zd, &dp };
+    code = finish(a.json, src ? &side_src : NULL, dest ? &side_dst : NULL, error, memcmp_result,
+                  code);
     g_clear_pointer(&src, mfr_source_free);
     g_clear_pointer(&dest, mfr_dest_free);
     tool_dest_mem_free(mem);

@@ -190,6 +190,7 @@ void mfr_guest_options_init(MfrGuestOptions *o)
         .dirty_rate_mbps = 64,
         .writers = 1,
         .fill_threads = 2,
+        .thp = true,
     };
 }
 

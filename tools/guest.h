@@ -14,7 +14,7 @@ typedef struct {
     uint64_t size;             /* total bytes over all blocks; multiple of the page size */
     unsigned nblocks;          /* "ram0", "ram1", ...; default 1 */
     bool hugetlb;              /* MAP_HUGETLB, 2 MiB pages (needs reserved huge pages) */
-    bool thp;                  /* madvise(MADV_HUGEPAGE): faster first touch */
+    bool thp;                  /* madvise(MADV_HUGEPAGE): faster first touch; default true */
     unsigned pct_random;       /* page mix in percent; the three sum to 100 */
     unsigned pct_compressible;
     unsigned pct_zero;

@@ -65,6 +65,7 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
     int code = TOOL_EXIT_FAILED;
     MfrStats st = { 0 };
     MfrCompressionStats zst = { 0 };
+    MfrPlacement pl = { 0 };
     char hex[33];
     mfr_token_format(cfg->token, hex);
     g_autoptr(GError) error = NULL;
@@ -92,8 +93,10 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
     tool_progress_finish(&progress);
     mfr_dest_get_stats(dest, &st);
     mfr_dest_get_compression_stats(dest, &zst);
+    mfr_dest_get_placement(dest, &pl);
     tool_print_summary(info, NULL, &st, ok);
     tool_print_compression(info, NULL, &zst);
+    tool_print_placement(info, NULL, &pl);
     unsigned n = 0;
     const MfrRamBlock *blocks = ok ? mfr_dest_blocks(dest, &n) : NULL;
     for (unsigned i = 0; i < n; i++) {
@@ -113,10 +116,11 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
 
 out:
     if (json) {
-        tool_print_json(stdout, NULL, dest ? &st : NULL,
+        ToolSide side = { &st, &zst, &pl };
+        tool_print_json(stdout, NULL, dest ? &side : NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
-                        error, NULL, NULL, dest ? &zst : NULL);
+                        error, NULL);
     }
     g_clear_pointer(&dest, mfr_dest_free);
     tool_dest_mem_free(mem);
@@ -129,7 +133,8 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     g_autofree char *token = NULL;
     g_autofree char *max_ram_arg = NULL;
     g_autofree char *compress = NULL;
-    gboolean json = FALSE, thp = FALSE;
+    g_autofree char *numa_arg = NULL;
+    gboolean json = FALSE, thp = FALSE, no_thp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
     gint timeout_ms = (gint)cfg.timeout_ms;
@@ -143,8 +148,13 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
         { "max-ram", 0, 0, G_OPTION_ARG_STRING, &max_ram_arg,
           "Refuse a source whose blocks together exceed SIZE (default: this host's RAM + "
           "swap)", "SIZE" },
-        { "thp", 0, 0, G_OPTION_ARG_NONE, &thp,
-          "madvise(MADV_HUGEPAGE) the received blocks", NULL },
+        { "numa-node", 0, 0, G_OPTION_ARG_STRING, &numa_arg,
+          "NUMA node of the channel and registration threads and their buffers: N, auto (the "
+          "RDMA device's or NIC's node, else the memory's) or off (default auto)", "N|auto|off" },
+        { "no-thp", 0, 0, G_OPTION_ARG_NONE, &no_thp,
+          "Do not madvise(MADV_HUGEPAGE) the received blocks (default: do)", NULL },
+        { "thp", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &thp,
+          "Accepted for old scripts: huge pages are the default", NULL },
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json,
           "Print the stats as JSON on stdout; everything else goes to stderr", NULL },
         { "compress", 0, 0, G_OPTION_ARG_STRING, &compress,
@@ -166,8 +176,16 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     if (code == TOOL_EXIT_OK && !tool_parse_compress(compress, 0, comp, &comp, &error)) {
         code = tool_usage_error("listen", "%s", error->message);
     }
+    if (code == TOOL_EXIT_OK && thp && no_thp) {
+        code = tool_usage_error("listen", "--thp and --no-thp contradict");
+    }
+    g_autoptr(GError) numa_err = NULL;
+    if (code == TOOL_EXIT_OK && numa_arg &&
+        !tool_parse_numa_node("--numa-node", numa_arg, &cfg.numa_node, &numa_err)) {
+        code = tool_usage_error("listen", "%s", numa_err->message);
+    }
     if (code == TOOL_EXIT_OK) {
-        code = listen_serve(ctx, argv[1], json, thp, max_ram, comp, &cfg);
+        code = listen_serve(ctx, argv[1], json, !no_thp, max_ram, comp, &cfg);
     }
     tool_rdma_args_clear(&rdma);
     return code;

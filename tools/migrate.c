@@ -36,6 +36,7 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     tool_progress_init(&progress, info, "source");
     MfrStats st = { 0 };
     MfrCompressionStats zst = { 0 };
+    MfrPlacement pl = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(MfrSource) src = NULL;
     g_autoptr(MfrGuest) guest = mfr_guest_new(go, &error);
@@ -71,8 +72,10 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     tool_progress_finish(&progress);
     mfr_source_get_stats(src, &st);
     mfr_source_get_compression_stats(src, &zst);
+    mfr_source_get_placement(src, &pl);
     tool_print_summary(info, &st, NULL, ok);
     tool_print_compression(info, &zst, NULL);
+    tool_print_placement(info, &pl, NULL);
     tool_print_guest_writes(info, guest);
     if (idle) {
         uint64_t digest1 = guest_digest(guest);
@@ -92,10 +95,11 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
 
 out:
     if (a->json) {
-        tool_print_json(stdout, src ? &st : NULL, NULL,
+        ToolSide side = { &st, &zst, &pl };
+        tool_print_json(stdout, src ? &side : NULL, NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
-                        error, NULL, src ? &zst : NULL, NULL);
+                        error, NULL);
     }
     g_clear_pointer(&src, mfr_source_free);
     g_clear_pointer(&guest, mfr_guest_free);

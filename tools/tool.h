@@ -72,11 +72,11 @@ bool tool_rdma_args_apply(const ToolRdmaArgs *a, MfrTransportConfig *t,
 
 /* Source-side options shared by demo and migrate. */
 typedef struct {
-    char *size, *dirty_rate, *mix, *transport, *address, *token;
+    char *size, *dirty_rate, *mix, *transport, *address, *token, *max_bandwidth, *numa_node;
     ToolRdmaArgs rdma;
     gint channels, blocks, downtime_ms, max_rounds, timeout_ms, writers;
     gint64 seed;
-    gboolean force_switchover, no_verify, json, thp, hugetlb;
+    gboolean force_switchover, no_verify, json, thp, no_thp, hugetlb;
     char *compress;         /* --compress off|zstd|auto */
     gint compress_level;    /* --compress-level N */
     MfrCompression comp_mode; /* parsed by tool_source_args_apply() */
@@ -105,6 +105,12 @@ bool tool_parse(GOptionContext *ctx, const char *cmd, int *argc, char ***argv);
 int tool_usage_error(const char *cmd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 bool tool_parse_size(const char *opt, const char *text, uint64_t *out, GError **error);
+/* --numa-node N|auto|off: a node (its existence is the library's check), MFR_NUMA_AUTO or
+ * MFR_NUMA_OFF. */
+bool tool_parse_numa_node(const char *opt, const char *text, int *out, GError **error);
+/* A rate in bytes per second: a size as tool_parse_size() reads it (125M, 1G, 500K, plain
+ * bytes; binary suffixes), or 0 for unlimited. */
+bool tool_parse_rate(const char *opt, const char *text, uint64_t *out, GError **error);
 /* MFR_ERROR_USAGE "OPT: V is out of range (LO..HI)" unless lo <= v <= hi. */
 bool tool_check_range(const char *opt, gint v, gint lo, gint hi, GError **error);
 /* --token TEXT (mfr_token_parse()), the error naming the option. */
@@ -144,11 +150,19 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, boo
  * may be NULL. */
 void tool_print_compression(FILE *out, const MfrCompressionStats *src,
                             const MfrCompressionStats *dst);
-/* {"source":...,"destination":...,...} on out; either side may be NULL. A side's compression
- * stats (may be NULL) go inside its object as "compression". */
-void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
-                     const GError *error, const char *memcmp_result,
-                     const MfrCompressionStats *zsrc, const MfrCompressionStats *zdst);
+/* What one side reports; any part may be NULL. */
+typedef struct {
+    const MfrStats *stats;
+    const MfrCompressionStats *comp;
+    const MfrPlacement *place;
+} ToolSide;
+/* {"source":...,"destination":...,...} on out; either side (or its stats) may be NULL. A
+ * side's compression stats and placement go inside its object as "compression" and
+ * "placement". */
+void tool_print_json(FILE *out, const ToolSide *src, const ToolSide *dst, const char *result,
+                     const GError *error, const char *memcmp_result);
+/* "memory:" and "placement:" lines of each side (either may be NULL). */
+void tool_print_placement(FILE *out, const MfrPlacement *src, const MfrPlacement *dst);
 
 /* "guest: ..." line: size, blocks, mix, fill time, dirty rate. */
 void tool_print_guest(FILE *out, MfrGuest *g, const MfrGuestOptions *go);

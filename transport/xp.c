@@ -199,6 +199,11 @@ const char *xp_channel_error_detail(XpChannel *ch)
     return ch && ch->ops->error_detail ? ch->ops->error_detail(ch) : NULL;
 }
 
+int xp_channel_numa_node(XpChannel *ch)
+{
+    return ch && ch->ops->numa_node ? ch->ops->numa_node(ch) : -1;
+}
+
 void xp_listener_close(XpListener *l)
 {
     if (l) {

@@ -32,7 +32,7 @@ typedef enum {
 } XpErrorCode;
 
 /* Bumped whenever XpOps changes shape; xp_ops_check() refuses mismatches. */
-#define XP_OPS_VERSION 3
+#define XP_OPS_VERSION 4
 
 /* Largest message (the header part of a send) a channel must carry. */
 #define XP_MSG_MAX 8192u
@@ -177,6 +177,10 @@ struct XpOps {
      * receiving goes on. <0: no limit, the default. Control connections use it so that a
      * stalled peer cannot hold a sender forever. */
     void (*set_send_timeout)(XpChannel *ch, int timeout_ms);
+    /* NUMA node of the device ch runs over (rdma: its RDMA device; tcp: the NIC of its local
+     * address), -1 when unknown or none (loopback, a virtual device). For placing the
+     * threads and buffers that use ch next to it. */
+    int (*numa_node)(XpChannel *ch);
 };
 
 /* Every backend object starts with its base, so the wrappers can find the ops. */
@@ -271,6 +275,7 @@ void xp_channel_shutdown(XpChannel *ch); /* NULL-safe */
 void xp_channel_close(XpChannel *ch);    /* NULL-safe */
 const char *xp_channel_peer(XpChannel *ch);
 const char *xp_channel_error_detail(XpChannel *ch); /* NULL when none (or no such op) */
+int xp_channel_numa_node(XpChannel *ch);   /* -1 when unknown (or no such op) */
 void xp_listener_close(XpListener *l);   /* NULL-safe */
 void xp_domain_free(XpDomain *dom);      /* NULL-safe */
 

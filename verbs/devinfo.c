@@ -41,6 +41,11 @@ static int vb_numa_node(const char *name)
     return atoi(txt);
 }
 
+int vb_device_numa_node(const VbDevice *dev)
+{
+    return vb_numa_node(vb_device_name(dev));
+}
+
 static const char *vb_gid_type_str(unsigned t)
 {
     switch (t) {

@@ -330,6 +330,8 @@ typedef struct {
 /* Describe every RDMA device; an empty array (not an error) when there is none. */
 GPtrArray *vb_devinfo_list(GError **error);
 void vb_devinfo_free(VbDevInfo *info);
+/* The device's NUMA node from sysfs; -1 when unknown (rxe and other virtual devices). */
+int vb_device_numa_node(const VbDevice *dev);
 /* First device with an ACTIVE port: its name (caller frees) or NULL. */
 char *vb_devinfo_first_active(void);
 

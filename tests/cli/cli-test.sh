@@ -93,6 +93,34 @@ bad_usage)
   usage "mfrdma migrate: --token: '00112233445566778899aabbccddeefg' is not 32 hex digits (use the token printed by 'mfrdma listen')" migrate tcp:127.0.0.1:1 --token 00112233445566778899aabbccddeefg
   usage "mfrdma: unknown command 'frobnicate' (commands: demo, listen, migrate, devices, bench, help)" frobnicate
   usage "mfrdma listen: --max-ram: '1X' is not a size (examples: 512M, 2G)" listen tcp:127.0.0.1:0 --max-ram 1X
+  usage "mfrdma demo: --max-bandwidth: 'fast' is not a rate in bytes per second (examples: 125M, 1G, 500K, 0 for unlimited)" demo --max-bandwidth fast
+  usage "mfrdma migrate: --max-bandwidth: '-1' is not a rate in bytes per second (examples: 125M, 1G, 500K, 0 for unlimited)" migrate tcp:127.0.0.1:1 --token 00112233445566778899aabbccddeeff --max-bandwidth -1
+  ;;
+demo_thp)
+  # huge pages by default on both sides, measured from smaps; --no-thp turns them off
+  thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)
+  run 0 demo --size 64M --dirty-rate 0 --transport tcp --json
+  grep -qE '"destination":\{.*"placement":\{"ram_bytes":67108864,"huge_bytes":[0-9]+,"thp_advised":true' "$work/out" || fail "destination not madvised"
+  huge=$(sed -n 's/.*"destination":{.*"placement":{"ram_bytes":[0-9]*,"huge_bytes":\([0-9]*\).*/\1/p' "$work/out")
+  if [ "$thp" != never ]; then [ "${huge:-0}" -gt 0 ] || fail "THP $thp: no huge page behind the destination"; fi
+  run 0 demo --size 64M --dirty-rate 0 --transport tcp --no-thp
+  has out "memory: destination 64.0 MiB, "; has out "not madvised for huge pages"
+  if [ "$thp" = madvise ]; then has out "memory: destination 64.0 MiB, 0.0 MiB (0%) on huge pages (smaps)"; fi
+  run 0 demo --size 64M --dirty-rate 0 --transport tcp --thp   # old scripts: accepted
+  usage "mfrdma demo: --thp and --no-thp contradict" demo --thp --no-thp
+  usage "mfrdma listen: --thp and --no-thp contradict" listen tcp:127.0.0.1:0 --thp --no-thp
+  run 0 demo --help; has out "--no-thp"
+  ;;
+demo_max_bandwidth)
+  # 24 MiB of non-zero pages at 20 MiB/s: about 1.2 s of transfer, never much less
+  run 0 demo --size 32M --dirty-rate 0 --transport tcp --max-bandwidth 20M --json
+  ms=$(sed -n 's/.*"source":{[^}]*"transfer_ms":\([0-9.]*\).*/\1/p' "$work/out")
+  wire=$(sed -n 's/.*"source":{[^}]*"wire_bytes":\([0-9]*\).*/\1/p' "$work/out")
+  [ -n "$ms" ] && [ -n "$wire" ] || fail "no transfer_ms/wire_bytes in the JSON"
+  rate=$(( wire * 1000 / ${ms%.*} ))
+  [ "$rate" -le $(( 20 * 1048576 * 11 / 10 )) ] || fail "wire rate $rate B/s above the 20M cap"
+  run 0 demo --help; has out "--max-bandwidth=RATE"
+  run 0 migrate --help; has out "--max-bandwidth=RATE"
   ;;
 bad_uri)
   # Bad URIs are usage errors with the --help hint; migrate refuses one before it builds

@@ -146,7 +146,7 @@ static MfrRegisterJob job_for(FakeDom *d, const Ram *r, unsigned threads)
     return (MfrRegisterJob){ .dom = &d->base, .blocks = r->blocks,
                              .nblocks = r->n, .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL,
                              .prefault = false, .threads = threads, .channels = 4,
-                             .side = "destination" };
+                             .side = "destination", .numa_node = -1 };
 }
 
 /* The whole blocks of r as a region table, as the source registers its RAM. */
@@ -393,7 +393,8 @@ static bool run_chunks(Ram *r, unsigned threads, int64_t inject, MfrFail *fail, 
     MfrRegisterChunksJob job = {
         .base = { .dom = &d->base, .blocks = r->blocks, .nblocks = r->n,
                   .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = true,
-                  .threads = threads, .channels = 4, .side = "destination" },
+                  .threads = threads, .channels = 4, .side = "destination",
+                  .numa_node = -1 },
         .table = k->table, .fail = fail, .publish = chunk_publish, .publish_opaque = k,
         .inject_fail = inject,
     };

@@ -188,4 +188,5 @@ const XpOps xp_rdma_ops = {
     .error_detail = xp_rdma_error_detail,
     .region_budget = xp_rdma_region_budget,
     .set_send_timeout = xp_rdma_set_send_timeout,
+    .numa_node = xp_rdma_numa_node,
 };

@@ -196,6 +196,7 @@ void xp_rdma_inject_fault(XpChannel *xc, int err);
 void xp_rdma_set_send_timeout(XpChannel *xc, int timeout_ms);
 void xp_rdma_inject_completion_error(XpChannel *xc);
 const char *xp_rdma_error_detail(XpChannel *xc);
+int xp_rdma_numa_node(XpChannel *xc);
 
 /* send.c */
 void xp_rdma_sq_done(VbCqe *cqe, const VbWc *wc);

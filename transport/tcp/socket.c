@@ -177,4 +177,5 @@ const XpOps xp_tcp_ops = {
     .counters = tcp_counters,
     .inject_fault = tcp_inject_fault,
     .set_send_timeout = tcp_set_send_timeout,
+    .numa_node = tcp_numa_node,
 };

@@ -122,6 +122,8 @@ const char *tcp_peer(XpChannel *c);
 void tcp_counters(XpChannel *c, XpCounters *out);
 void tcp_inject_fault(XpChannel *c, int err);
 void tcp_set_send_timeout(XpChannel *c, int timeout_ms);
+/* numa.c: the node of the NIC that owns c's local address (sysfs), -1 for none. */
+int tcp_numa_node(XpChannel *c);
 
 /* zerocopy.c */
 unsigned tcp_zc_reap(TcpChannel *ch);
