@@ -7,8 +7,9 @@
  *
  * Control lines (source -> agent, agent's answers):
  *   MFR TRANSPORT TOKENHEX   -> OK URI, then DONE total setup reg downtime transfer cpu wire
- *                               reg_cpu zstd_cpu huge_bytes (MfrPlacement: the blocks' bytes
- *                               on huge pages) (or ERR text); a CANCEL line from the source aborts
+ *                               reg_cpu zstd_cpu huge_bytes (MfrPlacement: the blocks'
+ *                               bytes on huge pages) (or ERR text); a CANCEL line from the
+ *                               source aborts
  *                               the run. TRANSPORT is the URI scheme (tcp for tcpzc cases:
  *                               zerocopy is the source's business)
  *   TCPRAW N BYTES CHUNK HDR FRESH  -> OK HOST PORT, then DONE CPU

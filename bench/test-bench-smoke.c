@@ -400,6 +400,42 @@ static void test_smoke_tcp(void)
     g_rmdir(dir);
 }
 
+/* A compressed case next to its uncompressed twin: the compression table, and figures that
+ * say what happened (compressible pages shrink by an order of magnitude on the wire). */
+static void test_smoke_compress(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *dir = g_dir_make_tmp("mfr-bench-XXXXXX", &error);
+    g_assert_no_error(error);
+    char *args[] = { "-c", "tcp/2/32M/compressible/0", "-c", "tcp/2/32M/compressible/0/zstd",
+                     "--repeats", "1", "--warmup", "0", "--no-baseline", "-o", dir, NULL };
+    int status = -1;
+    g_autofree char *out = NULL, *err = NULL;
+    run_bench(args, &status, &out, &err);
+    g_test_message("stdout:\n%s\nstderr:\n%s", out, err);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    g_assert_nonnull(strstr(out, "compression: vs off = ratio to the same case without"));
+    g_assert_nonnull(strstr(out, "\ntcp/2/32M/compressible/0/zstd "));
+    g_autofree char *jpath = g_build_filename(dir, "results.json", NULL);
+    g_autofree char *cpath = g_build_filename(dir, "results.csv", NULL);
+    g_autofree char *jtext = NULL;
+    g_file_get_contents(jpath, &jtext, NULL, &error);
+    g_assert_no_error(error);
+    Json j;
+    json_init(&j);
+    g_assert_true(json_parse(&j, jtext));
+    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_ratio.median"), >, 8);
+    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_share.median"), ==, 1);
+    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_src_cpu_s.median"), >, 0);
+    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_dst_cpu_s.median"), >, 0);
+    g_assert_cmpfloat(json_num(&j, "cases.1.figures.ratio_wire_vs_off.median"), <, 0.2);
+    g_assert_cmpfloat(json_num(&j, "cases.1.figures.ratio_total_vs_off.median"), >, 0);
+    json_clear(&j);
+    g_unlink(jpath);
+    g_unlink(cpath);
+    g_rmdir(dir);
+}
+
 /* --max-bandwidth caps the engine (not the baselines) and is recorded in results.json */
 static void test_smoke_max_bandwidth(void)
 {
@@ -457,42 +493,6 @@ static void test_smoke_dump_guest(void)
     g_assert_cmpuint(zero, >=, pages / 10);
     g_assert_cmpuint(zero, <=, pages * 3 / 10);
     g_unlink(path);
-    g_rmdir(dir);
-}
-
-/* A compressed case next to its uncompressed twin: the compression table, and figures that
- * say what happened (compressible pages shrink by an order of magnitude on the wire). */
-static void test_smoke_compress(void)
-{
-    g_autoptr(GError) error = NULL;
-    g_autofree char *dir = g_dir_make_tmp("mfr-bench-XXXXXX", &error);
-    g_assert_no_error(error);
-    char *args[] = { "-c", "tcp/2/32M/compressible/0", "-c", "tcp/2/32M/compressible/0/zstd",
-                     "--repeats", "1", "--warmup", "0", "--no-baseline", "-o", dir, NULL };
-    int status = -1;
-    g_autofree char *out = NULL, *err = NULL;
-    run_bench(args, &status, &out, &err);
-    g_test_message("stdout:\n%s\nstderr:\n%s", out, err);
-    g_assert_true(g_spawn_check_wait_status(status, NULL));
-    g_assert_nonnull(strstr(out, "compression: vs off = ratio to the same case without"));
-    g_assert_nonnull(strstr(out, "\ntcp/2/32M/compressible/0/zstd "));
-    g_autofree char *jpath = g_build_filename(dir, "results.json", NULL);
-    g_autofree char *cpath = g_build_filename(dir, "results.csv", NULL);
-    g_autofree char *jtext = NULL;
-    g_file_get_contents(jpath, &jtext, NULL, &error);
-    g_assert_no_error(error);
-    Json j;
-    json_init(&j);
-    g_assert_true(json_parse(&j, jtext));
-    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_ratio.median"), >, 8);
-    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_share.median"), ==, 1);
-    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_src_cpu_s.median"), >, 0);
-    g_assert_cmpfloat(json_num(&j, "cases.1.figures.comp_dst_cpu_s.median"), >, 0);
-    g_assert_cmpfloat(json_num(&j, "cases.1.figures.ratio_wire_vs_off.median"), <, 0.2);
-    g_assert_cmpfloat(json_num(&j, "cases.1.figures.ratio_total_vs_off.median"), >, 0);
-    json_clear(&j);
-    g_unlink(jpath);
-    g_unlink(cpath);
     g_rmdir(dir);
 }
 

@@ -70,13 +70,13 @@ struct MfrDest {
      * and at the end, so get_stats() from any thread reads one consistent snapshot */
     MfrStats stats;
     MfrStats stats_pub;
+    MfrCompressionStats zstats;     /* same rule as stats */
+    MfrCompressionStats zstats_pub;
     MfrPlacement place;      /* like stats: session thread, published with them */
     MfrPlacement place_pub;
     bool place_ready;        /* the session ended: place is final (session thread) */
     bool place_final;        /* place_pub is final; under stats_lock */
     bool place_measured;     /* its memory figures were read (get_placement()); likewise */
-    MfrCompressionStats zstats;     /* same rule as stats */
-    MfrCompressionStats zstats_pub;
     GMutex stats_lock;
     MfrCompression comp_mode;       /* OFF refuses zstd; set before start */
 };
@@ -108,9 +108,9 @@ static void dest_publish_stats(MfrDest *d)
 {
     g_mutex_lock(&d->stats_lock);
     d->stats_pub = d->stats;
+    d->zstats_pub = d->zstats;
     d->place_pub = d->place;
     d->place_final = d->place_ready;
-    d->zstats_pub = d->zstats;
     g_mutex_unlock(&d->stats_lock);
 }
 
@@ -866,8 +866,8 @@ static void dest_collect_stats(MfrDest *d, double cpu_main)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
-        mfr_placement_thread(&d->place, d->chan[i]->index, &d->chan[i]->place);
         mfr_compression_stats_add(&d->zstats, d->chan[i]->index, &d->chan[i]->zstats);
+        mfr_placement_thread(&d->place, d->chan[i]->index, &d->chan[i]->place);
     }
     st->throughput_bps = (double)(st->normal_pages + st->zero_pages) * d->ram.page_size / xfer_s;
     /* the memory figures are read when asked for (mfr_dest_get_placement()): reading smaps
@@ -1047,6 +1047,13 @@ void mfr_dest_get_stats(MfrDest *d, MfrStats *out)
     g_mutex_unlock(&d->stats_lock);
 }
 
+void mfr_dest_get_compression_stats(MfrDest *d, MfrCompressionStats *out)
+{
+    g_mutex_lock(&d->stats_lock);
+    *out = d->zstats_pub;
+    g_mutex_unlock(&d->stats_lock);
+}
+
 void mfr_dest_get_placement(MfrDest *d, MfrPlacement *out)
 {
     g_mutex_lock(&d->stats_lock);
@@ -1055,13 +1062,6 @@ void mfr_dest_get_placement(MfrDest *d, MfrPlacement *out)
         d->place_measured = true;
     }
     *out = d->place_pub;
-    g_mutex_unlock(&d->stats_lock);
-}
-
-void mfr_dest_get_compression_stats(MfrDest *d, MfrCompressionStats *out)
-{
-    g_mutex_lock(&d->stats_lock);
-    *out = d->zstats_pub;
     g_mutex_unlock(&d->stats_lock);
 }
 

@@ -97,6 +97,12 @@ bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError *
 void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, bool control,
                               XpOptions *o);
 
+/* ---------- compression stats (stats.c) ---------- */
+
+/* Adds channel `index`'s counters to s (channel entry and total; channels grows to cover
+ * index) and recomputes the ratio. */
+void mfr_compression_stats_add(MfrCompressionStats *s, unsigned index,
+                               const MfrCompressionChannelStats *c);
 /* ---------- placement (placement.c) ---------- */
 
 /* ---------- NUMA (numa.c) ---------- */
@@ -130,12 +136,6 @@ void mfr_placement_init(MfrPlacement *p);
  * zero and false where it cannot be read). Control path: reads a file the size of the
  * process's mappings. */
 void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n);
-/* ---------- compression stats (stats.c) ---------- */
-
-/* Adds channel `index`'s counters to s (channel entry and total; channels grows to cover
- * index) and recomputes the ratio. */
-void mfr_compression_stats_add(MfrCompressionStats *s, unsigned index,
-                               const MfrCompressionChannelStats *c);
 
 /* ---------- digest in pieces (digest.c) ---------- */
 

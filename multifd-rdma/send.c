@@ -157,12 +157,13 @@ static int send_channel_slot(MfrSendChannel *c)
 /* Hands the packet to the transport. A data packet is timed for the auto policy: how long
  * its wire bytes take to leave is the link's speed as this channel sees it (a full socket
  * buffer or missing credits count, and so must the wait of a bandwidth cap: it belongs
- * inside this timed section). */
+ * inside this timed section). Returns 1 when the cap's wait ended because the session failed
+ * or the channel quits: nothing was sent, and that is not this packet's error. */
 static int send_channel_post(MfrSendChannel *c, size_t len, unsigned nseg, uint64_t wire)
 {
     int64_t t0 = g_get_monotonic_time();
     if (mfr_send_channel_throttle(c, wire) < 0) {
-        return -EBADMSG; /* the session failed (its error says why) or the channel quits */
+        return 1;
     }
     int r = xp_send_msg(c->xp, c->msg, len, c->segs, nseg);
     if (r == 0 && c->zc && nseg) {
@@ -255,6 +256,9 @@ static int send_channel_packet(MfrSendChannel *c, const MfrBatch *b)
     size_t len = mfr_wire_pack_packet(&h, c->offsets, c->msg, sizeof(c->msg));
     g_assert(len > 0);
     int r = send_channel_post(c, len, (unsigned)nseg, len + h.payload_len);
+    if (r > 0) {
+        return 0; /* the session failed or the channel quits: not this packet's error */
+    }
     if (r < 0) {
         return r;
     }

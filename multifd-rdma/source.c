@@ -70,13 +70,13 @@ struct MfrSource {
      * thread reads one consistent snapshot */
     MfrStats stats;
     MfrStats stats_pub;
+    MfrCompressionStats zstats;     /* same rule as stats */
+    MfrCompressionStats zstats_pub;
     MfrPlacement place;     /* like stats: producer thread, published with them */
     MfrPlacement place_pub;
     bool place_ready;        /* the session ended: place is final (producer thread) */
     bool place_final;        /* place_pub is final; under stats_lock */
     bool place_measured;     /* its memory figures were read (get_placement()); likewise */
-    MfrCompressionStats zstats;     /* same rule as stats */
-    MfrCompressionStats zstats_pub;
     GMutex stats_lock;
     /* mfr_source_set_compression(), before start */
     MfrCompression comp_mode;
@@ -535,9 +535,9 @@ static void source_publish_stats(MfrSource *s)
 {
     g_mutex_lock(&s->stats_lock);
     s->stats_pub = s->stats;
+    s->zstats_pub = s->zstats;
     s->place_pub = s->place;
     s->place_final = s->place_ready;
-    s->zstats_pub = s->zstats;
     g_mutex_unlock(&s->stats_lock);
 }
 
@@ -1024,8 +1024,8 @@ static void source_collect_stats(MfrSource *s)
         st->packets += c->packets;
         st->wire_bytes += c->wire_bytes;
         st->cpu_s += c->busy_s;
-        mfr_placement_thread(&s->place, i, &s->chan[i]->place);
         mfr_compression_stats_add(&s->zstats, i, &s->chan[i]->zstats);
+        mfr_placement_thread(&s->place, i, &s->chan[i]->place);
         XpCounters xc;
         xp_channel_counters(s->chan[i]->xp, &xc); /* zeros without counters */
         st->zerocopy_sends += xc.zerocopy_sends;
@@ -1368,6 +1368,13 @@ void mfr_source_get_stats(MfrSource *s, MfrStats *out)
     g_mutex_unlock(&s->stats_lock);
 }
 
+void mfr_source_get_compression_stats(MfrSource *s, MfrCompressionStats *out)
+{
+    g_mutex_lock(&s->stats_lock);
+    *out = s->zstats_pub;
+    g_mutex_unlock(&s->stats_lock);
+}
+
 void mfr_source_get_placement(MfrSource *s, MfrPlacement *out)
 {
     g_mutex_lock(&s->stats_lock);
@@ -1376,13 +1383,6 @@ void mfr_source_get_placement(MfrSource *s, MfrPlacement *out)
         s->place_measured = true;
     }
     *out = s->place_pub;
-    g_mutex_unlock(&s->stats_lock);
-}
-
-void mfr_source_get_compression_stats(MfrSource *s, MfrCompressionStats *out)
-{
-    g_mutex_lock(&s->stats_lock);
-    *out = s->zstats_pub;
     g_mutex_unlock(&s->stats_lock);
 }
 

@@ -290,9 +290,9 @@ void tool_source_args_clear(ToolSourceArgs *a)
     g_free(a->transport);
     g_free(a->address);
     g_free(a->token);
+    g_free(a->compress);
     g_free(a->max_bandwidth);
     g_free(a->numa_node);
-    g_free(a->compress);
     tool_rdma_args_clear(&a->rdma);
 }
 
@@ -912,37 +912,26 @@ static void json_string(GString *s, const char *text)
     g_string_append_c(s, '"');
 }
 
-/* A side's stats object, with its compression stats inside as "compression". */
-/* One side's stats object, with its compression stats and placement inside when known. */
-static void json_side(GString *s, const char *side, const MfrStats *st,
-                      const MfrCompressionStats *z, const MfrPlacement *p)
+/* A side's stats object, with its compression stats ("compression") and placement
+ * ("placement") inside when known. */
+static void json_side(GString *s, const char *name, const ToolSide *side)
 {
-    g_autofree char *j = mfr_stats_to_json(st, side);
-    g_string_append_printf(s, ",\"%s\":", side);
+    g_autofree char *j = mfr_stats_to_json(side->stats, name);
+    g_string_append_printf(s, ",\"%s\":", name);
     g_string_append_len(s, j, (gssize)strlen(j) - 1); /* without its closing brace */
-    if (z) {
-        g_autofree char *zj = mfr_compression_stats_to_json(z);
+    if (side->comp) {
+        g_autofree char *zj = mfr_compression_stats_to_json(side->comp);
         g_string_append_printf(s, ",\"compression\":%s", zj);
     }
-    if (p) {
-        g_autofree char *pj = mfr_placement_to_json(p);
+    if (side->place) {
+        g_autofree char *pj = mfr_placement_to_json(side->place);
         g_string_append_printf(s, ",\"placement\":%s", pj);
     }
     g_string_append_c(s, '}');
 }
 
-void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
-                     const GError *error, const char *memcmp_result,
-                     const MfrCompressionStats *zsrc, const MfrCompressionStats *zdst)
-{
-    tool_print_json_placed(out, src, dst, NULL, NULL, result, error, memcmp_result, zsrc, zdst);
-}
-
-void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
-                            const MfrPlacement *psrc, const MfrPlacement *pdst,
-                            const char *result, const GError *error,
-                            const char *memcmp_result, const MfrCompressionStats *zsrc,
-                            const MfrCompressionStats *zdst)
+void tool_print_json(FILE *out, const ToolSide *src, const ToolSide *dst, const char *result,
+                     const GError *error, const char *memcmp_result)
 {
     g_autoptr(GString) s = g_string_new("{\"version\":");
     json_string(s, MFR_VERSION);
@@ -958,11 +947,11 @@ void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
         g_string_append(s, ",\"memcmp\":");
         json_string(s, memcmp_result);
     }
-    if (src) {
-        json_side(s, "source", src, zsrc, psrc);
+    if (src && src->stats) {
+        json_side(s, "source", src);
     }
-    if (dst) {
-        json_side(s, "destination", dst, zdst, pdst);
+    if (dst && dst->stats) {
+        json_side(s, "destination", dst);
     }
     g_string_append(s, "}\n");
     fputs(s->str, out);

@@ -83,9 +83,7 @@ static char *pick_uri(const ToolSourceArgs *a, FILE *info, GError **error)
     return g_strdup_printf("rdma:%s:0", addr);
 }
 
-static int finish(bool json, const MfrStats *ss, const MfrStats *ds,
-                  const MfrCompressionStats *zs, const MfrCompressionStats *zd,
-                  const MfrPlacement *sp, const MfrPlacement *dp, const GError *error,
+static int finish(bool json, const ToolSide *src, const ToolSide *dst, const GError *error,
                   const char *memcmp_result, int code)
 {
     if (json) {
@@ -93,8 +91,7 @@ static int finish(bool json, const MfrStats *ss, const MfrStats *ds,
             [TOOL_EXIT_OK] = "ok", [TOOL_EXIT_FAILED] = "failed",
             [TOOL_EXIT_USAGE] = "usage", [TOOL_EXIT_VERIFY] = "verify-failed",
         };
-        tool_print_json_placed(stdout, ss, ds, sp, dp, results[code], error, memcmp_result, zs,
-                               zd);
+        tool_print_json(stdout, src, dst, results[code], error, memcmp_result);
     }
     return code;
 }
@@ -122,7 +119,7 @@ int tool_demo(ToolCtx *ctx, int argc, char **argv)
     MfrDestConfig dcfg;
     MfrStats ss = { 0 }, ds = { 0 };
     MfrCompressionStats zs = { 0 }, zd = { 0 };
-    MfrPlacement sp = { .numa_node = -1 }, dp = { .numa_node = -1 };
+    MfrPlacement sp = { 0 }, dp = { 0 };
     ToolProgress progress;
     const char *memcmp_result = NULL;
     uint64_t reg_chunk = 0;
@@ -277,8 +274,8 @@ out:
         g_clear_error(&dd.error);
     }
     tool_signals_watch(ctx->signals, NULL, NULL);
-    code = finish(a.json, src ? &ss : NULL, dest ? &ds : NULL, src ? &zs : NULL,
-                  dest ? &zd : NULL, src ? &sp : NULL, dest ? &dp : NULL, error, memcmp_result,
+    ToolSide side_src = { &ss, &zs, &sp }, side_dst = { &ds, &zd, &dp };
+    code = finish(a.json, src ? &side_src : NULL, dest ? &side_dst : NULL, error, memcmp_result,
                   code);
     g_clear_pointer(&src, mfr_source_free);
     g_clear_pointer(&dest, mfr_dest_free);

@@ -65,7 +65,7 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
     int code = TOOL_EXIT_FAILED;
     MfrStats st = { 0 };
     MfrCompressionStats zst = { 0 };
-    MfrPlacement pl = { .numa_node = -1 };
+    MfrPlacement pl = { 0 };
     char hex[33];
     mfr_token_format(cfg->token, hex);
     g_autoptr(GError) error = NULL;
@@ -116,10 +116,11 @@ static int listen_serve(ToolCtx *ctx, const char *uri, bool json, bool thp, uint
 
 out:
     if (json) {
-        tool_print_json_placed(stdout, NULL, dest ? &st : NULL, NULL, dest ? &pl : NULL,
+        ToolSide side = { &st, &zst, &pl };
+        tool_print_json(stdout, NULL, dest ? &side : NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
-                        error, NULL, NULL, dest ? &zst : NULL);
+                        error, NULL);
     }
     g_clear_pointer(&dest, mfr_dest_free);
     tool_dest_mem_free(mem);
@@ -131,8 +132,8 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
 {
     g_autofree char *token = NULL;
     g_autofree char *max_ram_arg = NULL;
-    g_autofree char *numa_arg = NULL;
     g_autofree char *compress = NULL;
+    g_autofree char *numa_arg = NULL;
     gboolean json = FALSE, thp = FALSE, no_thp = FALSE;
     MfrDestConfig cfg;
     mfr_dest_config_init(&cfg);
@@ -170,17 +171,18 @@ int tool_listen(ToolCtx *ctx, int argc, char **argv)
     if (tool_parse(oc, "listen", &argc, &argv)) {
         code = listen_config(argc, argv, token, timeout_ms, max_ram_arg, &rdma, &cfg, &max_ram);
     }
+    MfrCompression comp = MFR_COMPRESSION_AUTO;
+    g_autoptr(GError) error = NULL;
+    if (code == TOOL_EXIT_OK && !tool_parse_compress(compress, 0, comp, &comp, &error)) {
+        code = tool_usage_error("listen", "%s", error->message);
+    }
     if (code == TOOL_EXIT_OK && thp && no_thp) {
         code = tool_usage_error("listen", "--thp and --no-thp contradict");
     }
-    MfrCompression comp = MFR_COMPRESSION_AUTO;
-    g_autoptr(GError) error = NULL;
+    g_autoptr(GError) numa_err = NULL;
     if (code == TOOL_EXIT_OK && numa_arg &&
-        !tool_parse_numa_node("--numa-node", numa_arg, &cfg.numa_node, &error)) {
-        code = tool_usage_error("listen", "%s", error->message);
-    }
-    if (code == TOOL_EXIT_OK && !tool_parse_compress(compress, 0, comp, &comp, &error)) {
-        code = tool_usage_error("listen", "%s", error->message);
+        !tool_parse_numa_node("--numa-node", numa_arg, &cfg.numa_node, &numa_err)) {
+        code = tool_usage_error("listen", "%s", numa_err->message);
     }
     if (code == TOOL_EXIT_OK) {
         code = listen_serve(ctx, argv[1], json, !no_thp, max_ram, comp, &cfg);

@@ -35,8 +35,8 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
     ToolProgress progress;
     tool_progress_init(&progress, info, "source");
     MfrStats st = { 0 };
-    MfrPlacement pl = { .numa_node = -1 };
     MfrCompressionStats zst = { 0 };
+    MfrPlacement pl = { 0 };
     g_autoptr(GError) error = NULL;
     g_autoptr(MfrSource) src = NULL;
     g_autoptr(MfrGuest) guest = mfr_guest_new(go, &error);
@@ -95,10 +95,11 @@ static int run(ToolCtx *ctx, const ToolSourceArgs *a, const MfrGuestOptions *go,
 
 out:
     if (a->json) {
-        tool_print_json_placed(stdout, src ? &st : NULL, NULL, src ? &pl : NULL, NULL,
+        ToolSide side = { &st, &zst, &pl };
+        tool_print_json(stdout, src ? &side : NULL, NULL,
                         code == TOOL_EXIT_OK ? "ok" : code == TOOL_EXIT_VERIFY ? "verify-failed"
                                                                                : "failed",
-                        error, NULL, src ? &zst : NULL, NULL);
+                        error, NULL);
     }
     g_clear_pointer(&src, mfr_source_free);
     g_clear_pointer(&guest, mfr_guest_free);

@@ -150,21 +150,19 @@ void tool_print_summary(FILE *out, const MfrStats *src, const MfrStats *dst, boo
  * may be NULL. */
 void tool_print_compression(FILE *out, const MfrCompressionStats *src,
                             const MfrCompressionStats *dst);
-/* {"source":...,"destination":...,...} on out; either side may be NULL. A side's compression
- * stats (may be NULL) go inside its object as "compression". */
-void tool_print_json(FILE *out, const MfrStats *src, const MfrStats *dst, const char *result,
-                     const GError *error, const char *memcmp_result,
-                     const MfrCompressionStats *zsrc, const MfrCompressionStats *zdst);
-
+/* What one side reports; any part may be NULL. */
+typedef struct {
+    const MfrStats *stats;
+    const MfrCompressionStats *comp;
+    const MfrPlacement *place;
+} ToolSide;
+/* {"source":...,"destination":...,...} on out; either side (or its stats) may be NULL. A
+ * side's compression stats and placement go inside its object as "compression" and
+ * "placement". */
+void tool_print_json(FILE *out, const ToolSide *src, const ToolSide *dst, const char *result,
+                     const GError *error, const char *memcmp_result);
 /* "memory:" and "placement:" lines of each side (either may be NULL). */
 void tool_print_placement(FILE *out, const MfrPlacement *src, const MfrPlacement *dst);
-/* As tool_print_json(), with each side's placement (may be NULL) as "placement" inside its
- * object too. */
-void tool_print_json_placed(FILE *out, const MfrStats *src, const MfrStats *dst,
-                            const MfrPlacement *psrc, const MfrPlacement *pdst,
-                            const char *result, const GError *error,
-                            const char *memcmp_result, const MfrCompressionStats *zsrc,
-                            const MfrCompressionStats *zdst);
 
 /* "guest: ..." line: size, blocks, mix, fill time, dirty rate. */
 void tool_print_guest(FILE *out, MfrGuest *g, const MfrGuestOptions *go);

@@ -393,7 +393,9 @@ static void test_link_down(gconstpointer data)
     const unsigned timeout_ms = 2000;
     double t_fault = 0;
     run_source_fault(data, FAULT_LINK_DOWN, timeout_ms, &err, &t, &elapsed, &t_fault);
-    g_test_message("source failed %.3f s after link down: %s", elapsed, err->message);
+    /* stderr: a failed assertion aborts the test, and only stderr reaches the log then */
+    g_printerr("source failed %.3f s after link down: %s (%s %d)\n", elapsed, err->message,
+               g_quark_to_string(err->domain), err->code);
     g_assert_true(err->domain == MFR_ERROR &&
                   (err->code == MFR_ERROR_TRANSPORT || err->code == MFR_ERROR_TIMEOUT));
     g_assert_cmpfloat(elapsed, <, timeout_ms / 1000.0 + 1.5);
