@@ -132,11 +132,26 @@ cache_key() {
   } | sha256sum | cut -c1-16
 }
 
+# QEMU compiles against a copy of mfrdma.h inside the keyed tree, through a pkg-config file
+# of our own: with the checkout's include directories (the uninstalled .pc file's) every file
+# of QEMU's libcommon would carry the checkout's path in its command line, and ccache (which
+# rewrites only paths under CCACHE_BASEDIR) would miss them all in another checkout, such as
+# CI's fresh clone: ~1,000 compilations instead of a few dozen.
+write_pkgconfig() {
+  local dir=$1 lib=$mfrdma_build/multifd-rdma
+  [ -e "$lib/libmfrdma.so" ] ||
+    die "no $lib/libmfrdma.so: build libmfrdma first (scripts/setup.sh build)"
+  mkdir -p "$dir/mfrdma/include" "$dir/mfrdma/pkgconfig"
+  cp "$ROOT/multifd-rdma/mfrdma.h" "$dir/mfrdma/include/"
+  printf '%s\n' "Name: mfrdma" "Description: libmfrdma for QEMU (qemu/fetch-build.sh)" \
+    "Version: 0.1.0" "Requires: glib-2.0" "Libs: -L$lib -lmfrdma" \
+    "Cflags: -I$dir/mfrdma/include" >"$dir/mfrdma/pkgconfig/mfrdma.pc"
+}
+
 configure_and_build() {
-  local dir=$1 pc=$mfrdma_build/meson-uninstalled
-  [ -f "$pc/mfrdma-uninstalled.pc" ] ||
-    die "no $pc/mfrdma-uninstalled.pc: build libmfrdma first (scripts/setup.sh build)"
+  local dir=$1 pc=$1/mfrdma/pkgconfig
   rm -rf "$dir" && mkdir -p "$dir"
+  write_pkgconfig "$dir"
   log "copying the source tree to $dir/src"
   cp -a "$qemu_src" "$dir/src"
   local p

@@ -29,7 +29,8 @@ class QmpError(Exception):
 class Qmp:
     """One QMP connection: commands in order, events kept aside."""
 
-    def __init__(self, path, timeout):
+    def __init__(self, path, timeout, alive=None):
+        """alive: false once the QEMU process is gone (no point waiting any longer)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -38,7 +39,7 @@ class Qmp:
                 break
             except OSError:
                 self.sock.close()
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (alive and not alive()):
                     raise
                 time.sleep(0.05)
         self.file = self.sock.makefile("rw")
@@ -129,10 +130,13 @@ class Vm:
         self.proc = subprocess.Popen((wrap or []) + args, stdout=self.logf,
                                      stderr=subprocess.STDOUT, env=e, preexec_fn=limit)
         try:
-            self.qmp = Qmp(qmp_path, 30)
+            # generous: nested TCG in the soft-RoCE VM, on a loaded machine, once took over
+            # 30 s to open the socket; a QEMU that exited is reported at once
+            self.qmp = Qmp(qmp_path, 120, alive=lambda: self.proc.poll() is None)
         except Exception:
             self.kill()
-            raise RuntimeError(f"{name}: QEMU did not start: {self.log_text()}")
+            raise RuntimeError(f"{name}: QEMU did not start (exit status "
+                               f"{self.proc.returncode}): {self.log_text()}")
 
     def log_text(self):
         with open(self.log) as f:
