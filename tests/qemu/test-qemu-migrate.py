@@ -56,10 +56,13 @@ class Case:
                 sys.exit(77)
         self.qemu, self.src_dir = migtest.qemu_binary(args.build, self.ci)
         self.timeout = args.timeout
+        self.vms = []  # every QEMU started: none outlives the case, whatever failed
 
     def vm(self, wd, name, incoming=False, env=None, boot=None, wrap=None, memlock=None):
-        return Vm(self.qemu, wd, name, self.args.mem, boot or self.boot, incoming=incoming,
-                  env=env, wrap=wrap, memlock=memlock)
+        vm = Vm(self.qemu, wd, name, self.args.mem, boot or self.boot, incoming=incoming,
+                env=env, wrap=wrap, memlock=memlock)
+        self.vms.append(vm)
+        return vm
 
     def check_rpath(self):
         """The binary finds this build's libmfrdma by its run path, not LD_LIBRARY_PATH."""
@@ -127,10 +130,12 @@ class Case:
                     port=None, dst_wrap=None, dst_memlock=None, dst_name="dst"):
         """Migrates at a limited bandwidth, does action(src, dst) while it runs, and checks
         the source's report and that its guest keeps running."""
+        own = src is None
         src = src or self.running_source(wd)
-        dst = self.vm(wd, dst_name, incoming=True, env=self.args.dst_env, wrap=dst_wrap,
-                      memlock=dst_memlock)
+        dst = None
         try:
+            dst = self.vm(wd, dst_name, incoming=True, env=self.args.dst_env, wrap=dst_wrap,
+                          memlock=dst_memlock)
             mode = migtest.mode_mfrdma(self.args.transport, 2)
             _, cpu0 = migtest.start_migration(src, dst, mode, host or self.host,
                                               max_bandwidth=16 * 1024 ** 2, port=port)
@@ -149,6 +154,10 @@ class Case:
                       f"error-desc '{err}' does not name the cause ('{expect_error}')")
             self.guest_alive(src, f"after the migration {expect_status}")
             return src
+        except BaseException:
+            if own:  # a failed check must not leave the source QEMU running
+                migtest.kill_quietly(src)
+            raise
         finally:
             migtest.kill_quietly(dst)
 
@@ -157,7 +166,10 @@ class Case:
             self.boot = os.path.join(wd, "boot.img")
             if name != "linux-guest":
                 migtest.bootblock(self.src_dir, self.boot)
-            getattr(self, "case_" + name.replace("-", "_"))(wd)
+            try:
+                getattr(self, "case_" + name.replace("-", "_"))(wd)
+            finally:
+                migtest.kill_quietly(*self.vms)
         print(f"PASS: {name}")
 
     def case_migrate(self, wd):
