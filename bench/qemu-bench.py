@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Side by side, with the same patched QEMU binary and QEMU's A-B test guest, in one run:
-  --where host  rdma+multifd: (libmfrdma over tcp; with and without libmfrdma's digest check,
-                which runs within the downtime) vs QEMU's own multifd over tcp
+  --where host  rdma+multifd: (libmfrdma over tcp; without libmfrdma's digest check, the
+                default, and with it: it runs within the downtime) vs QEMU's own multifd
+                over tcp
   --where vm    rdma+multifd: (rdma on rxe0, with and without digests) vs legacy rdma: vs
                 multifd over tcp
                 (run it inside the soft-RoCE VM: bench/qemu-bench.sh does)
 For each mode, --repeats migrations of a fresh guest; prints a markdown table (median of the
 repeats: total time, downtime, setup, bytes, source and destination CPU from /proc/PID/stat)
 and, with --json FILE, every run. The downtime limit is raised after 3 dirty syncs so the A-B
-guest (it dirties ~100 MB in a loop) switches over, as QEMU's own migration test does."""
+guest (it dirties ~100 MB in a loop) switches over, as QEMU's own migration test does.
+Where the downtime goes in rdma+multifd: (the source QEMU's mfrdma_* trace events): the pages
+left at the stop, the final round barrier, COMPLETE and release (digests, when on), and the
+round barriers QEMU waited for after each dirty sync."""
 
 import argparse
 import json
@@ -21,17 +25,28 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../
 import migtest  # noqa: E402
 
 
-def one_run(qemu, boot, wd, mode, host, mem, lib_dir, timeout):
-    src = migtest.Vm(qemu, wd, "src", mem, boot, lib_dir=lib_dir)
+TRACE = ["-trace", "mfrdma_*"]
+
+
+def one_run(qemu, boot, wd, mode, host, mem, timeout):
+    src = migtest.Vm(qemu, wd, "src", mem, boot, extra=TRACE)
     dst = None
     try:
         migtest.wait_until("guest printing B", lambda: src.serial_count() >= 2, 120)
-        dst = migtest.Vm(qemu, wd, "dst", mem, boot, incoming=True, lib_dir=lib_dir)
+        dst = migtest.Vm(qemu, wd, "dst", mem, boot, incoming=True, extra=TRACE)
         _, cpu0 = migtest.start_migration(src, dst, mode, host)
         info = migtest.finish_migration(src, dst, cpu0, timeout)
         s = migtest.summary(info)
         if s["status"] == "completed":
+            # the source completes when it has sent everything: the destination may still
+            # be loading (multifd's receivers), and its RAM is final once it is paused
+            migtest.wait_until("the destination paused", lambda: dst.status() == "paused", 30)
             s["ram_identical"] = migtest.ram_identical(src, dst)
+        done = src.traces("mfrdma_save_complete")
+        if done:
+            s.update({k.replace("_us", "_ms"): v / 1000 for k, v in done[-1].items()})
+            s["sync_barriers_ms"] = sum(t["barrier_us"] for t in
+                                        src.traces("mfrdma_save_barrier")) / 1000
         return s
     finally:
         migtest.kill_quietly(dst, src)
@@ -59,6 +74,27 @@ def table(results, mem):
     return "\n".join(out)
 
 
+PHASES = [("pages_ms", "pages left at the stop"), ("barrier_ms", "final barrier"),
+          ("complete_ms", "COMPLETE + release"), ("verify_ms", "of which digests"),
+          ("sync_barriers_ms", "round barriers after dirty syncs (whole migration)")]
+
+
+def phase_table(results):
+    """Medians of the source's trace phases, ms, for the rdma+multifd modes."""
+    rows = [(name, [r for r in runs if r["status"] == "completed" and "pages_ms" in r])
+            for name, runs in results]
+    rows = [(n, ok) for n, ok in rows if ok]
+    if not rows:
+        return ""
+    out = ["| mode | downtime ms | " + " | ".join(f"{label} ms" for _, label in PHASES) + " |",
+           "|---" * (len(PHASES) + 2) + "|"]
+    for name, ok in rows:
+        cells = [f"{median(ok, 'downtime_ms'):.0f}"] + [f"{median(ok, k):.1f}"
+                                                         for k, _ in PHASES]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,18 +108,17 @@ def main():
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     qemu, qemu_src = migtest.qemu_binary(build, os.environ.get("CI") == "true")
-    lib_dir = os.path.join(build, "multifd-rdma")
     if args.where == "host":
         host = "127.0.0.1"
-        modes = [migtest.mode_mfrdma("tcp", args.channels),
-                 migtest.mode_mfrdma("tcp", args.channels, verify=False),
+        modes = [migtest.mode_mfrdma("tcp", args.channels, verify=False),
+                 migtest.mode_mfrdma("tcp", args.channels, verify=True),
                  migtest.mode_multifd_tcp(args.channels)]
     else:
         host = os.environ.get("MFR_TEST_RDMA_ADDR")
         if not host:
             sys.exit("--where vm runs inside the soft-RoCE VM (MFR_TEST_RDMA_ADDR unset)")
-        modes = [migtest.mode_mfrdma("rdma", args.channels),
-                 migtest.mode_mfrdma("rdma", args.channels, verify=False),
+        modes = [migtest.mode_mfrdma("rdma", args.channels, verify=False),
+                 migtest.mode_mfrdma("rdma", args.channels, verify=True),
                  migtest.mode_legacy_rdma(), migtest.mode_multifd_tcp(args.channels)]
     results = [(m.name, []) for m in modes]
     with migtest.workdir("mfrdma-qemu-bench-") as wd:
@@ -92,11 +127,13 @@ def main():
         # interleaved, so drift of the shared machine hits every mode alike
         for rep in range(args.repeats):
             for m, (_, runs) in zip(modes, results):
-                r = one_run(qemu, boot, wd, m, host, args.mem, lib_dir, args.timeout)
+                r = one_run(qemu, boot, wd, m, host, args.mem, args.timeout)
                 print(f"run {rep + 1} {m.name}: {r}", flush=True)
                 runs.append(r)
     print()
     print(table(results, args.mem))
+    print()
+    print(phase_table(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({name: runs for name, runs in results}, f, indent=1)

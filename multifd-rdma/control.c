@@ -215,6 +215,11 @@ static bool control_take(MfrControl *c, const uint8_t *buf, size_t len, uint32_t
         /* the session is over for the peer, which may close before our main thread
          * dequeues this: its close must not read as a lost connection */
         atomic_store(&c->done, true);
+        /* and the peer sends nothing after it: the reader stops now rather than at its next
+         * receive tick, which closing the session would wait for (within a hypervisor's
+         * downtime: up to MFR_CONTROL_TICK_MS) */
+        control_dispatch(c, m);
+        return false;
     }
     return control_dispatch(c, m);
 }

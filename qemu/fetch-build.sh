@@ -3,7 +3,12 @@
 # Builds the patched QEMU (qemu-system-x86_64 with the rdma+multifd: migration URI) against the
 # libmfrdma of this checkout: Debian 13's qemu source via apt-get source, the series in
 # qemu/patches/, a minimal x86_64-softmmu configure, ccache. The build is cached under a key
-# of (QEMU version, patch series, mfrdma.h), so an unchanged series is not rebuilt.
+# of (QEMU version, patch series, mfrdma.h), so an unchanged series is not rebuilt. The
+# binary's run path is $ORIGIN/../lib: the script gives each libmfrdma build its own
+# BUILD/qemu/bin/qemu-system-x86_64 (a hard link to the cached one) next to BUILD/qemu/lib ->
+# BUILD/multifd-rdma, so it loads the libmfrdma of that build without LD_LIBRARY_PATH.
+# BUILD/qemu/ also links the source tree (src) and firmware the tests need (firmware:
+# linuxboot_dma.bin, which Debian's +ds tarball lacks, for -kernel).
 # Prints the binary's path as the last line of stdout.
 # Usage: qemu/fetch-build.sh [--mfrdma-build DIR] [--print-key]
 set -euo pipefail
@@ -127,11 +132,26 @@ cache_key() {
   } | sha256sum | cut -c1-16
 }
 
+# QEMU compiles against a copy of mfrdma.h inside the keyed tree, through a pkg-config file
+# of our own: with the checkout's include directories (the uninstalled .pc file's) every file
+# of QEMU's libcommon would carry the checkout's path in its command line, and ccache (which
+# rewrites only paths under CCACHE_BASEDIR) would miss them all in another checkout, such as
+# CI's fresh clone: ~1,000 compilations instead of a few dozen.
+write_pkgconfig() {
+  local dir=$1 lib=$mfrdma_build/multifd-rdma
+  [ -e "$lib/libmfrdma.so" ] ||
+    die "no $lib/libmfrdma.so: build libmfrdma first (scripts/setup.sh build)"
+  mkdir -p "$dir/mfrdma/include" "$dir/mfrdma/pkgconfig"
+  cp "$ROOT/multifd-rdma/mfrdma.h" "$dir/mfrdma/include/"
+  printf '%s\n' "Name: mfrdma" "Description: libmfrdma for QEMU (qemu/fetch-build.sh)" \
+    "Version: 0.1.0" "Requires: glib-2.0" "Libs: -L$lib -lmfrdma" \
+    "Cflags: -I$dir/mfrdma/include" >"$dir/mfrdma/pkgconfig/mfrdma.pc"
+}
+
 configure_and_build() {
-  local dir=$1 pc=$mfrdma_build/meson-uninstalled
-  [ -f "$pc/mfrdma-uninstalled.pc" ] ||
-    die "no $pc/mfrdma-uninstalled.pc: build libmfrdma first (scripts/setup.sh build)"
+  local dir=$1 pc=$1/mfrdma/pkgconfig
   rm -rf "$dir" && mkdir -p "$dir"
+  write_pkgconfig "$dir"
   log "copying the source tree to $dir/src"
   cp -a "$qemu_src" "$dir/src"
   local p
@@ -144,7 +164,9 @@ configure_and_build() {
   # ccache: the tree's path differs per key, so hash relative paths only.
   export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache} CCACHE_BASEDIR=$dir CCACHE_NOHASHDIR=1
   log "configure (PKG_CONFIG_PATH=$pc)"
+  # $ORIGIN reaches the linker as is (meson quotes it for ninja and the shell)
   (cd "$dir/build" && PKG_CONFIG_PATH=$pc ../src/configure --cc="ccache gcc" \
+    --extra-ldflags='-Wl,-rpath,$ORIGIN/../lib' \
     --python=/usr/bin/python3 --target-list=x86_64-softmmu --without-default-features \
     --enable-tcg --enable-rdma --enable-mfrdma --disable-docs --disable-install-blobs \
     --disable-werror >"$dir/configure.log" 2>&1) ||
@@ -155,7 +177,38 @@ configure_and_build() {
     { grep -B2 -A8 -m3 'error' "$dir/build.log" >&2 || tail -30 "$dir/build.log" >&2
       die "build failed (log: $dir/build.log)"; }
   log "built in $(($(date +%s) - tb)) s; ccache: $(ccache -s 2>/dev/null | grep -iE '^ *hits' | head -1 | tr -s ' ')"
+  build_firmware "$dir"
   touch "$dir/.done"
+}
+
+# linuxboot_dma.bin (the option ROM -kernel needs) from QEMU's own pc-bios/optionrom with the
+# host gcc (-m16): configure skips it without an i386 cross compiler, and the +ds tarball
+# ships no binaries. The tree's path has no ':' (make's VPATH separator), the source's has.
+build_firmware() {
+  local dir=$1 rom=$1/firmware-build
+  mkdir -p "$rom" "$dir/firmware"
+  cp "$dir/src/pc-bios/optionrom/Makefile" "$rom/"
+  printf 'TOPSRC_DIR=%s\nCC=gcc\nOBJCOPY=objcopy\nPYTHON=/usr/bin/python3\n' "$dir/src" \
+    >"$rom/config.mak"
+  make -C "$rom" linuxboot_dma.bin >"$dir/firmware.log" 2>&1 ||
+    { tail -20 "$dir/firmware.log" >&2; die "linuxboot_dma.bin did not build"; }
+  cp "$rom/linuxboot_dma.bin" "$dir/firmware/"
+}
+
+# BUILD/qemu/: this libmfrdma build's view of the cached QEMU (see the top of this file).
+# A hard link, not a symlink: $ORIGIN is where the binary was found, and a symlink would
+# resolve to the cache. Replaced only when the cached binary changed.
+install_for_build() {
+  local dir=$1 out=$mfrdma_build/qemu
+  mkdir -p "$out/bin"
+  if ! [ "$out/bin/qemu-system-x86_64" -ef "$dir/build/qemu-system-x86_64" ]; then
+    rm -f "$out/bin/qemu-system-x86_64"
+    ln "$dir/build/qemu-system-x86_64" "$out/bin/qemu-system-x86_64" 2>/dev/null ||
+      cp "$dir/build/qemu-system-x86_64" "$out/bin/qemu-system-x86_64"
+  fi
+  ln -sfn ../multifd-rdma "$out/lib"
+  ln -sfn "$dir/src" "$out/src"
+  ln -sfn "$dir/firmware" "$out/firmware"
 }
 
 # Keeps the newest three keyed builds (each ~1 GB with its copy of the source).
@@ -182,5 +235,6 @@ else
   prune_old
 fi
 touch "$dir"
+install_for_build "$dir"
 log "done (total $(($(date +%s) - t0)) s)"
-echo "$dir/build/qemu-system-x86_64"
+echo "$mfrdma_build/qemu/bin/qemu-system-x86_64"

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -28,7 +29,8 @@ class QmpError(Exception):
 class Qmp:
     """One QMP connection: commands in order, events kept aside."""
 
-    def __init__(self, path, timeout):
+    def __init__(self, path, timeout, alive=None):
+        """alive: false once the QEMU process is gone (no point waiting any longer)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -37,7 +39,7 @@ class Qmp:
                 break
             except OSError:
                 self.sock.close()
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (alive and not alive()):
                     raise
                 time.sleep(0.05)
         self.file = self.sock.makefile("rw")
@@ -82,10 +84,14 @@ def bootblock(qemu_src, path):
 
 
 class Vm:
-    """One QEMU running the A-B guest; RAM in dir/<name>.ram, serial in dir/<name>.serial."""
+    """One QEMU; RAM in dir/<name>.ram, serial in dir/<name>.serial. boot is the A-B guest's
+    disk image, or a list of QEMU arguments that make another guest (linuxguest.py)."""
 
     def __init__(self, qemu, workdir, name, mem_mb, boot, incoming=False, env=None,
-                 lib_dir=None):
+                 lib_dir=None, wrap=None, memlock=None, extra=None):
+        """wrap: a command QEMU runs under (ip netns exec NS, setpriv ...); memlock: its
+        RLIMIT_MEMLOCK in bytes. lib_dir: for a QEMU without the run path of
+        qemu/fetch-build.sh's (LD_LIBRARY_PATH)."""
         self.name = name
         self.ram = os.path.join(workdir, name + ".ram")
         self.serial = os.path.join(workdir, name + ".serial")
@@ -101,10 +107,14 @@ class Vm:
                 "-object", f"memory-backend-file,id=mem0,size={mem_mb}M,mem-path={self.ram},"
                 "share=on", "-machine", "memory-backend=mem0",
                 "-L", "/usr/share/seabios", "-nodefaults", "-display", "none",
-                "-drive", f"if=none,id=d0,file={boot},format=raw",
-                "-device", "ide-hd,drive=d0,secs=1,cyls=1,heads=1",
                 "-serial", f"file:{self.serial}",
                 "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+        if isinstance(boot, str):
+            args += ["-drive", f"if=none,id=d0,file={boot},format=raw",
+                     "-device", "ide-hd,drive=d0,secs=1,cyls=1,heads=1"]
+        else:
+            args += boot
+        args += extra or []
         if incoming:
             args += ["-S", "-incoming", "defer"]
         e = dict(os.environ)
@@ -113,17 +123,31 @@ class Vm:
             e["LD_LIBRARY_PATH"] = lib_dir + ":" + e.get("LD_LIBRARY_PATH", "")
         e.update(env or {})
         self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     env=e)
+
+        def limit():
+            if memlock is not None:
+                resource.setrlimit(resource.RLIMIT_MEMLOCK, (memlock, memlock))
+        self.proc = subprocess.Popen((wrap or []) + args, stdout=self.logf,
+                                     stderr=subprocess.STDOUT, env=e, preexec_fn=limit)
         try:
-            self.qmp = Qmp(qmp_path, 30)
+            # generous: nested TCG in the soft-RoCE VM, on a loaded machine, once took over
+            # 30 s to open the socket; a QEMU that exited is reported at once
+            self.qmp = Qmp(qmp_path, 120, alive=lambda: self.proc.poll() is None)
         except Exception:
             self.kill()
-            raise RuntimeError(f"{name}: QEMU did not start: {self.log_text()}")
+            raise RuntimeError(f"{name}: QEMU did not start (exit status "
+                               f"{self.proc.returncode}): {self.log_text()}")
 
     def log_text(self):
         with open(self.log) as f:
             return f.read().strip()
+
+    def serial_text(self):
+        try:
+            with open(self.serial, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def serial_count(self, ch="B"):
         try:
@@ -154,6 +178,13 @@ class Vm:
             if re.match(r"CPU \d+/", comm):
                 total -= t
         return total / os.sysconf("SC_CLK_TCK")
+
+    def traces(self, event):
+        """The name=value fields of each of QEMU's trace lines for event (QEMU started with
+        extra=["-trace", "mfrdma_*"]), from its log."""
+        return [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+                for line in self.log_text().splitlines()
+                if re.search(rf"(^|:){event} ", line)]
 
     def mfrdma_stats(self):
         with open(self.stats) as f:
@@ -232,7 +263,7 @@ class Mode:
 
 
 def mode_mfrdma(transport, channels, verify=True):
-    return Mode(f"rdma+multifd ({transport}, {channels} ch{'' if verify else ', no verify'})",
+    return Mode(f"rdma+multifd ({transport}, {channels} ch{', verify' if verify else ''})",
                 "rdma+multifd", params={"mfrdma-transport": transport,
                                         "multifd-channels": channels, "mfrdma-verify": verify})
 
@@ -246,8 +277,9 @@ def mode_legacy_rdma():
     return Mode("legacy rdma", "rdma")
 
 
-def start_migration(src, dst, mode, host, max_bandwidth=0):
-    port = free_port_pair(host)
+def start_migration(src, dst, mode, host, max_bandwidth=0, port=None):
+    """port: where the destination listens (and port + 1); by default a free pair here."""
+    port = port or free_port_pair(host)
     uri = f"{mode.scheme}:{hostport(host, port)}"
     mode.setup(dst)
     dst.qmp.cmd("migrate-incoming", uri=uri)
@@ -282,6 +314,57 @@ def finish_migration(src, dst, cpu0, timeout, raise_after_syncs=3):
     info["cpu_dst_s"] = dst.cpu_s() - cpu0[1] if dst.proc.poll() is None else None
     info["downtime_raised"] = raised
     return info
+
+
+class NetNs:
+    """A network namespace joined to this one by a veth pair, for a destination whose link
+    the test can take down: the host side has HOST_ADDR, the namespace PEER_ADDR."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.name = f"mfrq{tag}"
+        self.veth = f"mfrq{tag}h"
+        net = 64 + os.getpid() % 128
+        self.host_addr, self.peer_addr = f"10.231.{net}.1", f"10.231.{net}.2"
+        self.wrap = ["ip", "netns", "exec", self.name]
+        # the namespace is new: nothing listens in it (and the host cannot bind its address)
+        self.port = random.randrange(20000, 30000)
+        self.up = False
+
+    def _ip(self, *args):
+        r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+    def __enter__(self):
+        if os.geteuid() != 0 or not shutil.which("ip"):
+            raise PermissionError("network namespaces need root and iproute2")
+        self._ip("netns", "add", self.name)
+        self.up = True
+        try:
+            self._ip("link", "add", self.veth, "type", "veth", "peer", "name", "eth0",
+                     "netns", self.name)
+            self._ip("addr", "add", self.host_addr + "/24", "dev", self.veth)
+            self._ip("link", "set", self.veth, "up")
+            for cmd in (["addr", "add", self.peer_addr + "/24", "dev", "eth0"],
+                        ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"]):
+                self._ip("-n", self.name, *cmd)
+        except Exception:
+            self.__exit__()
+            raise
+        return self
+
+    def link_down(self):
+        """Both ends down: packets vanish, no reset reaches either side."""
+        self._ip("link", "set", self.veth, "down")
+        self._ip("-n", self.name, "link", "set", "eth0", "down")
+
+    def __exit__(self, *exc):
+        if self.up:
+            # the veth pair goes with the namespace
+            with contextlib.suppress(RuntimeError):
+                self._ip("netns", "del", self.name)
+            self.up = False
 
 
 def ram_identical(a, b):

@@ -10,14 +10,25 @@ QEMU's A-B test guest. One case per run (the meson test name):
                  to a fresh destination then succeeds
   bad-token      the destination expects another token: failed, "token" in the error
   bad-postcopy   postcopy-ram on: migrate and migrate-incoming refused with the reason
+  bad-link-down  the destination in a network namespace, its veth taken down mid-migration
+                 (tcp transport): failed, naming the cause, guest running
+  bad-memlock    (rdma) the destination with RLIMIT_MEMLOCK 1 MiB and no CAP_IPC_LOCK:
+                 failed with the cause ('ulimit -l'), the source's guest running; then the
+                 same source migrates to a sound destination with every check of migrate
+  linux-guest    Debian's kernel + a busybox initramfs with virtio-net (qemu/linuxguest.py):
+                 RAM identical, and after cont the destination's guest goes on counting
+                 where it stopped, its 16 MiB pattern intact and its NIC answering (from the
+                 destination QEMU's netdev): device state loaded after every page landed
 Usage: test-qemu-migrate.py CASE --build DIR [--transport tcp|rdma] [--mem MB]
        [--channels N,...]  (rdma: host from MFR_TEST_RDMA_ADDR, skipped without it)"""
 
 import argparse
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../qemu"))
+import linuxguest  # noqa: E402
 import migtest  # noqa: E402
 from migtest import Vm, wait_until  # noqa: E402
 
@@ -44,12 +55,25 @@ class Case:
                       "soft-RoCE VM)")
                 sys.exit(77)
         self.qemu, self.src_dir = migtest.qemu_binary(args.build, self.ci)
-        self.lib_dir = os.path.join(args.build, "multifd-rdma")
         self.timeout = args.timeout
+        self.vms = []  # every QEMU started: none outlives the case, whatever failed
 
-    def vm(self, wd, name, incoming=False, env=None):
-        return Vm(self.qemu, wd, name, self.args.mem, self.boot, incoming=incoming,
-                  env=env, lib_dir=self.lib_dir)
+    def vm(self, wd, name, incoming=False, env=None, boot=None, wrap=None, memlock=None):
+        vm = Vm(self.qemu, wd, name, self.args.mem, boot or self.boot, incoming=incoming,
+                env=env, wrap=wrap, memlock=memlock)
+        self.vms.append(vm)
+        return vm
+
+    def check_rpath(self):
+        """The binary finds this build's libmfrdma by its run path, not LD_LIBRARY_PATH."""
+        env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+        out = subprocess.run(["ldd", self.qemu], capture_output=True, text=True,
+                             env=env).stdout
+        line = next((ln for ln in out.splitlines() if "libmfrdma" in ln), "")
+        found = line.split("=>")[1].split("(")[0].strip() if "=>" in line else ""
+        want = os.path.join(self.args.build, "multifd-rdma", "libmfrdma.so.0")
+        check(found and os.path.realpath(found) == os.path.realpath(want),
+              f"{self.qemu} loads libmfrdma from '{found or line.strip()}', not {want}")
 
     def running_source(self, wd, name="src"):
         src = self.vm(wd, name)
@@ -102,15 +126,19 @@ class Case:
         finally:
             migtest.kill_quietly(dst)
 
-    def interrupted(self, wd, action, expect_status, expect_error):
+    def interrupted(self, wd, action, expect_status, expect_error, src=None, host=None,
+                    port=None, dst_wrap=None, dst_memlock=None, dst_name="dst"):
         """Migrates at a limited bandwidth, does action(src, dst) while it runs, and checks
         the source's report and that its guest keeps running."""
-        src = self.running_source(wd)
-        dst = self.vm(wd, "dst", incoming=True, env=self.args.dst_env)
+        own = src is None
+        src = src or self.running_source(wd)
+        dst = None
         try:
+            dst = self.vm(wd, dst_name, incoming=True, env=self.args.dst_env, wrap=dst_wrap,
+                          memlock=dst_memlock)
             mode = migtest.mode_mfrdma(self.args.transport, 2)
-            _, cpu0 = migtest.start_migration(src, dst, mode, self.host,
-                                              max_bandwidth=16 * 1024 ** 2)
+            _, cpu0 = migtest.start_migration(src, dst, mode, host or self.host,
+                                              max_bandwidth=16 * 1024 ** 2, port=port)
             if action:
                 wait_until("the migration moving pages", lambda: src.qmp.cmd(
                     "query-migrate").get("ram", {}).get("transferred", 0) > 8 << 20, 60)
@@ -126,17 +154,26 @@ class Case:
                       f"error-desc '{err}' does not name the cause ('{expect_error}')")
             self.guest_alive(src, f"after the migration {expect_status}")
             return src
+        except BaseException:
+            if own:  # a failed check must not leave the source QEMU running
+                migtest.kill_quietly(src)
+            raise
         finally:
             migtest.kill_quietly(dst)
 
     def run(self, name):
         with migtest.workdir("mfrdma-qemu-") as wd:
             self.boot = os.path.join(wd, "boot.img")
-            migtest.bootblock(self.src_dir, self.boot)
-            getattr(self, "case_" + name.replace("-", "_"))(wd)
+            if name != "linux-guest":
+                migtest.bootblock(self.src_dir, self.boot)
+            try:
+                getattr(self, "case_" + name.replace("-", "_"))(wd)
+            finally:
+                migtest.kill_quietly(*self.vms)
         print(f"PASS: {name}")
 
     def case_migrate(self, wd):
+        self.check_rpath()
         for i, ch in enumerate(self.args.channels):
             src = self.running_source(wd, f"src{i}")
             try:
@@ -161,6 +198,34 @@ class Case:
         self.args.dst_env = {"MFRDMA_QEMU_TEST_BAD_TOKEN": "1"}
         src = self.interrupted(wd, None, "failed", "token")
         migtest.kill_quietly(src)
+
+    def case_bad_link_down(self, wd):
+        try:
+            ns = migtest.NetNs().__enter__()
+        except (PermissionError, RuntimeError) as e:
+            if self.ci:
+                raise Fail(f"no network namespace here (CI=true): {e}")
+            print(f"SKIP: {e}")
+            sys.exit(77)
+        try:
+            # libmfrdma's message names the peer it lost
+            src = self.interrupted(wd, lambda s, d: ns.link_down(), "failed", ns.peer_addr,
+                                   host=ns.peer_addr, port=ns.port, dst_wrap=ns.wrap)
+            migtest.kill_quietly(src)
+        finally:
+            ns.__exit__()
+
+    def case_bad_memlock(self, wd):
+        # root has CAP_IPC_LOCK, for which the kernel ignores RLIMIT_MEMLOCK: drop it
+        nocap = ["setpriv", "--bounding-set", "-ipc_lock", "--"]
+        src = self.running_source(wd)
+        try:
+            self.interrupted(wd, None, "failed", "ulimit -l", src=src, dst_wrap=nocap,
+                             dst_memlock=1 << 20)
+            # and the source can migrate again: a second attempt to a sound destination
+            self.migrate_ok(wd, src, "dst2", 2)
+        finally:
+            migtest.kill_quietly(src)
 
     def case_bad_postcopy(self, wd):
         src = self.running_source(wd)
@@ -189,15 +254,76 @@ class Case:
             migtest.kill_quietly(dst, src)
 
 
+    def case_linux_guest(self, wd):
+        try:
+            linuxguest.ensure_packages()
+            kver, kernel = linuxguest.pick_kernel()
+            initrd = os.path.join(wd, "initrd.gz")
+            linuxguest.build_initramfs(kver, initrd)
+        except linuxguest.Unavailable as e:
+            if self.ci:
+                raise Fail(f"no Linux guest here (CI=true): {e}")
+            print(f"SKIP: {e}")
+            sys.exit(77)
+        firmware = os.path.join(os.path.dirname(os.path.dirname(self.qemu)), "firmware")
+        resp = linuxguest.Responder()
+        src = dst = None
+        try:
+            ports = linuxguest.free_udp_port(), linuxguest.free_udp_port()
+            src = self.vm(wd, "src", boot=linuxguest.guest_args(kernel, initrd, firmware,
+                                                                 resp, ports[0]))
+
+            def good_ticks(vm):
+                return [t for t in linuxguest.ticks(vm.serial_text())
+                        if t[1:] == ("OK", "OK")]
+            wait_until("the Linux guest's pattern and NIC checks on the source",
+                       lambda: len(good_ticks(src)) >= 2, 240, poll=0.2)
+            dst = self.vm(wd, "dst", incoming=True, boot=linuxguest.guest_args(
+                kernel, initrd, firmware, resp, ports[1]))
+            ch = self.args.channels[-1]
+            mode = migtest.mode_mfrdma(self.args.transport, ch)
+            _, cpu0 = migtest.start_migration(src, dst, mode, self.host)
+            info = migtest.finish_migration(src, dst, cpu0, self.timeout)
+            print(f"{mode.name}: {migtest.summary(info)}")
+            check(info["status"] == "completed", f"migration {info['status']}: "
+                  f"{info.get('error-desc')}; dest log: {dst.log_text()}")
+            wait_until("destination paused after the migration",
+                       lambda: dst.status() == "paused", 30)
+            check(migtest.ram_identical(src, dst), "RAM of src and dst differ")
+            last = max(t[0] for t in linuxguest.ticks(src.serial_text()))
+            echoes = resp.echo_count(ports[1])
+            check(echoes == 0, f"the paused destination's NIC sent {echoes} pings")
+            dst.qmp.cmd("cont")
+            # a ping in flight at the switchover went to the source's netdev: its tick may
+            # report net=FAIL; the next ones must be good, from the destination's NIC
+            wait_until("two good ticks of the guest on the destination",
+                       lambda: len(good_ticks(dst)) >= 2, 120, poll=0.2)
+            after = linuxguest.ticks(dst.serial_text())
+            text = dst.serial_text()
+            print(f"source's last tick {last}; destination: {after[:4]}")
+            check(last < after[0][0] <= last + 2,
+                  f"the guest on the destination counts from {after[0][0]}, not on from "
+                  f"{last}: not the same guest")
+            check(all(t[1] == "OK" for t in after), f"guest memory changed: {after}")
+            check("GUEST ERROR" not in text and "Kernel panic" not in text,
+                  f"guest trouble on the destination: {text[-2000:]}")
+            check(resp.echo_count(ports[1]) >= 2, "no pings from the destination's NIC")
+            check(dst.status() == "running", f"destination is {dst.status()}")
+        finally:
+            migtest.kill_quietly(dst, src)
+            resp.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("case", choices=["migrate", "bad-dest-killed", "cancel", "bad-token",
-                                     "bad-postcopy"])
+                                     "bad-postcopy", "bad-link-down", "bad-memlock",
+                                     "linux-guest"])
     ap.add_argument("--build", required=True, help="libmfrdma build directory")
     ap.add_argument("--transport", choices=["tcp", "rdma"], default="tcp")
     ap.add_argument("--mem", type=int, default=128, help="guest RAM, MiB")
-    ap.add_argument("--channels", default="1,4",
+    ap.add_argument("--channels", default="1,4,8",
                     type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--timeout", type=float, default=300, help="per migration, seconds")
     args = ap.parse_args()
