@@ -17,6 +17,9 @@ case $name in
   ctrl|packet) max_len=8200 ;;
   *) max_len=20000 ;;
 esac
+# ASan's quarantine (256 MiB by default) makes every allocation of a fast harness touch fresh
+# pages: a smaller one still catches a use after free within the same input, at twice the rate.
+export ASAN_OPTIONS=quarantine_size_mb=32${ASAN_OPTIONS:+:$ASAN_OPTIONS}
 opts=(-dict="$src/wire.dict" -max_len=$max_len -timeout=10 -rss_limit_mb=2048
       -artifact_prefix="$scratch/crash-")
 # fail with the input named, and keep it where the log says
