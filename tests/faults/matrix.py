@@ -272,6 +272,7 @@ class Run:
         self.env = dict(os.environ, MFR_TOOL_TEST_SEAMS="1", MFR_TOOL_PAUSE_MS=str(PAUSE_MS))
         self.dest = self.src = None
         self.timer = None
+        self.mrs = None  # rdma: MRs the survivors held as the fault landed
 
     def argv(self, argv, side):
         return self.link.wrap(argv, side) if self.via_link else argv
@@ -304,6 +305,9 @@ class Run:
         """Lands the fault; the time it landed."""
         f = self.fault
         time.sleep(self.rnd.uniform(0, POINT_DELAY_S[self.point]))
+        if self.a.transport == "rdma":
+            # what the leftover check compares with: it shows the MRs it looks for exist
+            self.mrs = sum(rdma_objects(p.p.pid)["mr"] for p in self.survivors())
         t = time.monotonic()
         if f in SIGNALS:
             (self.src if self.side == "source" else self.dest).p.send_signal(SIGNALS[f])
@@ -435,16 +439,18 @@ def parse_size(s):
 
 
 COLS = ("fault", "hit side", "point", "transport", "channels", "runs", "clean ends",
-        "of which completed", "went on listening", "missed", "worst s to error")
+        "of which completed", "went on listening", "missed", "worst s to error",
+        "survivors' MRs at the fault (max)")
 
 
 def print_table(rows):
     print("| " + " | ".join(COLS) + " |")
     print("|" + "---|" * len(COLS))
     for r in rows:
-        print("| %s | %s | %s | %s | %d | %d | %d | %d | %d | %d | %.2f |" % tuple(
-            r[c] for c in ("fault", "side", "point", "transport", "channels", "runs", "clean",
-                           "completed", "listening", "missed", "worst")))
+        vals = [r[c] for c in ("fault", "side", "point", "transport", "channels", "runs",
+                               "clean", "completed", "listening", "missed", "worst")]
+        vals.append("-" if r.get("mrs") is None else r["mrs"])
+        print("| %s | %s | %s | %s | %d | %d | %d | %d | %d | %d | %.2f | %s |" % tuple(vals))
     tot = lambda k: sum(r[k] for r in rows)
     print("total: %d runs, %d clean ends (%d of them completed), %d went on listening, "
           "%d missed, %d unclean" % (tot("runs"), tot("clean"), tot("completed"),
@@ -479,7 +485,8 @@ def main():
     ap.add_argument("--transport", default="tcp", choices=["tcp", "rdma"])
     ap.add_argument("--address", default="127.0.0.1",
                     help="listen address (rdma: the device's, e.g. $MFR_TEST_RDMA_ADDR in the VM)")
-    ap.add_argument("--json", help="also write the rows to this file (for --table)")
+    ap.add_argument("--json", help="also write the rows to this file (for --table); "
+                    "-: print them on a line 'json: ROWS'")
     ap.add_argument("--table", nargs="+", help="print one table of these --json files")
     a = ap.parse_args()
     if a.table:
@@ -500,9 +507,12 @@ def main():
         for fault, side, point, ch in cells:
             r = {"fault": fault, "side": side, "point": point, "transport": a.transport,
                  "channels": ch, "runs": 0, "clean": 0, "completed": 0, "listening": 0,
-                 "missed": 0, "unclean": 0, "worst": 0.0}
+                 "missed": 0, "unclean": 0, "worst": 0.0, "mrs": None}
             for _ in range(a.runs):
-                res, took, detail = Run(a, fault, side, point, ch, rnd, link).go()
+                run = Run(a, fault, side, point, ch, rnd, link)
+                res, took, detail = run.go()
+                if run.mrs is not None:
+                    r["mrs"] = max(r["mrs"] or 0, run.mrs)
                 r["runs"] += 1
                 if res in ("clean", "completed"):
                     r["clean"] += 1
@@ -522,7 +532,10 @@ def main():
         link.teardown()
     print_table(rows)
     print("fault matrix: %.0f s" % (time.monotonic() - t0))
-    if a.json:
+    if a.json == "-":
+        # from inside the soft-RoCE VM, whose files are thrown away: the rows on stdout
+        print("json: " + json.dumps(rows))
+    elif a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
     return 1 if sum(r["unclean"] for r in rows) else 0
