@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The long fault-matrix run whose table is in docs/reliability.md: tcp on the host, then rdma in
+# the soft-RoCE VM (one boot), each with kill -9 RUNS times per cell (2 sides x 4 points x 1
+# and 8 channels: 16 cells, so 64 runs per transport at the default 4) and every other fault
+# twice per cell (once for SIGSTOP and cancel); then one table of both (matrix.py --table).
+# Usage: tests/faults/long-run.sh [BUILD (default build)] [OUTDIR (default BUILD/fault-matrix)]
+# MFR_MATRIX_SEED (default 12), MFR_MATRIX_KILL_RUNS (default 4), MFR_MATRIX_RDMA_SIZE (32M:
+# rxe under TCG moves a few hundred MB/s at best).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+out=${2:-$build/fault-matrix}
+seed=${MFR_MATRIX_SEED:-12}
+kill_runs=${MFR_MATRIX_KILL_RUNS:-4}
+mkdir -p "$out"
+# the tcp host part (link runs across two network namespaces: needs root)
+m=(python3 tests/faults/matrix.py --tool "$build/tools/mfrdma"
+   --seams-tool "$build/tests/faults/mfrdma-seams" --seed "$seed")
+runs() {  # NAME ARGS...: one matrix invocation, its log and rows in OUTDIR
+  local name=$1; shift
+  echo "fault matrix: $name"
+  "$@" >"$out/$name.log" 2>&1 || true
+  grep -E '^(total|UNCLEAN|matrix:)' "$out/$name.log" || true
+}
+runs tcp-kill9 "${m[@]}" --faults kill9 --runs "$kill_runs" --json "$out/tcp-kill9.json"
+runs tcp-stop-cancel "${m[@]}" --faults stop,cancel --runs 1 --json "$out/tcp-stop-cancel.json"
+runs tcp-others "${m[@]}" --faults qperr,slow,alloc,link --runs 2 --json "$out/tcp-others.json"
+# the rdma part: one VM, the link cells last (each re-creates rxe0 afterwards)
+r="python3 tests/faults/matrix.py --transport rdma --address \$MFR_TEST_RDMA_ADDR \
+--tool $build/tools/mfrdma --seams-tool $build/tests/faults/mfrdma-seams --seed $seed \
+--size ${MFR_MATRIX_RDMA_SIZE:-32M} --json -"
+echo "fault matrix: rdma, in the soft-RoCE VM"
+tests/softroce/vm-run.sh --timeout 5400 -- sh -c "cd $PWD &&
+  echo '== rdma-kill9' && $r --faults kill9 --runs $kill_runs;
+  echo '== rdma-stop-cancel' && $r --faults stop,cancel --runs 1;
+  echo '== rdma-others' && $r --faults qperr,slow,alloc,link --runs 2" >"$out/rdma.log" 2>&1 || true
+for part in rdma-kill9 rdma-stop-cancel rdma-others; do
+  sed -n "/^== $part\$/,/^== /p" "$out/rdma.log" | sed -n 's/^json: //p' >"$out/$part.json"
+  [ -s "$out/$part.json" ] || { echo "fault matrix: no rows from $part (see $out/rdma.log)"; rm -f "$out/$part.json"; }
+done
+grep -E '^(total|UNCLEAN|matrix:)' "$out/rdma.log" || true
+python3 tests/faults/matrix.py --table "$out"/*.json
