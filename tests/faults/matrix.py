@@ -96,12 +96,25 @@ def proc_status(pid):
     return {"threads": get("Threads"), "vmpin": get("VmPin"), "vmsize": get("VmSize")}
 
 
+def proc_state(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            state = re.search(r"^State:\s+(.*)", f.read(), re.M).group(1)
+        with open("/proc/%d/wchan" % pid) as f:
+            return "%s in %s" % (state, f.read())
+    except OSError as e:
+        return str(e)
+
+
 def rdma_objects(pid):
     """MRs and QPs the rdma tool lists for pid."""
     n = {}
     for kind in ("mr", "qp"):
-        out = subprocess.run(["rdma", "resource", "show", kind], capture_output=True,
-                             text=True).stdout
+        try:
+            out = subprocess.run(["rdma", "resource", "show", kind], capture_output=True,
+                                 text=True, timeout=30).stdout
+        except subprocess.TimeoutExpired:
+            return None
         n[kind] = len(re.findall(r"\bpid %d\b" % pid, out))
     return n
 
@@ -181,6 +194,8 @@ class Proc:
             bad.append("VmPin %d kB (%d kB at start)" % (now["vmpin"], self.start["vmpin"]))
         if rdma:
             objs = rdma_objects(self.p.pid)
+            if objs is None:
+                return bad + ["`rdma resource show` did not answer within 30 s"]
             bad += ["%d %s%s left" % (n, k.upper(), "s" if n > 1 else "")
                     for k, n in objs.items() if n]
         return bad
@@ -188,7 +203,7 @@ class Proc:
     def result(self):
         """Exit status (the held one) and the whole of stderr; lets a held process exit."""
         self.release()
-        rc = self.p.wait()
+        rc = self.wait_dead()
         self.err_reader.join(5)
         return (self.held_rc if self.held_rc is not None else rc), self.err
 
@@ -210,7 +225,16 @@ class Proc:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGCONT)
             self.p.kill()
-        self.p.wait()
+        self.wait_dead()
+
+    def wait_dead(self):
+        # a process stuck in the kernel (uninterruptible) outlives SIGKILL: say so, go on
+        try:
+            return self.p.wait(60)
+        except subprocess.TimeoutExpired:
+            print("matrix: pid %d does not die: %s" % (self.p.pid, proc_state(self.p.pid)),
+                  flush=True)
+            return None
 
 
 class Link:
@@ -259,13 +283,14 @@ class Link:
             c = ["ip", "-n", NETNS[1], "link", "set", "mfrfa-d", "up" if up else "down"]
         else:
             c = ["ip", "link", "set", "eth0", "up" if up else "down"]
-        subprocess.run(c, check=True)
+        subprocess.run(c, check=True, timeout=30)
 
     def restore(self):
         """After a run: rdma needs a fresh rxe0 (rxe completes no new CM exchange after its
         netdev went down under traffic); its processes have exited by now."""
         if self.transport == "rdma":
-            subprocess.run([os.environ["MFR_VM_LINK_UP"]], check=True, capture_output=True)
+            subprocess.run([os.environ["MFR_VM_LINK_UP"]], check=True, capture_output=True,
+                           timeout=120)
 
 
 class Run:
@@ -335,7 +360,8 @@ class Run:
         # What the leftover check compares with: the survivors' MRs around the time the
         # fault lands (it shows the MRs the check looks for exist). In a thread: `rdma`
         # takes a good part of a second under TCG, and the fault must not wait for it.
-        self.mrs = sum(rdma_objects(p.p.pid)["mr"] for p in self.survivors())
+        objs = [rdma_objects(p.p.pid) for p in self.survivors()]
+        self.mrs = sum(o["mr"] for o in objs if o)
 
     def throttle(self):
         d = self.dest
@@ -380,8 +406,8 @@ class Run:
                 try:
                     self.link.set(True)
                     self.link.restore()
-                except subprocess.CalledProcessError as e:
-                    print("matrix: restoring the link failed: %s" % e, file=sys.stderr)
+                except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+                    print("matrix: restoring the link failed: %s" % e, flush=True)
 
     def judge(self, t_fault):
         surv = self.survivors()
@@ -431,7 +457,7 @@ class Run:
             failed.append("%s: %s" % (p_name(self, p), m.group(1)))
         took = max(p.t_end for p, rc, _ in results if rc != 0) - t_fault
         if took > bound:
-            return "unclean", took, "error after %.2f s" % took
+            return "unclean", took, "error after %.2f s: %s" % (took, " / ".join(failed))
         if self.src in surv and "source RAM: unchanged" not in self.src.out():
             return "unclean", took, "source RAM not reported unchanged"
         if len(failed) < len(results):
