@@ -411,7 +411,7 @@ class Run:
 
     def judge(self, t_fault):
         surv = self.survivors()
-        bound = self.a.timeout / 1000 + SLACK_S
+        bound = self.a.timeout / 1000 + self.a.slack
         wait = bound + 2 + (30 if self.fault == "slow" else 0)
         ends = [p.wait_end(wait) for p in surv]
         if self.side == "source" and self.point == "setup" and ends[0] is None:
@@ -472,7 +472,7 @@ class Run:
         if self.fault == "stop":
             self.src.kill()
         dest.p.send_signal(signal.SIGINT)
-        if dest.wait_end(self.a.timeout / 1000 + SLACK_S) is None:
+        if dest.wait_end(self.a.timeout / 1000 + self.a.slack) is None:
             return "unclean", 99, "listener ignored SIGINT"
         bad = dest.leftovers(self.a.transport == "rdma")
         rc, err = dest.result()
@@ -534,6 +534,8 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--size", default="128M")
     ap.add_argument("--timeout", type=int, help="ms, both tools (default: tcp 1000, rdma 3000)")
+    ap.add_argument("--slack", type=float, default=SLACK_S,
+                    help="s past the timeout a survivor may take to end (default 1)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--transport", default="tcp", choices=["tcp", "rdma"])
     ap.add_argument("--address", help="listen address (default: tcp 127.0.0.1, rdma "
