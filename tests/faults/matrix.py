@@ -491,7 +491,7 @@ def parse_size(s):
 
 
 COLS = ("fault", "hit side", "point", "transport", "channels", "runs", "clean ends",
-        "of which completed", "went on listening", "missed", "worst s to error",
+        "of which completed", "went on listening", "missed", "unclean", "worst s to error",
         "survivors' MRs at the fault (max)")
 
 
@@ -500,9 +500,11 @@ def print_table(rows):
     print("|" + "---|" * len(COLS))
     for r in rows:
         vals = [r[c] for c in ("fault", "side", "point", "transport", "channels", "runs",
-                               "clean", "completed", "listening", "missed", "worst")]
+                               "clean", "completed", "listening", "missed", "unclean",
+                               "worst")]
         vals.append("-" if r.get("mrs") is None else r["mrs"])
-        print("| %s | %s | %s | %s | %d | %d | %d | %d | %d | %d | %.2f | %s |" % tuple(vals))
+        print("| %s | %s | %s | %s | %d | %d | %d | %d | %d | %d | %d | %.2f | %s |" %
+              tuple(vals))
     tot = lambda k: sum(r[k] for r in rows)
     print("total: %d runs, %d clean ends (%d of them completed), %d went on listening, "
           "%d missed, %d unclean" % (tot("runs"), tot("clean"), tot("completed"),
