@@ -5,6 +5,9 @@
  */
 #include "tool.h"
 
+#ifdef MFR_TOOL_FAULT_SEAMS
+#include "engine.h" /* the source's fault seams: tests/faults/mfrdma-seams only */
+#endif
 #include "mfr-config.h"
 
 #include <errno.h>
@@ -31,6 +34,28 @@ struct ToolSignals {
     bool quitting;     /* tool_signals_free() asked the thread to return */
 };
 
+/* Test seam of the fault matrix (MFR_TOOL_TEST_SEAMS, tests/faults/matrix.py), in the build
+ * of the tool on the engine's internal library only (the installed library exports no seam):
+ * SIGUSR2 makes the source's channel 0 fail as a broken link would: over rdma the next pages
+ * it writes complete in error (a bad rkey: the QPs of both sides go to the error state), over
+ * tcp its next I/O fails with EIO. What happened is said on stderr, for the matrix to check. */
+static void signal_inject(ToolSignals *s)
+{
+#ifdef MFR_TOOL_FAULT_SEAMS
+    const char *what = "nothing: no source channel yet";
+    if (s->src && mfr_source_inject_completion_error(s->src, 0)) {
+        what = "an error completion on channel 0";
+    } else if (s->src && mfr_source_inject_fault(s->src, 0, EIO)) {
+        what = "EIO on channel 0";
+    } else if (!s->src) {
+        what = "nothing: not a source";
+    }
+#else
+    const char *what = "nothing: this build has no fault seams (tests/faults/mfrdma-seams has)";
+#endif
+    fprintf(stderr, "mfrdma: test seam: injected %s\n", what);
+}
+
 /* The only thread that sees SIGINT/SIGTERM: the rest have them blocked, so the cancel calls
  * below run in ordinary thread context rather than in a signal handler. */
 static void *signal_thread(void *data)
@@ -47,6 +72,11 @@ static void *signal_thread(void *data)
                 g_mutex_unlock(&s->lock);
                 return NULL;
             }
+            g_mutex_unlock(&s->lock);
+            continue;
+        }
+        if (sig == SIGUSR2) {
+            signal_inject(s);
             g_mutex_unlock(&s->lock);
             continue;
         }
@@ -77,6 +107,9 @@ ToolSignals *tool_signals_new(void)
     sigaddset(&s->set, SIGINT);
     sigaddset(&s->set, SIGTERM);
     sigaddset(&s->set, SIGUSR1);
+    if (g_getenv("MFR_TOOL_TEST_SEAMS")) {
+        sigaddset(&s->set, SIGUSR2);
+    }
     /* Threads created from here on inherit the mask. */
     pthread_sigmask(SIG_BLOCK, &s->set, NULL);
     if (pthread_create(&s->thread, NULL, signal_thread, s) == 0) {
@@ -684,6 +717,10 @@ void tool_progress_init(ToolProgress *p, FILE *out, const char *side)
 {
     *p = (ToolProgress){ .out = out, .tty = isatty(fileno(out)) == 1, .side = side,
                          .last_phase = MFR_PHASE_SETUP };
+    const char *pause = g_getenv("MFR_TOOL_TEST_SEAMS") ? g_getenv("MFR_TOOL_PAUSE_MS") : NULL;
+    if (pause && strcmp(side, "source") == 0) {
+        p->pause_ms = (unsigned)MIN(g_ascii_strtoull(pause, NULL, 10), 10000);
+    }
     g_mutex_init(&p->lock);
 }
 
@@ -702,6 +739,7 @@ void tool_progress_cb(const MfrProgress *pr, void *opaque)
         g_mutex_unlock(&p->lock);
         return;
     }
+    MfrPhase phase_before = p->last_phase;
     p->last_us = now;
     p->last_phase = pr->phase;
     double rate = pr->throughput_bps;
@@ -734,7 +772,15 @@ void tool_progress_cb(const MfrProgress *pr, void *opaque)
                 mib(pr->sent_bytes), mib(pr->remaining_bytes), pr->elapsed_s);
     }
     fflush(p->out);
+    bool pause = p->pause_ms && pr->phase >= MFR_PHASE_PRECOPY && pr->phase <= MFR_PHASE_VERIFY &&
+                 pr->phase != phase_before;
     g_mutex_unlock(&p->lock);
+    if (pause) {
+        /* the migration thread stays in the phase it just announced, so that a fault the
+         * matrix sends on seeing the line lands in that phase, not after the end of a
+         * phase that is over in a millisecond (an idle guest's switchover) */
+        g_usleep(p->pause_ms * 1000ull);
+    }
 }
 
 void tool_progress_finish(ToolProgress *p)

@@ -7,8 +7,10 @@
 #include "mfr-config.h"
 #include "tool.h"
 
+#include <errno.h>
 #include <locale.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     const char *name;
@@ -60,6 +62,26 @@ static int unknown_command(const char *name)
     return TOOL_EXIT_USAGE;
 }
 
+/* Test seam of the fault matrix (tests/faults/matrix.py): with MFR_TOOL_TEST_SEAMS set, a
+ * command that has ended (its session freed, its memory unmapped) says so and waits for its
+ * stdin to close before the process exits, so that what it still holds (pinned pages, memory
+ * regions, queue pairs: /proc/PID/status, `rdma resource`) can be checked on a live process. */
+static void hold_exit(int code)
+{
+    if (!g_getenv("MFR_TOOL_TEST_SEAMS")) {
+        return;
+    }
+    printf("held: exit status %d\n", code);
+    fflush(stdout);
+    char buf[256];
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+        if (n == 0 || (n < 0 && errno != EINTR)) {
+            return;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "");
@@ -95,5 +117,6 @@ int main(int argc, char **argv)
     ToolCtx ctx = { .signals = tool_signals_new() };
     int code = c->fn(&ctx, argc - 1, argv + 1);
     tool_signals_free(ctx.signals);
+    hold_exit(code);
     return code;
 }

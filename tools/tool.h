@@ -137,6 +137,7 @@ typedef struct {
     bool pending_line; /* a `\r` line was drawn and needs a newline before other output */
     uint64_t last_sent; /* for a rate of our own when the engine reports none yet */
     double last_elapsed;
+    unsigned pause_ms;  /* test seam MFR_TOOL_PAUSE_MS: the source stops at each new phase */
     GMutex lock;
 } ToolProgress;
 void tool_progress_init(ToolProgress *p, FILE *out, const char *side);

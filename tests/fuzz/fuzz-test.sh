@@ -5,7 +5,8 @@
 # the repository's corpus changes only through make-corpus.sh). A crash fails the test and
 # leaves its input in the log's artifact path: add it to regressions/HARNESS/ with the fix.
 # Usage: fuzz-test.sh EXE NAME SRCDIR [SECONDS (default $MFR_FUZZ_SECONDS, else 20)]
-# MFR_FUZZ_WORKDIR=DIR keeps the grown corpus in DIR/NAME across runs (campaign.sh).
+# MFR_FUZZ_WORKDIR=DIR keeps the grown corpus in DIR/NAME across runs (campaign.sh);
+# MFR_FUZZ_RUNS=N stops after N executions if that comes first.
 set -euo pipefail
 exe=$1 name=$2 src=$3 secs=${4:-${MFR_FUZZ_SECONDS:-20}}
 scratch=$(mktemp -d)
@@ -17,6 +18,9 @@ case $name in
   ctrl|packet) max_len=8200 ;;
   *) max_len=20000 ;;
 esac
+# ASan's quarantine (256 MiB by default) makes every allocation of a fast harness touch fresh
+# pages: a smaller one still catches a use after free within the same input, at twice the rate.
+export ASAN_OPTIONS=quarantine_size_mb=32${ASAN_OPTIONS:+:$ASAN_OPTIONS}
 opts=(-dict="$src/wire.dict" -max_len=$max_len -timeout=10 -rss_limit_mb=2048
       -artifact_prefix="$scratch/crash-")
 # fail with the input named, and keep it where the log says
@@ -38,8 +42,11 @@ tail -1 "$scratch/replay"
 work=$scratch/corpus
 [ -n "${MFR_FUZZ_WORKDIR:-}" ] && work=$MFR_FUZZ_WORKDIR/$name
 mkdir -p "$work"
-echo "fuzz: $name: fuzzing for $secs s"
-"$exe" "${opts[@]}" -max_total_time="$secs" -print_final_stats=1 "$work" \
-  "$src/corpus/$name" >"$scratch/log" 2>&1 || { tail -60 "$scratch/log"; keep_crash; }
+echo "fuzz: $name: fuzzing for $secs s${MFR_FUZZ_RUNS:+ or $MFR_FUZZ_RUNS executions}"
+t0=$(date +%s)
+"$exe" "${opts[@]}" -max_total_time="$secs" ${MFR_FUZZ_RUNS:+-runs=$MFR_FUZZ_RUNS} \
+  -print_final_stats=1 "$work" "$src/corpus/$name" >"$scratch/log" 2>&1 ||
+  { tail -60 "$scratch/log"; keep_crash; }
+echo "fuzz: $name: fuzzed for $(($(date +%s) - t0)) s"
 grep -E '^stat::(number_of_executed_units|peak_rss_mb|new_units_added)' "$scratch/log"
 grep -E '^#[0-9]+ +DONE' "$scratch/log" || true
