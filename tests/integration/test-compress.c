@@ -274,8 +274,12 @@ static void test_bad_frame_injected(gconstpointer data)
     mfr_source_queue_pages(s, 0, 0, tc->size / PS);
     g_assert_false(mfr_source_barrier(s, &err));
     g_assert_nonnull(err);
-    g_test_message("source: %s", err->message);
-    g_assert_nonnull(strstr(err->message, "not a valid zstd frame"));
+    /* stderr: a failed assertion aborts the test, and only stderr reaches the log then */
+    g_printerr("source: %s (code %d)\n", err->message, err->code);
+    /* The source usually reports the destination's ERROR; under ThreadSanitizer's timing it
+     * once reported its own side of the closing connection first (CI, 2026-12-02): either
+     * way it failed. The root cause is asserted exactly on the destination below. */
+    g_assert_true(err->domain == MFR_ERROR);
     g_clear_error(&err);
     mfr_source_abort(s);
     tdest_join(t);
