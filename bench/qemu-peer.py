@@ -43,23 +43,7 @@ def parse_size(text):
     return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
 
 
-def proc_cpu_s(pid, skip_vcpus=True):
-    """CPU (user + system) of a process, its exited threads included, minus vCPU threads."""
-    def ticks(path):
-        with open(path) as f:
-            head, rest = f.read().rsplit(")", 1)
-        fields = rest.split()
-        return head.split("(", 1)[1], int(fields[11]) + int(fields[12])
-    total = ticks(f"/proc/{pid}/stat")[1]
-    if skip_vcpus:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
-            except FileNotFoundError:
-                continue
-            if re.match(r"CPU \d+/", comm):
-                total -= t
-    return total / os.sysconf("SC_CLK_TCK")
+proc_cpu_s = migtest.proc_cpu_s
 
 
 def huge_bytes(pid, size):

@@ -163,21 +163,7 @@ class Vm:
         """CPU seconds (user + system) this QEMU used so far, minus its vCPU threads' (the
         guest's own work is no migration cost). The process total also counts threads that
         exited, such as libmfrdma's when its session ended."""
-        def ticks(path):
-            with open(path) as f:
-                head, rest = f.read().rsplit(")", 1)
-            fields = rest.split()
-            return head.split("(", 1)[1], int(fields[11]) + int(fields[12])
-        pid = self.proc.pid
-        total = ticks(f"/proc/{pid}/stat")[1]
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
-            except FileNotFoundError:
-                continue
-            if re.match(r"CPU \d+/", comm):
-                total -= t
-        return total / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_s(self.proc.pid)
 
     def traces(self, event):
         """The name=value fields of each of QEMU's trace lines for event (QEMU started with
@@ -290,6 +276,26 @@ def start_migration(src, dst, mode, host, max_bandwidth=0, port=None):
     cpu0 = (src.cpu_s(), dst.cpu_s())
     src.qmp.cmd("migrate", uri=uri)
     return uri, cpu0
+
+
+def proc_cpu_s(pid, skip_vcpus=True):
+    """CPU seconds (user + system) of process pid so far; skip_vcpus: minus its threads
+    named "CPU n/..." (a QEMU's vCPUs). Shared with bench/qemu-peer.py."""
+    def ticks(path):
+        with open(path) as f:
+            head, rest = f.read().rsplit(")", 1)
+        fields = rest.split()
+        return head.split("(", 1)[1], int(fields[11]) + int(fields[12])
+    total = ticks(f"/proc/{pid}/stat")[1]
+    if skip_vcpus:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
+            except FileNotFoundError:
+                continue
+            if re.match(r"CPU \d+/", comm):
+                total -= t
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def finish_migration(src, dst, cpu0, timeout, raise_after_syncs=3):
