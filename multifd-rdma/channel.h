@@ -33,6 +33,8 @@ typedef struct {
                               * a page in neither map was never sent at all */
     bool zero_detect;        /* source: send zero pages as offsets */
     bool memory_zeroed;      /* destination: untouched memory reads as zero */
+    bool prefault_huge;      /* destination: huge pages may back every block (smaps), so
+                              * prefault whole huge-page extents, not page runs */
     unsigned timeout_ms;     /* source: bound for a channel's drain at the end of a round */
     MfrRateLimit *rate;      /* source: the bandwidth cap all channels share (NULL: none) */
     int numa_node;           /* channel threads run (and allocate) there; -1: anywhere */

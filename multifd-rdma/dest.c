@@ -515,6 +515,8 @@ static void dest_ram_init(MfrDest *d)
         d->ram.zero_seen[i] = g_new0(uint64_t, (npages + 63) / 64);
         d->stats.ram_bytes += d->ram.blocks[i].length;
     }
+    /* how the channels prefault fresh memory (recv.c): read once, before they start */
+    d->ram.prefault_huge = mfr_blocks_huge_eligible(d->ram.blocks, n);
     /* before registration and the channels: the control connection knows the device */
     d->ram.numa_node = mfr_numa_choose(d->cfg.numa_node, mfr_control_channel(d->ctl),
                                        d->ram.blocks, n, &d->place);

@@ -136,6 +136,10 @@ void mfr_placement_init(MfrPlacement *p);
  * zero and false where it cannot be read). Control path: reads a file the size of the
  * process's mappings. */
 void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n);
+/* Whether the kernel may back all of these blocks with huge pages (smaps: THPeligible, or
+ * hugetlbfs), so that a first touch allocates a whole huge page. False when smaps cannot be
+ * read. Control path, as above. */
+bool mfr_blocks_huge_eligible(const MfrRamBlock *blocks, unsigned n);
 
 /* ---------- digest in pieces (digest.c) ---------- */
 

@@ -27,12 +27,21 @@ void mfr_placement_init(MfrPlacement *p)
 typedef struct {
     uint64_t start, end;
     uint64_t huge;   /* AnonHugePages + *_Hugetlb, bytes */
+    bool eligible;   /* THPeligible: 1 */
 } SmapsMap;
+
+/* What smaps says about a set of blocks, summed over the mappings they overlap. */
+typedef struct {
+    uint64_t huge;      /* bytes on huge pages */
+    uint64_t covered;   /* bytes in some mapping */
+    uint64_t advised;   /* bytes in mappings madvised MADV_HUGEPAGE or hugetlbfs */
+    uint64_t eligible;  /* bytes the kernel may back with huge pages (THP or hugetlbfs) */
+} SmapsSum;
 
 /* Adds the mapping's share to the blocks it overlaps (huge pages are assumed spread evenly
  * over a mapping larger than the block: blocks are usually whole mappings). */
-static void smaps_account(const SmapsMap *m, bool advised, const MfrRamBlock *blocks,
-                          unsigned n, uint64_t *huge, uint64_t *covered, uint64_t *advised_b)
+static void smaps_account(const SmapsMap *m, bool advised, bool hugetlb,
+                          const MfrRamBlock *blocks, unsigned n, SmapsSum *sum)
 {
     for (unsigned i = 0; i < n; i++) {
         uint64_t bs = (uint64_t)(uintptr_t)blocks[i].host, be = bs + blocks[i].length;
@@ -41,10 +50,13 @@ static void smaps_account(const SmapsMap *m, bool advised, const MfrRamBlock *bl
             continue;
         }
         uint64_t len = m->end - m->start;
-        *huge += (uint64_t)((double)m->huge * (double)(e - s) / (double)len);
-        *covered += e - s;
+        sum->huge += (uint64_t)((double)m->huge * (double)(e - s) / (double)len);
+        sum->covered += e - s;
         if (advised) {
-            *advised_b += e - s;
+            sum->advised += e - s;
+        }
+        if (m->eligible || hugetlb) {
+            sum->eligible += e - s;
         }
     }
 }
@@ -58,24 +70,17 @@ static uint64_t smaps_kb(const char *line, const char *key)
     return g_ascii_strtoull(line + k, NULL, 10) * 1024;
 }
 
-void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n)
+/* Reads /proc/self/smaps for the blocks; false (sum all zero) when it cannot be read. */
+static bool smaps_scan(const MfrRamBlock *blocks, unsigned n, SmapsSum *sum)
 {
-    p->ram_bytes = p->huge_bytes = 0;
-    p->thp_advised = false;
-    for (unsigned i = 0; i < n; i++) {
-        p->ram_bytes += blocks[i].length;
-    }
-    FILE *f = fopen("/proc/self/smaps", "re");
-    if (!f || n == 0) {
-        if (f) {
-            fclose(f);
-        }
-        return;
+    *sum = (SmapsSum){ 0 };
+    FILE *f = n ? fopen("/proc/self/smaps", "re") : NULL;
+    if (!f) {
+        return false;
     }
     char line[512];
     SmapsMap m = { 0 };
     bool in_map = false;
-    uint64_t huge = 0, covered = 0, advised = 0;
     while (fgets(line, sizeof(line), f)) {
         unsigned long long s, e;
         if (sscanf(line, "%llx-%llx ", &s, &e) == 2 && strchr(line, '-') < strchr(line, ' ')) {
@@ -88,16 +93,44 @@ void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n
         }
         m.huge += smaps_kb(line, "AnonHugePages:") + smaps_kb(line, "Private_Hugetlb:") +
                   smaps_kb(line, "Shared_Hugetlb:");
+        if (strncmp(line, "THPeligible:", 12) == 0) {
+            m.eligible = g_ascii_strtoull(line + 12, NULL, 10) == 1;
+        }
         if (strncmp(line, "VmFlags:", 8) == 0) {
             /* the last line of a mapping */
-            bool adv = strstr(line, " hg") || strstr(line, " ht");
-            smaps_account(&m, adv, blocks, n, &huge, &covered, &advised);
+            bool hugetlb = strstr(line, " ht") != NULL;
+            smaps_account(&m, strstr(line, " hg") || hugetlb, hugetlb, blocks, n, sum);
             in_map = false;
         }
     }
     fclose(f);
-    p->huge_bytes = MIN(huge, p->ram_bytes);
-    p->thp_advised = covered == p->ram_bytes && advised == covered;
+    return true;
+}
+
+void mfr_placement_memory(MfrPlacement *p, const MfrRamBlock *blocks, unsigned n)
+{
+    p->ram_bytes = p->huge_bytes = 0;
+    p->thp_advised = false;
+    for (unsigned i = 0; i < n; i++) {
+        p->ram_bytes += blocks[i].length;
+    }
+    SmapsSum sum;
+    if (!smaps_scan(blocks, n, &sum)) {
+        return;
+    }
+    p->huge_bytes = MIN(sum.huge, p->ram_bytes);
+    p->thp_advised = sum.covered == p->ram_bytes && sum.advised == sum.covered;
+}
+
+bool mfr_blocks_huge_eligible(const MfrRamBlock *blocks, unsigned n)
+{
+    uint64_t total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        total += blocks[i].length;
+    }
+    SmapsSum sum;
+    return smaps_scan(blocks, n, &sum) && total && sum.covered == total &&
+           sum.eligible == total;
 }
 
 char *mfr_placement_to_json(const MfrPlacement *p)

@@ -15,6 +15,9 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+/* The extent a huge page backs (PMD-mapped THP, 2 MiB hugetlbfs); a larger huge page is
+ * populated in several calls, still far fewer than one per run of pages. */
+#define MFR_PREFAULT_HUGE (2u << 20)
 
 /* ---------- received bookkeeping ---------- */
 
@@ -39,6 +42,45 @@ static bool recv_was_received(const MfrRamView *ram, uint32_t block, uint64_t of
            (1ULL << (page % 64));
 }
 
+/* Whether any page of [p0, p1) of the block received data. */
+static bool recv_any_received(const MfrRamView *ram, uint32_t block, uint64_t p0, uint64_t p1)
+{
+    const uint64_t *map = ram->received[block];
+    while (p0 < p1) {
+        uint64_t w = p0 / 64, b = p0 % 64, n = MIN(64 - b, p1 - p0);
+        uint64_t mask = (n == 64 ? ~0ULL : ((1ULL << n) - 1)) << b;
+        if (__atomic_load_n(&map[w], __ATOMIC_RELAXED) & mask) {
+            return true;
+        }
+        p0 += n;
+    }
+    return false;
+}
+
+/* Huge-page-backed memory: the first touch of any page allocates (and clears) its whole
+ * huge page, so one populate per never-touched huge-page extent does what a populate per run
+ * of pages did, in 1/25 of the calls with the default mix (one per 2 MiB instead of one per
+ * run between zero pages: 43 k madvise calls per GiB). An extent some page of which
+ * received data is mapped already; one whose huge page the kernel could not allocate is
+ * populated with small pages, zero pages' included (memory, not correctness). */
+static void recv_prefault_huge(const MfrRamView *ram, uint32_t block, uint8_t *host,
+                               const uint64_t *offsets, uint32_t n)
+{
+    uint32_t ps = ram->page_size;
+    uintptr_t base = (uintptr_t)host, end = base + ram->block_len[block], last = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uintptr_t a = (base + offsets[i]) & ~(uintptr_t)(MFR_PREFAULT_HUGE - 1);
+        if (a == last) {
+            continue;
+        }
+        last = a;
+        uintptr_t s = MAX(a, base), e = MIN(a + MFR_PREFAULT_HUGE, end);
+        if (!recv_any_received(ram, block, (s - base) / ps, (e - base + ps - 1) / ps)) {
+            (void)madvise((void *)s, e - s, MADV_POPULATE_WRITE);
+        }
+    }
+}
+
 /* Never-received pages of fresh destination memory would otherwise fault in one by one
  * inside the transport's copy (an exception, a VMA lookup and a fixup per 4 KiB page); one
  * MADV_POPULATE_WRITE per run of them allocates the same pages in a single call, ~35% less
@@ -47,6 +89,10 @@ static bool recv_was_received(const MfrRamView *ram, uint32_t block, uint64_t of
 static void recv_prefault(const MfrRamView *ram, uint32_t block, uint8_t *host,
                           const uint64_t *offsets, uint32_t n)
 {
+    if (ram->prefault_huge) {
+        recv_prefault_huge(ram, block, host, offsets, n);
+        return;
+    }
     uint32_t ps = ram->page_size;
     uint64_t start = 0, len = 0;
     for (uint32_t i = 0; i < n; i++) {
