@@ -7,11 +7,30 @@
 #include "compress.h"
 #include "engine.h"
 
+#include <stddef.h>
 #include <string.h>
 
-void mfr_source_config_init(MfrSourceConfig *cfg)
+/* ---------- config ABI (mfrdma.h: struct_size) ----------
+ * The layouts this library knows. A config is read only as far as its struct_size goes; the
+ * smallest accepted layout ends where the MFRDMA_0.2 fields end (compat.c converts configs
+ * of programs built before struct_size existed). The sizes are pinned: growing a config
+ * means appending fields (each read below only when the caller's struct_size covers it),
+ * and the struct must grow by them, since a caller's old tail padding is not initialised. */
+#define SOURCE_CONFIG_MIN offsetof(MfrSourceConfig, max_bandwidth)
+#define DEST_CONFIG_MIN offsetof(MfrDestConfig, numa_node)
+G_STATIC_ASSERT(sizeof(MfrSourceConfig) == 120);
+G_STATIC_ASSERT(SOURCE_CONFIG_MIN == 104);
+G_STATIC_ASSERT(sizeof(MfrDestConfig) == 128);
+G_STATIC_ASSERT(DEST_CONFIG_MIN == 120);
+
+/* Whether the caller's struct holds all of field. */
+#define CONFIG_HAS(size, type, field) \
+    ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+static void source_config_defaults(MfrSourceConfig *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
+    cfg->struct_size = sizeof(*cfg);
     cfg->channels = 4;
     cfg->downtime_ms = 300;
     cfg->max_rounds = 30;
@@ -23,13 +42,102 @@ void mfr_source_config_init(MfrSourceConfig *cfg)
     cfg->numa_node = MFR_NUMA_AUTO;
 }
 
-void mfr_dest_config_init(MfrDestConfig *cfg)
+static void dest_config_defaults(MfrDestConfig *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
+    cfg->struct_size = sizeof(*cfg);
     cfg->timeout_ms = 5000;
     cfg->max_channels = MFR_MAX_CHANNELS;
     cfg->transport.gid_index = -1;
     cfg->numa_node = MFR_NUMA_AUTO;
+}
+
+/* The defaults, cut to size bytes; struct_size = size (a size that cannot hold struct_size
+ * gets nothing: there is nowhere to say it). */
+static void config_init_sized(void *cfg, size_t size, const void *defaults, size_t full)
+{
+    if (size < sizeof(size_t)) {
+        return;
+    }
+    memset(cfg, 0, size);
+    memcpy(cfg, defaults, MIN(size, full));
+    *(size_t *)cfg = size;
+}
+
+void mfr_source_config_init_sized(MfrSourceConfig *cfg, size_t size)
+{
+    MfrSourceConfig d;
+    source_config_defaults(&d);
+    config_init_sized(cfg, size, &d, sizeof(d));
+}
+
+void mfr_dest_config_init_sized(MfrDestConfig *cfg, size_t size)
+{
+    MfrDestConfig d;
+    dest_config_defaults(&d);
+    config_init_sized(cfg, size, &d, sizeof(d));
+}
+
+static bool config_size_check(const char *side, const char *type, const void *cfg, size_t min,
+                              size_t full, GError **error)
+{
+    if (!cfg) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "%s: no %s", side, type);
+        return false;
+    }
+    size_t size = *(const size_t *)cfg;
+    if (size == 0) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "%s: %s.struct_size is 0: initialise "
+                    "the config with %s_config_init()", side, type,
+                    g_str_equal(side, "source") ? "mfr_source" : "mfr_dest");
+        return false;
+    }
+    if (size > full) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "%s: %s of %zu bytes: this library "
+                    "knows %zu (built against a newer mfrdma.h?)", side, type, size, full);
+        return false;
+    }
+    if (size < min) {
+        g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "%s: %s of %zu bytes, the smallest "
+                    "layout is %zu", side, type, size, min);
+        return false;
+    }
+    return true;
+}
+
+bool mfr_source_config_take(const MfrSourceConfig *cfg, MfrSourceConfig *out, GError **error)
+{
+    if (!config_size_check("source", "MfrSourceConfig", cfg, SOURCE_CONFIG_MIN,
+                           sizeof(*out), error)) {
+        return false;
+    }
+    size_t size = cfg->struct_size;
+    source_config_defaults(out);
+    memcpy(out, cfg, SOURCE_CONFIG_MIN);
+    out->struct_size = sizeof(*out);
+    if (CONFIG_HAS(size, MfrSourceConfig, max_bandwidth)) {
+        out->max_bandwidth = cfg->max_bandwidth;
+    }
+    if (CONFIG_HAS(size, MfrSourceConfig, numa_node)) {
+        out->numa_node = cfg->numa_node;
+    }
+    return true;
+}
+
+bool mfr_dest_config_take(const MfrDestConfig *cfg, MfrDestConfig *out, GError **error)
+{
+    if (!config_size_check("destination", "MfrDestConfig", cfg, DEST_CONFIG_MIN,
+                           sizeof(*out), error)) {
+        return false;
+    }
+    size_t size = cfg->struct_size;
+    dest_config_defaults(out);
+    memcpy(out, cfg, DEST_CONFIG_MIN);
+    out->struct_size = sizeof(*out);
+    if (CONFIG_HAS(size, MfrDestConfig, numa_node)) {
+        out->numa_node = cfg->numa_node;
+    }
+    return true;
 }
 
 bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError **error)

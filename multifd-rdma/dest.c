@@ -116,8 +116,13 @@ static void dest_publish_stats(MfrDest *d)
 
 /* ---------- setup ---------- */
 
-MfrDest *mfr_dest_new(const MfrDestConfig *cfg, GError **error)
+MfrDest *mfr_dest_new(const MfrDestConfig *cfg_in, GError **error)
 {
+    MfrDestConfig full;
+    if (!mfr_dest_config_take(cfg_in, &full, error)) {
+        return NULL;
+    }
+    const MfrDestConfig *cfg = &full;
     if (!cfg->uri) {
         g_set_error(error, MFR_ERROR, MFR_ERROR_USAGE, "destination: no listen URI given");
         return NULL;

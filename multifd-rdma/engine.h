@@ -92,6 +92,10 @@ void mfr_fail_transport(MfrFail *f, const char *what, int err, const char *detai
 /* Range checks of the transport knobs both configs share (MFR_ERROR_USAGE naming side and
  * value); the transport would otherwise clamp them silently. */
 bool mfr_transport_check(const char *side, const MfrTransportConfig *t, GError **error);
+/* The caller's config as this library's full struct: its struct_size checked (0, too small or
+ * too large: MFR_ERROR_USAGE), fields beyond it at their defaults. */
+bool mfr_source_config_take(const MfrSourceConfig *cfg, MfrSourceConfig *out, GError **error);
+bool mfr_dest_config_take(const MfrDestConfig *cfg, MfrDestConfig *out, GError **error);
 /* The one place a side's transport config becomes the transport's options (domain, listener
  * and every connection): control marks the control connection (never zerocopy). */
 void mfr_transport_xp_options(const MfrTransportConfig *t, unsigned timeout_ms, bool control,

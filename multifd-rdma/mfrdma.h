@@ -8,6 +8,7 @@
 
 #include <glib.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 G_BEGIN_DECLS
@@ -180,7 +181,18 @@ typedef struct {
 #define MFR_NUMA_AUTO (-1)
 #define MFR_NUMA_OFF (-2)
 
+/* ABI of the two configs (since MFRDMA_0.4). They are caller-allocated and grow release by
+ * release, so each begins with struct_size, which mfr_source_config_init() /
+ * mfr_dest_config_init() (macros) set to sizeof the struct the caller was compiled with.
+ * mfr_source_new()/mfr_dest_new() read only that many bytes: a field appended after the
+ * caller's header takes its default. A struct_size of 0 (the config was not initialised),
+ * below the smallest layout, or larger than this library's struct (a caller built against
+ * a newer mfrdma.h) is MFR_ERROR_USAGE. Programs built against an mfrdma.h before
+ * MFRDMA_0.4 (no struct_size) keep working: they call the MFRDMA_0 versions of these four
+ * functions, which take the MFRDMA_0.2 layout and default every later field. Append new
+ * fields at the end, never in place of the old tail padding (docs/usage.md, "ABI"). */
 typedef struct {
+    size_t struct_size;         /* set by mfr_source_config_init(); never by hand */
     const char *uri;            /* where the destination listens: tcp:HOST:PORT, rdma:HOST:PORT */
     unsigned channels;          /* default 4 */
     uint8_t token[16];          /* must match the destination's */
@@ -206,6 +218,7 @@ typedef struct {
 } MfrSourceConfig;
 
 typedef struct {
+    size_t struct_size;         /* set by mfr_dest_config_init(); never by hand */
     const char *uri;            /* address to listen on; port 0 picks one (see mfr_dest_uri) */
     uint8_t token[16];          /* what connecting sources must present */
     unsigned timeout_ms;        /* default 5000 */
@@ -228,8 +241,12 @@ typedef struct {
     int numa_node;              /* as MfrSourceConfig's */
 } MfrDestConfig;
 
-void mfr_source_config_init(MfrSourceConfig *cfg);
-void mfr_dest_config_init(MfrDestConfig *cfg);
+/* Defaults for every field, and struct_size = size (since MFRDMA_0.4; writes at most size
+ * bytes). Call them through the macros, which pass the caller's sizeof. */
+void mfr_source_config_init_sized(MfrSourceConfig *cfg, size_t size);
+void mfr_dest_config_init_sized(MfrDestConfig *cfg, size_t size);
+#define mfr_source_config_init(cfg) mfr_source_config_init_sized((cfg), sizeof(*(cfg)))
+#define mfr_dest_config_init(cfg) mfr_dest_config_init_sized((cfg), sizeof(*(cfg)))
 
 typedef struct MfrSource MfrSource;
 typedef struct MfrDest MfrDest;

@@ -190,10 +190,15 @@ static bool source_config_check(const MfrSourceConfig *cfg, const MfrRamBlock *b
     return true;
 }
 
-MfrSource *mfr_source_new(const MfrSourceConfig *cfg, const MfrRamBlock *blocks,
+MfrSource *mfr_source_new(const MfrSourceConfig *cfg_in, const MfrRamBlock *blocks,
                           unsigned nblocks, const MfrDirtyOps *dirty, void *dirty_opaque,
                           GError **error)
 {
+    MfrSourceConfig full;
+    if (!mfr_source_config_take(cfg_in, &full, error)) {
+        return NULL;
+    }
+    const MfrSourceConfig *cfg = &full;
     unsigned ppp;
     uint32_t page_size;
     if (!source_config_check(cfg, blocks, nblocks, dirty, &ppp, &page_size, error)) {

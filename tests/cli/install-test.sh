@@ -35,8 +35,15 @@ tool=$dest$bindir/mfrdma
 
 # the version script: public functions exported (version MFRDMA_0), internals and seams not
 syms=$(nm -D --defined-only "$lib" | awk 'NF == 3 {print $3}')
-for s in mfr_source_config_init mfr_source_new mfr_dest_run mfr_buffer_is_zero mfr_digest; do
+for s in mfr_dest_run mfr_buffer_is_zero mfr_digest; do
   grep -qx "$s@@MFRDMA_0" <<<"$syms" || fail "$s is not exported as $s@@MFRDMA_0"
+done
+# configs with struct_size (MFRDMA_0.4); the MFRDMA_0 versions take the old layout
+for s in mfr_source_new mfr_dest_new mfr_source_config_init_sized mfr_dest_config_init_sized; do
+  grep -qx "$s@@MFRDMA_0.4" <<<"$syms" || fail "$s is not exported as $s@@MFRDMA_0.4"
+done
+for s in mfr_source_new mfr_dest_new mfr_source_config_init mfr_dest_config_init; do
+  grep -qx "$s@MFRDMA_0" <<<"$syms" || fail "$s@MFRDMA_0 (old config layout) is not exported"
 done
 for s in mfr_batch_fill mfr_send_channel_pick mfr_send_packet_layout mfr_source_inject_fault \
          mfr_wire_pack_packet xp_ops_lookup; do
