@@ -49,6 +49,12 @@ typedef struct {
     uint64_t comp_raw_max;
 } MfrRamView;
 
+/* Bytes one channel pins for compression over a placed transport, the same on both sides:
+ * the destination's staging ring, the source's staging buffer of as many slots (the ring's
+ * MFR_RING_SLOTS as this destination offers them); 0 without zstd or placement. For the
+ * up-front pinning budget (register.c). */
+uint64_t mfr_comp_staging_bytes(const XpOps *ops, const MfrRamView *ram);
+
 /* ---------------- source ---------------- */
 
 typedef struct {

@@ -561,6 +561,7 @@ static bool dest_blocks(MfrDest *d, GError **error)
         .access = XP_REGION_REMOTE_WRITE | XP_REGION_LOCAL, .prefault = !d->cfg.transport.odp,
         .threads = d->cfg.transport.registration_threads, .channels = d->nchan_expected,
         .side = "destination", .numa_node = d->ram.numa_node,
+        .channel_staging = mfr_comp_staging_bytes(d->ops, &d->ram),
     };
     if (xp_has_cap(d->ops, XP_CAP_REGIONS)) {
         /* the budget now, so a memlock failure comes before the reply and pins nothing */

@@ -173,6 +173,9 @@ typedef struct {
     bool prefault;      /* populate each chunk first (fresh memory) */
     unsigned threads;   /* 0: one per online CPU */
     unsigned channels;  /* data channels, for the up-front pinning budget */
+    uint64_t channel_staging; /* bytes each channel pins beyond the transport's own buffers:
+                               * its staging ring (destination) or buffer (source) when
+                               * compressing over a placed transport; 0 otherwise */
     int numa_node;      /* the threads run there; -1: anywhere (every initializer sets it) */
     const char *side;   /* "source" / "destination", to prefix errors */
 } MfrRegisterJob;

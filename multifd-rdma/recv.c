@@ -133,6 +133,14 @@ unsigned mfr_recv_packet_layout(uint8_t *host, uint32_t page_size, const uint64_
 
 /* ---------- staging ring (placed transports) ---------- */
 
+uint64_t mfr_comp_staging_bytes(const XpOps *ops, const MfrRamView *ram)
+{
+    if (!ram->compress || !xp_has_cap(ops, XP_CAP_PLACED_PAYLOAD)) {
+        return 0;
+    }
+    return (uint64_t)MFR_RING_SLOTS * mfr_comp_slot_size(ram->comp_raw_max);
+}
+
 /* Registers the channel's staging ring and sends its descriptor, the channel's first message
  * (docs/protocol.md 14.11). */
 static bool recv_channel_ring_setup(MfrRecvChannel *c, GError **error)

@@ -39,11 +39,16 @@ bool mfr_register_budget(const MfrRegisterJob *job, GError **error)
     for (unsigned b = 0; b < job->nblocks; b++) {
         bytes += job->blocks[b].length;
     }
+    uint64_t staging = job->channel_staging * job->channels;
     GError *xerr = NULL;
-    if (!xp_region_budget(job->dom, bytes, job->channels, &xerr)) {
+    if (!xp_region_budget(job->dom, bytes + staging, job->channels, &xerr)) {
+        g_autofree char *rings = staging ? g_strdup_printf(
+            " and staging %s (%.1f MiB)", g_str_equal(job->side, "source") ? "buffers" : "rings",
+            staging / 1048576.0) : g_strdup("");
         g_autofree char *what = g_strdup_printf(
-            "%s: cannot pin %u block%s (%.1f MiB) and %u channels' buffers", job->side,
-            job->nblocks, job->nblocks == 1 ? "" : "s", bytes / 1048576.0, job->channels);
+            "%s: cannot pin %u block%s (%.1f MiB) and %u channels' buffers%s", job->side,
+            job->nblocks, job->nblocks == 1 ? "" : "s", bytes / 1048576.0, job->channels,
+            rings);
         g_propagate_error(error, mfr_error_from_xp(xerr, what));
         return false;
     }

@@ -400,6 +400,7 @@ static bool source_announce(MfrSource *s, GError **error)
             .access = XP_REGION_LOCAL, .prefault = false, /* guest RAM: present already */
             .threads = s->cfg.transport.registration_threads, .channels = s->caps.channels,
             .side = "source", .numa_node = s->ram.numa_node,
+            .channel_staging = mfr_comp_staging_bytes(s->ops, &s->ram),
         };
         MfrRegisterResult res;
         bool ok = mfr_register_blocks(&job, s->ram.local, &res, error);

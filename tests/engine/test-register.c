@@ -217,6 +217,39 @@ static void test_bad_budget(void)
     g_mutex_clear(&d.lock);
 }
 
+/* Compressing over a placed transport, each channel also pins its staging ring (or the
+ * source its staging buffer): the one up-front check asks for blocks + rings, and a refusal
+ * names the rings. */
+static void test_budget_staging(void)
+{
+    Ram r;
+    ram_init(&r, 2); /* 73 MiB */
+    FakeDom d;
+    fake_init(&d, &r);
+    MfrRegisterJob job = job_for(&d, &r, 1);
+    job.channel_staging = 2u << 20;
+    g_autoptr(GError) err = NULL;
+    g_assert_true(mfr_register_budget(&job, &err));
+    g_assert_cmpuint(d.budget_bytes, ==, (73u << 20) + 4 * (2u << 20));
+    g_assert_cmpuint(d.budget_channels, ==, 4);
+    d.budget_fails = true;
+    g_assert_false(mfr_register_budget(&job, &err));
+    g_assert_cmpstr(err->message, ==, "destination: cannot pin 2 blocks (73.0 MiB) and 4 "
+                                      "channels' buffers and staging rings (8.0 MiB): need "
+                                      "more than RLIMIT_MEMLOCK");
+    g_clear_error(&err);
+    job.side = "source";
+    g_assert_false(mfr_register_budget(&job, &err));
+    g_assert_nonnull(strstr(err->message, "and staging buffers (8.0 MiB)"));
+    /* uncompressed: the blocks alone, as before */
+    job.channel_staging = 0;
+    d.budget_fails = false;
+    g_assert_true(mfr_register_budget(&job, NULL));
+    g_assert_cmpuint(d.budget_bytes, ==, 73u << 20);
+    ram_check_and_free(&r);
+    g_mutex_clear(&d.lock);
+}
+
 static void test_bad_block(void)
 {
     Ram r;
@@ -493,6 +526,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/register/each_block_once", test_each_block_once);
     g_test_add_func("/register/bad_budget", test_bad_budget);
+    g_test_add_func("/register/budget_staging", test_budget_staging);
     g_test_add_func("/register/bad_block", test_bad_block);
     g_test_add_func("/register/threads", test_threads);
     g_test_add_func("/register/chunk_map", test_chunk_map);

@@ -420,9 +420,10 @@ static void drop_cap_ipc_lock(void)
     g_assert_cmpint(syscall(SYS_capset, &hdr, cap), ==, 0);
 }
 
-static void test_bad_memlock(gconstpointer data)
+/* zstd: each channel's staging ring (destination) and buffer (source) are part of the same
+ * up-front check, and the message names them. */
+static void bad_memlock(const TCase *tc, bool zstd)
 {
-    const TCase *tc = data;
     if (!g_test_subprocess()) {
         /* credentials change in a child: uverbs refuses fds opened before the change */
         g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_INHERIT_STDERR);
@@ -445,20 +446,44 @@ static void test_bad_memlock(gconstpointer data)
     memcpy(cfg.token, token, 16);
     g_autoptr(GError) err = NULL;
     MfrSource *s = mfr_source_new(&cfg, g->block, 1, &tguest_dirty_ops, g, &err);
+    g_assert_nonnull(s);
+    if (zstd) {
+        g_assert_true(mfr_source_set_compression(s, MFR_COMPRESSION_ZSTD, 0, &err));
+    }
     g_assert_false(mfr_source_run(s, &err));
     g_printerr("source: %s\n", err->message);
     /* one check for the whole session, before any block is pinned */
     g_assert_nonnull(strstr(err->message, "cannot pin 1 block ("));
     g_assert_nonnull(strstr(err->message, " MiB) and 4 channels' buffers: need "));
     g_assert_nonnull(strstr(err->message, "ulimit -l"));
+    if (zstd) {
+        /* the source's own check names its buffers; a report of the destination's, its
+         * rings: either way the staging memory was in the one check */
+        g_assert_true(strstr(err->message, " channels' buffers and staging buffers (") ||
+                      strstr(err->message, " channels' buffers and staging rings ("));
+    }
     mfr_source_free(s);
     tdest_join(t);
     g_printerr("destination: %s\n", t->error->message);
     /* its own check, or the source's report of the same one, whichever came first */
     g_assert_nonnull(strstr(t->error->message, "cannot pin 1 block ("));
     g_assert_nonnull(strstr(t->error->message, "RLIMIT_MEMLOCK is 1.0 MiB"));
+    if (zstd) {
+        g_assert_true(strstr(t->error->message, " and staging rings (") ||
+                      strstr(t->error->message, " and staging buffers ("));
+    }
     tdest_free(t);
     tguest_free(g);
+}
+
+static void test_bad_memlock(gconstpointer data)
+{
+    bad_memlock(data, false);
+}
+
+static void test_bad_memlock_zstd(gconstpointer data)
+{
+    bad_memlock(data, true);
 }
 
 /* The destination's registration of one chunk fails while the source already sends (1 MiB
@@ -1224,6 +1249,7 @@ int main(int argc, char **argv)
         if (tc == cases[1]) {
             ADD("completion_error", test_completion_error, tc);
             ADD("bad_memlock", test_bad_memlock, tc);
+            ADD("bad_memlock_zstd", test_bad_memlock_zstd, tc);
             ADD("bad_register_chunk", test_bad_register_chunk, tc);
             ADD("bad_region_timeout", test_bad_region_timeout, tc);
         }
