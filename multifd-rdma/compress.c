@@ -251,6 +251,11 @@ bool mfr_comp_policy_try(MfrCompPolicy *p)
     return true;
 }
 
+uint64_t mfr_comp_policy_sample(const MfrCompPolicy *p, uint64_t raw)
+{
+    return p->adaptive && p->probing ? MIN(raw, (uint64_t)MFR_COMP_SAMPLE) : raw;
+}
+
 bool mfr_comp_policy_pays(const MfrCompPolicy *p)
 {
     if (p->ratio > 7.0 / 8.0) {
@@ -258,6 +263,14 @@ bool mfr_comp_policy_pays(const MfrCompPolicy *p)
     }
     /* an unmeasured link: assume compressing pays until the first send says otherwise */
     return p->link_bps <= 0 || p->comp_bps * (1 - p->ratio) > p->link_bps;
+}
+
+/* Not paying by a wide margin: the link time it would save is under a quarter of the time
+ * it costs, or the data does not shrink. */
+static bool policy_far(const MfrCompPolicy *p)
+{
+    return p->ratio > 7.0 / 8.0 ||
+           (p->link_bps > 0 && 4 * p->comp_bps * (1 - p->ratio) < p->link_bps);
 }
 
 void mfr_comp_policy_tried(MfrCompPolicy *p, uint64_t raw, uint64_t out, double seconds)
@@ -274,13 +287,27 @@ void mfr_comp_policy_tried(MfrCompPolicy *p, uint64_t raw, uint64_t out, double 
     }
     if (mfr_comp_policy_pays(p)) {
         p->backoff = MFR_COMP_BACKOFF_MIN;
+        p->probing = false;
         return;
     }
     p->skip_left = p->backoff;
-    p->backoff = MIN(p->backoff * 2, MFR_COMP_BACKOFF_MAX);
+    uint32_t grow = policy_far(p) ? MFR_COMP_BACKOFF_FAR : 2;
+    p->backoff = MIN(p->backoff * grow, MFR_COMP_BACKOFF_MAX);
     p->backoffs++;
+    p->probing = true;
     /* the retry after the pause judges the data of its time, not this average */
     p->fresh = true;
+}
+
+bool mfr_comp_policy_sampled(MfrCompPolicy *p, uint64_t sample, uint64_t out, double seconds)
+{
+    p->probes++;
+    mfr_comp_policy_tried(p, sample, out, seconds);
+    if (p->probing) {
+        p->probes_failed++;
+        return false;
+    }
+    return true;
 }
 
 void mfr_comp_policy_sent(MfrCompPolicy *p, uint64_t wire, double seconds)

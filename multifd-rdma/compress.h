@@ -59,14 +59,24 @@ bool mfr_decompress_iov(MfrDecompressor *z, const void *in, size_t len,
  * speed (wire bytes per second of sending), compressing raw bytes costs raw/C and saves
  * raw(1-r)/L, so it pays while C(1-r) > L. Both speeds and r are moving averages over the
  * channel's recent packets. When it does not pay (or r > 7/8: incompressible data) the
- * channel stops trying for `backoff` packets, then tries one packet again; each failed retry
- * doubles the backoff (up to MFR_COMP_BACKOFF_MAX), a packet that pays resets it. */
+ * channel stops trying for `backoff` packets, then probes again. Each failed probe makes
+ * the next pause longer, up to MFR_COMP_BACKOFF_MAX: twice as long when compression missed
+ * narrowly, MFR_COMP_BACKOFF_FAR times when it was far from paying (it would save less than
+ * a quarter of what it costs, as on loopback, or the data did not shrink at all), so a link
+ * compression cannot help stops costing within a few probes. A packet that pays resets it.
+ *
+ * A probe (the first packet after a pause) compresses only a sample of the packet, its first
+ * MFR_COMP_SAMPLE bytes, to measure r and C; only if the sample says it pays is the whole
+ * packet compressed. So a failed probe costs a sample, not a packet. */
 #define MFR_COMP_BACKOFF_MIN 8u
 #define MFR_COMP_BACKOFF_MAX 1024u
+#define MFR_COMP_BACKOFF_FAR 8u
+#define MFR_COMP_SAMPLE (64u << 10)
 
 typedef struct {
     bool adaptive;      /* auto; without it every eligible packet is tried */
     bool fresh;         /* the next sample replaces the averages (first one, after a pause) */
+    bool probing;       /* a pause ran: the next try compresses a sample first */
     double ratio;       /* compressed / raw of tried packets (1 for a packet that did not
                          * shrink enough) */
     double comp_bps;    /* raw bytes per wall second of compressing */
@@ -74,11 +84,20 @@ typedef struct {
     uint32_t skip_left; /* packets still to send without trying */
     uint32_t backoff;   /* length of the next pause */
     uint64_t backoffs;  /* pauses so far */
+    uint64_t probes;    /* samples compressed after a pause */
+    uint64_t probes_failed; /* of those, samples that said it does not pay: packet sent raw */
 } MfrCompPolicy;
 
 void mfr_comp_policy_init(MfrCompPolicy *p, bool adaptive);
 /* Per eligible packet: whether to try compressing it (false: a pause is running; counts it). */
 bool mfr_comp_policy_try(MfrCompPolicy *p);
+/* After a true try(): how many of the packet's raw bytes to compress first as a sample;
+ * raw itself when no sample is due (the whole packet is compressed at once). */
+uint64_t mfr_comp_policy_sample(const MfrCompPolicy *p, uint64_t raw);
+/* A sample of `sample` bytes compressed to `out` (= sample when it did not shrink enough) in
+ * seconds: judged like a tried packet (may start a pause). True when the whole packet should
+ * now be compressed; false: send it raw (counted as a failed probe). */
+bool mfr_comp_policy_sampled(MfrCompPolicy *p, uint64_t sample, uint64_t out, double seconds);
 /* A tried packet: raw bytes became out bytes (out = raw when it did not shrink enough) in
  * seconds of compressing. May start a pause. */
 void mfr_comp_policy_tried(MfrCompPolicy *p, uint64_t raw, uint64_t out, double seconds);

@@ -54,33 +54,60 @@ unsigned mfr_send_packet_layout(const MfrBatch *b, const uint8_t *host, uint32_t
 
 /* ---------- compression ---------- */
 
+/* The first `bytes` bytes of the packet's nseg segments as c->ziov; returns the count. */
+static unsigned send_channel_ziov(MfrSendChannel *c, unsigned nseg, uint64_t bytes)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < nseg && bytes; i++) {
+        size_t len = (size_t)MIN((uint64_t)c->segs[i].len, bytes);
+        c->ziov[n++] = (struct iovec){ .iov_base = (void *)c->segs[i].addr, .iov_len = len };
+        bytes -= len;
+    }
+    return n;
+}
+
+/* auto's probe after a pause: the packet's first sample bytes compressed into out (which is
+ * free: the caller holds its slot) and judged. True when the whole packet is worth trying;
+ * false: it goes raw, the sample's CPU counted. */
+static bool send_channel_sample(MfrSendChannel *c, unsigned nseg, uint64_t sample,
+                                uint8_t *out)
+{
+    unsigned n = send_channel_ziov(c, nseg, sample);
+    double cpu0 = mfr_thread_cpu_s();
+    int64_t t0 = g_get_monotonic_time();
+    int64_t z = mfr_compress_iov(c->zc, c->ziov, n, sample, out, MFR_COMP_MAX_KEEP(sample));
+    double wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
+    c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
+    bool whole = mfr_comp_policy_sampled(&c->policy, sample, z > 0 ? (uint64_t)z : sample,
+                                         wall_s);
+    c->zstats.pauses = c->policy.backoffs;
+    return whole;
+}
+
 /* Whether the packet's data pages (its nseg segments, raw bytes) go compressed: compressed
  * into zbuf when eligible and the policy says try, kept when they shrank to 7/8 or less;
  * *clen is then the frame's length. Counts the outcome. */
 static bool send_channel_compress(MfrSendChannel *c, unsigned nseg, uint64_t raw,
                                   uint8_t *out, uint64_t *clen)
 {
-    for (unsigned i = 0; i < nseg; i++) {
-        c->ziov[i] = (struct iovec){ .iov_base = (void *)c->segs[i].addr,
-                                     .iov_len = c->segs[i].len };
-    }
+    unsigned n = send_channel_ziov(c, nseg, raw);
     double cpu0 = mfr_thread_cpu_s();
     int64_t t0 = g_get_monotonic_time();
-    int64_t n = mfr_compress_iov(c->zc, c->ziov, nseg, raw, out, MFR_COMP_MAX_KEEP(raw));
+    int64_t z = mfr_compress_iov(c->zc, c->ziov, n, raw, out, MFR_COMP_MAX_KEEP(raw));
     double wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
     c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
     /* a zstd failure (never seen: allocation is done) sends the pages as they are */
-    mfr_comp_policy_tried(&c->policy, raw, n > 0 ? (uint64_t)n : raw, wall_s);
+    mfr_comp_policy_tried(&c->policy, raw, z > 0 ? (uint64_t)z : raw, wall_s);
     c->zstats.pauses = c->policy.backoffs;
-    if (n <= 0) {
+    if (z <= 0) {
         c->zstats.packets_not_shrunk++;
         c->zstats.bytes_not_shrunk += raw;
         return false;
     }
     c->zstats.packets++;
     c->zstats.raw_bytes += raw;
-    c->zstats.compressed_bytes += (uint64_t)n;
-    *clen = (uint64_t)n;
+    c->zstats.compressed_bytes += (uint64_t)z;
+    *clen = (uint64_t)z;
     if (atomic_exchange(&c->inject_bad_frame, false)) {
         memset(out, 0xa5, 4); /* no zstd magic: the destination must refuse the frame */
     }
@@ -194,6 +221,11 @@ static int send_channel_compressed(MfrSendChannel *c, MfrPacketHdr *h, unsigned 
         slot = (uint32_t)(c->used % c->slots);
     }
     uint8_t *out = c->zbuf + slot * c->zslot;
+    uint64_t sample = mfr_comp_policy_sample(&c->policy, raw);
+    if (sample < raw && !send_channel_sample(c, nseg, sample, out)) {
+        c->zstats.packets_skipped++; /* sent raw on its sample's word */
+        return (int)nseg;
+    }
     uint64_t clen;
     if (!send_channel_compress(c, nseg, raw, out, &clen)) {
         return (int)nseg;

@@ -251,11 +251,12 @@ static void test_policy_incompressible(void)
     mfr_comp_policy_tried(&p, 1 << 19, 1 << 19, 1e-4); /* did not shrink */
     g_assert_cmpuint(p.backoffs, ==, 1);
     g_assert_cmpuint(skipped_run(&p), ==, MFR_COMP_BACKOFF_MIN);
-    /* the retry fails again: twice as long, then four times */
+    /* the retry fails again, far from paying (nothing shrank): 8 times as long each time */
     mfr_comp_policy_tried(&p, 1 << 19, 1 << 19, 1e-4);
-    g_assert_cmpuint(skipped_run(&p), ==, 2 * MFR_COMP_BACKOFF_MIN);
+    g_assert_cmpuint(skipped_run(&p), ==, MFR_COMP_BACKOFF_FAR * MFR_COMP_BACKOFF_MIN);
     mfr_comp_policy_tried(&p, 1 << 19, 1 << 19, 1e-4);
-    g_assert_cmpuint(skipped_run(&p), ==, 4 * MFR_COMP_BACKOFF_MIN);
+    g_assert_cmpuint(skipped_run(&p),
+                     ==, MFR_COMP_BACKOFF_FAR * MFR_COMP_BACKOFF_FAR * MFR_COMP_BACKOFF_MIN);
     /* data became compressible: the retry pays, no pause, and the backoff is reset */
     mfr_comp_policy_tried(&p, 1 << 19, 1 << 15, 1e-4);
     g_assert_true(mfr_comp_policy_pays(&p));
@@ -292,6 +293,81 @@ static void test_policy_link(void)
     g_assert_cmpuint(skipped_run(&p), ==, MFR_COMP_BACKOFF_MIN);
 }
 
+/* The whole decision, fed the timings of a loopback link, then of a capped one: when auto
+ * pauses, how long, what a probe compresses, and the counters. Deterministic: no clock. */
+#define PKT (512u << 10) /* 128 pages */
+
+static void test_policy_decisions(void)
+{
+    MfrCompPolicy p;
+    mfr_comp_policy_init(&p, true);
+    /* first packet: nothing measured, the link unknown: the whole packet is tried */
+    g_assert_true(mfr_comp_policy_try(&p));
+    g_assert_cmpuint(mfr_comp_policy_sample(&p, PKT), ==, PKT);
+    /* halved at 400 MB/s (saves 200 MB/s of link time), sent at 4 GB/s: far from paying */
+    mfr_comp_policy_sent(&p, PKT / 2, (PKT / 2) / 4e9);
+    mfr_comp_policy_tried(&p, PKT, PKT / 2, PKT / 400e6);
+    g_assert_false(mfr_comp_policy_pays(&p));
+    g_assert_cmpuint(p.backoffs, ==, 1);
+    /* the raw packets of the pause keep the link measured at 4 GB/s */
+    unsigned skipped = 0;
+    while (!mfr_comp_policy_try(&p)) {
+        skipped++;
+        mfr_comp_policy_sent(&p, PKT, PKT / 4e9);
+    }
+    g_assert_cmpuint(skipped, ==, MFR_COMP_BACKOFF_MIN);
+    /* the probe compresses a sample only; it fails: raw packet, a pause 8x as long */
+    g_assert_true(p.probing);
+    g_assert_cmpuint(mfr_comp_policy_sample(&p, PKT), ==, MFR_COMP_SAMPLE);
+    g_assert_false(mfr_comp_policy_sampled(&p, MFR_COMP_SAMPLE, MFR_COMP_SAMPLE / 2,
+                                           MFR_COMP_SAMPLE / 400e6));
+    g_assert_cmpuint(p.probes, ==, 1);
+    g_assert_cmpuint(p.probes_failed, ==, 1);
+    g_assert_cmpuint(p.backoffs, ==, 2);
+    g_assert_cmpuint(skipped_run(&p), ==, MFR_COMP_BACKOFF_FAR * MFR_COMP_BACKOFF_MIN);
+    /* 1 GiB over 4 channels is 512 packets per channel: besides the first packet, two
+     * samples (64 KiB each) were compressed in its first 75; the next comes after 512 more */
+    g_assert_cmpuint(p.backoff, ==, MFR_COMP_BACKOFF_MAX / 2);
+
+    /* the link slows to a 125 MB/s cap shared by 4 channels (31 MB/s each): the next probe's
+     * sample pays, so the whole packet is compressed, and the backoff is reset */
+    for (int i = 0; i < 30; i++) {
+        mfr_comp_policy_sent(&p, PKT, PKT / 31e6);
+    }
+    g_assert_true(mfr_comp_policy_sampled(&p, MFR_COMP_SAMPLE, MFR_COMP_SAMPLE / 2,
+                                          MFR_COMP_SAMPLE / 400e6));
+    g_assert_cmpuint(p.probes, ==, 2);
+    g_assert_cmpuint(p.probes_failed, ==, 1);
+    g_assert_false(p.probing);
+    g_assert_cmpuint(p.backoff, ==, MFR_COMP_BACKOFF_MIN);
+    mfr_comp_policy_tried(&p, PKT, PKT / 2, PKT / 400e6);
+    /* from now on every packet is compressed whole: no pause, no sample */
+    for (int i = 0; i < 100; i++) {
+        g_assert_true(mfr_comp_policy_try(&p));
+        g_assert_cmpuint(mfr_comp_policy_sample(&p, PKT), ==, PKT);
+        mfr_comp_policy_sent(&p, PKT / 2, (PKT / 2) / 31e6);
+        mfr_comp_policy_tried(&p, PKT, PKT / 2, PKT / 400e6);
+    }
+    g_assert_cmpuint(p.backoffs, ==, 2);
+
+    /* a narrow miss (saves 200 MB/s, link 300 MB/s): the pause only doubles */
+    MfrCompPolicy q;
+    mfr_comp_policy_init(&q, true);
+    mfr_comp_policy_sent(&q, PKT, PKT / 300e6);
+    mfr_comp_policy_tried(&q, PKT, PKT / 2, PKT / 400e6);
+    g_assert_cmpuint(skipped_run(&q), ==, MFR_COMP_BACKOFF_MIN);
+    g_assert_cmpuint(q.backoff, ==, 2 * MFR_COMP_BACKOFF_MIN);
+
+    /* zstd mode (not adaptive): never a sample, never a pause */
+    MfrCompPolicy z;
+    mfr_comp_policy_init(&z, false);
+    mfr_comp_policy_sent(&z, PKT, PKT / 4e9);
+    mfr_comp_policy_tried(&z, PKT, PKT, PKT / 400e6);
+    g_assert_true(mfr_comp_policy_try(&z));
+    g_assert_cmpuint(mfr_comp_policy_sample(&z, PKT), ==, PKT);
+    g_assert_cmpuint(z.backoffs + z.probes, ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -304,5 +380,6 @@ int main(int argc, char **argv)
     g_test_add_func("/compress/policy_fixed", test_policy_fixed);
     g_test_add_func("/compress/policy_incompressible", test_policy_incompressible);
     g_test_add_func("/compress/policy_link", test_policy_link);
+    g_test_add_func("/compress/policy_decisions", test_policy_decisions);
     return g_test_run();
 }
