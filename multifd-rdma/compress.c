@@ -240,6 +240,13 @@ void mfr_comp_policy_init(MfrCompPolicy *p, bool adaptive)
 {
     *p = (MfrCompPolicy){ .adaptive = adaptive, .fresh = true, .ratio = 1,
                           .backoff = MFR_COMP_BACKOFF_MIN };
+    if (adaptive) {
+        /* the first packet goes raw and measures the link; the second is a probe (a
+         * sample), judged against it: a link compression cannot help never sees a whole
+         * packet compressed */
+        p->skip_left = 1;
+        p->probing = true;
+    }
 }
 
 bool mfr_comp_policy_try(MfrCompPolicy *p)
@@ -278,9 +285,10 @@ void mfr_comp_policy_tried(MfrCompPolicy *p, uint64_t raw, uint64_t out, double 
     if (raw == 0) {
         return;
     }
-    double speed = (double)raw / MAX(seconds, 1e-9);
     p->ratio = policy_avg(p->ratio, (double)out / (double)raw, p->fresh);
-    p->comp_bps = policy_avg(p->comp_bps, speed, p->fresh);
+    p->comp_bytes = policy_avg(p->comp_bytes, (double)raw, p->fresh);
+    p->comp_s = policy_avg(p->comp_s, MAX(seconds, 1e-9), p->fresh);
+    p->comp_bps = p->comp_bytes / p->comp_s;
     p->fresh = false;
     if (!p->adaptive) {
         return;
@@ -315,6 +323,8 @@ void mfr_comp_policy_sent(MfrCompPolicy *p, uint64_t wire, double seconds)
     if (wire == 0) {
         return;
     }
-    double speed = (double)wire / MAX(seconds, 1e-9);
-    p->link_bps = p->link_bps <= 0 ? speed : policy_avg(p->link_bps, speed, false);
+    bool first = p->link_bps <= 0;
+    p->link_bytes = policy_avg(p->link_bytes, (double)wire, first);
+    p->link_s = policy_avg(p->link_s, MAX(seconds, 1e-9), first);
+    p->link_bps = p->link_bytes / p->link_s;
 }

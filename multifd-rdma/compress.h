@@ -67,7 +67,8 @@ bool mfr_decompress_iov(MfrDecompressor *z, const void *in, size_t len,
  *
  * A probe (the first packet after a pause) compresses only a sample of the packet, its first
  * MFR_COMP_SAMPLE bytes, to measure r and C; only if the sample says it pays is the whole
- * packet compressed. So a failed probe costs a sample, not a packet. */
+ * packet compressed. So a failed probe costs a sample, not a packet. The first packet of a
+ * channel goes raw (it measures the link) and the second is a probe. */
 #define MFR_COMP_BACKOFF_MIN 8u
 #define MFR_COMP_BACKOFF_MAX 1024u
 #define MFR_COMP_BACKOFF_FAR 8u
@@ -79,8 +80,13 @@ typedef struct {
     bool probing;       /* a pause ran: the next try compresses a sample first */
     double ratio;       /* compressed / raw of tried packets (1 for a packet that did not
                          * shrink enough) */
-    double comp_bps;    /* raw bytes per wall second of compressing */
-    double link_bps;    /* wire bytes per wall second of sending; 0: not measured yet */
+    /* Speeds are ratios of moving sums (bytes / seconds over recent packets), not averages
+     * of per-packet speeds: a packet that left at once inside a rate limiter's burst must
+     * not outweigh the ones that waited for it. */
+    double comp_bytes, comp_s; /* raw bytes compressed, wall seconds it took */
+    double link_bytes, link_s; /* wire bytes sent, wall seconds of sending */
+    double comp_bps;    /* comp_bytes / comp_s */
+    double link_bps;    /* link_bytes / link_s; 0: not measured yet */
     uint32_t skip_left; /* packets still to send without trying */
     uint32_t backoff;   /* length of the next pause */
     uint64_t backoffs;  /* pauses so far */

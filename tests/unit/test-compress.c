@@ -247,7 +247,7 @@ static void test_policy_incompressible(void)
 {
     MfrCompPolicy p;
     mfr_comp_policy_init(&p, true);
-    g_assert_true(mfr_comp_policy_try(&p));
+    g_assert_cmpuint(skipped_run(&p), ==, 1); /* the first packet measures the link */
     mfr_comp_policy_tried(&p, 1 << 19, 1 << 19, 1e-4); /* did not shrink */
     g_assert_cmpuint(p.backoffs, ==, 1);
     g_assert_cmpuint(skipped_run(&p), ==, MFR_COMP_BACKOFF_MIN);
@@ -275,6 +275,7 @@ static void test_policy_link(void)
 {
     MfrCompPolicy p;
     mfr_comp_policy_init(&p, true);
+    g_assert_false(mfr_comp_policy_try(&p)); /* the first packet measures the link */
     /* halves the data at 500 MB/s: saves 250 MB/s of link time */
     mfr_comp_policy_tried(&p, 500000, 250000, 1e-3);
     g_assert_cmpuint(p.backoffs, ==, 0);
@@ -301,14 +302,18 @@ static void test_policy_decisions(void)
 {
     MfrCompPolicy p;
     mfr_comp_policy_init(&p, true);
-    /* first packet: nothing measured, the link unknown: the whole packet is tried */
+    /* first packet: sent raw, it measures the link (4 GB/s) */
+    g_assert_false(mfr_comp_policy_try(&p));
+    mfr_comp_policy_sent(&p, PKT, PKT / 4e9);
+    /* second: a probe; its sample halves at 400 MB/s (saves 200 MB/s of link time): far
+     * from paying, the packet goes raw */
     g_assert_true(mfr_comp_policy_try(&p));
-    g_assert_cmpuint(mfr_comp_policy_sample(&p, PKT), ==, PKT);
-    /* halved at 400 MB/s (saves 200 MB/s of link time), sent at 4 GB/s: far from paying */
-    mfr_comp_policy_sent(&p, PKT / 2, (PKT / 2) / 4e9);
-    mfr_comp_policy_tried(&p, PKT, PKT / 2, PKT / 400e6);
+    g_assert_cmpuint(mfr_comp_policy_sample(&p, PKT), ==, MFR_COMP_SAMPLE);
+    g_assert_false(mfr_comp_policy_sampled(&p, MFR_COMP_SAMPLE, MFR_COMP_SAMPLE / 2,
+                                           MFR_COMP_SAMPLE / 400e6));
     g_assert_false(mfr_comp_policy_pays(&p));
     g_assert_cmpuint(p.backoffs, ==, 1);
+    mfr_comp_policy_sent(&p, PKT, PKT / 4e9);
     /* the raw packets of the pause keep the link measured at 4 GB/s */
     unsigned skipped = 0;
     while (!mfr_comp_policy_try(&p)) {
@@ -321,12 +326,12 @@ static void test_policy_decisions(void)
     g_assert_cmpuint(mfr_comp_policy_sample(&p, PKT), ==, MFR_COMP_SAMPLE);
     g_assert_false(mfr_comp_policy_sampled(&p, MFR_COMP_SAMPLE, MFR_COMP_SAMPLE / 2,
                                            MFR_COMP_SAMPLE / 400e6));
-    g_assert_cmpuint(p.probes, ==, 1);
-    g_assert_cmpuint(p.probes_failed, ==, 1);
+    g_assert_cmpuint(p.probes, ==, 2);
+    g_assert_cmpuint(p.probes_failed, ==, 2);
     g_assert_cmpuint(p.backoffs, ==, 2);
     g_assert_cmpuint(skipped_run(&p), ==, MFR_COMP_BACKOFF_FAR * MFR_COMP_BACKOFF_MIN);
-    /* 1 GiB over 4 channels is 512 packets per channel: besides the first packet, two
-     * samples (64 KiB each) were compressed in its first 75; the next comes after 512 more */
+    /* 1 GiB over 4 channels is 512 packets per channel: two samples (64 KiB each) were
+     * compressed in its first 75 packets, none whole; the next comes after 512 more */
     g_assert_cmpuint(p.backoff, ==, MFR_COMP_BACKOFF_MAX / 2);
 
     /* the link slows to a 125 MB/s cap shared by 4 channels (31 MB/s each): the next probe's
@@ -336,8 +341,8 @@ static void test_policy_decisions(void)
     }
     g_assert_true(mfr_comp_policy_sampled(&p, MFR_COMP_SAMPLE, MFR_COMP_SAMPLE / 2,
                                           MFR_COMP_SAMPLE / 400e6));
-    g_assert_cmpuint(p.probes, ==, 2);
-    g_assert_cmpuint(p.probes_failed, ==, 1);
+    g_assert_cmpuint(p.probes, ==, 3);
+    g_assert_cmpuint(p.probes_failed, ==, 2);
     g_assert_false(p.probing);
     g_assert_cmpuint(p.backoff, ==, MFR_COMP_BACKOFF_MIN);
     mfr_comp_policy_tried(&p, PKT, PKT / 2, PKT / 400e6);
@@ -349,10 +354,20 @@ static void test_policy_decisions(void)
         mfr_comp_policy_tried(&p, PKT, PKT / 2, PKT / 400e6);
     }
     g_assert_cmpuint(p.backoffs, ==, 2);
+    /* a rate limiter's burst lets one packet in four leave at once: the link is still as
+     * slow as the others say (bytes over seconds, not an average of speeds) */
+    for (int i = 0; i < 100; i++) {
+        g_assert_true(mfr_comp_policy_try(&p));
+        mfr_comp_policy_sent(&p, PKT / 2, i % 4 == 0 ? 1e-6 : (PKT / 2) / 20e6);
+        mfr_comp_policy_tried(&p, PKT, PKT / 2, PKT / 400e6);
+    }
+    g_assert_cmpuint(p.backoffs, ==, 2);
+    g_assert_cmpfloat(p.link_bps, <, 40e6);
 
     /* a narrow miss (saves 200 MB/s, link 300 MB/s): the pause only doubles */
     MfrCompPolicy q;
     mfr_comp_policy_init(&q, true);
+    g_assert_false(mfr_comp_policy_try(&q));
     mfr_comp_policy_sent(&q, PKT, PKT / 300e6);
     mfr_comp_policy_tried(&q, PKT, PKT / 2, PKT / 400e6);
     g_assert_cmpuint(skipped_run(&q), ==, MFR_COMP_BACKOFF_MIN);
