@@ -189,8 +189,17 @@ static void test_guest_auto(gconstpointer data)
     const MfrCompressionChannelStats *z = &r.zs.total;
     g_assert_cmpuint(z->packets + z->packets_not_shrunk + z->packets_skipped, ==,
                      data_packets);
-    /* the first packet of each channel is always tried */
-    g_assert_cmpuint(z->packets + z->packets_not_shrunk, >=, 3);
+    /* the first data packet of each channel goes raw without trying: it measures the link
+     * the second one's probe is judged against */
+    unsigned busy = 0;
+    for (unsigned i = 0; i < r.zs.channels; i++) {
+        const MfrCompressionChannelStats *c = &r.zs.channel[i];
+        if (c->packets + c->packets_not_shrunk + c->packets_skipped > 0) {
+            g_assert_cmpuint(c->packets_skipped, >=, 1);
+            busy++;
+        }
+    }
+    g_assert_cmpuint(busy, >, 0);
     trun_clear(&r);
     tguest_free(g);
 }
