@@ -198,6 +198,21 @@ def table(results, size, channels, mix):
                    f"{f(med(runs, 'total_ms'), '{:.0f}')} | {f(gibs, '{:.3f}')} | "
                    f"{f(w and w / 1e6, '{:.0f}')} | {f(scg, '{:.2f}')} | {f(dcg, '{:.2f}')} | "
                    f"{huge} | {vs} |")
+    # auto and zstd against off, per cap (issue 11: uncapped auto >= 0.95x off's GiB/s; at a
+    # cap auto <= 0.6x off's total time)
+    for cap in sorted({c for _, _, c, _ in results}):
+        mine = {comp: runs for name, comp, c, runs in results
+                if name.startswith("mfrdma") and c == cap}
+        off = med(mine.get("none", []), "total_ms")
+        parts = []
+        for comp in ("zstd", "auto"):
+            t = med(mine.get(comp, []), "total_ms")
+            if off and t:
+                parts.append(f"{comp} {t / off:.2f}x the total time of off "
+                             f"({off / t:.2f}x its GiB/s)")
+        if parts:
+            out.append("")
+            out.append(f"mfrdma at cap {cap_label(cap)}: " + "; ".join(parts))
     mfr = [runs for name, comp, cap, runs in results
            if name.startswith("mfrdma") and not cap and comp == "none"]
     base = med(mfr[0], "base_gib_s") if mfr else None
