@@ -236,11 +236,11 @@ static double policy_avg(double avg, double sample, bool fresh)
     return fresh ? sample : avg + POLICY_WEIGHT * (sample - avg);
 }
 
-void mfr_comp_policy_init(MfrCompPolicy *p, bool adaptive)
+void mfr_comp_policy_init(MfrCompPolicy *p, bool adaptive, bool measure_first)
 {
     *p = (MfrCompPolicy){ .adaptive = adaptive, .fresh = true, .ratio = 1,
                           .backoff = MFR_COMP_BACKOFF_MIN };
-    if (adaptive) {
+    if (adaptive && measure_first) {
         /* the first packet goes raw and measures the link; the second is a probe (a
          * sample), judged against it: a link compression cannot help never sees a whole
          * packet compressed */

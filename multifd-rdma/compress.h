@@ -67,8 +67,9 @@ bool mfr_decompress_iov(MfrDecompressor *z, const void *in, size_t len,
  *
  * A probe (the first packet after a pause) compresses only a sample of the packet, its first
  * MFR_COMP_SAMPLE bytes, to measure r and C; only if the sample says it pays is the whole
- * packet compressed. So a failed probe costs a sample, not a packet. The first packet of a
- * channel goes raw (it measures the link) and the second is a probe. */
+ * packet compressed. So a failed probe costs a sample, not a packet. Over a stream
+ * transport the first packet of a channel goes raw (it measures the link) and the second is
+ * a probe. */
 #define MFR_COMP_BACKOFF_MIN 8u
 #define MFR_COMP_BACKOFF_MAX 1024u
 #define MFR_COMP_BACKOFF_FAR 8u
@@ -94,7 +95,11 @@ typedef struct {
     uint64_t probes_failed; /* of those, samples that said it does not pay: packet sent raw */
 } MfrCompPolicy;
 
-void mfr_comp_policy_init(MfrCompPolicy *p, bool adaptive);
+/* measure_first: the channel's first packet goes raw and its send measures the link, the
+ * second is a probe (a stream transport, whose send returns once the bytes are queued at
+ * link speed). Without it (RDMA: a post returns before the data left, so one post says
+ * nothing about the link) the first packet is compressed whole, assumed to pay. */
+void mfr_comp_policy_init(MfrCompPolicy *p, bool adaptive, bool measure_first);
 /* Per eligible packet: whether to try compressing it (false: a pause is running; counts it). */
 bool mfr_comp_policy_try(MfrCompPolicy *p);
 /* After a true try(): how many of the packet's raw bytes to compress first as a sample;

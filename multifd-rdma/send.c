@@ -351,7 +351,8 @@ MfrSendChannel *mfr_send_channel_new(unsigned index, XpChannel *xp, const MfrRam
     c->batch = g_new0(MfrBatch, 1);
     sem_init(&c->go, 0, 0);
     if (ram->compress) {
-        mfr_comp_policy_init(&c->policy, ram->comp_adaptive);
+        mfr_comp_policy_init(&c->policy, ram->comp_adaptive,
+                             !xp_channel_has_cap(xp, XP_CAP_PLACED_PAYLOAD));
         c->zc = mfr_compressor_new(ram->comp_level, error);
         if (!c->zc) {
             g_prefix_error(error, "source: channel %u: ", index);

@@ -224,7 +224,7 @@ static void test_bad_window(void)
 static void test_policy_fixed(void)
 {
     MfrCompPolicy p;
-    mfr_comp_policy_init(&p, false);
+    mfr_comp_policy_init(&p, false, true);
     for (int i = 0; i < 100; i++) {
         g_assert_true(mfr_comp_policy_try(&p));
         mfr_comp_policy_tried(&p, 1000, 1000, 1); /* incompressible, slow */
@@ -246,7 +246,7 @@ static unsigned skipped_run(MfrCompPolicy *p)
 static void test_policy_incompressible(void)
 {
     MfrCompPolicy p;
-    mfr_comp_policy_init(&p, true);
+    mfr_comp_policy_init(&p, true, true);
     g_assert_cmpuint(skipped_run(&p), ==, 1); /* the first packet measures the link */
     mfr_comp_policy_tried(&p, 1 << 19, 1 << 19, 1e-4); /* did not shrink */
     g_assert_cmpuint(p.backoffs, ==, 1);
@@ -274,7 +274,7 @@ static void test_policy_incompressible(void)
 static void test_policy_link(void)
 {
     MfrCompPolicy p;
-    mfr_comp_policy_init(&p, true);
+    mfr_comp_policy_init(&p, true, true);
     g_assert_false(mfr_comp_policy_try(&p)); /* the first packet measures the link */
     /* halves the data at 500 MB/s: saves 250 MB/s of link time */
     mfr_comp_policy_tried(&p, 500000, 250000, 1e-3);
@@ -301,7 +301,7 @@ static void test_policy_link(void)
 static void test_policy_decisions(void)
 {
     MfrCompPolicy p;
-    mfr_comp_policy_init(&p, true);
+    mfr_comp_policy_init(&p, true, true);
     /* first packet: sent raw, it measures the link (4 GB/s) */
     g_assert_false(mfr_comp_policy_try(&p));
     mfr_comp_policy_sent(&p, PKT, PKT / 4e9);
@@ -366,7 +366,7 @@ static void test_policy_decisions(void)
 
     /* a narrow miss (saves 200 MB/s, link 300 MB/s): the pause only doubles */
     MfrCompPolicy q;
-    mfr_comp_policy_init(&q, true);
+    mfr_comp_policy_init(&q, true, true);
     g_assert_false(mfr_comp_policy_try(&q));
     mfr_comp_policy_sent(&q, PKT, PKT / 300e6);
     mfr_comp_policy_tried(&q, PKT, PKT / 2, PKT / 400e6);
@@ -375,12 +375,21 @@ static void test_policy_decisions(void)
 
     /* zstd mode (not adaptive): never a sample, never a pause */
     MfrCompPolicy z;
-    mfr_comp_policy_init(&z, false);
+    mfr_comp_policy_init(&z, false, true);
     mfr_comp_policy_sent(&z, PKT, PKT / 4e9);
     mfr_comp_policy_tried(&z, PKT, PKT, PKT / 400e6);
     g_assert_true(mfr_comp_policy_try(&z));
     g_assert_cmpuint(mfr_comp_policy_sample(&z, PKT), ==, PKT);
     g_assert_cmpuint(z.backoffs + z.probes, ==, 0);
+
+    /* rdma (a post says nothing about the link): the first packet is compressed whole */
+    MfrCompPolicy r;
+    mfr_comp_policy_init(&r, true, false);
+    g_assert_true(mfr_comp_policy_try(&r));
+    g_assert_cmpuint(mfr_comp_policy_sample(&r, PKT), ==, PKT);
+    mfr_comp_policy_tried(&r, PKT, PKT / 30, PKT / 400e6);
+    g_assert_true(mfr_comp_policy_pays(&r));
+    g_assert_cmpuint(r.backoffs, ==, 0);
 }
 
 int main(int argc, char **argv)
