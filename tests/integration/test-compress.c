@@ -189,13 +189,16 @@ static void test_guest_auto(gconstpointer data)
     const MfrCompressionChannelStats *z = &r.zs.total;
     g_assert_cmpuint(z->packets + z->packets_not_shrunk + z->packets_skipped, ==,
                      data_packets);
-    /* the first data packet of each channel goes raw without trying: it measures the link
-     * the second one's probe is judged against */
+    /* tcp: the first data packet of each channel goes raw without trying: it measures the
+     * link the second one's probe is judged against. rdma (a post says nothing about the
+     * link): the first one is tried whole. */
+    bool rdma = g_str_equal(tc->transport, "rdma");
     unsigned busy = 0;
     for (unsigned i = 0; i < r.zs.channels; i++) {
         const MfrCompressionChannelStats *c = &r.zs.channel[i];
         if (c->packets + c->packets_not_shrunk + c->packets_skipped > 0) {
-            g_assert_cmpuint(c->packets_skipped, >=, 1);
+            g_assert_cmpuint(rdma ? c->packets + c->packets_not_shrunk : c->packets_skipped,
+                             >=, 1);
             busy++;
         }
     }
