@@ -293,7 +293,7 @@ def proc_cpu_s(pid, skip_vcpus=True):
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
                 comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
-            except FileNotFoundError:
+            except OSError:  # the thread exited (ENOENT, or ESRCH while reading)
                 continue
             if re.match(r"CPU \d+/", comm):
                 total -= t
@@ -314,7 +314,7 @@ def thread_cpu_s(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 head, rest = f.read().rsplit(")", 1)
-        except (FileNotFoundError, ProcessLookupError):
+        except OSError:  # the thread exited
             continue
         fields = rest.split()
         name = re.sub(r"\d+", "N", head.split("(", 1)[1])
