@@ -16,6 +16,7 @@ left at the stop, the final round barrier, COMPLETE and release (digests, when o
 round barriers QEMU waited for after each dirty sync."""
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,20 +29,47 @@ import migtest  # noqa: E402
 TRACE = ["-trace", "mfrdma_*"]
 
 
-def one_run(qemu, boot, wd, mode, host, mem, timeout):
+def delta(after, before):
+    return {k: round(v - before.get(k, 0.0), 2) for k, v in after.items()
+            if v - before.get(k, 0.0) >= 0.01}
+
+
+def one_run(qemu, boot, wd, mode, host, mem, timeout, profile=False, dst_prealloc=False):
     src = migtest.Vm(qemu, wd, "src", mem, boot, extra=TRACE)
     dst = None
     try:
         migtest.wait_until("guest printing B", lambda: src.serial_count() >= 2, 120)
-        dst = migtest.Vm(qemu, wd, "dst", mem, boot, incoming=True, extra=TRACE)
+        dst = migtest.Vm(qemu, wd, "dst", mem, boot, incoming=True, extra=TRACE,
+                         prealloc=dst_prealloc)
+        before = (migtest.thread_cpu_s(src.proc.pid), migtest.thread_cpu_s(dst.proc.pid),
+                  migtest.system_cpu_s())
         _, cpu0 = migtest.start_migration(src, dst, mode, host)
         info = migtest.finish_migration(src, dst, cpu0, timeout)
+        after = (migtest.thread_cpu_s(src.proc.pid), migtest.thread_cpu_s(dst.proc.pid),
+                 migtest.system_cpu_s())
         s = migtest.summary(info)
+        if profile:
+            # per thread (live ones: libmfrdma's channel threads may have exited already),
+            # and the machine's CPU by kind over the migration
+            s["src_threads"] = delta(after[0], before[0])
+            s["dst_threads"] = delta(after[1], before[1])
+            s["system"] = delta(after[2], before[2])
         if s["status"] == "completed":
             # the source completes when it has sent everything: the destination may still
             # be loading (multifd's receivers), and its RAM is final once it is paused
             migtest.wait_until("the destination paused", lambda: dst.status() == "paused", 30)
             s["ram_identical"] = migtest.ram_identical(src, dst)
+        if profile and mode.scheme == "rdma+multifd":
+            with contextlib.suppress(Exception):
+                migtest.wait_until("libmfrdma stats", lambda: os.path.exists(src.stats) and
+                                   os.path.exists(dst.stats), 20)
+                for side, vm in (("src_mfr", src), ("dst_mfr", dst)):
+                    st = vm.mfrdma_stats()
+                    s[side] = {k: st.get(k) for k in (
+                        "setup_ms", "registration_ms", "registration_cpu_s", "transfer_ms",
+                        "downtime_ms", "rounds", "packets", "cpu_s", "first_data_ms",
+                        "region_wait_ms")}
+                    s[side]["channel_cpu_s"] = [c["cpu_s"] for c in st.get("channel", [])]
         done = src.traces("mfrdma_save_complete")
         if done:
             s.update({k.replace("_us", "_ms"): v / 1000 for k, v in done[-1].items()})
@@ -57,12 +85,24 @@ def median(runs, key):
     return statistics.median(vals) if vals else None
 
 
+def busy_s(run):
+    """The machine's busy CPU seconds over the migration (--profile): every process, the
+    kernel and softirq, so rxe's work counts wherever it ran."""
+    sysc = run.get("system")
+    return None if sysc is None else round(sum(v for k, v in sysc.items()
+                                                if k not in ("idle", "iowait", "steal")), 2)
+
+
 def table(results, mem):
+    prof = any("system" in r for _, runs in results for r in runs)
     out = [f"| mode ({mem} MiB A-B guest) | runs ok | total ms | downtime ms | setup ms | "
-           "transferred MB | source CPU s | dest CPU s | RAM identical |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "transferred MB | source CPU s | dest CPU s |" +
+           (" machine busy CPU s |" if prof else "")
+           + " RAM identical |", "|---" * (10 if prof else 9) + "|"]
     for name, runs in results:
         ok = [r for r in runs if r["status"] == "completed"]
+        for r in ok:
+            r["busy_s"] = busy_s(r)
 
         def f(key, scale=1.0, fmt="{:.0f}"):
             v = median(ok, key)
@@ -70,6 +110,7 @@ def table(results, mem):
         out.append(f"| {name} | {len(ok)}/{len(runs)} | {f('total_ms')} | "
                    f"{f('downtime_ms')} | {f('setup_ms')} | {f('transferred', 1e6)} | "
                    f"{f('cpu_src_s', fmt='{:.2f}')} | {f('cpu_dst_s', fmt='{:.2f}')} | "
+                   + (f"{f('busy_s', fmt='{:.2f}')} | " if prof else "") +
                    f"{'yes' if ok and all(r.get('ram_identical') for r in ok) else 'no'} |")
     return "\n".join(out)
 
@@ -105,21 +146,35 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", help="write every run here")
+    ap.add_argument("--modes", help="comma-separated subset of: mfrdma, verify, legacy, "
+                    "multifd (default: host mfrdma,verify,multifd; vm mfrdma,legacy,multifd)")
+    ap.add_argument("--dst-prealloc", action="store_true",
+                    help="destination QEMUs populate their RAM at start (prealloc=on), every "
+                    "mode alike: first touch of guest RAM off the migration's clock")
+    ap.add_argument("--profile", action="store_true",
+                    help="also record per-thread CPU of both QEMUs, the machine's CPU by kind "
+                    "and libmfrdma's own stats for each run")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     qemu, qemu_src = migtest.qemu_binary(build, os.environ.get("CI") == "true")
     if args.where == "host":
         host = "127.0.0.1"
-        modes = [migtest.mode_mfrdma("tcp", args.channels, verify=False),
-                 migtest.mode_mfrdma("tcp", args.channels, verify=True),
-                 migtest.mode_multifd_tcp(args.channels)]
+        transport, default = "tcp", "mfrdma,verify,multifd"
     else:
         host = os.environ.get("MFR_TEST_RDMA_ADDR")
         if not host:
             sys.exit("--where vm runs inside the soft-RoCE VM (MFR_TEST_RDMA_ADDR unset)")
-        modes = [migtest.mode_mfrdma("rdma", args.channels, verify=False),
-                 migtest.mode_mfrdma("rdma", args.channels, verify=True),
-                 migtest.mode_legacy_rdma(), migtest.mode_multifd_tcp(args.channels)]
+        # digests cost every mode the same full read of RAM at the switchover; in the VM
+        # each run is long, so the verify row is asked for by name
+        transport, default = "rdma", "mfrdma,legacy,multifd"
+    known = {"mfrdma": lambda: migtest.mode_mfrdma(transport, args.channels, verify=False),
+             "verify": lambda: migtest.mode_mfrdma(transport, args.channels, verify=True),
+             "legacy": migtest.mode_legacy_rdma,
+             "multifd": lambda: migtest.mode_multifd_tcp(args.channels)}
+    names = (args.modes or default).split(",")
+    if any(n not in known for n in names) or (args.where == "host" and "legacy" in names):
+        sys.exit(f"--modes: choose from {', '.join(known)} (legacy in the VM only)")
+    modes = [known[n]() for n in names]
     results = [(m.name, []) for m in modes]
     with migtest.workdir("mfrdma-qemu-bench-") as wd:
         boot = os.path.join(wd, "boot.img")
@@ -127,7 +182,8 @@ def main():
         # interleaved, so drift of the shared machine hits every mode alike
         for rep in range(args.repeats):
             for m, (_, runs) in zip(modes, results):
-                r = one_run(qemu, boot, wd, m, host, args.mem, args.timeout)
+                r = one_run(qemu, boot, wd, m, host, args.mem, args.timeout, args.profile,
+                            args.dst_prealloc)
                 print(f"run {rep + 1} {m.name}: {r}", flush=True)
                 runs.append(r)
     print()

@@ -88,10 +88,11 @@ class Vm:
     disk image, or a list of QEMU arguments that make another guest (linuxguest.py)."""
 
     def __init__(self, qemu, workdir, name, mem_mb, boot, incoming=False, env=None,
-                 lib_dir=None, wrap=None, memlock=None, extra=None):
+                 lib_dir=None, wrap=None, memlock=None, extra=None, prealloc=False):
         """wrap: a command QEMU runs under (ip netns exec NS, setpriv ...); memlock: its
         RLIMIT_MEMLOCK in bytes. lib_dir: for a QEMU without the run path of
-        qemu/fetch-build.sh's (LD_LIBRARY_PATH)."""
+        qemu/fetch-build.sh's (LD_LIBRARY_PATH). prealloc: QEMU populates the RAM file at
+        start (memory-backend prealloc=on)."""
         self.name = name
         self.ram = os.path.join(workdir, name + ".ram")
         self.serial = os.path.join(workdir, name + ".serial")
@@ -105,7 +106,8 @@ class Vm:
         args = [qemu, "-name", f"{name},debug-threads=on", "-M", "pc", "-accel", "tcg",
                 "-m", f"{mem_mb}M",
                 "-object", f"memory-backend-file,id=mem0,size={mem_mb}M,mem-path={self.ram},"
-                "share=on", "-machine", "memory-backend=mem0",
+                "share=on" + (",prealloc=on" if prealloc else ""),
+                "-machine", "memory-backend=mem0",
                 "-L", "/usr/share/seabios", "-nodefaults", "-display", "none",
                 "-serial", f"file:{self.serial}",
                 "-qmp", f"unix:{qmp_path},server=on,wait=off"]
@@ -291,11 +293,44 @@ def proc_cpu_s(pid, skip_vcpus=True):
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
                 comm, t = ticks(f"/proc/{pid}/task/{tid}/stat")
-            except FileNotFoundError:
+            except OSError:  # the thread exited (ENOENT, or ESRCH while reading)
                 continue
             if re.match(r"CPU \d+/", comm):
                 total -= t
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s(pid):
+    """CPU seconds (user + system) of each thread of process pid, summed by thread name with
+    the digits dropped ("mfr-send-3" -> "mfr-send-N", "CPU 0/TCG" -> "CPU N/TCG"): where a
+    process spends its CPU, for bench/qemu-bench.py --profile. Threads that exited are not
+    listed (their time is in the process total only)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:  # the thread exited
+            continue
+        fields = rest.split()
+        name = re.sub(r"\d+", "N", head.split("(", 1)[1])
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / \
+            os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def system_cpu_s():
+    """The whole machine's CPU seconds by kind (/proc/stat's first line): user, nice, system,
+    idle, iowait, irq, softirq, steal. Inside the soft-RoCE VM, rxe's work runs in softirq
+    and kernel threads that no QEMU thread is charged for."""
+    with open("/proc/stat") as f:
+        vals = f.readline().split()[1:9]
+    names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
+    return {n: int(v) / os.sysconf("SC_CLK_TCK") for n, v in zip(names, vals)}
 
 
 def finish_migration(src, dst, cpu0, timeout, raise_after_syncs=3):

@@ -10,11 +10,15 @@ QEMU's A-B test guest. One case per run (the meson test name):
                  to a fresh destination then succeeds
   bad-token      the destination expects another token: failed, "token" in the error
   bad-postcopy   postcopy-ram on: migrate and migrate-incoming refused with the reason
-  bad-link-down  the destination in a network namespace, its veth taken down mid-migration
-                 (tcp transport): failed, naming the cause, guest running
+  bad-link-down  the link taken down mid-migration, the source fails naming the cause and
+                 its guest keeps running: tcp transport, the destination in a network
+                 namespace whose veth goes down; rdma, in the soft-RoCE VM: eth0 under rxe0
+                 goes down, then eth0 and rxe0 are restored
   bad-memlock    (rdma) the destination with RLIMIT_MEMLOCK 1 MiB and no CAP_IPC_LOCK:
                  failed with the cause ('ulimit -l'), the source's guest running; then the
-                 same source migrates to a sound destination with every check of migrate
+                 same source migrates to a sound destination with every check of migrate;
+                 then a source under that limit: failed with its own limit and the
+                 'ulimit -l' it needs, its guest running
   linux-guest    Debian's kernel + a busybox initramfs with virtio-net (qemu/linuxguest.py):
                  RAM identical, and after cont the destination's guest goes on counting
                  where it stopped, its 16 MiB pattern intact and its NIC answering (from the
@@ -26,6 +30,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../qemu"))
 import linuxguest  # noqa: E402
@@ -200,6 +205,8 @@ class Case:
         migtest.kill_quietly(src)
 
     def case_bad_link_down(self, wd):
+        if self.args.transport == "rdma":
+            return self.link_down_rxe(wd)
         try:
             ns = migtest.NetNs().__enter__()
         except (PermissionError, RuntimeError) as e:
@@ -215,6 +222,39 @@ class Case:
         finally:
             ns.__exit__()
 
+    def link_down_rxe(self, wd):
+        """Soft-RoCE VM: eth0, under rxe0 and the main stream, goes down mid-migration. The
+        source must fail with libmfrdma's cause, its guest running; then eth0 and a fresh rxe0
+        come back (MFR_VM_LINK_UP), which needs every QEMU gone first: rxe0 cannot be deleted
+        while a process holds it open."""
+        link_up = os.environ.get("MFR_VM_LINK_UP")
+        if os.environ.get("MFR_VM") != "1" or not link_up:
+            print("SKIP: only inside the soft-RoCE VM (tests/softroce/vm-run.sh): takes eth0 "
+                  "down")
+            sys.exit(77)
+        t_down = []
+
+        def down(src, dst):
+            t_down.append(time.monotonic())
+            subprocess.run(["ip", "link", "set", "eth0", "down"], check=True, timeout=30)
+        try:
+            src = self.interrupted(wd, down, "failed", "rdma+multifd: ")
+            took = time.monotonic() - t_down[0]
+            err = src.qmp.cmd("query-migrate").get("error-desc", "")
+            print(f"source failed, {took:.1f} s after link down: {err}")
+            # libmfrdma's message names the channel or control connection and its peer
+            check(self.host in err, f"error-desc '{err}' does not name the peer {self.host}")
+            migtest.kill_quietly(src)
+        finally:
+            migtest.kill_quietly(*self.vms)
+            r = subprocess.run([link_up], capture_output=True, text=True, timeout=120)
+            if r.returncode:
+                stuck = subprocess.run(["ps", "-eo", "pid,stat,wchan:32,comm"],
+                                       capture_output=True, text=True).stdout
+                stuck = "\n".join(ln for ln in stuck.splitlines() if " D" in ln)
+                raise Fail(f"eth0 and rxe0 not restored after the test: {r.stdout}"
+                           f"{r.stderr}; processes in D state: {stuck or 'none'}")
+
     def case_bad_memlock(self, wd):
         # root has CAP_IPC_LOCK, for which the kernel ignores RLIMIT_MEMLOCK: drop it
         nocap = ["setpriv", "--bounding-set", "-ipc_lock", "--"]
@@ -226,6 +266,18 @@ class Case:
             self.migrate_ok(wd, src, "dst2", 2)
         finally:
             migtest.kill_quietly(src)
+        # the source side: a source QEMU whose own limit is too low fails the migration at
+        # set-up with the limit it needs, and its guest keeps running
+        low = self.vm(wd, "src-low", wrap=nocap, memlock=1 << 20)
+        try:
+            wait_until("src-low's guest printing B", lambda: low.serial_count() >= 2, 120)
+            self.interrupted(wd, None, "failed", "ulimit -l", src=low, dst_name="dst3")
+            err = low.qmp.cmd("query-migrate").get("error-desc", "")
+            print(f"source under a 1 MiB limit: {err}")
+            check("RLIMIT_MEMLOCK is 1.0 MiB" in err,
+                  f"error-desc '{err}' does not give the source's own limit")
+        finally:
+            migtest.kill_quietly(low)
 
     def case_bad_postcopy(self, wd):
         src = self.running_source(wd)
