@@ -1180,6 +1180,37 @@ static void test_bad_unexpected_caps(gconstpointer data)
     }
 }
 
+/* A source that vanishes after BLOCKS_REPLY, while the destination waits for its channels:
+ * the lost control connection (an echo: the source might still explain) ends the session at
+ * once. It used to end only at the channel accept's next tick, up to 500 ms later, because
+ * an echo did not wake the listener. */
+static void test_bad_vanish_before_channels(gconstpointer data)
+{
+    const TCase *tc = data;
+    unsigned threads0 = tthread_count();
+    Guarded gb;
+    guarded_new(&gb, 64 * 4096);
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start_with(tc->listen_uri, token, &gb.block, 1);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), gb.block.length);
+    /* well into the accept's tick, so that a tick-driven end would come 400 ms after close */
+    g_usleep(100 * 1000);
+    double t_close = g_get_monotonic_time() / 1e6;
+    hostile_free(&h);
+    tdest_join(t);
+    double elapsed = t->t_end - t_close;
+    g_test_message("destination ended %.3f s after the close: %s", elapsed, t->error->message);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_TRANSPORT);
+    g_assert_nonnull(strstr(t->error->message, "control connection"));
+    g_assert_cmpfloat(elapsed, <, 0.3);
+    tdest_free(t);
+    guarded_assert_untouched(&gb);
+    munmap(gb.map, gb.map_len);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child-dest") == 0) {
@@ -1236,6 +1267,7 @@ int main(int argc, char **argv)
             /* 16 GiB cannot be registered in the VM; the slices are the engine's anyway */
             ADD("bad_complete_vanish", test_bad_complete_vanish, tc);
             ADD("bad_complete_cancel", test_bad_complete_cancel, tc);
+            ADD("bad_vanish_before_channels", test_bad_vanish_before_channels, tc);
         }
         ADD("bad_channel_first", test_bad_channel_first, tc);
         for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
