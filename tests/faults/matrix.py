@@ -419,8 +419,12 @@ class Run:
         if self.side == "source" and self.point == "setup" and ends[0] is None:
             return self.went_on_listening()
         if None in ends:
-            return "unclean", 99, "%s still running" % ", ".join(
-                p_name(self, p) for p, e in zip(surv, ends) if e is None)
+            # where it is (a process stuck in the kernel shows its wait channel) and what it
+            # printed last (its stderr is read at its exit only)
+            return "unclean", 99, "; ".join(
+                "%s still running: %s, last output: %s" % (
+                    p_name(self, p), proc_state(p.p.pid), (p.out() or "-").splitlines()[-1])
+                for p, e in zip(surv, ends) if e is None)
         took = max(ends) - t_fault
         victim = None if self.fault not in SIGNALS else (
             self.src if self.side == "source" else self.dest)
