@@ -251,8 +251,9 @@ bool mfr_control_set_handler(MfrControl *c, MfrCtrlType type, MfrCtrlHandler han
 void mfr_control_track_state(MfrControl *c, const MfrState *state);
 /* Stop the reader and close the channel; errors after mfr_control_done() are not failures. */
 void mfr_control_free(MfrControl *c);
-/* At the end of a failed session, before mfr_control_done()/free(): when its error is only
- * an echo, joins the reader, which reads on until the peer's own account (ERROR/CANCEL)
+/* In a failed session, before its error is handed out (at its end, before
+ * mfr_control_done()/free(); a failed control-path call of a stepwise source): when that
+ * error is only an echo, joins the reader, which reads on until the peer's own account (ERROR/CANCEL)
  * replaces it, the connection ends, or MFR_CONTROL_ECHO_WAIT_MS (0.5 s, at most timeout_ms)
  * passed since the failure. */
 void mfr_control_settle(MfrControl *c);

@@ -868,13 +868,24 @@ static bool source_barrier(MfrSource *s, GError **error)
     return true;
 }
 
+/* The failed session's error for the caller of a control-path call. When it is an echo (our
+ * view of the peer's failure: a channel or the control connection the peer closed), the
+ * peer's own account may be on its way: the control reader reads on for it, within its
+ * grace (MFR_CONTROL_ECHO_WAIT_MS), and it replaces the echo. Waiting for that here, as
+ * source_finish() does, tells the caller the root cause rather than the symptom. */
+static void source_propagate(MfrSource *s, GError **error)
+{
+    mfr_control_settle(s->ctl);
+    mfr_fail_propagate(&s->fail, error);
+}
+
 /* Makes err the session's error unless it has one; copies the first error out. */
 static bool source_failed(MfrSource *s, GError *err, GError **error)
 {
     if (err) {
         mfr_fail_set_result(&s->fail, err);
     }
-    mfr_fail_propagate(&s->fail, error);
+    source_propagate(s, error);
     return false;
 }
 
@@ -887,7 +898,7 @@ static bool source_check_live(MfrSource *s, const char *call, GError **error)
         return false;
     }
     if (mfr_failed(&s->fail)) {
-        mfr_fail_propagate(&s->fail, error);
+        source_propagate(s, error);
         return false;
     }
     return true;

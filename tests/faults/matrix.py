@@ -30,8 +30,10 @@ must then answer SIGINT. One table (fault x side x point x channels: runs, clean
 which completed, went on listening, missed, worst time to error); exit 1 on an unclean end.
 Usage: tests/faults/matrix.py [--tool build/tools/mfrdma]
        [--seams-tool build/tests/faults/mfrdma-seams] [--runs N] [--faults a,b]
-       [--sample K] [--seed S] [--transport tcp|rdma --address ADDR] [--json OUT]
-       tests/faults/matrix.py --table A.json [B.json...]   (one table of several runs)
+       [--sample K] [--points p,q] [--channels 1,8] [--seed S]
+       [--transport tcp|rdma --address ADDR] [--json OUT]
+       tests/faults/matrix.py --table A.json [B.json...]   (one table of several runs; rows
+       of the same cell are added up)
 """
 import argparse
 import itertools
@@ -417,8 +419,12 @@ class Run:
         if self.side == "source" and self.point == "setup" and ends[0] is None:
             return self.went_on_listening()
         if None in ends:
-            return "unclean", 99, "%s still running" % ", ".join(
-                p_name(self, p) for p, e in zip(surv, ends) if e is None)
+            # where it is (a process stuck in the kernel shows its wait channel) and what it
+            # printed last (its stderr is read at its exit only)
+            return "unclean", 99, "; ".join(
+                "%s still running: %s, last output: %s" % (
+                    p_name(self, p), proc_state(p.p.pid), (p.out() or "-").splitlines()[-1])
+                for p, e in zip(surv, ends) if e is None)
         took = max(ends) - t_fault
         victim = None if self.fault not in SIGNALS else (
             self.src if self.side == "source" else self.dest)
@@ -528,8 +534,29 @@ def cells_of(a, rnd, link):
         if f == "qperr" and not a.seams_tool:
             print("matrix: qperr cells skipped: no --seams-tool")
             continue
-        cells += itertools.product([f], sides, points, [1, 8])
+        if a.points:
+            points = [q for q in points if q in a.points.split(",")]
+        channels = [int(c) for c in a.channels.split(",")] if a.channels else [1, 8]
+        cells += itertools.product([f], sides, points, channels)
     return rnd.sample(cells, min(a.sample, len(cells))) if a.sample else cells
+
+
+def merge_rows(rows):
+    """Rows of the same cell (from several invocations: rdma's link cells run one per VM
+    boot) become one: counts added, the worst time and MRs the largest."""
+    out = {}
+    for r in rows:
+        k = (r["fault"], r["side"], r["point"], r["transport"], r["channels"])
+        if k not in out:
+            out[k] = dict(r)
+            continue
+        m = out[k]
+        for c in ("runs", "clean", "completed", "listening", "missed", "unclean"):
+            m[c] += r[c]
+        m["worst"] = max(m["worst"], r["worst"])
+        if r.get("mrs") is not None:
+            m["mrs"] = max(m.get("mrs") or 0, r["mrs"])
+    return list(out.values())
 
 
 def main():
@@ -539,6 +566,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per cell")
     ap.add_argument("--faults", default="", help="comma-separated (default: all)")
     ap.add_argument("--sample", type=int, default=0, help="only K random cells (CI)")
+    ap.add_argument("--points", default="", help="only these points, comma-separated")
+    ap.add_argument("--channels", default="", help="only these channel counts (default 1,8)")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--size", default="128M")
     ap.add_argument("--timeout", type=int, help="ms, both tools (default: tcp 1000, rdma 3000)")
@@ -557,7 +586,7 @@ def main():
         for path in a.table:
             with open(path) as f:
                 rows += json.load(f)
-        print_table(rows)
+        print_table(merge_rows(rows))
         return 0
     a.timeout = a.timeout or TIMEOUT_MS[a.transport]
     if not a.address:

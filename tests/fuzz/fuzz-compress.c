@@ -24,6 +24,7 @@
 
 static uint8_t *area;
 static uint8_t *reference;
+static uint8_t fill_page[PS];
 static MfrDecompressor *dz;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -34,6 +35,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     area = m + PS;
     assert(mprotect(area, AREA * PS, PROT_READ | PROT_WRITE) == 0);
     reference = malloc(AREA * PS + 1);
+    memset(fill_page, FILL, sizeof(fill_page));
     dz = mfr_decompressor_new(NULL);
     assert(reference && dz);
     return 0;
@@ -75,12 +77,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             assert(memcmp(area + (k * stride + shift) * PS, reference + k * PS, PS) == 0);
         }
     }
-    /* whatever happened, pages not announced keep their fill */
+    /* whatever happened, pages not announced keep their fill (memcmp, not a byte loop: the
+     * loop's coverage callbacks were 80% of the harness's time) */
     for (unsigned pg = 0; pg < AREA; pg++) {
         bool announced = pg >= shift && (pg - shift) % stride == 0 && (pg - shift) / stride < pages;
-        for (unsigned i = 0; !announced && i < PS; i++) {
-            assert(area[pg * PS + i] == FILL);
-        }
+        assert(announced || memcmp(area + pg * PS, fill_page, PS) == 0);
     }
     return 0;
 }

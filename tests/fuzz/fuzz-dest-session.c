@@ -8,12 +8,15 @@
  *                                      so the records drive negotiation as well
  *   record  = [u8 target][u16 len][len bytes]   target % 3: control, channel 0, channel 1;
  *                                      bit 7: bytes go raw (payload), else as one frame;
- *                                      bit 6: first wait (20 ms at most, 4 times per
- *                                      input) for the next control message, as a source
- *                                      awaits SYNC_ACK
+ *                                      bit 6: first wait, as a source awaits SYNC_ACK,
+ *                                      for the next control message or until the
+ *                                      destination is idle (20 ms at most, 4 times per
+ *                                      input)
  * Then every connection is closed. The destination must end (success or a named error) within
- * its timeout, and any write outside the blocks hits a fence. MFR_FUZZ_DEST_SEED=FILE writes
- * a valid migration in this format (the seed of tests/fuzz/corpus/dest-session) and exits.
+ * its timeout, and any write outside the blocks hits a fence. The session runs on the
+ * library's own thread (mfr_dest_start(); its eventfd tells the end). MFR_FUZZ_DEST_SEED=FILE
+ * writes a valid migration in this format, and FILE.negotiate a negotiation driven by the
+ * records (the seeds of tests/fuzz/corpus/dest-session), and exits.
  */
 #include "fuzz.h"
 #include "mfrdma.h"
@@ -22,11 +25,14 @@
 #include "xp.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PS 4096u
@@ -113,7 +119,19 @@ static void script_packet(Script *s, unsigned chan, uint64_t round, uint32_t blo
     }
 }
 
-/* One round: data on both channels, a SYNC on each, then COMPLETE without digests. */
+static void seed_save(const char *path, GByteArray *out)
+{
+    GError *err = NULL;
+    if (!g_file_set_contents(path, (const char *)out->data, out->len, &err)) {
+        g_printerr("%s\n", err->message);
+        exit(1);
+    }
+    g_byte_array_free(out, TRUE);
+}
+
+/* One round: data on both channels, a SYNC on each, then COMPLETE without digests. And at
+ * PATH.negotiate the negotiation driven by the records (mode 1: CAPS and BLOCKS, each
+ * awaiting its answer), after which the destination waits for channels that never come. */
 static void write_seed(const char *path)
 {
     Script s = { .out = g_byte_array_new(), .ctl_seq = 2 };
@@ -124,17 +142,22 @@ static void write_seed(const char *path)
     script_packet(&s, 1, 1, 1, offs1, 1, 1);
     script_packet(&s, 0, 1, 0, NULL, 0, 0);
     script_packet(&s, 1, 1, 0, NULL, 0, 0);
-    uint8_t body[16], msg[64];
+    uint8_t body[16], msg[512];
     size_t n = mfr_wire_pack_complete(1, NULL, 0, body, sizeof(body));
     /* after the round's SYNC_ACK, as a source does; then await the COMPLETE_REPLY */
     script_record(&s, 0x40, msg, peer_ctrl_msg(++s.ctl_seq, MFR_CTRL_COMPLETE, body, n, msg));
     script_record(&s, 0x40 | 0x80, NULL, 0);
-    GError *err = NULL;
-    if (!g_file_set_contents(path, (const char *)s.out->data, s.out->len, &err)) {
-        g_printerr("%s\n", err->message);
-        exit(1);
-    }
-    g_byte_array_free(s.out, TRUE);
+    seed_save(path, s.out);
+
+    Script neg = { .out = g_byte_array_new() };
+    mode = 1;
+    g_byte_array_append(neg.out, &mode, 1);
+    script_record(&neg, 0x40, msg, caps_msg(1, msg));
+    script_record(&neg, 0x40, msg, blocks_msg(2, msg));
+    script_record(&neg, 0x40 | 0x80, NULL, 0);
+    char *neg_path = g_strconcat(path, ".negotiate", NULL);
+    seed_save(neg_path, neg.out);
+    g_free(neg_path);
     exit(0);
 }
 
@@ -184,17 +207,67 @@ static bool peer_setup(uint16_t port, bool full, int fds[1 + NCHAN])
     return true;
 }
 
-/* Waits for one control message from the destination, briefly: most fuzzed sessions send
- * none, and a long wait would only slow the campaign. */
-static void peer_await(int fd, unsigned *budget)
+/* Whether the destination has nothing left to do until one of its timers fires: none of its
+ * threads (every thread of this process but ours) is running. On loopback a send() delivers
+ * into the receiving socket before it returns (the softirq runs as the sender leaves it),
+ * data delivered to a socket makes its reader runnable at once, and so does a futex wake
+ * before the waker goes on: a destination seen like this sends nothing more before a tick
+ * or a timeout (keepalive, silence), which an await does not wait for anyway. (Our sockets'
+ * unacknowledged bytes cannot tell: delayed ACKs keep delivered bytes unacknowledged.) */
+static bool dest_quiescent(void)
 {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
+    DIR *dir = opendir("/proc/self/task");
+    if (!dir) {
+        return false;
+    }
+    pid_t self = (pid_t)syscall(SYS_gettid);
+    bool idle = true;
+    struct dirent *e;
+    while (idle && (e = readdir(dir))) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (tid <= 0 || tid == self) {
+            continue;
+        }
+        char path[64], buf[256];
+        snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            continue; /* the thread is gone */
+        }
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        /* "tid (comm) S ...": the state follows the last ')' */
+        buf[n > 0 ? n : 0] = 0;
+        const char *st = strrchr(buf, ')');
+        idle = !st || st[1] != ' ' || st[2] == 'S';
+    }
+    closedir(dir);
+    return idle;
+}
+
+/* Waits for one control message from the destination, as a source awaits SYNC_ACK: until it
+ * arrives, or the destination is quiescent (it will not send one), or 20 ms pass (the bound
+ * when the machine is too busy to tell). */
+static void peer_await(const int fds[1 + NCHAN], unsigned *budget)
+{
+    struct pollfd p = { .fd = fds[0], .events = POLLIN };
     if (*budget == 0) {
         return;
     }
     --*budget;
-    if (poll(&p, 1, 20) == 1) {
-        peer_read_frame(fd);
+    gint64 end = g_get_monotonic_time() + 20 * 1000;
+    for (int ms = 0; g_get_monotonic_time() < end; ms = 1) {
+        if (poll(&p, 1, ms) == 1) {
+            peer_read_frame(fds[0]);
+            return;
+        }
+        if (dest_quiescent()) {
+            /* a message sent just before the threads settled is in our socket now */
+            if (poll(&p, 1, 0) == 1) {
+                peer_read_frame(fds[0]);
+            }
+            return;
+        }
     }
 }
 
@@ -204,7 +277,7 @@ static void peer_play(const uint8_t *data, size_t size, const int fds[1 + NCHAN]
     while (size >= 3) {
         uint8_t target = data[0];
         if (target & 0x40) {
-            peer_await(fds[0], &awaits);
+            peer_await(fds, &awaits);
         }
         size_t len = MIN((size_t)(data[1] | data[2] << 8), size - 3);
         int fd = fds[(target & 0x3f) % (1 + NCHAN)];
@@ -222,32 +295,19 @@ static void peer_play(const uint8_t *data, size_t size, const int fds[1 + NCHAN]
 
 /* ---------- one session ---------- */
 
-typedef struct {
-    MfrDest *d;
-    GMutex lock;
-    GCond cond;
-    bool done;
-} Run;
-
-static gpointer dest_thread(gpointer opaque)
+/* The destination's end, as mfr_dest_wait() gives it: a named error, never the catch-all. */
+static void dest_check_end(MfrDest *d)
 {
-    Run *r = opaque;
     GError *err = NULL;
-    bool ok = mfr_dest_run(r->d, &err);
+    bool ok = mfr_dest_wait(d, &err);
     assert(ok == (err == NULL));
     if (g_getenv("MFR_FUZZ_VERBOSE")) {
         g_printerr("fuzz-dest-session: %s\n", ok ? "migration complete" : err->message);
     }
     if (err) {
-        /* a named error, never the catch-all */
         assert(err->domain == MFR_ERROR && err->code != MFR_ERROR_FAILED);
         g_error_free(err);
     }
-    g_mutex_lock(&r->lock);
-    r->done = true;
-    g_cond_signal(&r->cond);
-    g_mutex_unlock(&r->lock);
-    return NULL;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -281,10 +341,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     uint16_t port = (uint16_t)atoi(strrchr(mfr_dest_uri(d), ':') + 1);
     gint64 t0 = g_get_monotonic_time();
-    Run r = { .d = d };
-    g_mutex_init(&r.lock);
-    g_cond_init(&r.cond);
-    GThread *t = g_thread_new("fuzz-dest", dest_thread, &r);
+    /* the library's own session thread serves; its eventfd says when the session is over */
+    bool started = mfr_dest_start(d, NULL);
+    assert(started);
 
     int fds[1 + NCHAN] = { -1, -1, -1 };
     if (peer_setup(port, !(data[0] & 1), fds)) {
@@ -295,20 +354,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             close(fds[i]);
         }
     }
-    /* The closed connections end the session; one still waiting for a channel connection
-     * would only notice at its next accept tick, so it is cancelled after a grace time. */
-    g_mutex_lock(&r.lock);
+    /* The closed connections end the session at once; a destination that still has not
+     * noticed within the grace time is cancelled, and must then end within its bound. */
+    struct pollfd ev = { .fd = mfr_dest_event_fd(d), .events = POLLIN };
     gint64 grace = g_get_monotonic_time() + 300 * 1000;
-    while (!r.done && g_cond_wait_until(&r.cond, &r.lock, grace)) {
+    int r;
+    while ((r = poll(&ev, 1, (int)MAX(0, (grace - g_get_monotonic_time()) / 1000))) < 0 &&
+           errno == EINTR) {
     }
-    bool done = r.done;
-    g_mutex_unlock(&r.lock);
-    if (!done) {
+    if (r != 1) {
         mfr_dest_cancel(d);
     }
-    g_thread_join(t);
-    g_mutex_clear(&r.lock);
-    g_cond_clear(&r.cond);
+    dest_check_end(d);
     /* the bound every caller relies on: the timeout, plus a second of slack */
     assert(g_get_monotonic_time() - t0 < (TIMEOUT_MS + 1000) * 1000LL);
     mfr_dest_free(d);

@@ -1207,6 +1207,180 @@ static void test_bad_unexpected_caps(gconstpointer data)
     }
 }
 
+/* A source that vanishes after BLOCKS_REPLY, while the destination waits for its channels:
+ * the lost control connection (an echo: the source might still explain) ends the session at
+ * once. It used to end only at the channel accept's next tick, up to 500 ms later, because
+ * an echo did not wake the listener. */
+static void test_bad_vanish_before_channels(gconstpointer data)
+{
+    const TCase *tc = data;
+    unsigned threads0 = tthread_count();
+    Guarded gb;
+    guarded_new(&gb, 64 * 4096);
+    uint8_t token[16];
+    ttoken(token, 5);
+    TDest *t = tdest_start_with(tc->listen_uri, token, &gb.block, 1);
+    Hostile h = { 0 };
+    hostile_setup(&h, mfr_dest_uri(t->dst), gb.block.length);
+    /* well into the accept's tick, so that a tick-driven end would come 400 ms after close */
+    g_usleep(100 * 1000);
+    double t_close = g_get_monotonic_time() / 1e6;
+    hostile_free(&h);
+    tdest_join(t);
+    double elapsed = t->t_end - t_close;
+    g_test_message("destination ended %.3f s after the close: %s", elapsed, t->error->message);
+    g_assert_error(t->error, MFR_ERROR, MFR_ERROR_TRANSPORT);
+    g_assert_nonnull(strstr(t->error->message, "control connection"));
+    g_assert_cmpfloat(elapsed, <, 0.3);
+    tdest_free(t);
+    guarded_assert_untouched(&gb);
+    munmap(gb.map, gb.map_len);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
+}
+
+/* ---------- hostile destination ---------- */
+
+/* A destination played by hand: it negotiates, takes one channel, reads the first message on
+ * it and then closes that channel (the source's sends fail: "connection closed by peer", the
+ * source's own view of the peer's failure, an echo) and only 200 ms later sends its ERROR
+ * with the real cause, as a destination whose ERROR was slow to get out does. */
+typedef struct {
+    const XpOps *ops;
+    XpDomain *dom;
+    XpListener *l;
+    char *uri;
+    GThread *thread;
+    bool done;              /* the script ran to its end */
+} HostileDest;
+
+#define HOSTILE_DEST_CAUSE "hostile destination: the root cause"
+
+static XpChannel *hdest_accept(HostileDest *hd)
+{
+    uint8_t hello[XP_HELLO_MAX];
+    size_t len = sizeof(hello);
+    GError *err = NULL;
+    XpChannel *ch = hd->ops->accept(hd->l, 10000, hello, &len, &err);
+    g_assert_no_error(err);
+    g_assert_true(hd->ops->answer(ch, 0, NULL, &err));
+    return ch;
+}
+
+static MfrCtrlMsg *hdest_recv(XpChannel *ctl, MfrCtrlType want)
+{
+    uint8_t buf[XP_MSG_MAX];
+    for (;;) {
+        size_t len = 0;
+        g_assert_cmpint(xp_recv_msg(ctl, buf, sizeof(buf), &len, 10000), ==, 0);
+        MfrCtrlHdr h;
+        g_assert_true(mfr_wire_unpack_ctrl_hdr(buf, len, &h, NULL));
+        if (h.type == MFR_CTRL_KEEPALIVE) {
+            continue;
+        }
+        g_assert_cmpuint(h.type, ==, want);
+        MfrCtrlMsg *m = g_malloc(sizeof(*m) + h.length);
+        m->hdr = h;
+        m->len = h.length;
+        memcpy(m->body, buf + MFR_CTRL_HDR_SIZE, h.length);
+        return m;
+    }
+}
+
+static void hdest_send(XpChannel *ctl, uint32_t *seq, MfrCtrlType type, const void *body,
+                       size_t len)
+{
+    uint8_t buf[XP_MSG_MAX];
+    MfrCtrlHdr h = { .magic = MFR_CTRL_MAGIC, .version = MFR_WIRE_VERSION, .type = type,
+                     .length = (uint32_t)len, .seq = ++*seq };
+    mfr_wire_pack_ctrl_hdr(&h, buf);
+    memcpy(buf + MFR_CTRL_HDR_SIZE, body, len);
+    g_assert_cmpint(xp_send_msg(ctl, buf, MFR_CTRL_HDR_SIZE + len, NULL, 0), ==, 0);
+}
+
+static gpointer hdest_thread(gpointer opaque)
+{
+    HostileDest *hd = opaque;
+    uint32_t seq = 0;
+    XpChannel *ctl = hdest_accept(hd);
+    g_autofree MfrCtrlMsg *caps = hdest_recv(ctl, MFR_CTRL_CAPS);
+    MfrCaps offer, c;
+    g_assert_true(mfr_wire_unpack_caps(caps->body, caps->len, &offer, NULL));
+    c = (MfrCaps){ .page_size = offer.page_size, .zero_modes = MFR_ZERO_DETECT,
+                   .compression = MFR_COMP_NONE, .channels = 1, .max_channels = 1,
+                   .max_pages_per_packet = offer.max_pages_per_packet };
+    uint8_t body[XP_MSG_MAX];
+    mfr_wire_pack_caps(&c, body);
+    hdest_send(ctl, &seq, MFR_CTRL_CAPS, body, MFR_CAPS_SIZE);
+    g_autofree MfrCtrlMsg *blocks = hdest_recv(ctl, MFR_CTRL_BLOCKS);
+    MfrBlocksReply reply = { .count = 1 };
+    size_t n = mfr_wire_pack_blocks_reply(&reply, body, sizeof(body) - MFR_CTRL_HDR_SIZE);
+    hdest_send(ctl, &seq, MFR_CTRL_BLOCKS_REPLY, body, n);
+    XpChannel *ch = hdest_accept(hd);
+    size_t len = 0;
+    g_assert_cmpint(xp_recv_msg(ch, body, sizeof(body), &len, 10000), ==, 0);
+    /* unread data behind the packet header: the close resets the connection */
+    xp_channel_close(ch);
+    g_usleep(200 * 1000);
+    MfrCtrlError e = { .code = MFR_ERROR_PROTOCOL };
+    g_strlcpy(e.text, HOSTILE_DEST_CAUSE, sizeof(e.text));
+    mfr_wire_pack_error(&e, body);
+    hdest_send(ctl, &seq, MFR_CTRL_ERROR, body, MFR_CTRL_ERROR_SIZE);
+    /* then wait for the source to go */
+    while (xp_recv_msg(ctl, body, sizeof(body), &len, 10000) == 0) {
+    }
+    xp_channel_close(ctl);
+    hd->done = true;
+    return NULL;
+}
+
+/* The source's caller hears the destination's stated cause, not the source's own view of the
+ * connection the destination closed first: a stepwise barrier that fails on such an echo
+ * waits (within the control reader's grace for the peer's account) for the ERROR that
+ * replaces it. It used to return "channel 0 ...: connection closed by peer" at once (seen
+ * under ThreadSanitizer's timing in compress/tcp/bad_frame_injected). */
+static void test_bad_dest_error_after_close(gconstpointer data)
+{
+    const TCase *tc = data;
+    unsigned threads0 = tthread_count();
+    HostileDest hd = { 0 };
+    GError *err = NULL;
+    g_autofree char *host = NULL, *port = NULL;
+    hd.ops = xp_uri_parse(tc->listen_uri, &host, &port, &err);
+    g_assert_no_error(err);
+    XpOptions o;
+    xp_options_init(&o);
+    hd.dom = hd.ops->domain_new(&o, &err);
+    g_assert_no_error(err);
+    hd.l = hd.ops->listen(hd.dom, host, "0", &err);
+    g_assert_no_error(err);
+    hd.thread = g_thread_new("hostile-dest", hdest_thread, &hd);
+    /* more than the sockets hold, so the source is still sending when the channel goes */
+    TGuest *g = tguest_new(1, 16 << 20, 3);
+    MfrSourceConfig cfg;
+    mfr_source_config_init(&cfg);
+    cfg.uri = hd.ops->listener_uri(hd.l);
+    ttoken(cfg.token, 5);
+    cfg.channels = 1;
+    MfrSource *s = mfr_source_new(&cfg, g->block, 1, NULL, NULL, &err);
+    g_assert_no_error(err);
+    g_assert_true(mfr_source_start(s, &err));
+    g_assert_no_error(err);
+    mfr_source_queue_pages(s, 0, 0, g->block[0].length / 4096);
+    g_assert_false(mfr_source_barrier(s, &err));
+    g_test_message("source: %s", err->message);
+    g_assert_error(err, MFR_ERROR, MFR_ERROR_PEER);
+    g_assert_nonnull(strstr(err->message, HOSTILE_DEST_CAUSE));
+    g_clear_error(&err);
+    mfr_source_abort(s);
+    mfr_source_free(s);
+    g_thread_join(hd.thread);
+    g_assert_true(hd.done);
+    xp_listener_close(hd.l);
+    xp_domain_free(hd.dom);
+    tguest_free(g);
+    g_assert_cmpuint(tthread_wait_count(threads0), ==, threads0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child-dest") == 0) {
@@ -1264,6 +1438,8 @@ int main(int argc, char **argv)
             /* 16 GiB cannot be registered in the VM; the slices are the engine's anyway */
             ADD("bad_complete_vanish", test_bad_complete_vanish, tc);
             ADD("bad_complete_cancel", test_bad_complete_cancel, tc);
+            ADD("bad_vanish_before_channels", test_bad_vanish_before_channels, tc);
+            ADD("bad_dest_error_after_close", test_bad_dest_error_after_close, tc);
         }
         ADD("bad_channel_first", test_bad_channel_first, tc);
         for (unsigned k = 0; k < G_N_ELEMENTS(bad); k++) {
