@@ -66,18 +66,29 @@ static unsigned send_channel_ziov(MfrSendChannel *c, unsigned nseg, uint64_t byt
     return n;
 }
 
+/* The first bytes of the packet's nseg segments compressed into out, timed for the policy
+ * (*wall_s) and its CPU counted in the stats: the frame's length, or <= 0 when it did not
+ * shrink enough or zstd failed. */
+static int64_t send_channel_zstd(MfrSendChannel *c, unsigned nseg, uint64_t bytes,
+                                 uint8_t *out, double *wall_s)
+{
+    unsigned n = send_channel_ziov(c, nseg, bytes);
+    double cpu0 = mfr_thread_cpu_s();
+    int64_t t0 = g_get_monotonic_time();
+    int64_t z = mfr_compress_iov(c->zc, c->ziov, n, bytes, out, MFR_COMP_MAX_KEEP(bytes));
+    *wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
+    c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
+    return z;
+}
+
 /* auto's probe after a pause: the packet's first sample bytes compressed into out (which is
  * free: the caller holds its slot) and judged. True when the whole packet is worth trying;
  * false: it goes raw, the sample's CPU counted. */
 static bool send_channel_sample(MfrSendChannel *c, unsigned nseg, uint64_t sample,
                                 uint8_t *out)
 {
-    unsigned n = send_channel_ziov(c, nseg, sample);
-    double cpu0 = mfr_thread_cpu_s();
-    int64_t t0 = g_get_monotonic_time();
-    int64_t z = mfr_compress_iov(c->zc, c->ziov, n, sample, out, MFR_COMP_MAX_KEEP(sample));
-    double wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
-    c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
+    double wall_s;
+    int64_t z = send_channel_zstd(c, nseg, sample, out, &wall_s);
     bool whole = mfr_comp_policy_sampled(&c->policy, sample, z > 0 ? (uint64_t)z : sample,
                                          wall_s);
     c->zstats.pauses = c->policy.backoffs;
@@ -90,12 +101,8 @@ static bool send_channel_sample(MfrSendChannel *c, unsigned nseg, uint64_t sampl
 static bool send_channel_compress(MfrSendChannel *c, unsigned nseg, uint64_t raw,
                                   uint8_t *out, uint64_t *clen)
 {
-    unsigned n = send_channel_ziov(c, nseg, raw);
-    double cpu0 = mfr_thread_cpu_s();
-    int64_t t0 = g_get_monotonic_time();
-    int64_t z = mfr_compress_iov(c->zc, c->ziov, n, raw, out, MFR_COMP_MAX_KEEP(raw));
-    double wall_s = (double)(g_get_monotonic_time() - t0) / 1e6;
-    c->zstats.cpu_s += mfr_thread_cpu_s() - cpu0;
+    double wall_s;
+    int64_t z = send_channel_zstd(c, nseg, raw, out, &wall_s);
     /* a zstd failure (never seen: allocation is done) sends the pages as they are */
     mfr_comp_policy_tried(&c->policy, raw, z > 0 ? (uint64_t)z : raw, wall_s);
     c->zstats.pauses = c->policy.backoffs;
